@@ -1,0 +1,13 @@
+# cython: language_level=3
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: embedsignature=True, cpow=True
+#
+# Index arithmetic in the core is proven by explicit length checks before every
+# access (format sizes are computed at compile time, buffer lengths are checked
+# on entry), which is why bounds and wraparound checks are off module-wide.
+# Each concern lives in one included part:
+include "_fastwire/common.pxi"
+include "_fastwire/struct.pxi"
+include "_fastwire/frames.pxi"
+include "_fastwire/pickle_write.pxi"
+include "_fastwire/pickle_read.pxi"

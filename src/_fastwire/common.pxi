@@ -1,0 +1,45 @@
+# Shared plumbing of the core: the C declarations every part uses and the one
+# place where Python buffers are acquired and released.
+
+from libc.stdint cimport uint16_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memset
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF
+
+cdef extern from "wire.h":
+    size_t FW_SHORT_ALIGN, FW_INT_ALIGN, FW_LONG_ALIGN, FW_LONGLONG_ALIGN
+    size_t FW_SIZE_T_ALIGN, FW_FLOAT_ALIGN, FW_DOUBLE_ALIGN, FW_VOID_P_ALIGN, FW_BOOL_ALIGN
+    int FW_HOST_LITTLE
+    void fw_store_u16(char *p, uint16_t v, int swap) nogil
+    void fw_store_u32(char *p, uint32_t v, int swap) nogil
+    void fw_store_u64(char *p, uint64_t v, int swap) nogil
+    uint16_t fw_load_u16(const char *p, int swap) nogil
+    uint32_t fw_load_u32(const char *p, int swap) nogil
+    uint64_t fw_load_u64(const char *p, int swap) nogil
+    void fw_store_f64(char *p, double x, int swap) nogil
+    double fw_load_f64(const char *p, int swap) nogil
+    void fw_store_f32(char *p, float x, int swap) nogil
+    float fw_load_f32(const char *p, int swap) nogil
+
+
+cdef inline int acquire_readable(object obj, Py_buffer* view) except -1:
+    """Borrow a C-contiguous read-only view of `obj` for the duration of a call.
+
+    Exact bytes skip the buffer protocol (the caller's reference keeps them
+    alive); everything else goes through PyObject_GetBuffer so the exception
+    for str, non-contiguous memoryviews etc. is the one the stdlib raises.
+    """
+    if PyBytes_CheckExact(obj):
+        view.buf = PyBytes_AS_STRING(obj)
+        view.len = PyBytes_GET_SIZE(obj)
+        view.obj = NULL
+        return 0
+    PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    return 0
+
+
+cdef inline void release_view(Py_buffer* view) noexcept:
+    # PyBuffer_Release is a no-op when view.obj is NULL (the bytes fast path).
+    PyBuffer_Release(view)

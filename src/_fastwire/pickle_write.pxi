@@ -1,0 +1,1 @@
+# Placeholder: this part of the core has not been written yet.

@@ -1,0 +1,1 @@
+# The struct core is being written; this placeholder keeps the module building.

@@ -1,0 +1,104 @@
+/* Byte-order and native-layout primitives for the fastwire core.
+ *
+ * Raw C is clearer than Cython here: the alignment of each native C type is
+ * derived exactly the way CPython's Modules/_struct.c derives it (offset of a
+ * member after a char), so '@' formats lay out bytes identically.
+ */
+#ifndef FASTWIRE_WIRE_H
+#define FASTWIRE_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include "Python.h"
+
+typedef struct { char c; short x; } fw_st_short;
+typedef struct { char c; int x; } fw_st_int;
+typedef struct { char c; long x; } fw_st_long;
+typedef struct { char c; long long x; } fw_st_longlong;
+typedef struct { char c; size_t x; } fw_st_size_t;
+typedef struct { char c; float x; } fw_st_float;
+typedef struct { char c; double x; } fw_st_double;
+typedef struct { char c; void *x; } fw_st_void_p;
+typedef struct { char c; _Bool x; } fw_st_bool;
+
+#define FW_SHORT_ALIGN (sizeof(fw_st_short) - sizeof(short))
+#define FW_INT_ALIGN (sizeof(fw_st_int) - sizeof(int))
+#define FW_LONG_ALIGN (sizeof(fw_st_long) - sizeof(long))
+#define FW_LONGLONG_ALIGN (sizeof(fw_st_longlong) - sizeof(long long))
+#define FW_SIZE_T_ALIGN (sizeof(fw_st_size_t) - sizeof(size_t))
+#define FW_FLOAT_ALIGN (sizeof(fw_st_float) - sizeof(float))
+#define FW_DOUBLE_ALIGN (sizeof(fw_st_double) - sizeof(double))
+#define FW_VOID_P_ALIGN (sizeof(fw_st_void_p) - sizeof(void *))
+#define FW_BOOL_ALIGN (sizeof(fw_st_bool) - sizeof(_Bool))
+
+#if PY_LITTLE_ENDIAN
+#define FW_HOST_LITTLE 1
+#else
+#define FW_HOST_LITTLE 0
+#endif
+
+#if defined(_MSC_VER)
+#include <stdlib.h>
+#define fw_bswap16(v) _byteswap_ushort(v)
+#define fw_bswap32(v) _byteswap_ulong(v)
+#define fw_bswap64(v) _byteswap_uint64(v)
+#else
+#define fw_bswap16(v) __builtin_bswap16(v)
+#define fw_bswap32(v) __builtin_bswap32(v)
+#define fw_bswap64(v) __builtin_bswap64(v)
+#endif
+
+/* `swap` is 1 when the wire byte order differs from the host's. memcpy keeps
+ * every access alignment-safe; compilers turn it into a single move. */
+static inline void fw_store_u16(char *p, uint16_t v, int swap) {
+    if (swap) v = fw_bswap16(v);
+    memcpy(p, &v, 2);
+}
+static inline void fw_store_u32(char *p, uint32_t v, int swap) {
+    if (swap) v = fw_bswap32(v);
+    memcpy(p, &v, 4);
+}
+static inline void fw_store_u64(char *p, uint64_t v, int swap) {
+    if (swap) v = fw_bswap64(v);
+    memcpy(p, &v, 8);
+}
+static inline uint16_t fw_load_u16(const char *p, int swap) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return swap ? fw_bswap16(v) : v;
+}
+static inline uint32_t fw_load_u32(const char *p, int swap) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return swap ? fw_bswap32(v) : v;
+}
+static inline uint64_t fw_load_u64(const char *p, int swap) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return swap ? fw_bswap64(v) : v;
+}
+static inline void fw_store_f64(char *p, double x, int swap) {
+    uint64_t v;
+    memcpy(&v, &x, 8);
+    fw_store_u64(p, v, swap);
+}
+static inline double fw_load_f64(const char *p, int swap) {
+    uint64_t v = fw_load_u64(p, swap);
+    double x;
+    memcpy(&x, &v, 8);
+    return x;
+}
+static inline void fw_store_f32(char *p, float x, int swap) {
+    uint32_t v;
+    memcpy(&v, &x, 4);
+    fw_store_u32(p, v, swap);
+}
+static inline float fw_load_f32(const char *p, int swap) {
+    uint32_t v = fw_load_u32(p, swap);
+    float x;
+    memcpy(&x, &v, 4);
+    return x;
+}
+
+#endif /* FASTWIRE_WIRE_H */

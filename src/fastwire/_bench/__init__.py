@@ -1,0 +1,118 @@
+"""Side-by-side benchmarks of fastwire against the standard library.
+
+Each area of the library contributes one module of :class:`Pair` objects. The
+same pairs feed ``python -m fastwire bench`` (interleaved medians, quick) and the
+pytest-benchmark suite in ``bench/`` (full statistics and JSON for the
+regression gate), so a data set is defined in exactly one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+# One module per area; each defines ``pairs() -> list[Pair]``.
+AREA_MODULES = {
+    "struct": "fastwire._bench.struct_cases",
+    "pickle": "fastwire._bench.pickle_cases",
+    "frames": "fastwire._bench.frame_cases",
+    "net": "fastwire._bench.net_cases",
+}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One operation timed twice: the standard library way and the fastwire way.
+
+    ``target`` is the speedup (stdlib time / fastwire time) the project promises
+    for this pair; 1.0 means "at least as fast".
+    """
+
+    name: str
+    area: str
+    stdlib: Callable[[], object]
+    fastwire: Callable[[], object]
+    target: float = 1.0
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    area: str
+    stdlib_seconds: float
+    fastwire_seconds: float
+    target: float
+
+    @property
+    def speedup(self) -> float:
+        return self.stdlib_seconds / self.fastwire_seconds
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "area": self.area,
+            "stdlib_seconds": self.stdlib_seconds,
+            "fastwire_seconds": self.fastwire_seconds,
+            "speedup": self.speedup,
+            "target": self.target,
+        }
+
+
+def load_pairs(areas: Iterable[str] | None = None) -> list[Pair]:
+    selected = list(AREA_MODULES) if areas is None else list(areas)
+    pairs: list[Pair] = []
+    for area in selected:
+        pairs.extend(importlib.import_module(AREA_MODULES[area]).pairs())
+    return pairs
+
+
+def _loops_for(fn: Callable[[], object], budget: float) -> int:
+    """How many calls of ``fn`` fill about ``budget`` seconds (at least one)."""
+    loops = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget / 4 or loops >= 1 << 24:
+            return max(1, int(loops * budget / max(elapsed, 1e-9)))
+        loops *= 4
+
+
+def _time_per_call(fn: Callable[[], object], loops: int) -> float:
+    start = time.perf_counter()
+    for _ in range(loops):
+        fn()
+    return (time.perf_counter() - start) / loops
+
+
+def measure(pair: Pair, rounds: int = 7, budget: float = 0.01) -> Result:
+    """Time both sides interleaved (alternating which goes first) and keep medians.
+
+    Interleaving makes both sides see the same machine noise, so the ratio is
+    far more stable than either absolute time on a shared machine.
+    """
+    loops = _loops_for(pair.stdlib, budget)
+    fw_loops = _loops_for(pair.fastwire, budget)
+    stdlib_times, fastwire_times = [], []
+    for round_index in range(rounds):
+        if round_index % 2:
+            fastwire_times.append(_time_per_call(pair.fastwire, fw_loops))
+            stdlib_times.append(_time_per_call(pair.stdlib, loops))
+        else:
+            stdlib_times.append(_time_per_call(pair.stdlib, loops))
+            fastwire_times.append(_time_per_call(pair.fastwire, fw_loops))
+    return Result(
+        pair.name,
+        pair.area,
+        statistics.median(stdlib_times),
+        statistics.median(fastwire_times),
+        pair.target,
+    )
+
+
+def geometric_mean(values: Iterable[float]) -> float:
+    return statistics.geometric_mean(list(values))

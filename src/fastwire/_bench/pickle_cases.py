@@ -1,0 +1,5 @@
+"""Benchmark pairs for fastwire.pickle (filled in with the pickle codec)."""
+
+
+def pairs():
+    return []
