@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-# One module per area; each defines ``pairs() -> list[Pair]``.
+# The modules of each area; each defines ``pairs() -> list[Pair]``.
 AREA_MODULES = {
-    "struct": "fastwire._bench.struct_cases",
-    "pickle": "fastwire._bench.pickle_cases",
-    "frames": "fastwire._bench.frame_cases",
-    "net": "fastwire._bench.net_cases",
+    "struct": ["fastwire._bench.struct_cases"],
+    "pickle": ["fastwire._bench.pickle_dumps_cases", "fastwire._bench.pickle_loads_cases"],
+    "frames": ["fastwire._bench.frame_cases"],
+    "net": ["fastwire._bench.net_cases"],
 }
 
 
@@ -65,7 +65,8 @@ def load_pairs(areas: Iterable[str] | None = None) -> list[Pair]:
     selected = list(AREA_MODULES) if areas is None else list(areas)
     pairs: list[Pair] = []
     for area in selected:
-        pairs.extend(importlib.import_module(AREA_MODULES[area]).pairs())
+        for module in AREA_MODULES[area]:
+            pairs.extend(importlib.import_module(module).pairs())
     return pairs
 
 
