@@ -1,6 +1,6 @@
 # cython: language_level=3
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# cython: embedsignature=True, cpow=True
+# cython: embedsignature=True, cpow=True, binding=False
 #
 # Index arithmetic in the core is proven by explicit length checks before every
 # access (format sizes are computed at compile time, buffer lengths are checked

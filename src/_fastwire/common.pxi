@@ -1,7 +1,7 @@
 # Shared plumbing of the core: the C declarations every part uses and the one
 # place where Python buffers are acquired and released.
 
-from libc.stdint cimport uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_CheckExact, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
@@ -22,6 +22,26 @@ cdef extern from "wire.h":
     double fw_load_f64(const char *p, int swap) nogil
     void fw_store_f32(char *p, float x, int swap) nogil
     float fw_load_f32(const char *p, int swap) nogil
+    void fw_view_of_bytes(Py_buffer *view, object bytes)
+
+cdef extern from "fastcall.h":
+    ctypedef struct PyMethodDef:
+        pass
+    ctypedef object (*fw_fastcall_fn)(object self, PyObject** args, Py_ssize_t nargs)
+    object fw_new_fastcall_function(PyMethodDef* method_def, const char* name, fw_fastcall_fn fn,
+                                    const char* doc, object module_name)
+    int fw_add_fastcall_method(type cls, PyMethodDef* method_def, const char* name,
+                               fw_fastcall_fn fn, const char* doc) except -1
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+    void PyObject_GC_UnTrack(object op)
+    # Declared here because Cython's cpython.float uses unsigned char* where
+    # CPython's headers (3.11+) use char*.
+    int PyFloat_Pack2(double x, char *p, int le) except -1
+    int PyFloat_Pack4(double x, char *p, int le) except -1
+    double PyFloat_Unpack2(const char *p, int le) except? -1.0
+    double PyFloat_Unpack4(const char *p, int le) except? -1.0
 
 
 cdef inline int acquire_readable(object obj, Py_buffer* view) except -1:
@@ -32,9 +52,7 @@ cdef inline int acquire_readable(object obj, Py_buffer* view) except -1:
     for str, non-contiguous memoryviews etc. is the one the stdlib raises.
     """
     if PyBytes_CheckExact(obj):
-        view.buf = PyBytes_AS_STRING(obj)
-        view.len = PyBytes_GET_SIZE(obj)
-        view.obj = NULL
+        fw_view_of_bytes(view, obj)
         return 0
     PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
     return 0
@@ -43,3 +61,14 @@ cdef inline int acquire_readable(object obj, Py_buffer* view) except -1:
 cdef inline void release_view(Py_buffer* view) noexcept:
     # PyBuffer_Release is a no-op when view.obj is NULL (the bytes fast path).
     PyBuffer_Release(view)
+
+
+cdef inline int acquire_writable(object obj, Py_buffer* view) except -1:
+    """Borrow a writable C-contiguous view; any failure is the TypeError the
+    stdlib's "w*" argument converter raises (read-only, not a buffer, ...)."""
+    try:
+        PyObject_GetBuffer(obj, view, PyBUF_WRITABLE)
+    except Exception:
+        raise TypeError(
+            f"argument must be read-write bytes-like object, not {type(obj).__name__}") from None
+    return 0

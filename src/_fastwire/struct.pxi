@@ -1,1 +1,792 @@
-# The struct core is being written; this placeholder keeps the module building.
+# The struct core: a format is compiled once into an array of run-length codes
+# (CPython's Modules/_struct.c does the same), then packing and unpacking are a
+# tight loop over that array with the byte order folded into a `swap` flag.
+#
+# Compatibility rules, all taken from _struct.c because users' `except` clauses
+# depend on them:
+#   * bad formats, wrong item counts, non-integers and out-of-range integers
+#     raise struct.error; errors raised by a user's __index__/__bool__ propagate;
+#   * 'P' overflow and 'e'/'f' float overflow raise OverflowError;
+#   * a failed float conversion raises struct.error.
+
+from libc.string cimport memchr
+from cpython.long cimport (
+    PyLong_Check, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong,
+    PyLong_AsVoidPtr, PyLong_FromLong, PyLong_FromLongLong,
+    PyLong_FromUnsignedLongLong, PyLong_FromVoidPtr,
+)
+from cpython.number cimport PyIndex_Check, PyNumber_Index, PyNumber_AsSsize_t
+from cpython.float cimport PyFloat_CheckExact, PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_FromDouble
+from cpython.bytes cimport PyBytes_Check
+from cpython.bytearray cimport PyByteArray_Check, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_SIZE, PyTuple_CheckExact
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.object cimport PyObject_IsTrue
+from cpython.sequence cimport PySequence_Fast_ITEMS
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+from struct import error as StructError
+
+# Mirrors _struct.c's MAXCACHE: enough for any real program's set of formats,
+# small enough that a program generating formats cannot grow it without bound.
+cdef Py_ssize_t STRUCT_CACHE_LIMIT = 100
+
+cdef enum StructOp:
+    OP_CHAR
+    OP_BYTES      # 's'
+    OP_PASCAL     # 'p'
+    OP_BOOL
+    OP_SIGNED     # b h i l q n, width in FormatCode.size
+    OP_UNSIGNED   # B H I L Q N
+    OP_VOID_P     # 'P', native only
+    OP_HALF       # 'e'
+    OP_FLOAT      # 'f'
+    OP_DOUBLE     # 'd'
+
+
+cdef struct FormatCode:
+    StructOp op
+    char fmt               # the format character, for error messages
+    Py_ssize_t offset
+    Py_ssize_t size        # item width; for 's'/'p' the field length
+    Py_ssize_t repeat      # consecutive items of this code ('s'/'p': always 1)
+
+
+cdef struct FormatEntry:
+    StructOp op
+    Py_ssize_t size
+    Py_ssize_t align       # 0 where no alignment applies
+    bint is_item           # False for 'x' padding
+
+
+cdef inline bint is_format_space(unsigned char c) noexcept nogil:
+    # Py_ISSPACE: the ASCII whitespace _struct.c skips between items.
+    return c == c' ' or c == c'\t' or c == c'\n' or c == c'\r' or c == c'\x0b' or c == c'\x0c'
+
+
+cdef int lookup_format_char(unsigned char c, bint native, FormatEntry* entry) except -1:
+    """Fill `entry` for format character `c`, or raise struct.error."""
+    entry.is_item = True
+    entry.align = 0
+    if c == c'x':
+        entry.op, entry.size, entry.is_item = OP_BYTES, 1, False
+    elif c == c'c':
+        entry.op, entry.size = OP_CHAR, 1
+    elif c == c's':
+        entry.op, entry.size = OP_BYTES, 1
+    elif c == c'p':
+        entry.op, entry.size = OP_PASCAL, 1
+    elif c == c'b':
+        entry.op, entry.size = OP_SIGNED, 1
+    elif c == c'B':
+        entry.op, entry.size = OP_UNSIGNED, 1
+    elif c == c'?':
+        entry.op, entry.size = OP_BOOL, 1  # _Bool is one byte on every supported platform
+        entry.align = FW_BOOL_ALIGN if native else 0
+    elif c == c'h' or c == c'H':
+        entry.op = OP_SIGNED if c == c'h' else OP_UNSIGNED
+        entry.size = sizeof(short) if native else 2
+        entry.align = FW_SHORT_ALIGN if native else 0
+    elif c == c'i' or c == c'I':
+        entry.op = OP_SIGNED if c == c'i' else OP_UNSIGNED
+        entry.size = sizeof(int) if native else 4
+        entry.align = FW_INT_ALIGN if native else 0
+    elif c == c'l' or c == c'L':
+        entry.op = OP_SIGNED if c == c'l' else OP_UNSIGNED
+        entry.size = sizeof(long) if native else 4
+        entry.align = FW_LONG_ALIGN if native else 0
+    elif c == c'q' or c == c'Q':
+        entry.op = OP_SIGNED if c == c'q' else OP_UNSIGNED
+        entry.size = sizeof(long long) if native else 8
+        entry.align = FW_LONGLONG_ALIGN if native else 0
+    elif c == c'e':
+        entry.op = OP_HALF
+        entry.size = 2
+        entry.align = FW_SHORT_ALIGN if native else 0
+    elif c == c'f':
+        entry.op = OP_FLOAT
+        entry.size = 4
+        entry.align = FW_FLOAT_ALIGN if native else 0
+    elif c == c'd':
+        entry.op = OP_DOUBLE
+        entry.size = 8
+        entry.align = FW_DOUBLE_ALIGN if native else 0
+    elif native and (c == c'n' or c == c'N'):
+        entry.op = OP_SIGNED if c == c'n' else OP_UNSIGNED
+        entry.size, entry.align = sizeof(Py_ssize_t), FW_SIZE_T_ALIGN
+    elif native and c == c'P':
+        entry.op, entry.size, entry.align = OP_VOID_P, sizeof(void*), FW_VOID_P_ALIGN
+    else:
+        raise StructError("bad char in struct format")
+    return 0
+
+
+cdef object raise_size_overflow():
+    raise StructError("total struct size too long")
+
+
+# ---------------------------------------------------------------------------
+# Scalar conversions (Python -> C). Each returns -1 with an exception set.
+
+cdef object as_python_int(object value):
+    """int(value) by __index__ only, as _struct.c's get_pylong does."""
+    if PyLong_Check(value):
+        return value
+    if PyIndex_Check(value):
+        return PyNumber_Index(value)
+    raise StructError("required argument is not an integer")
+
+
+cdef int raise_int_range(FormatCode* code) except -1:
+    cdef Py_ssize_t bits = code.size * 8
+    if code.op == OP_SIGNED:
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        low, high = 0, (1 << bits) - 1
+    raise StructError(f"'{chr(code.fmt)}' format requires {low} <= number <= {high}")
+
+
+cdef inline int pack_signed(FormatCode* code, char* out, object value, int swap) except -1:
+    cdef int overflow = 0
+    cdef long long x
+    cdef Py_ssize_t bits
+    if not PyLong_Check(value):
+        value = as_python_int(value)
+    x = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow:
+        return raise_int_range(code)
+    if code.size == 8:
+        fw_store_u64(out, <uint64_t>x, swap)
+        return 0
+    bits = code.size * 8 - 1
+    if x < -(1LL << bits) or x > (1LL << bits) - 1:
+        return raise_int_range(code)
+    if code.size == 4:
+        fw_store_u32(out, <uint32_t>x, swap)
+    elif code.size == 2:
+        fw_store_u16(out, <uint16_t>x, swap)
+    else:
+        out[0] = <char>x
+    return 0
+
+
+cdef inline int pack_unsigned(FormatCode* code, char* out, object value, int swap) except -1:
+    cdef int overflow = 0
+    cdef long long x
+    cdef unsigned long long ux
+    if not PyLong_Check(value):
+        value = as_python_int(value)
+    x = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow < 0 or (overflow == 0 and x < 0):
+        return raise_int_range(code)
+    if overflow > 0:
+        if code.size != 8:
+            return raise_int_range(code)
+        try:
+            ux = PyLong_AsUnsignedLongLong(value)
+        except OverflowError:
+            return raise_int_range(code)
+    else:
+        ux = <unsigned long long>x
+    if code.size == 8:
+        fw_store_u64(out, ux, swap)
+        return 0
+    if ux > (1ULL << (code.size * 8)) - 1:
+        return raise_int_range(code)
+    if code.size == 4:
+        fw_store_u32(out, <uint32_t>ux, swap)
+    elif code.size == 2:
+        fw_store_u16(out, <uint16_t>ux, swap)
+    else:
+        out[0] = <char>ux
+    return 0
+
+
+cdef inline double as_double(object value) except? -1.0:
+    cdef double x
+    if PyFloat_CheckExact(value):
+        return PyFloat_AS_DOUBLE(value)
+    try:
+        x = PyFloat_AsDouble(value)
+    except BaseException:
+        raise StructError("required argument is not a float")
+    return x
+
+
+cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap) except -1:
+    cdef double x
+    cdef float narrowed
+    cdef void* pointer
+    cdef int truth
+    if code.op == OP_SIGNED:
+        return pack_signed(code, out, value, swap)
+    elif code.op == OP_DOUBLE:
+        fw_store_f64(out, as_double(value), swap)
+    elif code.op == OP_UNSIGNED:
+        return pack_unsigned(code, out, value, swap)
+    elif code.op == OP_BOOL:
+        truth = PyObject_IsTrue(value)
+        out[0] = <char>(truth != 0)
+    elif code.op == OP_FLOAT:
+        x = as_double(value)
+        narrowed = <float>x
+        # Overflow to infinity is an error in every byte order. CPython before
+        # gh-145633 silently packed inf for native 'f'; fastwire raises as the
+        # standard byte orders (and later CPythons) do.
+        if narrowed - narrowed != 0 and x - x == 0:
+            raise OverflowError("float too large to pack with f format")
+        fw_store_f32(out, narrowed, swap)
+    elif code.op == OP_HALF:
+        PyFloat_Pack2(as_double(value), out, FW_HOST_LITTLE != swap)
+    elif code.op == OP_CHAR:
+        if not PyBytes_Check(value) or PyBytes_GET_SIZE(value) != 1:
+            raise StructError("char format requires a bytes object of length 1")
+        out[0] = PyBytes_AS_STRING(value)[0]
+    elif code.op == OP_VOID_P:
+        value = as_python_int(value)
+        try:
+            pointer = PyLong_AsVoidPtr(value)
+        except OverflowError:
+            raise StructError("int too large to convert")
+        memcpy(out, &pointer, sizeof(void*))
+    return 0
+
+
+cdef int pack_string(FormatCode* code, char* out, object value) except -1:
+    """'s' and 'p' fields: bytes or bytearray, truncated or zero-padded."""
+    cdef const char* data
+    cdef Py_ssize_t length
+    if PyBytes_Check(value):
+        data, length = PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)
+    elif PyByteArray_Check(value):
+        data, length = PyByteArray_AS_STRING(value), PyByteArray_GET_SIZE(value)
+    else:
+        raise StructError(f"argument for '{chr(code.fmt)}' must be a bytes object")
+    if code.op == OP_BYTES:
+        if length > code.size:
+            length = code.size
+        memcpy(out, data, length)
+    elif code.size > 0:
+        # Pascal string: a length byte (capped at 255) then up to size-1 bytes.
+        if length > code.size - 1:
+            length = code.size - 1
+        memcpy(out + 1, data, length)
+        out[0] = <char>(length if length < 255 else 255)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Scalar conversions (C -> Python).
+
+cdef inline object unpack_scalar(FormatCode* code, const char* p, int swap):
+    cdef void* pointer
+    if code.op == OP_SIGNED:
+        if code.size == 4:
+            return PyLong_FromLong(<int32_t>fw_load_u32(p, swap))
+        elif code.size == 8:
+            return PyLong_FromLongLong(<int64_t>fw_load_u64(p, swap))
+        elif code.size == 2:
+            return PyLong_FromLong(<int16_t>fw_load_u16(p, swap))
+        return PyLong_FromLong(<signed char>p[0])
+    elif code.op == OP_UNSIGNED:
+        if code.size == 4:
+            return PyLong_FromLong(fw_load_u32(p, swap))
+        elif code.size == 8:
+            return PyLong_FromUnsignedLongLong(fw_load_u64(p, swap))
+        elif code.size == 2:
+            return PyLong_FromLong(fw_load_u16(p, swap))
+        return PyLong_FromLong(<unsigned char>p[0])
+    elif code.op == OP_DOUBLE:
+        return PyFloat_FromDouble(fw_load_f64(p, swap))
+    elif code.op == OP_FLOAT:
+        if swap:
+            return PyFloat_FromDouble(PyFloat_Unpack4(p, FW_HOST_LITTLE == 0))
+        return PyFloat_FromDouble(fw_load_f32(p, 0))
+    elif code.op == OP_BOOL:
+        return p[0] != 0
+    elif code.op == OP_HALF:
+        return PyFloat_FromDouble(PyFloat_Unpack2(p, FW_HOST_LITTLE != swap))
+    elif code.op == OP_CHAR:
+        return PyBytes_FromStringAndSize(p, 1)
+    elif code.op == OP_BYTES:
+        return PyBytes_FromStringAndSize(p, code.size)
+    elif code.op == OP_PASCAL:
+        return unpack_pascal(code, p)
+    else:  # OP_VOID_P
+        memcpy(&pointer, p, sizeof(void*))
+        return PyLong_FromVoidPtr(pointer)
+
+
+cdef object unpack_pascal(FormatCode* code, const char* p):
+    cdef Py_ssize_t length
+    if code.size == 0:
+        return b""
+    length = <unsigned char>p[0]
+    if length >= code.size:
+        length = code.size - 1
+    return PyBytes_FromStringAndSize(p + 1, length)
+
+
+cdef object item_count_error(str method, Py_ssize_t expected, Py_ssize_t got):
+    raise StructError(f"{method} expected {expected} items for packing (got {got})")
+
+
+cdef class Struct:
+    """Struct(format)
+
+    A compiled struct format, byte-compatible with :class:`struct.Struct`.
+    ``format`` is a str or bytes format string; ``size`` the packed size.
+    Raises struct.error for an invalid format.
+    """
+    cdef FormatCode* codes
+    cdef Py_ssize_t ncodes
+    cdef Py_ssize_t nitems
+    cdef Py_ssize_t _size
+    cdef int swap
+    cdef bytes _format
+    cdef object __weakref__
+
+    def __init__(self, format):
+        if isinstance(format, str):
+            format = (<str>format).encode("ascii")
+        elif not isinstance(format, bytes):
+            raise TypeError(
+                "Struct() argument 1 must be a str or bytes object, not "
+                f"{type(format).__name__}")
+        self._compile(bytes(format))
+
+    def __dealloc__(self):
+        PyMem_Free(self.codes)
+
+    cdef int _compile(self, bytes fmt) except -1:
+        cdef const unsigned char* text = fmt
+        cdef Py_ssize_t length = len(fmt)
+        cdef Py_ssize_t i = 0, count, digit, size = 0, nitems = 0, ncodes = 0, extra
+        cdef bint native = True
+        cdef int swap = 0
+        cdef unsigned char c
+        cdef FormatEntry entry
+        cdef FormatCode* codes
+        if memchr(text, 0, length) != NULL:
+            raise StructError("embedded null character")
+        if length:
+            c = text[0]
+            if c == c'@':
+                i = 1
+            elif c == c'=':
+                native, i = False, 1
+            elif c == c'<':
+                native, swap, i = False, not FW_HOST_LITTLE, 1
+            elif c == c'>' or c == c'!':
+                native, swap, i = False, FW_HOST_LITTLE, 1
+        # At most one code per format character: the allocation is bounded by
+        # the format's length, never by a repeat count inside it.
+        codes = <FormatCode*>PyMem_Malloc((length + 1) * sizeof(FormatCode))
+        if codes == NULL:
+            raise MemoryError()
+        try:
+            while i < length:
+                c = text[i]
+                i += 1
+                if is_format_space(c):
+                    continue
+                if c'0' <= c <= c'9':
+                    count = c - c'0'
+                    while i < length and c'0' <= text[i] <= c'9':
+                        digit = text[i] - c'0'
+                        if count > (PY_SSIZE_T_MAX - digit) // 10:
+                            raise_size_overflow()
+                        count = count * 10 + digit
+                        i += 1
+                    if i == length:
+                        raise StructError("repeat count given without format specifier")
+                    c = text[i]
+                    i += 1
+                else:
+                    count = 1
+                lookup_format_char(c, native, &entry)
+                if entry.align > 1 and size > 0:
+                    extra = (entry.align - 1) - (size - 1) % entry.align
+                    if extra > PY_SSIZE_T_MAX - size:
+                        raise_size_overflow()
+                    size += extra
+                if count > (PY_SSIZE_T_MAX - size) // entry.size:
+                    raise_size_overflow()
+                if entry.is_item and (count or c == c's' or c == c'p'):
+                    codes[ncodes].op = entry.op
+                    codes[ncodes].fmt = <char>c
+                    codes[ncodes].offset = size
+                    if c == c's' or c == c'p':
+                        codes[ncodes].size, codes[ncodes].repeat = count, 1
+                        nitems += 1
+                    else:
+                        codes[ncodes].size, codes[ncodes].repeat = entry.size, count
+                        nitems += count
+                    ncodes += 1
+                size += count * entry.size
+        except BaseException:
+            PyMem_Free(codes)
+            raise
+        PyMem_Free(self.codes)
+        self.codes, self.ncodes, self.nitems = codes, ncodes, nitems
+        self._size, self.swap, self._format = size, swap, fmt
+        return 0
+
+    @property
+    def format(self):
+        """The format string, as str."""
+        return self._format.decode("ascii") if self._format is not None else None
+
+    @property
+    def size(self):
+        """The packed size in bytes."""
+        return self._size
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.format!r})"
+
+    def __sizeof__(self):
+        return object.__sizeof__(self) + self.ncodes * sizeof(FormatCode)
+
+    cdef int _pack_items(self, PyObject** items, char* out) except -1:
+        """Pack exactly `nitems` objects from `items` into `out` (pre-zeroed, `size` bytes)."""
+        cdef FormatCode* code = self.codes
+        cdef FormatCode* end = self.codes + self.ncodes
+        cdef Py_ssize_t r
+        cdef char* p
+        cdef int swap = self.swap
+        while code < end:
+            p = out + code.offset
+            if code.op == OP_BYTES or code.op == OP_PASCAL:
+                pack_string(code, p, <object>items[0])
+                items += 1
+            else:
+                for r in range(code.repeat):
+                    pack_scalar(code, p, <object>items[0], swap)
+                    items += 1
+                    p += code.size
+            code += 1
+        return 0
+
+    cdef tuple _unpack_at(self, const char* data):
+        cdef tuple result = PyTuple_New(self.nitems)
+        cdef FormatCode* code = self.codes
+        cdef FormatCode* end = self.codes + self.ncodes
+        cdef Py_ssize_t r, index = 0
+        cdef const char* p
+        cdef int swap = self.swap
+        while code < end:
+            p = data + code.offset
+            for r in range(code.repeat):
+                item = unpack_scalar(code, p, swap)
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(result, index, item)
+                index += 1
+                p += code.size
+            code += 1
+        # Every item is an int, float, bool or bytes, so the tuple can never be
+        # part of a reference cycle. Untracking it now spares the collector the
+        # traversal it would otherwise do (CPython untracks such tuples itself,
+        # but only at the next collection, after paying for the traversal).
+        PyObject_GC_UnTrack(result)
+        return result
+
+    cdef bytes _pack_array(self, PyObject** args, Py_ssize_t nargs):
+        if nargs != self.nitems:
+            item_count_error("pack", self.nitems, nargs)
+        cdef bytes result = PyBytes_FromStringAndSize(NULL, self._size)
+        cdef char* out = PyBytes_AS_STRING(result)
+        memset(out, 0, self._size)
+        self._pack_items(args, out)
+        return result
+
+    cdef int _pack_into(self, PyObject** args, Py_ssize_t nargs) except -1:
+        # args[0] is the buffer, args[1] the offset, the rest the values.
+        cdef Py_ssize_t offset
+        cdef Py_buffer view
+        cdef char scratch[256]
+        cdef char* staging
+        if nargs != self.nitems + 2:
+            if nargs == 0:
+                raise StructError("pack_into expected buffer argument")
+            elif nargs == 1:
+                raise StructError("pack_into expected offset argument")
+            item_count_error("pack_into", self.nitems, nargs - 2)
+        acquire_writable(<object>args[0], &view)
+        try:
+            offset = PyNumber_AsSsize_t(<object>args[1], IndexError)
+            if offset < 0:
+                if offset + self._size > 0:
+                    raise StructError(f"no space to pack {self._size} bytes at offset {offset}")
+                if offset + view.len < 0:
+                    raise StructError(f"offset {offset} out of range for {view.len}-byte buffer")
+                offset += view.len
+            if view.len - offset < self._size:
+                raise StructError(
+                    f"pack_into requires a buffer of at least {self._size + offset} bytes for "
+                    f"packing {self._size} bytes at offset {offset} "
+                    f"(actual buffer size is {view.len})")
+            # Pack into staging memory first so a value that fails to convert
+            # leaves the caller's buffer untouched (the stdlib leaves it half written).
+            if self._size <= 256:
+                staging = scratch
+            else:
+                staging = <char*>PyMem_Malloc(self._size)
+                if staging == NULL:
+                    raise MemoryError()
+            try:
+                memset(staging, 0, self._size)
+                self._pack_items(args + 2, staging)
+                memcpy(<char*>view.buf + offset, staging, self._size)
+            finally:
+                if staging != scratch:
+                    PyMem_Free(staging)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef tuple _unpack(self, object buffer):
+        cdef Py_buffer view
+        acquire_readable(buffer, &view)
+        try:
+            if view.len != self._size:
+                raise StructError(f"unpack requires a buffer of {self._size} bytes")
+            return self._unpack_at(<const char*>view.buf)
+        finally:
+            release_view(&view)
+
+    cdef tuple _unpack_from(self, object buffer, Py_ssize_t offset):
+        cdef Py_buffer view
+        acquire_readable(buffer, &view)
+        try:
+            if offset < 0:
+                if offset + view.len < 0:
+                    raise StructError(f"offset {offset} out of range for {view.len}-byte buffer")
+                offset += view.len
+            if view.len - offset < self._size:
+                raise StructError(
+                    f"unpack_from requires a buffer of at least {self._size + offset} bytes for "
+                    f"unpacking {self._size} bytes at offset {offset} "
+                    f"(actual buffer size is {view.len})")
+            return self._unpack_at(<const char*>view.buf + offset)
+        finally:
+            release_view(&view)
+
+    def unpack(self, buffer, /):
+        """unpack(buffer) -> tuple
+
+        Unpack a bytes-like object of exactly ``size`` bytes. Raises
+        struct.error for any other length.
+        """
+        return self._unpack(buffer)
+
+    def unpack_from(self, buffer, Py_ssize_t offset=0):
+        """unpack_from(buffer, offset=0) -> tuple
+
+        Unpack ``size`` bytes starting at ``offset`` (negative counts from the
+        end). Raises struct.error if the buffer is too short.
+        """
+        return self._unpack_from(buffer, offset)
+
+    def iter_unpack(self, buffer, /):
+        """iter_unpack(buffer) -> iterator of tuples
+
+        Unpack consecutive records; the buffer length must be a multiple of
+        ``size``. Raises struct.error otherwise or for a zero-size format.
+        """
+        return StructIterator(self, buffer)
+
+    def pack_many(self, rows):
+        """pack_many(rows) -> bytes
+
+        Pack an iterable of value tuples (or other sequences) into one bytes
+        object, ``len(rows) * size`` long; the same as
+        ``b"".join(self.pack(*row) for row in rows)`` without the per-row
+        objects. Raises struct.error on the first bad row; nothing is returned
+        partially packed.
+        """
+        # A private tuple of rows (and of each list row) means user code run by
+        # a conversion (__index__, __bool__) cannot resize what is being read.
+        cdef tuple all_rows = rows if PyTuple_CheckExact(rows) else tuple(rows)
+        cdef Py_ssize_t count = PyTuple_GET_SIZE(all_rows), i
+        cdef tuple row
+        if self._size and count > PY_SSIZE_T_MAX // self._size:
+            raise MemoryError()
+        cdef bytes result = PyBytes_FromStringAndSize(NULL, count * self._size)
+        cdef char* out = PyBytes_AS_STRING(result)
+        memset(out, 0, count * self._size)
+        for i in range(count):
+            item = all_rows[i]
+            row = item if PyTuple_CheckExact(item) else tuple(item)
+            if PyTuple_GET_SIZE(row) != self.nitems:
+                item_count_error("pack", self.nitems, PyTuple_GET_SIZE(row))
+            self._pack_items(PySequence_Fast_ITEMS(row), out + i * self._size)
+        return result
+
+    def unpack_many(self, buffer, /):
+        """unpack_many(buffer) -> list of tuples
+
+        Unpack every record of a buffer whose length is a multiple of ``size``;
+        the same as ``list(self.iter_unpack(buffer))``. Raises struct.error for
+        a zero-size format or a length that is not a multiple of ``size``.
+        """
+        cdef Py_buffer view
+        cdef Py_ssize_t count, i
+        cdef const char* data
+        if self._size == 0:
+            raise StructError("cannot unpack_many with a struct of length 0")
+        acquire_readable(buffer, &view)
+        try:
+            if view.len % self._size:
+                raise StructError(
+                    f"unpack_many requires a buffer of a multiple of {self._size} bytes")
+            count = view.len // self._size
+            data = <const char*>view.buf
+            result = PyList_New(count)
+            for i in range(count):
+                record = self._unpack_at(data + i * self._size)
+                Py_INCREF(record)
+                PyList_SET_ITEM(result, i, record)
+            return result
+        finally:
+            release_view(&view)
+
+
+cdef class StructIterator:
+    """Iterator returned by iter_unpack(); holds the buffer until exhausted."""
+    cdef Struct owner
+    cdef Py_buffer view
+    cdef bint holding
+    cdef object source
+    cdef Py_ssize_t position
+
+    def __cinit__(self, Struct owner, buffer):
+        if owner._size == 0:
+            raise StructError("cannot iteratively unpack with a struct of length 0")
+        acquire_readable(buffer, &self.view)
+        self.holding = True
+        self.source = buffer  # keeps exact bytes (no buffer export) alive
+        if self.view.len % owner._size:
+            self._release()
+            raise StructError(
+                f"iterative unpacking requires a buffer of a multiple of {owner._size} bytes")
+        self.owner = owner
+
+    cdef void _release(self) noexcept:
+        if self.holding:
+            self.holding = False
+            release_view(&self.view)
+            self.source = None
+
+    def __dealloc__(self):
+        self._release()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.holding or self.position >= self.view.len:
+            self._release()
+            raise StopIteration
+        record = self.owner._unpack_at(<const char*>self.view.buf + self.position)
+        self.position += self.owner._size
+        return record
+
+    def __length_hint__(self):
+        if not self.holding:
+            return 0
+        return (self.view.len - self.position) // self.owner._size
+
+
+# ---------------------------------------------------------------------------
+# Module-level functions: the compiled-format cache in one place.
+
+cdef dict _struct_cache = {}
+
+
+cdef Struct cached_struct(object format):
+    cdef PyObject* found = PyDict_GetItemWithError(_struct_cache, format)
+    if found != NULL:
+        return <Struct>found
+    compiled = Struct(format)
+    if len(_struct_cache) >= STRUCT_CACHE_LIMIT:
+        _struct_cache.clear()
+    _struct_cache[format] = compiled
+    return compiled
+
+
+def _clearcache():
+    """Clear the cache of compiled formats used by the module-level functions."""
+    _struct_cache.clear()
+
+
+def calcsize(format, /):
+    """calcsize(format) -> int: the size of the struct described by ``format``."""
+    return cached_struct(format)._size
+
+
+def unpack(format, buffer, /):
+    """unpack(format, buffer) -> tuple; see :meth:`Struct.unpack`."""
+    return cached_struct(format)._unpack(buffer)
+
+
+def unpack_from(format, /, buffer, Py_ssize_t offset=0):
+    """unpack_from(format, buffer, offset=0) -> tuple; see :meth:`Struct.unpack_from`."""
+    return cached_struct(format)._unpack_from(buffer, offset)
+
+
+def iter_unpack(format, buffer, /):
+    """iter_unpack(format, buffer) -> iterator; see :meth:`Struct.iter_unpack`."""
+    return StructIterator(cached_struct(format), buffer)
+
+
+# ---------------------------------------------------------------------------
+# The *args entry points, installed as METH_FASTCALL functions (see fastcall.h).
+
+cdef object struct_pack_fastcall(object self, PyObject** args, Py_ssize_t nargs):
+    return (<Struct>self)._pack_array(args, nargs)
+
+
+cdef object struct_pack_into_fastcall(object self, PyObject** args, Py_ssize_t nargs):
+    (<Struct>self)._pack_into(args, nargs)
+    return None
+
+
+cdef object module_pack_fastcall(object module, PyObject** args, Py_ssize_t nargs):
+    if nargs == 0:
+        raise TypeError("missing format argument")
+    return cached_struct(<object>args[0])._pack_array(args + 1, nargs - 1)
+
+
+cdef object module_pack_into_fastcall(object module, PyObject** args, Py_ssize_t nargs):
+    if nargs == 0:
+        raise TypeError("missing format argument")
+    cached_struct(<object>args[0])._pack_into(args + 1, nargs - 1)
+    return None
+
+
+cdef PyMethodDef struct_pack_def, struct_pack_into_def, module_pack_def, module_pack_into_def
+
+fw_add_fastcall_method(
+    Struct, &struct_pack_def, "pack", struct_pack_fastcall,
+    "pack($self, /, *values)\n--\n\n"
+    "Pack the values according to the format and return bytes. Raises\n"
+    "struct.error for the wrong number of values or a value of the wrong\n"
+    "type or range (OverflowError for 'e'/'f' float overflow).")
+fw_add_fastcall_method(
+    Struct, &struct_pack_into_def, "pack_into", struct_pack_into_fastcall,
+    "pack_into($self, buffer, offset, /, *values)\n--\n\n"
+    "Pack the values into the writable buffer at offset (negative offsets\n"
+    "count from the end). Raises struct.error if they do not fit, TypeError\n"
+    "for a read-only buffer; on error the buffer is left unchanged.")
+pack = fw_new_fastcall_function(
+    &module_pack_def, "pack", module_pack_fastcall,
+    "pack(format, /, *values)\n--\n\n"
+    "Return bytes containing the values packed according to format;\n"
+    "see Struct.pack.", __name__)
+pack_into = fw_new_fastcall_function(
+    &module_pack_into_def, "pack_into", module_pack_into_fastcall,
+    "pack_into(format, buffer, offset, /, *values)\n--\n\n"
+    "Pack the values according to format into buffer at offset;\n"
+    "see Struct.pack_into.", __name__)

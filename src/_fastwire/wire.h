@@ -101,4 +101,13 @@ static inline float fw_load_f32(const char *p, int swap) {
     return x;
 }
 
+/* A borrowed view of an exact bytes object without the buffer protocol: the
+ * caller's reference keeps it alive, and obj == NULL makes PyBuffer_Release a
+ * no-op. */
+static inline void fw_view_of_bytes(Py_buffer *view, PyObject *bytes) {
+    view->buf = PyBytes_AS_STRING(bytes);
+    view->len = PyBytes_GET_SIZE(bytes);
+    view->obj = NULL;
+}
+
 #endif /* FASTWIRE_WIRE_H */
