@@ -661,6 +661,7 @@ cdef class Struct:
         cdef Py_buffer view
         cdef Py_ssize_t count, i
         cdef const char* data
+        cdef int gc_was_enabled
         if self._size == 0:
             raise StructError("cannot unpack_many with a struct of length 0")
         acquire_readable(buffer, &view)
@@ -671,10 +672,14 @@ cdef class Struct:
             count = view.len // self._size
             data = <const char*>view.buf
             result = PyList_New(count)
-            for i in range(count):
-                record = self._unpack_at(data + i * self._size)
-                Py_INCREF(record)
-                PyList_SET_ITEM(result, i, record)
+            gc_was_enabled = fw_gc_pause()
+            try:
+                for i in range(count):
+                    record = self._unpack_at(data + i * self._size)
+                    Py_INCREF(record)
+                    PyList_SET_ITEM(result, i, record)
+            finally:
+                fw_gc_resume(gc_was_enabled)
             return result
         finally:
             release_view(&view)
