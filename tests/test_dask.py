@@ -489,14 +489,13 @@ def test_restricted_family_on_workers_refuses_disallowed_globals_and_keeps_servi
 def test_install_on_a_running_cluster_reaches_current_and_future_workers():
     with LocalCluster(**CLUSTER_OPTIONS) as plain, Client(plain) as admin:
         admin.wait_for_workers(2)
-        # Before install the workers do not know the family: a client that asked
-        # for it now would fail with KeyError: 'fastwire' (see docs/dask.md).
         assert list(admin.run(lambda dask_worker: dask_worker.rpc.serializers).values()) == [None, None]
-        fd.install(admin)
-        assert all(s == list(fd.SERIALIZERS)
-                   for s in admin.run(lambda dask_worker: dask_worker.rpc.serializers).values())
-        admin.run(fd.track_decodes)
+        # The documented two lines: a client asking for the family, then install().
         with Client(plain, serializers=fd.SERIALIZERS, deserializers=fd.SERIALIZERS) as c:
+            fd.install(c)
+            assert all(s == list(fd.SERIALIZERS)
+                       for s in c.run(lambda dask_worker: dask_worker.rpc.serializers).values())
+            c.run(fd.track_decodes)
             w1, w2 = sorted(c.scheduler_info()["workers"])
             [future] = c.scatter([fd.whole(RECORDS)], workers=[w1], direct=True)
             before = c.run(fd.decode_counts)

@@ -3,7 +3,6 @@
 Importing this module registers the ``"fastwire"`` serialization family with
 Dask in the importing process. Two lines turn it on for a local cluster::
 
-    import fastwire.dask
     client = Client(LocalCluster(), serializers=fastwire.dask.SERIALIZERS,
                     deserializers=fastwire.dask.SERIALIZERS)
     fastwire.dask.install(client)      # scheduler + every worker, now and later

@@ -105,10 +105,12 @@ def install(client: Any, *, worker_transfers: bool = True, dask_pickle: bool = F
     """Turn fastwire on for a running cluster from its client.
 
     Registers the family here, in the scheduler and on every worker (including
-    workers that join later, through plugins). The client must also have been
-    created with ``serializers=SERIALIZERS, deserializers=SERIALIZERS`` for its
-    own hops to use the family. Raises whatever ``client.register_plugin`` raises
-    (for example if a worker cannot import fastwire).
+    workers that join later, through plugins). For the client's own hops to use
+    the family, create it with ``serializers=SERIALIZERS, deserializers=SERIALIZERS``
+    and call this before it sends or fetches any data (workers without the family
+    answer such a client with ``KeyError: 'fastwire'``). Raises whatever
+    ``client.register_plugin`` raises (for example if a worker cannot import
+    fastwire).
     """
     options = Options(worker_transfers, dask_pickle, None if allowed is None else tuple(allowed))
     setup_process(options)
