@@ -25,8 +25,9 @@ import threading
 from .. import pickle as _fw_pickle
 from ._family import decodes
 
-#: The ``distributed`` releases the opt-in is tested on (inclusive range).
-TESTED_DISTRIBUTED = ("2026.8.0", "2026.8.0")
+#: Oldest and newest ``distributed`` releases the opt-in is tested on (the whole
+#: test suite ran on 2025.1.0, 2025.7.0 and 2026.8.0).
+TESTED_DISTRIBUTED = ("2025.1.0", "2026.8.0")
 
 #: Key under which decodes through the patched path are counted (see decode_counts).
 DASK_PICKLE_PATH = "dask-pickle-path:fastwire"
