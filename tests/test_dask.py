@@ -71,6 +71,22 @@ def test_import_fastwire_does_not_import_dask():
     assert out.stdout.split() == ["False", "False"]
 
 
+WITHOUT_DISTRIBUTED = "import sys; sys.modules['distributed'] = None; "  # import fails as if absent
+
+
+def test_without_distributed_fastwire_dask_says_what_to_install():
+    code = WITHOUT_DISTRIBUTED + "import fastwire.dask"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1 and "pip install 'fastwire[dask]'" in out.stderr
+
+
+def test_without_distributed_bench_dask_says_so_and_fails():
+    code = WITHOUT_DISTRIBUTED + "from fastwire.__main__ import main; sys.exit(main(['bench', '--dask']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "Dask benchmarks need Dask distributed" in out.stderr and "fastwire[dask]" in out.stderr
+
+
 @pytest.mark.parametrize("value", [
     RECORDS,
     {"floats": [[i * 0.5 for i in range(50)] for _ in range(20)]},
