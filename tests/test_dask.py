@@ -269,6 +269,8 @@ def test_header_that_does_not_match_the_frames_is_refused():
         fd.loads({"writeable": ()}, frames)
     with pytest.raises(ValueError, match="buffers"):
         fd.loads({}, frames)
+    with pytest.raises(ValueError, match="buffers"):
+        fd.loads({"writeable": 1}, frames)
     with pytest.raises(ValueError, match="no pickle frame"):
         fd.loads(header, [])
     with pytest.raises(pickle.UnpicklingError):

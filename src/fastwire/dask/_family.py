@@ -5,11 +5,14 @@ Frame 0 is a protocol-5 pickle; every out-of-band buffer (PEP 574: NumPy arrays,
 ``pickle.PickleBuffer`` objects) is a frame of its own, handed to Dask as a view of
 the object's memory, never copied. Top-level ``bytes``, ``bytearray`` and
 ``memoryview`` values are declined so that Dask's "dask" family sends them as
-frames (pickle would copy them in band, as the standard library does). Anything fastwire cannot pickle *by reference in a
-way another process can load* raises :class:`NotImplementedError`, which is Dask's
-signal to try the next family in the client's list (normally ``"pickle"``, which
-then falls back to cloudpickle): the family never raises an error Dask would not
-have raised without it.
+frames (pickle would copy them in band, as the standard library does).
+
+Anything fastwire cannot pickle *by reference in a way another process can load*
+raises :class:`NotImplementedError`, which is Dask's signal to try the next family
+in the client's list (normally ``"pickle"``, which then falls back to cloudpickle):
+the family never raises an error Dask would not have raised without it. The
+``__main__`` check is textual, like Dask's own: data that merely contains the text
+``__main__`` also falls through, and still arrives intact.
 """
 
 from __future__ import annotations
@@ -121,14 +124,13 @@ def loads(header: dict, frames: list) -> Any:
         raise ValueError("fastwire frames: no pickle frame")
     buffers = frames[1:]
     writeable = header.get("writeable")
-    if writeable is None or len(writeable) != len(buffers):
-        raise ValueError(
-            f"fastwire frames: header lists {0 if writeable is None else len(writeable)} "
-            f"buffers but {len(buffers)} arrived"
-        )
+    if not isinstance(writeable, (tuple, list)) or len(writeable) != len(buffers):
+        listed = len(writeable) if isinstance(writeable, (tuple, list)) else "no"
+        raise ValueError(f"fastwire frames: header lists {listed} buffers but {len(buffers)} arrived")
     views = [_with_writeable(_as_bytes_view(b), bool(w)) for b, w in zip(buffers, writeable)]
+    value = _fw_pickle.loads(frames[0], buffers=views, allowed=_allowed)
     decodes[FAMILY] += 1
-    return _fw_pickle.loads(frames[0], buffers=views, allowed=_allowed)
+    return value
 
 
 def register(allowed: Iterable[str | type] | None = None) -> None:
