@@ -408,9 +408,11 @@ def test_plain_list_is_decoded_element_by_element_by_dask(client, two_workers):
     assert client.gather(future, direct=True) == RECORDS[:25]
 
 
-def test_gather_through_the_scheduler_uses_the_family(client, two_workers):
+def test_scatter_and_gather_through_the_scheduler_use_the_family(client, two_workers):
     w1, _ = two_workers
-    [future] = client.scatter([fd.whole(RECORDS[:10])], workers=[w1], direct=True)
+    before = worker_counts(client)
+    [future] = client.scatter([fd.whole(RECORDS[:10])], workers=[w1], direct=False)
+    assert worker_delta(before, worker_counts(client), w1) == {"fastwire": 1}
     here = fd.decode_counts()
     assert client.gather(future, direct=False) == RECORDS[:10]
     # The scheduler (in this process) forwards the worker's frames without decoding

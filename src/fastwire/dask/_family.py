@@ -22,6 +22,8 @@ import pickle as _stdlib_pickle
 import threading
 from typing import Any, Iterable
 
+from cloudpickle import list_registry_pickle_by_value  # a dependency of distributed
+
 from .. import pickle as _fw_pickle
 from ._whole import WHOLE_TYPES
 
@@ -48,14 +50,7 @@ def _needs_by_value(frame0: bytes) -> bool:
     """True if the pickle names a module other processes cannot import by name."""
     if _MAIN in frame0:
         return True
-    try:
-        import cloudpickle
-    except ImportError:  # distributed depends on it; be safe without it anyway
-        return False
-    for module in cloudpickle.list_registry_pickle_by_value():
-        if module.encode() in frame0:
-            return True
-    return False
+    return any(module.encode() in frame0 for module in list_registry_pickle_by_value())
 
 
 def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
