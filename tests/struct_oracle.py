@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import math
 import mmap
+import re
 import struct as std
 from dataclasses import dataclass
 from decimal import Decimal
@@ -59,6 +60,26 @@ def outcome(fn):
 # Format specs
 
 
+_ZERO_P = re.compile(r"(?<![0-9])0+p")
+_ZERO_P_BYTES = re.compile(rb"(?<![0-9])0+p")
+
+
+def oracle_format(fmt):
+    """The format to give the stdlib so that its answer is the correct one.
+
+    A zero-length Pascal string ('0p') is one more spelling of '0s': nothing
+    to read, nothing to write. The stdlib gets it wrong (gh-124248: unpacking
+    raises SystemError on 3.11 and 3.12; gh-156939: packing writes a length
+    byte past the item, past the buffer's end when the item is last), so the
+    oracle is asked about '0s' instead. Anything else passes unchanged.
+    """
+    if isinstance(fmt, str):
+        return _ZERO_P.sub("0s", fmt)
+    if isinstance(fmt, bytes):
+        return _ZERO_P_BYTES.sub(b"0s", fmt)
+    return fmt
+
+
 @dataclass(frozen=True)
 class FormatSpec:
     """A struct format as a list of items, rendered with chosen whitespace."""
@@ -76,6 +97,11 @@ class FormatSpec:
         parts.append(self.separators[-1])
         text = "".join(parts)
         return text.encode("ascii") if self.as_bytes else text
+
+    @property
+    def oracle_text(self):
+        """The format to give the stdlib so that its answer is the correct one."""
+        return oracle_format(self.text)
 
     @property
     def native(self):
@@ -466,16 +492,19 @@ def first_bad_value_is_native_f_overflow(spec, args):
 
 
 def expected_pack_outcome(call, spec, args):
-    """The stdlib's outcome for call(std_module, args), corrected for gh-145633.
+    """The correct outcome of call(module, format, args), from the stdlib.
 
     call may pack through any entry point (pack, pack_into, Struct.pack...).
-    When every check that precedes value conversion passes (the call succeeds
-    with neutral values) and the first value the stdlib would fail on - or
-    none - comes after a finite native-'f' value float32 cannot hold, the
-    correct outcome is the OverflowError every other 'f' raises.
+    The stdlib is asked about spec.oracle_text (see there), and its answer is
+    corrected for gh-145633: when every check that precedes value conversion
+    passes (the call succeeds with neutral values) and the first value the
+    stdlib would fail on - or none - comes after a finite native-'f' value
+    float32 cannot hold, the correct outcome is the OverflowError every other
+    'f' raises.
     """
-    got = outcome(lambda: call(std, args))
+    fmt = spec.oracle_text
+    got = outcome(lambda: call(std, fmt, args))
     if first_bad_value_is_native_f_overflow(spec, args) and \
-            outcome(lambda: call(std, spec.neutral_values()))[0] == "ok":
+            outcome(lambda: call(std, fmt, spec.neutral_values()))[0] == "ok":
         return ("raise", OverflowError)
     return got

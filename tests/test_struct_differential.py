@@ -3,10 +3,10 @@
 For generated formats (every code, every prefix, counts, whitespace, str and
 bytes), values (mostly valid, sometimes out of range, of a wrong type or of a
 wrong count) and buffers (every kind a user passes), fastwire must give the
-stdlib's result or raise the stdlib's exception type. The one deliberate
-departure, gh-145633 (native 'f' packing inf for finite values too large for
-float32), is corrected in the oracle (struct_oracle.expected_pack_outcome) and
-pinned by its own test in test_struct_api.py.
+stdlib's result or raise the stdlib's exception type. Where the stdlib is
+known to be wrong the oracle asks it a corrected question (FormatSpec.oracle_text:
+gh-124248, gh-156939) or corrects its answer (expected_pack_outcome: gh-145633);
+each departure is also pinned by a named test in test_struct_api.py.
 """
 
 import struct as std
@@ -23,6 +23,7 @@ from struct_oracle import (
     expected_pack_outcome,
     format_specs,
     junk_formats,
+    oracle_format,
     outcome,
     pack_cases,
 )
@@ -55,14 +56,15 @@ def test_bad_formats_fail_like_stdlib(fmt):
     expected = outcome(lambda: std.calcsize(fmt))
     assert outcome(lambda: fw.calcsize(fmt)) == expected
     assert outcome(lambda: struct_attributes(fw, fmt)) == outcome(lambda: struct_attributes(std, fmt))
+    oracle_fmt = oracle_format(fmt)
     if expected[0] == "ok" and expected[1][1] <= SMALL:
         zeros = bytes(expected[1][1])
-        assert outcome(lambda: fw.unpack(fmt, zeros)) == outcome(lambda: std.unpack(fmt, zeros))
-        assert outcome(lambda: fw.pack(fmt)) == outcome(lambda: std.pack(fmt))
+        assert outcome(lambda: fw.unpack(fmt, zeros)) == outcome(lambda: std.unpack(oracle_fmt, zeros))
+        assert outcome(lambda: fw.pack(fmt)) == outcome(lambda: std.pack(oracle_fmt))
     else:
         # Formats too large to pack: unpack must refuse a small buffer
         # without allocating for the claimed size.
-        assert outcome(lambda: fw.unpack(fmt, b"abc")) == outcome(lambda: std.unpack(fmt, b"abc"))
+        assert outcome(lambda: fw.unpack(fmt, b"abc")) == outcome(lambda: std.unpack(oracle_fmt, b"abc"))
 
 
 @given(pack_cases())
@@ -70,9 +72,8 @@ def test_pack(case):
     spec, args = case
     fmt = spec.text
     note(f"{fmt!r} {args!r}")
-    expected = expected_pack_outcome(lambda m, a: m.pack(fmt, *a), spec, args)
-    assert outcome(lambda: fw.pack(fmt, *args)) == expected
-    assert outcome(lambda: fw.Struct(fmt).pack(*args)) == expected
+    for call in (lambda m, f, a: m.pack(f, *a), lambda m, f, a: m.Struct(f).pack(*a)):
+        assert outcome(lambda: call(fw, fmt, args)) == expected_pack_outcome(call, spec, args)
 
 
 # Offsets around both ends of the buffer, plus values that do not fit a C ssize_t.
@@ -101,19 +102,20 @@ def test_pack_into(case):
     fmt = spec.text
     note(f"{fmt!r} {args!r} {maker!r} offset={offset!r}")
 
-    def pack_into(module, values, method):
+    # On success the outcome is the buffer's new contents, so the bytes
+    # written (and those left alone) are compared too.
+    def pack_into(module, fmt, values):
         buf = maker.make()
-        if method:
-            module.Struct(fmt).pack_into(buf, offset, *values)
-        else:
-            module.pack_into(fmt, buf, offset, *values)
+        module.pack_into(fmt, buf, offset, *values)
         return BufferMaker.contents(buf)
 
-    for method in (False, True):
-        expected = expected_pack_outcome(lambda m, a: pack_into(m, a, method), spec, args)
-        # On success the outcome is the buffer's new contents, so the bytes
-        # written (and those left alone) are compared too.
-        assert outcome(lambda: pack_into(fw, args, method)) == expected
+    def struct_pack_into(module, fmt, values):
+        buf = maker.make()
+        module.Struct(fmt).pack_into(buf, offset, *values)
+        return BufferMaker.contents(buf)
+
+    for call in (pack_into, struct_pack_into):
+        assert outcome(lambda: call(fw, fmt, args)) == expected_pack_outcome(call, spec, args)
 
 
 @st.composite
@@ -131,7 +133,7 @@ def test_unpack(case):
     spec, maker = case
     fmt = spec.text
     note(f"{fmt!r} {maker!r}")
-    expected = outcome(lambda: std.unpack(fmt, maker.make()))
+    expected = outcome(lambda: std.unpack(spec.oracle_text, maker.make()))
     assert outcome(lambda: fw.unpack(fmt, maker.make())) == expected
     assert outcome(lambda: fw.Struct(fmt).unpack(maker.make())) == expected
 
@@ -165,7 +167,7 @@ def test_unpack_from(case):
             return function(*leading, buf, offset=offset)
         return function(*leading, buffer=buf, offset=offset)
 
-    expected = outcome(lambda: call(std.unpack_from, fmt))
+    expected = outcome(lambda: call(std.unpack_from, spec.oracle_text))
     assert outcome(lambda: call(fw.unpack_from, fmt)) == expected
     assert outcome(lambda: call(fw.Struct(fmt).unpack_from)) == expected
 
@@ -195,7 +197,7 @@ def test_iter_unpack(case):
     spec, maker = case
     fmt = spec.text
     note(f"{fmt!r} {maker!r}")
-    expected = outcome(lambda: drain_with_length_hints(std.iter_unpack(fmt, maker.make())))
+    expected = outcome(lambda: drain_with_length_hints(std.iter_unpack(spec.oracle_text, maker.make())))
     assert outcome(lambda: drain_with_length_hints(fw.iter_unpack(fmt, maker.make()))) == expected
     assert outcome(lambda: drain_with_length_hints(fw.Struct(fmt).iter_unpack(maker.make()))) == expected
 
@@ -208,7 +210,7 @@ def test_native_pack_roundtrip(case):
     packed = outcome(lambda: fw.pack(fmt, *args))
     if packed[0] == "ok":
         data = packed[1][1]
-        assert outcome(lambda: fw.unpack(fmt, data)) == outcome(lambda: std.unpack(fmt, data))
+        assert outcome(lambda: fw.unpack(fmt, data)) == outcome(lambda: std.unpack(spec.oracle_text, data))
 
 
 def test_calcsize_of_every_single_code_under_every_prefix():
