@@ -13,6 +13,7 @@ import math
 import mmap
 import re
 import struct as std
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -470,8 +471,8 @@ def buffer_makers(data, kinds):
 def native_f_overflows(value):
     """True when value converts to a finite double that float32 cannot hold.
 
-    The stdlib's standard-size 'f' raises OverflowError for it; its native
-    'f' on 3.11-3.13 casts to float and silently packs inf (gh-145633).
+    The stdlib's standard-size 'f' refuses such a value; its native 'f' on
+    3.11-3.13 casts to float and silently packs inf (gh-145633).
     """
     as_double = outcome(lambda: std.pack("<d", value))
     if as_double[0] != "ok":
@@ -480,31 +481,54 @@ def native_f_overflows(value):
     return math.isfinite(x) and outcome(lambda: std.pack("<f", x)) == ("raise", OverflowError)
 
 
-def first_bad_value_is_native_f_overflow(spec, args):
-    if not spec.native or len(args) != len(spec.value_codes()):
-        return False
+def corrected_value_error(prefix, code, value):
+    """The exception type packing value for code should raise where the
+    stdlib's answer is known to be wrong, else None.
+
+    * gh-145633 (3.11-3.13): native 'f' packs inf for a finite value float32
+      cannot hold; correct is what standard-size 'f' raises for it
+      (OverflowError, or struct.error "int too large to convert" for an int).
+    * gh-98248 (3.11, fixed in 3.12): an out-of-range __index__ object (not
+      an int) for 'q'/'Q' in the non-native byte order ('>', '!' on this
+      little-endian host) raises OverflowError where every other integer code
+      and byte order raises struct.error.
+    """
+    if code == "f" and prefix in ("", "@") and native_f_overflows(value):
+        return outcome(lambda: std.pack("<f", value))[1]
+    if code in "qQ" and prefix in (">", "!") and sys.byteorder == "little" and not isinstance(value, int) \
+            and outcome(lambda: std.pack(prefix + code, value)) == ("raise", OverflowError) \
+            and outcome(lambda: std.pack("<" + code, value)) == ("raise", std.error):
+        return std.error
+    return None
+
+
+def first_value_correction(spec, args):
+    """The corrected exception type for the first value of args that the
+    stdlib packs wrongly, provided no value before it fails; else None."""
+    if len(args) != len(spec.value_codes()):
+        return None
     for code, value in zip(spec.value_codes(), args):
-        if code == "f" and native_f_overflows(value):
-            return True
-        if outcome(lambda: std.pack("@" + code, value))[0] == "raise":
-            return False
-    return False
+        corrected = corrected_value_error(spec.prefix, code, value)
+        if corrected is not None:
+            return corrected
+        single = ("@" if code in NATIVE_ONLY_CODES else spec.prefix) + code
+        if outcome(lambda: std.pack(single, value))[0] == "raise":
+            return None
+    return None
 
 
 def expected_pack_outcome(call, spec, args):
     """The correct outcome of call(module, format, args), from the stdlib.
 
     call may pack through any entry point (pack, pack_into, Struct.pack...).
-    The stdlib is asked about spec.oracle_text (see there), and its answer is
-    corrected for gh-145633: when every check that precedes value conversion
-    passes (the call succeeds with neutral values) and the first value the
-    stdlib would fail on - or none - comes after a finite native-'f' value
-    float32 cannot hold, the correct outcome is the OverflowError every other
-    'f' raises.
+    The stdlib is asked about spec.oracle_text (see oracle_format), and its
+    answer is corrected where it packs a value wrongly
+    (corrected_value_error): when every check that precedes value conversion
+    passes (the call succeeds with neutral values) and no value before the
+    wrongly packed one fails, the outcome is the corrected exception.
     """
     fmt = spec.oracle_text
-    got = outcome(lambda: call(std, fmt, args))
-    if first_bad_value_is_native_f_overflow(spec, args) and \
-            outcome(lambda: call(std, fmt, spec.neutral_values()))[0] == "ok":
-        return ("raise", OverflowError)
-    return got
+    correction = first_value_correction(spec, args)
+    if correction is not None and outcome(lambda: call(std, fmt, spec.neutral_values()))[0] == "ok":
+        return ("raise", correction)
+    return outcome(lambda: call(std, fmt, args))

@@ -22,6 +22,7 @@ from struct_oracle import (
     FLOAT32_MAX,
     FLOAT32_OVERFLOW,
     NATIVE_ONLY_CODES,
+    corrected_value_error,
     PREFIXES,
     FloatOnly,
     Index,
@@ -598,7 +599,8 @@ def test_integer_limits(fmt):
     for value in (lo, hi, lo - 1, hi + 1, 0, -1, 1 << 64, -(1 << 64), (1 << 64) - 1, 1 << 1000,
                   True, MyInt(hi), Index(lo), Index(hi + 1), Index(1.5), IntOnly(1), FloatOnly(1.0),
                   1.0, "1", None, Raises()):
-        expected = outcome(lambda: std.pack(fmt, value))
+        corrected = corrected_value_error(fmt[:-1], fmt[-1], value)
+        expected = ("raise", corrected) if corrected else outcome(lambda: std.pack(fmt, value))
         assert outcome(lambda: fw.pack(fmt, value)) == expected, value
     data = bytes(range(0x80, 0x88))[: std.calcsize(fmt)]
     assert outcome(lambda: fw.unpack(fmt, data)) == outcome(lambda: std.unpack(fmt, data))
@@ -654,8 +656,51 @@ VALUE_CASES = {
 
 @pytest.mark.parametrize("fmt,value", VALUE_CASES.values(), ids=VALUE_CASES.keys())
 def test_value_conversions(fmt, value):
-    assert outcome(lambda: fw.pack(fmt, value)) == outcome(lambda: std.pack(fmt, value))
-    assert outcome(lambda: fw.Struct(fmt).pack(value)) == outcome(lambda: std.Struct(fmt).pack(value))
+    corrected = corrected_value_error(fmt[:-1], fmt[-1], value)
+    expected = ("raise", corrected) if corrected else outcome(lambda: std.pack(fmt, value))
+    assert outcome(lambda: fw.pack(fmt, value)) == expected
+    assert outcome(lambda: fw.Struct(fmt).pack(value)) == expected
+
+
+# --------------------------------------------------------------------------
+# Regressions: bugs found in fastwire by this suite
+
+
+@pytest.mark.parametrize("fmt,value", [
+    ("<e", 70000), (">e", -70000), ("e", 65520), ("!e", MyInt(10**6)),
+    ("<f", 10**39), (">f", -(10**39)), ("=f", MyInt(10**39)), ("f", 10**39),
+])
+def test_regression_overflowing_int_for_e_or_f_is_struct_error(fmt, value):
+    """An int too large for 'e'/'f' is struct.error ("int too large to
+    convert"), like every other out-of-range int; fastwire raised the
+    OverflowError that floats (and __index__ objects) get."""
+    assert outcome(lambda: fw.pack(fmt, value)) == ("raise", std.error)
+    assert outcome(lambda: fw.pack(fmt, float(value))) == ("raise", OverflowError)
+    assert outcome(lambda: fw.pack(fmt, Index(int(value)))) == ("raise", OverflowError)
+    if fmt not in ("f", "@f"):  # native 'f': gh-145633
+        assert outcome(lambda: std.pack(fmt, value)) == ("raise", std.error)
+        assert outcome(lambda: std.pack(fmt, float(value))) == ("raise", OverflowError)
+        assert outcome(lambda: std.pack(fmt, Index(int(value)))) == ("raise", OverflowError)
+
+
+@pytest.mark.parametrize("value", [Index(1 << 64), Index(-(1 << 64)), Index(1 << 100)], ids=repr)
+def test_regression_out_of_range_index_object_for_P_is_overflow_error(value):
+    """'P' reports an out-of-range int as struct.error but lets the
+    OverflowError of an __index__ object through; fastwire converted both."""
+    assert outcome(lambda: fw.pack("P", value)) == outcome(lambda: std.pack("P", value)) == ("raise", OverflowError)
+    assert outcome(lambda: fw.pack("P", value.v)) == outcome(lambda: std.pack("P", value.v)) == ("raise", std.error)
+
+
+@pytest.mark.parametrize("buffer", ["ab", None, 5, noncontiguous(b"abcd")], ids=repr)
+@pytest.mark.parametrize("offset", [1 << 64, -(1 << 70), 1.5, "0"], ids=repr)
+def test_regression_unpack_from_rejects_the_buffer_before_the_offset(buffer, offset):
+    """unpack_from converts its buffer before its offset, so a bad buffer
+    wins over a bad offset; fastwire converted the offset first."""
+    for call in (lambda m: m.unpack_from("<h", buffer, offset), lambda m: m.Struct("<h").unpack_from(buffer, offset),
+                 lambda m: m.unpack_from("<h", buffer=buffer, offset=offset)):
+        expected = outcome(lambda: call(std))
+        assert expected[0] == "raise"
+        assert outcome(lambda: call(fw)) == expected
 
 
 SPECIAL_FLOATS = [0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan, 5e-324, -5e-324,
@@ -687,20 +732,42 @@ def test_special_floats(prefix, code):
 
 
 @pytest.mark.parametrize("fmt", ["f", "@f", "2f", "@xf"])
-@pytest.mark.parametrize("value", [1e300, -1e300, FLOAT32_OVERFLOW, -FLOAT32_OVERFLOW, 3.5e38,
-                                   FloatOnly(1e39), MyFloat(-1e39), 1 << 200], ids=repr)
-def test_native_f_overflow_raises_gh_145633(fmt, value):
+@pytest.mark.parametrize("value,error", [
+    (1e300, OverflowError), (-1e300, OverflowError), (FLOAT32_OVERFLOW, OverflowError),
+    (-FLOAT32_OVERFLOW, OverflowError), (3.5e38, OverflowError), (FloatOnly(1e39), OverflowError),
+    (MyFloat(-1e39), OverflowError), (Index(10**39), OverflowError),
+    # An int that overflows is reported as struct.error ("int too large to convert").
+    (1 << 200, std.error), (MyInt(10**39), std.error),
+], ids=repr)
+def test_native_f_overflow_raises_gh_145633(fmt, value, error):
     """gh-145633: CPython 3.11-3.13 pack a finite double too large for
     float32 as inf with native 'f' (a bare C cast), while '<f', '>f', '=f'
-    and '!f' raise OverflowError. Fixed upstream by packing native 'f' with
-    PyFloat_Pack4; fastwire raises OverflowError everywhere."""
+    and '!f' refuse it. Fixed upstream by packing native 'f' with
+    PyFloat_Pack4; fastwire refuses it in every byte order, with the
+    exception standard-size 'f' raises."""
     values = (value,) * (2 if fmt == "2f" else 1)
     for call in (lambda: fw.pack(fmt, *values), lambda: fw.Struct(fmt).pack(*values),
                  lambda: fw.pack_into(fmt, bytearray(16), 0, *values),
                  lambda: fw.Struct(fmt).pack_many([values])):
-        assert outcome(call) == ("raise", OverflowError)
+        assert outcome(call) == ("raise", error)
     # Standard sizes agree with the stdlib, which is right there.
-    assert outcome(lambda: fw.pack("<f", value)) == outcome(lambda: std.pack("<f", value))
+    assert outcome(lambda: std.pack("<f", value)) == ("raise", error)
+    assert outcome(lambda: fw.pack("<f", value)) == ("raise", error)
+
+
+@pytest.mark.parametrize("fmt", [">q", "!q", ">Q", "!Q", "<q", "=Q", "q", "Q"])
+@pytest.mark.parametrize("value", [Index(1 << 64), Index(-(1 << 64)), Index(-1), Index(1 << 63)], ids=repr)
+def test_out_of_range_index_object_for_q_is_struct_error_gh_98248(fmt, value):
+    """gh-98248 (fixed in 3.12): CPython 3.11 raises OverflowError for an
+    out-of-range __index__ object packed as big-endian 'q'/'Q' only, and
+    struct.error for every other integer code, byte order and int value.
+    fastwire raises struct.error throughout, as 3.12+ do."""
+    lo, hi = int_range(fmt[-1], fmt[:-1])
+    expected = ("ok", ("bytes", std.pack(fmt, value.v))) if lo <= value.v <= hi else ("raise", std.error)
+    assert outcome(lambda: fw.pack(fmt, value)) == expected
+    assert outcome(lambda: fw.Struct(fmt).pack_many([(value,)])) == expected
+    if sys.version_info >= (3, 12):
+        assert outcome(lambda: std.pack(fmt, value)) == expected
 
 
 def test_native_f_still_packs_inf_nan_and_the_largest_values():
