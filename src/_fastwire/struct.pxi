@@ -214,6 +214,15 @@ cdef inline double as_double(object value) except? -1.0:
     return x
 
 
+cdef int raise_overflow(object value, str message) except -1:
+    # _struct.c turns an OverflowError raised while packing an int into
+    # struct.error, like every other out-of-range int; for any other value
+    # (a float, an __index__ object) the OverflowError propagates.
+    if PyLong_Check(value):
+        raise StructError("int too large to convert")
+    raise OverflowError(message)
+
+
 cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap) except -1:
     cdef double x
     cdef float narrowed
@@ -235,20 +244,23 @@ cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap)
         # gh-145633 silently packed inf for native 'f'; fastwire raises as the
         # standard byte orders (and later CPythons) do.
         if narrowed - narrowed != 0 and x - x == 0:
-            raise OverflowError("float too large to pack with f format")
+            return raise_overflow(value, "float too large to pack with f format")
         fw_store_f32(out, narrowed, swap)
     elif code.op == OP_HALF:
-        PyFloat_Pack2(as_double(value), out, FW_HOST_LITTLE != swap)
+        x = as_double(value)
+        try:
+            PyFloat_Pack2(x, out, FW_HOST_LITTLE != swap)
+        except OverflowError:
+            return raise_overflow(value, "float too large to pack with e format")
     elif code.op == OP_CHAR:
         if not PyBytes_Check(value) or PyBytes_GET_SIZE(value) != 1:
             raise StructError("char format requires a bytes object of length 1")
         out[0] = PyBytes_AS_STRING(value)[0]
     elif code.op == OP_VOID_P:
-        value = as_python_int(value)
         try:
-            pointer = PyLong_AsVoidPtr(value)
+            pointer = PyLong_AsVoidPtr(as_python_int(value))
         except OverflowError:
-            raise StructError("int too large to convert")
+            return raise_overflow(value, "int too large to convert")
         memcpy(out, &pointer, sizeof(void*))
     return 0
 
