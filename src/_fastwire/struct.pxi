@@ -595,10 +595,14 @@ cdef class Struct:
         finally:
             release_view(&view)
 
-    cdef tuple _unpack_from(self, object buffer, Py_ssize_t offset):
+    cdef tuple _unpack_from(self, object buffer, object offset_arg):
         cdef Py_buffer view
+        cdef Py_ssize_t offset
         acquire_readable(buffer, &view)
         try:
+            # Converted only now: a bad buffer is reported before a bad offset,
+            # in the order the stdlib's argument parsing checks them.
+            offset = PyNumber_AsSsize_t(offset_arg, OverflowError)
             if offset < 0:
                 if offset + view.len < 0:
                     raise StructError(f"offset {offset} out of range for {view.len}-byte buffer")
@@ -620,7 +624,7 @@ cdef class Struct:
         """
         return self._unpack(buffer)
 
-    def unpack_from(self, buffer, Py_ssize_t offset=0):
+    def unpack_from(self, buffer, offset=0):
         """unpack_from(buffer, offset=0) -> tuple
 
         Unpack ``size`` bytes starting at ``offset`` (negative counts from the
@@ -775,7 +779,7 @@ def unpack(format, buffer, /):
     return cached_struct(format)._unpack(buffer)
 
 
-def unpack_from(format, /, buffer, Py_ssize_t offset=0):
+def unpack_from(format, /, buffer, offset=0):
     """unpack_from(format, buffer, offset=0) -> tuple; see :meth:`Struct.unpack_from`."""
     return cached_struct(format)._unpack_from(buffer, offset)
 
