@@ -566,20 +566,25 @@ def test_pack_zero_length_pascal_string_writes_nothing_gh_156939(fmt):
     assert buf == expected
 
 
+def run_in_child(code):
+    """Run code in a fresh interpreter with this one's import path, so a
+    crash fails the test instead of ending the session. Returns stdout."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, f"child exited with {child.returncode}: {child.stderr}"
+    return child.stdout
+
+
 def test_pack_into_zero_length_pascal_string_at_the_end_of_a_mapping_gh_156939():
     """The stdlib (3.11-3.13) writes one byte past the buffer here and
-    segfaults; run in a child process so a crash is a failure, not the end
-    of the test session."""
-    code = (
+    segfaults."""
+    run_in_child(
         "import mmap; from fastwire import struct\n"
         "m = mmap.mmap(-1, mmap.PAGESIZE)\n"
         "struct.pack_into('c0p', m, mmap.PAGESIZE - 1, b'a', b'xyz')\n"
         "struct.Struct('0p').pack_into(m, mmap.PAGESIZE, b'xyz')\n"
         "assert m[-1:] == b'a' and m[:-1] == bytes(mmap.PAGESIZE - 1)\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert child.returncode == 0, child.stderr
 
 
 # --------------------------------------------------------------------------
@@ -689,6 +694,93 @@ def test_regression_out_of_range_index_object_for_P_is_overflow_error(value):
     OverflowError of an __index__ object through; fastwire converted both."""
     assert outcome(lambda: fw.pack("P", value)) == outcome(lambda: std.pack("P", value)) == ("raise", OverflowError)
     assert outcome(lambda: fw.pack("P", value.v)) == outcome(lambda: std.pack("P", value.v)) == ("raise", std.error)
+
+
+# Each snippet re-initialises a Struct from user code that runs while the
+# Struct is in use. On CPython 3.11-3.13 the first one is gh-143379 (a
+# use-after-free: the stdlib segfaults on it). Correct is either a
+# RuntimeError from the re-initialisation or a result for the format the
+# operation started with; never a crash or bytes of a mixed format.
+REINIT_WHILE_IN_USE = {
+    "pack, from __index__": """
+s = struct.Struct('<50i')
+class Evil:
+    def __index__(self):
+        try:
+            s.__init__('<300s')
+        except RuntimeError:
+            print('refused')
+        junk = [bytearray(64) for _ in range(10000)]
+        return 1
+result = s.pack(Evil(), *range(49))
+assert result == std.pack('<50i', 1, *range(49)), result[:16]
+""",
+    "pack_into, from __index__": """
+s = struct.Struct('<50i')
+class Evil:
+    def __index__(self):
+        try:
+            s.__init__('<9000s')
+        except RuntimeError:
+            print('refused')
+        return 1
+buf = bytearray(220)
+s.pack_into(buf, 0, Evil(), *range(49))
+assert bytes(buf[:200]) == std.pack('<50i', 1, *range(49)) and bytes(buf[200:]) == bytes(20)
+""",
+    "pack_many, from a row's __iter__": """
+s = struct.Struct('<2q')
+class Row:
+    def __iter__(self):
+        try:
+            s.__init__('<5000s')
+        except RuntimeError:
+            print('refused')
+        return iter((1, 2))
+result = s.pack_many([(0, 0), Row(), (3, 4)])
+assert result == std.pack('<6q', 0, 0, 1, 2, 3, 4), len(result)
+""",
+    "iter_unpack, between items": """
+s = struct.Struct('<h')
+it = s.iter_unpack(b'\\x01\\x00' * 4)
+assert next(it) == (1,)
+try:
+    s.__init__('<4000s')
+except RuntimeError:
+    print('refused')
+print(it.__length_hint__())
+try:
+    rest = list(it)
+except RuntimeError:
+    rest = "refused"
+assert rest in ([(1,)] * 3, [], "refused"), rest
+""",
+    "unpack, from a finalizer run by the collector": """
+import gc
+s = struct.Struct('<' + 'd' * 40)
+class Finalizer:
+    def __del__(self):
+        try:
+            s.__init__('<' + 'd' * 4000)
+        except RuntimeError:
+            print('refused')
+def garbage():
+    f = Finalizer()
+    f.cycle = f
+gc.collect()
+gc.set_threshold(1)
+data = std.pack('<' + 'd' * 40, *range(40))
+for _ in range(50):
+    garbage()
+    r = s.unpack(data) if s.size == len(data) else None
+    assert r is None or r == tuple(map(float, range(40))), r
+""",
+}
+
+
+@pytest.mark.parametrize("snippet", REINIT_WHILE_IN_USE.values(), ids=REINIT_WHILE_IN_USE.keys())
+def test_regression_reinit_while_in_use_never_crashes_gh_143379(snippet):
+    run_in_child("import struct as std\nfrom fastwire import struct\n" + snippet)
 
 
 @pytest.mark.parametrize("buffer", ["ab", None, 5, noncontiguous(b"abcd")], ids=repr)

@@ -384,6 +384,12 @@ cdef class Struct:
     cdef int swap
     cdef bytes _format
     cdef object __weakref__
+    # Pack/unpack calls under way on this Struct. They hold pointers into
+    # `codes` and sizes read at their start while user code (__index__,
+    # __bool__, a row's __iter__, a finalizer run by the collector) can call
+    # __init__ again; recompiling then would free `codes` under them
+    # (gh-143379 is the stdlib's crash of this kind), so __init__ refuses.
+    cdef Py_ssize_t _busy
 
     def __init__(self, format):
         if isinstance(format, str):
@@ -392,6 +398,8 @@ cdef class Struct:
             raise TypeError(
                 "Struct() argument 1 must be a str or bytes object, not "
                 f"{type(format).__name__}")
+        if self._busy:
+            raise RuntimeError("Struct.__init__() called while the Struct is packing or unpacking")
         self._compile(bytes(format))
 
     def __dealloc__(self):
@@ -508,22 +516,28 @@ cdef class Struct:
         return 0
 
     cdef tuple _unpack_at(self, const char* data):
-        cdef tuple result = PyTuple_New(self.nitems)
-        cdef FormatCode* code = self.codes
-        cdef FormatCode* end = self.codes + self.ncodes
+        cdef tuple result
+        cdef FormatCode* code
+        cdef FormatCode* end
         cdef Py_ssize_t r, index = 0
         cdef const char* p
         cdef PyObject* item
         cdef int swap = self.swap
-        while code < end:
-            p = data + code.offset
-            for r in range(code.repeat):
-                item = unpack_scalar(code, p, swap)
-                check_new_reference(item)
-                tuple_set_stolen(result, index, item)
-                index += 1
-                p += code.size
-            code += 1
+        self._busy += 1  # allocations may run finalizers (see _busy)
+        try:
+            result = PyTuple_New(self.nitems)
+            code, end = self.codes, self.codes + self.ncodes
+            while code < end:
+                p = data + code.offset
+                for r in range(code.repeat):
+                    item = unpack_scalar(code, p, swap)
+                    check_new_reference(item)
+                    tuple_set_stolen(result, index, item)
+                    index += 1
+                    p += code.size
+                code += 1
+        finally:
+            self._busy -= 1
         # Every item is an int, float, bool or bytes, so the tuple can never be
         # part of a reference cycle. Untracking it now spares the collector the
         # traversal it would otherwise do (CPython untracks such tuples itself,
@@ -537,7 +551,11 @@ cdef class Struct:
         cdef bytes result = PyBytes_FromStringAndSize(NULL, self._size)
         cdef char* out = PyBytes_AS_STRING(result)
         memset(out, 0, self._size)
-        self._pack_items(args, out)
+        self._busy += 1
+        try:
+            self._pack_items(args, out)
+        finally:
+            self._busy -= 1
         return result
 
     cdef int _pack_into(self, PyObject** args, Py_ssize_t nargs) except -1:
@@ -574,11 +592,13 @@ cdef class Struct:
                 staging = <char*>PyMem_Malloc(self._size)
                 if staging == NULL:
                     raise MemoryError()
+            self._busy += 1
             try:
                 memset(staging, 0, self._size)
                 self._pack_items(args + 2, staging)
                 memcpy(<char*>view.buf + offset, staging, self._size)
             finally:
+                self._busy -= 1
                 if staging != scratch:
                     PyMem_Free(staging)
         finally:
@@ -659,12 +679,16 @@ cdef class Struct:
         cdef bytes result = PyBytes_FromStringAndSize(NULL, count * self._size)
         cdef char* out = PyBytes_AS_STRING(result)
         memset(out, 0, count * self._size)
-        for i in range(count):
-            item = all_rows[i]
-            row = item if PyTuple_CheckExact(item) else tuple(item)
-            if PyTuple_GET_SIZE(row) != self.nitems:
-                item_count_error("pack", self.nitems, PyTuple_GET_SIZE(row))
-            self._pack_items(PySequence_Fast_ITEMS(row), out + i * self._size)
+        self._busy += 1
+        try:
+            for i in range(count):
+                item = all_rows[i]
+                row = item if PyTuple_CheckExact(item) else tuple(item)
+                if PyTuple_GET_SIZE(row) != self.nitems:
+                    item_count_error("pack", self.nitems, PyTuple_GET_SIZE(row))
+                self._pack_items(PySequence_Fast_ITEMS(row), out + i * self._size)
+        finally:
+            self._busy -= 1
         return result
 
     def unpack_many(self, buffer, /):
@@ -708,6 +732,9 @@ cdef class StructIterator:
     cdef bint holding
     cdef object source
     cdef Py_ssize_t position
+    # The owner's size when iteration began: __init__ may recompile the owner
+    # between two items, and records of another size would overrun the buffer.
+    cdef Py_ssize_t record_size
 
     def __cinit__(self, Struct owner, buffer):
         if owner._size == 0:
@@ -720,6 +747,7 @@ cdef class StructIterator:
             raise StructError(
                 f"iterative unpacking requires a buffer of a multiple of {owner._size} bytes")
         self.owner = owner
+        self.record_size = owner._size
 
     cdef void _release(self) noexcept:
         if self.holding:
@@ -737,14 +765,17 @@ cdef class StructIterator:
         if not self.holding or self.position >= self.view.len:
             self._release()
             raise StopIteration
+        if self.owner._size != self.record_size:
+            self._release()
+            raise RuntimeError("Struct re-initialised to another size during iter_unpack")
         record = self.owner._unpack_at(<const char*>self.view.buf + self.position)
-        self.position += self.owner._size
+        self.position += self.record_size
         return record
 
     def __length_hint__(self):
         if not self.holding:
             return 0
-        return (self.view.len - self.position) // self.owner._size
+        return (self.view.len - self.position) // self.record_size
 
 
 # ---------------------------------------------------------------------------
