@@ -778,6 +778,34 @@ for _ in range(50):
 }
 
 
+REINIT_WHILE_IN_USE["iter_unpack, exhausted and its mapping closed from inside next()"] = """
+import gc, mmap
+record = std.Struct('<24H')  # 24 items: tuples too long for the free list, so each one counts for the collector
+m = mmap.mmap(-1, record.size * 4_000)
+m[:] = record.pack(*range(24)) * 4_000
+it = struct.Struct('<24H').iter_unpack(m)
+class Exhaust:
+    def __del__(self):
+        rest = list(it)
+        try:
+            m.close()  # possible only once the iterator let go of the mapping
+            print('closed after', len(rest))
+        except BufferError:
+            print('still held after', len(rest))
+def garbage():
+    e = Exhaust()
+    e.cycle = e
+for _ in range(3_990):
+    next(it)
+gc.collect()
+garbage()
+gc.set_threshold(1)
+late = next(it)  # decodes near the end of the mapping the finalizer would close
+gc.set_threshold(700)
+assert late == tuple(range(24)), late
+"""
+
+
 @pytest.mark.parametrize("snippet", REINIT_WHILE_IN_USE.values(), ids=REINIT_WHILE_IN_USE.keys())
 def test_regression_reinit_while_in_use_never_crashes_gh_143379(snippet):
     run_in_child("import struct as std\nfrom fastwire import struct\n" + snippet)

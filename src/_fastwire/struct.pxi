@@ -735,6 +735,10 @@ cdef class StructIterator:
     # The owner's size when iteration began: __init__ may recompile the owner
     # between two items, and records of another size would overrun the buffer.
     cdef Py_ssize_t record_size
+    # next() calls decoding right now: a finalizer run by the collector while
+    # a record is decoded can re-enter next() and exhaust the iterator, and
+    # the buffer must stay held until the outer decode is done with it.
+    cdef Py_ssize_t decoding
 
     def __cinit__(self, Struct owner, buffer):
         if owner._size == 0:
@@ -750,7 +754,7 @@ cdef class StructIterator:
         self.record_size = owner._size
 
     cdef void _release(self) noexcept:
-        if self.holding:
+        if self.holding and not self.decoding:
             self.holding = False
             release_view(&self.view)
             self.source = None
@@ -768,9 +772,15 @@ cdef class StructIterator:
         if self.owner._size != self.record_size:
             self._release()
             raise RuntimeError("Struct re-initialised to another size during iter_unpack")
-        record = self.owner._unpack_at(<const char*>self.view.buf + self.position)
+        # Claim the record before decoding it: decoding can run a finalizer
+        # that calls next() on this iterator, or let another thread do so.
+        cdef Py_ssize_t start = self.position
         self.position += self.record_size
-        return record
+        self.decoding += 1
+        try:
+            return self.owner._unpack_at(<const char*>self.view.buf + start)
+        finally:
+            self.decoding -= 1
 
     def __length_hint__(self):
         if not self.holding:
