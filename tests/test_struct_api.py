@@ -811,6 +811,31 @@ def test_regression_reinit_while_in_use_never_crashes_gh_143379(snippet):
     run_in_child("import struct as std\nfrom fastwire import struct\n" + snippet)
 
 
+class BytesWithOtherBytes(bytes):
+    def __bytes__(self):
+        return b"<q"
+
+
+def test_regression_bytes_subclass_format_is_read_not_converted():
+    """A bytes-subclass format is its own bytes; fastwire called bytes() on
+    it, which runs __bytes__, and compiled another format silently."""
+    fmt = BytesWithOtherBytes(b">h")
+    for module in (fw, std):
+        assert (module.Struct(fmt).format, module.Struct(fmt).size) == (">h", 2)
+        assert module.pack(fmt, 1) == b"\x00\x01"
+
+
+def test_reinit_with_a_bad_format_keeps_the_old_state_gh_145743():
+    """gh-145743 (fixed upstream in 2026): after __init__ with an invalid
+    format the stdlib reports the invalid format while still packing with
+    the old one. fastwire keeps format, size and codes together."""
+    s = fw.Struct("<i")
+    for bad, error in (("z", std.error), (5, TypeError), ("\0", std.error), ("iä", UnicodeEncodeError)):
+        with pytest.raises(error):
+            s.__init__(bad)
+        assert (s.format, s.size, s.pack(1)) == ("<i", 4, b"\x01\x00\x00\x00")
+
+
 @pytest.mark.parametrize("buffer", ["ab", None, 5, noncontiguous(b"abcd")], ids=repr)
 @pytest.mark.parametrize("offset", [1 << 64, -(1 << 70), 1.5, "0"], ids=repr)
 def test_regression_unpack_from_rejects_the_buffer_before_the_offset(buffer, offset):

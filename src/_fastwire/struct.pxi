@@ -398,9 +398,12 @@ cdef class Struct:
             raise TypeError(
                 "Struct() argument 1 must be a str or bytes object, not "
                 f"{type(format).__name__}")
+        elif not PyBytes_CheckExact(format):
+            # A copy of its bytes: bytes() would run a subclass's __bytes__.
+            format = PyBytes_FromStringAndSize(PyBytes_AS_STRING(format), PyBytes_GET_SIZE(format))
         if self._busy:
             raise RuntimeError("Struct.__init__() called while the Struct is packing or unpacking")
-        self._compile(bytes(format))
+        self._compile(format)
 
     def __dealloc__(self):
         PyMem_Free(self.codes)
