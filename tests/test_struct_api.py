@@ -6,15 +6,18 @@ support, the test expects the correct behaviour and names the upstream issue.
 """
 
 import array
+import copy
 import enum
 import gc
 import math
 import mmap
 import os
+import pickle
 import struct as std
 import subprocess
 import sys
 import tracemalloc
+import weakref
 
 import pytest
 from struct_oracle import (
@@ -198,6 +201,23 @@ def test_repr_names_the_format():
         # 3.11 and 3.12 print the default object repr; either form is fine
         # there as long as it is a repr of this object.
         assert r == "Struct('<i')" or (r.startswith("<") and "Struct object at 0x" in r)
+
+
+OBJECT_PROTOCOL_CASES = {
+    "pickle": lambda m: pickle.dumps(m.Struct("<i")),
+    "copy": lambda m: copy.copy(m.Struct("<i")).size,
+    "deepcopy": lambda m: copy.deepcopy(m.Struct("<i")).size,
+    "weakref": lambda m: (lambda s: weakref.ref(s)() is s)(m.Struct("<i")),
+    "equality is identity": lambda m: (m.Struct("<i") == m.Struct("<i"), (lambda s: s == s)(m.Struct("<i"))),
+    "hashable": lambda m: type(hash(m.Struct("<i"))),
+    "pickle an iterator": lambda m: pickle.dumps(m.iter_unpack("<i", b"abcd")),
+    "len of an iterator": lambda m: len(m.iter_unpack("<i", b"abcd")),
+}
+
+
+@pytest.mark.parametrize("call", OBJECT_PROTOCOL_CASES.values(), ids=OBJECT_PROTOCOL_CASES.keys())
+def test_object_protocols_like_stdlib(call):
+    assert outcome(lambda: call(fw)) == outcome(lambda: call(std))
 
 
 def test_reinitialising_a_struct_like_stdlib():
