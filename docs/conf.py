@@ -53,7 +53,7 @@ napoleon_google_docstring = False
 napoleon_custom_sections = ["Security", "Limits"]
 
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": True}
+autodoc_default_options = {"show-inheritance": True}  # members: chosen per module (api.md)
 autodoc_preserve_defaults = True
 
 html_theme = "furo"
@@ -63,4 +63,6 @@ html_static_path = ["_static"]
 # Modules whose branch has not been merged into main yet: their API section
 # shows a note instead of failing the build. Empty once every part is merged;
 # a module missing for any other reason is a build error (see _ext/fastwire_docs.py).
-fastwire_pending_modules = []
+fastwire_pending_modules = ["fastwire.frames", "fastwire.net", "fastwire.aio"]
+# The same for files another branch commits into docs/ (the chart, from `ship`).
+fastwire_pending_files = ["speedup.png"]
