@@ -58,7 +58,6 @@ autodoc_preserve_defaults = True
 
 html_theme = "furo"
 html_title = f"fastwire {release}"
-html_static_path = ["_static"]
 
 # Modules whose branch has not been merged into main yet: their API section
 # shows a note instead of failing the build. Empty once every part is merged;
