@@ -52,9 +52,8 @@ class Unpickler(_std.Unpickler):
         return super().find_class(module, name)
 
 
-Pickler = _std.Pickler
-dumps = _std.dumps
-dump = _std.dump
+# The encoder is fastwire's own (protocols 2-5; 0-1 are handed to the stdlib).
+from ._fastwire import Pickler, PicklerMemoProxy, dump, dumps  # noqa: E402
 
 
 def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(), allowed=None):
