@@ -29,6 +29,8 @@ import codecs as _pw_codecs
 import _compat_pickle as _pw_compat_pickle
 import _pickle as _pw_cpickle
 import sys as _pw_sys
+from operator import index as pw_index
+from pickle import DEFAULT_PROTOCOL as _PW_DEFAULT_PROTOCOL
 
 from libc.string cimport memmove
 from libc.stdlib cimport malloc, calloc, free
@@ -1498,8 +1500,8 @@ cdef int pw_write_global_opcode(PwEnc *e, object module_name, object name) excep
 cdef int pw_resolve_protocol(object protocol) except -100:
     cdef long proto
     if protocol is None:
-        return _pw_cpickle.DEFAULT_PROTOCOL
-    proto = protocol       # TypeError for non-integers, as the stdlib
+        return _PW_DEFAULT_PROTOCOL
+    proto = pw_index(protocol)      # TypeError for non-integers, as the stdlib
     if proto < 0:
         return PW_HIGHEST_PROTOCOL
     if proto > PW_HIGHEST_PROTOCOL:
