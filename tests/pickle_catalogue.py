@@ -340,7 +340,7 @@ def catalogue() -> dict[str, object]:
         "collections": [collections.OrderedDict(a=1, b=2), collections.defaultdict(list, {1: [2]}),
                         collections.deque([1, 2, 3], maxlen=5), collections.Counter("hello"),
                         Pair(1, "r"), collections.ChainMap({1: 2}, {3: 4})],
-        "array": [array.array("i", [1, -2, 3]), array.array("d", [0.5]), array.array("u", "hi"),
+        "array": [array.array("i", [1, -2, 3]), array.array("d", [0.5]), array.array("q", [2**40]),
                   array.array("B")],
         "misc stdlib": [range(1, 10, 3), slice(1, None, 2), uuid.UUID(int=12345),
                         pathlib.PurePosixPath("/a/b"), re.compile(r"\d+", re.I)],

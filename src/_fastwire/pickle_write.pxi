@@ -80,6 +80,8 @@ cdef extern from "Python.h":
     int pw_enter_recursive_call "Py_EnterRecursiveCall"(const char *where)
     void pw_leave_recursive_call "Py_LeaveRecursiveCall"()
     PyObject *pw_err_occurred "PyErr_Occurred"()
+    PyObject *pw_no_memory "PyErr_NoMemory"()
+    void pw_set_error "PyErr_SetString"(PyObject *exc, const char *message)
     void pw_err_clear "PyErr_Clear"()
     bint pw_err_matches "PyErr_ExceptionMatches"(PyObject *exc)
     bint pw_iter_check "PyIter_Check"(object o)
@@ -111,6 +113,30 @@ cdef extern from "Python.h":
     bint pw_buffer_contiguous "PyBuffer_IsContiguous"(const Py_buffer *view, char order)
     object pw_import "PyImport_Import"(object name)
     object pw_generic_get_dict "PyObject_GenericGetDict"(object o, void *context)
+
+
+cdef extern from *:
+    """
+    /* The value of an int that fits in one digit, without a function call:
+       how CPython itself reads small ints (the layout changed in 3.12). */
+    static inline int pw_compact_long(PyObject *o, long long *out) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+            *out = (long long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+            return 1;
+        }
+        return 0;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        if (size >= -1 && size <= 1) {
+            *out = (long long)size * (long long)((PyLongObject *)o)->ob_digit[0];
+            return 1;
+        }
+        return 0;
+    #endif
+    }
+    """
+    bint pw_compact_long(PyObject *o, long long *out)
 
 
 # Opcodes (see pickletools); only those the encoder writes.
@@ -252,14 +278,20 @@ cdef void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count)
     m.owns_slots = False
 
 
-cdef int pw_memo_grow(PwMemo *m) except -1:
+# The hot layer below (memo, buffer, atoms) is written like C: `noexcept`
+# functions that return -1 with a Python exception set and never run Python
+# code, so they carry no traceback bookkeeping and inline into the loops.
+# Code that may run Python uses the `except -1` wrappers further down.
+
+cdef int pw_memo_grow(PwMemo *m) noexcept:
     cdef size_t old_cap = m.mask + 1
     cdef size_t new_cap = old_cap * 2
     cdef PwMemoSlot *old = m.slots
     cdef PwMemoSlot *fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
     cdef size_t i
     if fresh == NULL:
-        raise MemoryError()
+        pw_no_memory()
+        return -1
     m.slots = fresh
     m.mask = new_cap - 1
     m.shift -= 1
@@ -272,11 +304,12 @@ cdef int pw_memo_grow(PwMemo *m) except -1:
     return 0
 
 
-cdef Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) except -1:
+cdef inline Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) noexcept:
     """Add `key` (not yet present) with the next index and return that index."""
     cdef PwMemoSlot *s
     if (<size_t>m.used + 1) * 3 >= (m.mask + 1) * 2:
-        pw_memo_grow(m)
+        if pw_memo_grow(m) < 0:
+            return -1
     s = pw_memo_slot(m, key)
     pw_incref(key)
     s.key = key
@@ -289,7 +322,8 @@ cdef int pw_memo_set(PwMemo *m, PyObject *key, Py_ssize_t index) except -1:
     """Insert or overwrite an entry with an explicit index (memo setter)."""
     cdef PwMemoSlot *s
     if (<size_t>m.used + 1) * 3 >= (m.mask + 1) * 2:
-        pw_memo_grow(m)
+        if pw_memo_grow(m) < 0:
+            return -1
     s = pw_memo_slot(m, key)
     if s.key == NULL:
         pw_incref(key)
@@ -325,9 +359,17 @@ cdef void pw_memo_clear(PwMemo *m) noexcept:
 
 
 cdef void pw_memo_free(PwMemo *m) noexcept:
-    pw_memo_clear(m)
+    """Release the keys and the table (the memo is unusable afterwards)."""
+    cdef size_t i
+    cdef PwMemoSlot *slots = m.slots
+    cdef size_t cap = m.mask + 1
+    m.used = 0
+    if slots != NULL:
+        for i in range(cap):
+            if slots[i].key != NULL:
+                pw_decref(slots[i].key)
     if m.owns_slots:
-        free(m.slots)
+        free(slots)
     m.slots = NULL
     m.owns_slots = False
 
@@ -357,16 +399,22 @@ cdef struct PwEnc:
     PyObject *write            # file.write, or NULL when building bytes
 
 
-cdef int pw_grow(PwEnc *e, Py_ssize_t n) except -1:
+cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
     cdef Py_ssize_t need = e.len + n
     cdef Py_ssize_t cap
     if n < 0 or need < e.len or need > PW_NO_BOUNDARY - (need >> 3) - 64:
-        raise MemoryError()
-    # Grow geometrically, but a single large write gets exactly what it needs
-    # plus slack, so a 1 MiB bytes object costs one allocation and one copy.
+        pw_no_memory()
+        return -1
+    # Grow geometrically; a single large write (a big bytes payload) gets
+    # what it needs plus room for the opcodes that close the pickle. Not
+    # over-allocating large buffers matters: the final shrink then leaves the
+    # block no larger than the next call asks for, so glibc serves it again
+    # from the heap instead of mmapping (and page-faulting) fresh memory.
     cap = e.cap * 2
-    if cap < need + (need >> 3) + 64:
-        cap = need + (need >> 3) + 64
+    if n >= PW_FRAME_TARGET:
+        cap = need + PW_FRAME_HEADER + 64
+    elif cap < need + 64:
+        cap = need + 64
     if pw_bytes_resize(&e.out, cap) < 0:
         e.buf = NULL
         e.cap = 0
@@ -376,26 +424,53 @@ cdef int pw_grow(PwEnc *e, Py_ssize_t n) except -1:
     return 0
 
 
-cdef inline char *pw_reserve(PwEnc *e, Py_ssize_t n) except NULL:
-    """Room for `n` more bytes; returns where to write them and advances len."""
+cdef char *pw_claim_slow(PwEnc *e, Py_ssize_t n) noexcept:
     cdef char *p
-    if e.cap - e.len < n:
-        pw_grow(e, n)
+    if pw_grow(e, n) < 0:
+        return NULL
     p = e.buf + e.len
     e.len += n
     return p
 
 
-cdef inline int pw_write1(PwEnc *e, unsigned char op) except -1:
-    pw_reserve(e, 1)[0] = <char>op
+cdef inline char *pw_claim(PwEnc *e, Py_ssize_t n) noexcept:
+    """Room for `n` more bytes: where to write them (len advanced), or NULL
+    with MemoryError set."""
+    cdef char *p
+    if e.cap - e.len < n:
+        return pw_claim_slow(e, n)
+    p = e.buf + e.len
+    e.len += n
+    return p
+
+
+cdef inline int pw_put1(PwEnc *e, unsigned char op) noexcept:
+    cdef char *p = pw_claim(e, 1)
+    if p == NULL:
+        return -1
+    p[0] = <char>op
     return 0
 
 
-cdef inline int pw_write2(PwEnc *e, unsigned char op, unsigned char arg) except -1:
-    cdef char *p = pw_reserve(e, 2)
+cdef inline int pw_put2(PwEnc *e, unsigned char op, unsigned char arg) noexcept:
+    cdef char *p = pw_claim(e, 2)
+    if p == NULL:
+        return -1
     p[0] = <char>op
     p[1] = <char>arg
     return 0
+
+
+cdef inline char *pw_reserve(PwEnc *e, Py_ssize_t n) except NULL:
+    return pw_claim(e, n)
+
+
+cdef inline int pw_write1(PwEnc *e, unsigned char op) except -1:
+    return pw_put1(e, op)
+
+
+cdef inline int pw_write2(PwEnc *e, unsigned char op, unsigned char arg) except -1:
+    return pw_put2(e, op, arg)
 
 
 cdef inline void pw_store_le32(char *p, uint32_t v) noexcept:
@@ -497,34 +572,35 @@ cdef int pw_write_payload(PwEnc *e, const char *header, Py_ssize_t header_len,
 # ---------------------------------------------------------------------------
 # Memo opcodes.
 
-cdef int pw_memo_put(PwEnc *e, PyObject *obj) except -1:
-    cdef Py_ssize_t idx
+cdef inline int pw_put_memo_op(PwEnc *e, unsigned char op1, unsigned char op4,
+                               Py_ssize_t idx) noexcept:
+    """BINPUT/BINGET (op1) for a one-byte index, else LONG_BINPUT/GET (op4)."""
     cdef char *p
+    if idx < 256:
+        return pw_put2(e, op1, <unsigned char>idx)
+    if idx > 0xffffffff:
+        pw_set_error(<PyObject *>pw_PicklingError, "memo id too large")
+        return -1
+    p = pw_claim(e, 5)
+    if p == NULL:
+        return -1
+    p[0] = <char>op4
+    pw_store_le32(p + 1, <uint32_t>idx)
+    return 0
+
+
+cdef inline int pw_memo_put(PwEnc *e, PyObject *obj) noexcept:
     if e.fast:
         return 0
-    idx = pw_memo_insert(e.memo, obj)
+    if pw_memo_insert(e.memo, obj) < 0:
+        return -1
     if e.proto >= 4:
-        return pw_write1(e, OP_MEMOIZE)
-    if idx < 256:
-        return pw_write2(e, OP_BINPUT, <unsigned char>idx)
-    if idx > 0xffffffff:
-        raise pw_PicklingError("memo id too large for LONG_BINPUT")
-    p = pw_reserve(e, 5)
-    p[0] = <char>OP_LONG_BINPUT
-    pw_store_le32(p + 1, <uint32_t>idx)
-    return 0
+        return pw_put1(e, OP_MEMOIZE)
+    return pw_put_memo_op(e, OP_BINPUT, OP_LONG_BINPUT, e.memo.used - 1)
 
 
-cdef int pw_memo_get(PwEnc *e, Py_ssize_t idx) except -1:
-    cdef char *p
-    if idx < 256:
-        return pw_write2(e, OP_BINGET, <unsigned char>idx)
-    if idx > 0xffffffff:
-        raise pw_PicklingError("memo id too large for LONG_BINGET")
-    p = pw_reserve(e, 5)
-    p[0] = <char>OP_LONG_BINGET
-    pw_store_le32(p + 1, <uint32_t>idx)
-    return 0
+cdef inline int pw_memo_get(PwEnc *e, Py_ssize_t idx) noexcept:
+    return pw_put_memo_op(e, OP_BINGET, OP_LONG_BINGET, idx)
 
 
 cdef inline bint pw_unique(PyObject *obj, int flags) noexcept:
@@ -546,7 +622,35 @@ cdef inline Py_ssize_t pw_memo_index(PwEnc *e, PyObject *obj) noexcept:
 # ---------------------------------------------------------------------------
 # Atoms.
 
-cdef int pw_save_int(PwEnc *e, PyObject *obj) except -1:
+cdef inline int pw_put_small_int(PwEnc *e, long long x) noexcept:
+    """BININT1/BININT2/BININT for -2**31 <= x < 2**31."""
+    cdef char *p
+    if 0 <= x <= 0xff:
+        return pw_put2(e, OP_BININT1, <unsigned char>x)
+    if 0 <= x <= 0xffff:
+        p = pw_claim(e, 3)
+        if p == NULL:
+            return -1
+        p[0] = <char>OP_BININT2
+        p[1] = <char>(x & 0xff)
+        p[2] = <char>(x >> 8)
+        return 0
+    p = pw_claim(e, 5)
+    if p == NULL:
+        return -1
+    p[0] = <char>OP_BININT
+    pw_store_le32(p + 1, <uint32_t>x)
+    return 0
+
+
+cdef inline int pw_save_int(PwEnc *e, PyObject *obj) except -1:
+    cdef long long x
+    if pw_compact_long(obj, &x):        # one digit: |x| < 2**30, fits BININT
+        return pw_put_small_int(e, x)
+    return pw_save_wide_int(e, obj)
+
+
+cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
     cdef int overflow = 0
     cdef long long x = pw_as_long_long(obj, &overflow)
     cdef char *p
@@ -609,11 +713,40 @@ cdef int pw_save_big_int(PwEnc *e, object value) except -1:
     return 0
 
 
-cdef inline int pw_save_float(PwEnc *e, PyObject *obj) except -1:
-    cdef char *p = pw_reserve(e, 9)
+cdef inline int pw_save_float(PwEnc *e, PyObject *obj) noexcept:
+    cdef char *p = pw_claim(e, 9)
+    if p == NULL:
+        return -1
     p[0] = <char>OP_BINFLOAT
     fw_store_f64(p + 1, pw_float_value(obj), FW_HOST_LITTLE)   # big-endian on the wire
     return 0
+
+
+cdef inline int pw_save_short_ascii(PwEnc *e, PyObject *obj, int flags) noexcept:
+    """SHORT_BINUNICODE (protocol 4+) for an ASCII str shorter than 256, with
+    the memo handled; 0 when obj is not such a string (nothing written)."""
+    cdef bint unique
+    cdef Py_ssize_t idx, n
+    cdef char *p
+    if not pw_is_compact_ascii(obj) or e.proto < 4:
+        return 0
+    n = pw_str_length(obj)
+    if n >= 256:
+        return 0
+    unique = pw_unique(obj, flags)
+    if not unique:
+        idx = pw_memo_index(e, obj)
+        if idx >= 0:
+            return -1 if pw_memo_get(e, idx) < 0 else 1
+    p = pw_claim(e, 2 + n)
+    if p == NULL:
+        return -1
+    p[0] = <char>OP_SHORT_BINUNICODE
+    p[1] = <char>n
+    memcpy(p + 2, pw_str_data(obj), n)
+    if not unique and pw_memo_put(e, obj) < 0:
+        return -1
+    return 1
 
 
 cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
@@ -622,6 +755,9 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
     cdef const char *data
     cdef char *p
     cdef object encoded
+    cdef int r = pw_save_short_ascii(e, obj, flags)
+    if r != 0:
+        return 0 if r > 0 else -1
     if not unique:
         idx = pw_memo_index(e, obj)
         if idx >= 0:
@@ -657,7 +793,7 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
     else:
         raise pw_PicklingError("cannot serialize a string larger than 4GiB")
     if not unique:
-        pw_memo_put(e, obj)
+        return pw_memo_put(e, obj)
     return 0
 
 
@@ -705,12 +841,53 @@ cdef int pw_save_bytes(PwEnc *e, PyObject *obj, int flags) except -1:
             e, (pw_codecs_encode, ((<bytes>obj).decode("latin1"), "latin1")), obj)
     pw_write_bytes_data(e, pw_bytes_data(obj), n, <object>obj)
     if not pw_unique(obj, flags):
-        pw_memo_put(e, obj)
+        if pw_memo_put(e, obj) < 0:
+            return -1
     return 0
 
 
 # ---------------------------------------------------------------------------
 # The dispatcher.
+
+cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
+    """Write obj and return 1 if it is an atom that cannot run user code: a
+    short ASCII str, a one-digit int, a float, None, True or False (and no
+    frame boundary or persistent_id call is due). Return 0, writing nothing,
+    for anything else (pw_save then handles it), -1 on error. Container loops
+    write most items this way, without taking a reference."""
+    cdef PwType *t = pw_type_of(obj)
+    cdef long long x
+    cdef int r = 0
+    if e.len >= e.boundary or e.persistent_id != NULL:
+        return 0
+    if t == &pw_str_type:
+        return pw_save_short_ascii(e, obj, 0)
+    if t == &pw_long_type:
+        if not pw_compact_long(obj, &x):
+            return 0
+        r = pw_put_small_int(e, x)
+    elif t == &pw_float_type:
+        r = pw_save_float(e, obj)
+    elif obj == pw_none:
+        r = pw_put1(e, OP_NONE)
+    elif obj == pw_true:
+        r = pw_put1(e, OP_NEWTRUE)
+    elif obj == pw_false:
+        r = pw_put1(e, OP_NEWFALSE)
+    else:
+        return 0
+    return -1 if r < 0 else 1
+
+
+cdef int pw_save_held(PwEnc *e, PyObject *obj) except -1:
+    """pw_save for an item borrowed from a mutable container: holds a
+    reference while user code reached from it could mutate the container."""
+    pw_incref(obj)
+    try:
+        return pw_save(e, obj, PW_HELD)
+    finally:
+        pw_decref(obj)
+
 
 cdef int pw_save(PwEnc *e, PyObject *obj, int flags) except -1:
     cdef PwType *t = pw_type_of(obj)
@@ -796,17 +973,18 @@ cdef int pw_fast_leave(PwEnc *e, PyObject *obj) except -1:
 cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
     cdef Py_ssize_t total = 0, batch
     cdef PyObject *item
+    cdef int r
     if e.fast:
         pw_fast_enter(e, obj)
-    pw_write1(e, OP_EMPTY_LIST)
-    pw_memo_put(e, obj)
+    if pw_put1(e, OP_EMPTY_LIST) < 0 or pw_memo_put(e, obj) < 0:
+        return -1
     if pw_list_size(obj) == 1:
         item = pw_list_item(obj, 0)
-        pw_incref(item)             # user code reached from item may mutate the list
-        try:
-            pw_save(e, item, PW_HELD)
-        finally:
-            pw_decref(item)
+        r = pw_save_atom(e, item)
+        if r < 0:
+            return -1
+        if r == 0:
+            pw_save_held(e, item)
         pw_write1(e, OP_APPEND)
     elif pw_list_size(obj) > 1:
         while total < pw_list_size(obj):
@@ -814,11 +992,11 @@ cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
             batch = 0
             while batch < PW_BATCHSIZE and total < pw_list_size(obj):
                 item = pw_list_item(obj, total)
-                pw_incref(item)
-                try:
-                    pw_save(e, item, PW_HELD)
-                finally:
-                    pw_decref(item)
+                r = pw_save_atom(e, item)
+                if r < 0:
+                    return -1
+                if r == 0:
+                    pw_save_held(e, item)
                 total += 1
                 batch += 1
             pw_write1(e, OP_APPENDS)
@@ -827,14 +1005,24 @@ cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
     return 0
 
 
-cdef int pw_save_dict_item(PwEnc *e, PyObject *key, PyObject *value) except -1:
-    pw_incref(key)
+cdef inline int pw_save_dict_item(PwEnc *e, PyObject *key, PyObject *value) except -1:
+    # The value is held while the key is written too: user code run by the
+    # key may delete the entry.
+    cdef int r = pw_save_atom(e, key)
+    if r < 0:
+        return -1
+    if r > 0:
+        r = pw_save_atom(e, value)
+        if r < 0:
+            return -1
+        if r == 0:
+            pw_save_held(e, value)
+        return 0
     pw_incref(value)
     try:
-        pw_save(e, key, PW_HELD)
-        pw_save(e, value, PW_HELD)
+        pw_save_held(e, key)
+        pw_save_held(e, value)
     finally:
-        pw_decref(key)
         pw_decref(value)
     return 0
 
@@ -845,8 +1033,8 @@ cdef int pw_save_dict(PwEnc *e, PyObject *obj) except -1:
     cdef PyObject *value
     if e.fast:
         pw_fast_enter(e, obj)
-    pw_write1(e, OP_EMPTY_DICT)
-    pw_memo_put(e, obj)
+    if pw_put1(e, OP_EMPTY_DICT) < 0 or pw_memo_put(e, obj) < 0:
+        return -1
     size = pw_dict_size(obj)
     if size == 1:
         pw_dict_next(obj, &pos, &key, &value)
@@ -874,11 +1062,16 @@ cdef int pw_save_tuple(PwEnc *e, PyObject *obj, int flags) except -1:
     cdef Py_ssize_t n = pw_tuple_size(obj), i, idx
     cdef bint unique = pw_unique(obj, flags)
     cdef char *p
+    cdef int r
     if n == 0:
         return pw_write1(e, OP_EMPTY_TUPLE)
     if n <= 3:
         for i in range(n):
-            pw_save(e, pw_tuple_item(obj, i), 0)
+            r = pw_save_atom(e, pw_tuple_item(obj, i))
+            if r < 0:
+                return -1
+            if r == 0:
+                pw_save(e, pw_tuple_item(obj, i), 0)
         # A tuple reachable from its own items was memoized while they were
         # written: drop the copy on the stack and refer to the memo instead.
         if not unique:
@@ -891,7 +1084,11 @@ cdef int pw_save_tuple(PwEnc *e, PyObject *obj, int flags) except -1:
     else:
         pw_write1(e, OP_MARK)
         for i in range(n):
-            pw_save(e, pw_tuple_item(obj, i), 0)
+            r = pw_save_atom(e, pw_tuple_item(obj, i))
+            if r < 0:
+                return -1
+            if r == 0:
+                pw_save(e, pw_tuple_item(obj, i), 0)
         if not unique:
             idx = pw_memo_index(e, obj)
             if idx >= 0:
@@ -899,7 +1096,8 @@ cdef int pw_save_tuple(PwEnc *e, PyObject *obj, int flags) except -1:
                 return pw_memo_get(e, idx)
         pw_write1(e, OP_TUPLE)
     if not unique:
-        pw_memo_put(e, obj)
+        if pw_memo_put(e, obj) < 0:
+            return -1
     return 0
 
 
@@ -911,7 +1109,8 @@ cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
     if e.fast:
         pw_fast_enter(e, obj)
     pw_write1(e, OP_EMPTY_SET)
-    pw_memo_put(e, obj)
+    if pw_memo_put(e, obj) < 0:
+        return -1
     size = pw_set_size(obj)
     if size:
         it = iter(<object>obj)
@@ -950,7 +1149,8 @@ cdef int pw_save_frozenset(PwEnc *e, PyObject *obj, int flags) except -1:
         return pw_memo_get(e, idx)
     pw_write1(e, OP_FROZENSET)
     if not pw_unique(obj, flags):
-        pw_memo_put(e, obj)
+        if pw_memo_put(e, obj) < 0:
+            return -1
     return 0
 
 
@@ -1150,7 +1350,8 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
         if idx >= 0:
             pw_write1(e, OP_POP)
             return pw_memo_get(e, idx)
-        pw_memo_put(e, obj)
+        if pw_memo_put(e, obj) < 0:
+            return -1
 
     if listitems is not None:
         pw_batch_list(e, listitems)
@@ -1351,7 +1552,8 @@ cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t) except -1:
     if idx >= 0:
         pw_write1(e, OP_POP)
         return pw_memo_get(e, idx)
-    pw_memo_put(e, obj)
+    if pw_memo_put(e, obj) < 0:
+        return -1
     if len(<dict>d):
         pw_save(e, <PyObject *>d, PW_HELD)
         pw_write1(e, OP_BUILD)
