@@ -92,6 +92,7 @@ cdef extern from "Python.h":
     char *pw_bytes_data "PyBytes_AS_STRING"(PyObject *o)
     Py_ssize_t pw_bytes_size "PyBytes_GET_SIZE"(PyObject *o)
     PyObject *pw_bytes_new "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
+    bytes pw_bytes_copy "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
     int pw_bytes_resize "_PyBytes_Resize"(PyObject **b, Py_ssize_t n)
     char *pw_bytearray_data "PyByteArray_AS_STRING"(PyObject *o)
     Py_ssize_t pw_bytearray_size "PyByteArray_GET_SIZE"(PyObject *o)
@@ -202,8 +203,8 @@ cdef enum:
     PW_FRAME_TARGET = 64 * 1024       # frames are committed once they reach this size
     PW_FRAME_MIN = 4                  # smaller frames are written without a header
     PW_FAST_NESTING_LIMIT = 50        # depth at which fast mode starts tracking cycles
-    PW_INITIAL_CAPACITY = 256
-    PW_INLINE_MEMO = 32               # memo slots on the C stack for dumps()
+    PW_STACK_OUTPUT = 1024            # dumps() assembles small pickles on the C stack
+    PW_INLINE_MEMO = 16               # memo slots on the C stack for dumps()
 
 # save() flags
 cdef enum:
@@ -379,7 +380,8 @@ cdef void pw_memo_free(PwMemo *m) noexcept:
 
 cdef struct PwEnc:
     PyObject *out              # owned bytes object being filled; resized at the end
-    char *buf                  # PyBytes_AS_STRING(out)
+    char *buf                  # PyBytes_AS_STRING(out), or the caller's stack
+                               # buffer while out is NULL
     Py_ssize_t len
     Py_ssize_t cap
     Py_ssize_t frame_start     # offset of the reserved header of the open frame, or -1
@@ -415,7 +417,13 @@ cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
         cap = need + PW_FRAME_HEADER + 64
     elif cap < need + 64:
         cap = need + 64
-    if pw_bytes_resize(&e.out, cap) < 0:
+    if e.out == NULL:
+        # Leaving the stack buffer: from now on the output is a bytes object.
+        e.out = pw_bytes_new(NULL, cap)
+        if e.out == NULL:
+            return -1
+        memcpy(pw_bytes_data(e.out), e.buf, e.len)
+    elif pw_bytes_resize(&e.out, cap) < 0:
         e.buf = NULL
         e.cap = 0
         return -1
@@ -512,6 +520,11 @@ cdef int pw_flush(PwEnc *e, bint reopen) except -1:
     cdef object chunk
     cdef PyObject *fresh
     if e.write == NULL or e.len == 0:
+        return 0
+    if e.out == NULL:                  # still in the caller's stack buffer
+        chunk = pw_bytes_copy(e.buf, e.len)
+        e.len = 0
+        (<object>e.write)(chunk)
         return 0
     if pw_bytes_resize(&e.out, e.len) < 0:
         e.buf = NULL
@@ -1703,7 +1716,8 @@ cdef int pw_resolve_protocol(object protocol) except -100:
     cdef long proto
     if protocol is None:
         return _PW_DEFAULT_PROTOCOL
-    proto = pw_index(protocol)      # TypeError for non-integers, as the stdlib
+    # TypeError for non-integers (operator.index), as the stdlib.
+    proto = protocol if type(protocol) is int else pw_index(protocol)
     if proto < 0:
         return PW_HIGHEST_PROTOCOL
     if proto > PW_HIGHEST_PROTOCOL:
@@ -1727,13 +1741,18 @@ cdef void pw_enc_release(PwEnc *e) noexcept:
     e.fast_memo = NULL
 
 
-cdef int pw_run(PwEnc *e, PyObject *obj, Py_ssize_t initial) except -1:
-    """PROTO, the object, STOP; frames for protocol 4+. Output stays in e.out."""
+cdef int pw_run(PwEnc *e, PyObject *obj, char *stack_buf, Py_ssize_t initial) except -1:
+    """PROTO, the object, STOP; frames for protocol 4+. The output starts in
+    `stack_buf` if given (moving to a bytes object e.out when it outgrows
+    it), else in a new bytes object of `initial` bytes."""
     cdef char *p
-    e.out = pw_bytes_new(NULL, initial)
-    if e.out == NULL:
-        return -1
-    e.buf = pw_bytes_data(e.out)
+    if stack_buf != NULL:
+        e.buf = stack_buf
+    else:
+        e.out = pw_bytes_new(NULL, initial)
+        if e.out == NULL:
+            return -1
+        e.buf = pw_bytes_data(e.out)
     e.cap = initial
     e.framing = e.proto >= 4
     p = pw_reserve(e, 2)
@@ -1750,8 +1769,11 @@ cdef int pw_run(PwEnc *e, PyObject *obj, Py_ssize_t initial) except -1:
 
 
 cdef object pw_take_bytes(PwEnc *e):
-    """The finished pickle as bytes (the buffer itself, shrunk in place)."""
+    """The finished pickle as bytes: copied off the stack buffer when small,
+    else the output buffer itself, shrunk in place."""
     cdef object result
+    if e.out == NULL:
+        return pw_bytes_copy(e.buf, e.len)
     if pw_bytes_resize(&e.out, e.len) < 0:
         e.buf = NULL
         raise MemoryError()
@@ -1776,6 +1798,7 @@ def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None):
     cdef PwEnc e
     cdef PwMemo memo
     cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
+    cdef char stack_output[PW_STACK_OUTPUT]
     if buffer_callback is not None and proto < 5:
         raise ValueError("buffer_callback needs protocol >= 5")
     if proto < 2:
@@ -1786,7 +1809,7 @@ def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None):
     e.fix_imports = bool(fix_imports)
     e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
     try:
-        pw_run(&e, <PyObject *>obj, PW_INITIAL_CAPACITY)
+        pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
         return pw_take_bytes(&e)
     finally:
         pw_enc_release(&e)
@@ -1881,6 +1904,7 @@ cdef class Pickler:
         before its first 64 KiB frame was complete.
         """
         cdef PwEnc e
+        cdef char stack_output[PW_STACK_OUTPUT]
         cdef object persistent_id, reducer_override, dispatch_table
         if not self._initialized:
             raise pw_PicklingError(
@@ -1902,7 +1926,7 @@ cdef class Pickler:
         e.buffer_callback = (<PyObject *>self._buffer_callback
                              if self._buffer_callback is not None else NULL)
         try:
-            pw_run(&e, <PyObject *>obj, 4096)
+            pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
             pw_flush(&e, False)
         finally:
             pw_enc_release(&e)
