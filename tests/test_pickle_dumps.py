@@ -495,3 +495,77 @@ def test_hypothesis_shared_references(pool, picks, proto):
     pool = [[x] for x in pool]
     obj = [pool[i % len(pool)] for i in picks] + [{"pool": pool}]
     assert_round_trip(obj, proto)
+
+
+# --- the plain-instance fast path must follow class changes --------------------------
+
+def _fresh_class(name="Fresh", **namespace):
+    """A new module-level class (found by name on unpickling)."""
+    def __eq__(self, other):
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+    cls = type(name, (), {"__eq__": __eq__, "__hash__": object.__hash__,
+                          "__module__": __name__, **namespace})
+    globals()[name] = cls
+    return cls
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_regression_plain_instance_cache_follows_class_changes(proto):
+    cls = _fresh_class("Mutable")
+    objs = [cls() for _ in range(3)]
+    for i, o in enumerate(objs):
+        o.v = i
+    assert_round_trip(objs, proto)           # learns that cls is plain
+
+    cls.__reduce__ = lambda self: (str, ("reduced",))
+    assert std.loads(fw.dumps(objs, proto)) == ["reduced"] * 3
+    del cls.__reduce__
+    assert_round_trip(objs, proto)
+
+    cls.__getstate__ = lambda self: {"v": -1}
+    assert [o.v for o in std.loads(fw.dumps(objs, proto))] == [-1] * 3
+    del cls.__getstate__
+    cls.__getnewargs__ = lambda self: ()
+    assert_round_trip(objs, proto)
+    del cls.__getnewargs__
+
+    # A base class gaining a hook changes the subclass too.
+    base = _fresh_class("MutableBase")
+    sub = type("MutableSub", (base,), {"__module__": __name__})
+    globals()["MutableSub"] = sub
+    items = [sub(), sub()]
+    assert_round_trip(items, proto)
+    base.__reduce_ex__ = lambda self, p: (str, ("from base",))
+    assert std.loads(fw.dumps(items, proto)) == ["from base", "from base"]
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_regression_instance_attribute_shadowing_a_hook(proto):
+    cls = _fresh_class("Shadowed")
+    plain, shadowed = cls(), cls()
+    assert_round_trip([plain, plain], proto)
+    # Instance attributes are found before the class's methods by getattr,
+    # which is how the C pickle looks up __reduce_ex__ and __getstate__.
+    shadowed.__reduce_ex__ = lambda p: (str, ("instance hook",))
+    assert std.loads(fw.dumps([plain, shadowed], proto))[1] == "instance hook"
+    other = cls()
+    other.__getstate__ = lambda: {"from": "instance getstate"}
+    assert_round_trip([plain, other], proto)
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_regression_slots_unset_on_first_instance(proto):
+    # The first instance pickled has no slot values; later ones do: the
+    # slot values must not be dropped by a cached "plain" verdict.
+    first = cat.PartlySlotted.__new__(cat.PartlySlotted)
+    first.extra = "dict only"
+    later = cat.PartlySlotted(5)
+    out = std.loads(fw.dumps([first, later, cat.PartlySlotted(6)], proto))
+    assert out[1].x == 5 and out[2].x == 6 and not hasattr(out[0], "x")
+
+
+def test_regression_float_protocol_is_type_error():
+    # Found while testing: a float protocol was truncated instead of refused.
+    for dumps in (std.dumps, fw.dumps):
+        with pytest.raises(TypeError):
+            dumps([1], 4.0)

@@ -63,7 +63,6 @@ cdef extern from "Python.h":
     PwType pw_object_type "PyBaseObject_Type"
 
     unsigned long PW_TPFLAGS_HEAPTYPE "Py_TPFLAGS_HEAPTYPE"
-    unsigned long PW_TPFLAGS_VALID_VERSION_TAG "Py_TPFLAGS_VALID_VERSION_TAG"
     unsigned long PW_TPFLAGS_BUILTIN_SUBCLASS_MASK "(Py_TPFLAGS_LONG_SUBCLASS | Py_TPFLAGS_LIST_SUBCLASS | Py_TPFLAGS_TUPLE_SUBCLASS | Py_TPFLAGS_BYTES_SUBCLASS | Py_TPFLAGS_UNICODE_SUBCLASS | Py_TPFLAGS_DICT_SUBCLASS | Py_TPFLAGS_BASE_EXC_SUBCLASS | Py_TPFLAGS_TYPE_SUBCLASS)"
 
     PyObject *pw_none "Py_None"
@@ -138,6 +137,21 @@ cdef extern from *:
     }
     """
     bint pw_compact_long(PyObject *o, long long *out)
+
+
+cdef extern from *:
+    """
+    /* A type's version tag identifies its attribute state: CPython renews it
+       whenever the type or a base changes. 0 means "no valid tag"; before
+       3.13 a flag said so as well (3.13 left the flag unused). */
+    #if PY_VERSION_HEX >= 0x030D0000
+    #define pw_version_valid(t) (((PyTypeObject *)(t))->tp_version_tag != 0)
+    #else
+    #define pw_version_valid(t) (((PyTypeObject *)(t))->tp_version_tag != 0 && \
+        (((PyTypeObject *)(t))->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+    #endif
+    """
+    bint pw_version_valid(PwType *t)
 
 
 # Opcodes (see pickletools); only those the encoder writes.
@@ -1481,10 +1495,6 @@ cdef inline PwPlainEntry *pw_plain_entry(PwType *t) noexcept:
     return &pw_plain_cache[((<size_t>t) >> 4) & (PW_PLAIN_CACHE - 1)]
 
 
-cdef inline bint pw_version_valid(PwType *t) noexcept:
-    return t.tp_version_tag != 0 and (t.tp_flags & PW_TPFLAGS_VALID_VERSION_TAG)
-
-
 cdef bint pw_type_is_static_plain(PwType *t) except -1:
     """The type-level conditions under which every instance reduces alike."""
     if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or t.tp_itemsize != 0 or t.tp_new == NULL:
@@ -1531,9 +1541,9 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
     cdef object o = <object>obj
     cdef object d
     cdef bint verdict
-    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE):
-        return 0
-    if entry.type == t and pw_version_valid(t) and entry.version == t.tp_version_tag:
+    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or not pw_version_valid(t):
+        return 0                                  # nothing could be cached
+    if entry.type == t and entry.version == t.tp_version_tag:
         return 0                                  # already known
     verdict = (
         type(rv) is tuple and len(<tuple>rv) == 5
