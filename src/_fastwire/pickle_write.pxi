@@ -299,8 +299,11 @@ cdef void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count)
 # Code that may run Python uses the `except -1` wrappers further down.
 
 cdef int pw_memo_grow(PwMemo *m) noexcept:
+    # x4 while small: a pickle with thousands of containers would otherwise
+    # rehash and re-zero its table a dozen times.
     cdef size_t old_cap = m.mask + 1
-    cdef size_t new_cap = old_cap * 2
+    cdef int factor_bits = 2 if old_cap < 65536 else 1
+    cdef size_t new_cap = old_cap << factor_bits
     cdef PwMemoSlot *old = m.slots
     cdef PwMemoSlot *fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
     cdef size_t i
@@ -309,7 +312,7 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
         return -1
     m.slots = fresh
     m.mask = new_cap - 1
-    m.shift -= 1
+    m.shift -= factor_bits
     for i in range(old_cap):
         if old[i].key != NULL:
             pw_memo_slot(m, old[i].key)[0] = old[i]
