@@ -460,6 +460,30 @@ def test_deep_nesting_raises_recursion_error(kind, proto):
         std.loads(std.dumps(shallow, proto)))
 
 
+def _fails_with_recursion_error(dumps, obj, proto):
+    try:
+        dumps(obj, proto)
+    except RecursionError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple", "instance", "reduce"])
+def test_regression_recursion_depth_matches_stdlib(kind):
+    # The C pickle counts a non-empty list/dict as two levels of recursion;
+    # counting the same way fails at exactly the same depth (first found with
+    # fastwire accepting nesting twice as deep as the stdlib).
+    lo, hi = 1, 20_000
+    while lo < hi:                       # deepest structure the stdlib accepts
+        mid = (lo + hi + 1) // 2
+        if _fails_with_recursion_error(std.dumps, _deep(kind, mid), 4):
+            hi = mid - 1
+        else:
+            lo = mid
+    assert not _fails_with_recursion_error(fw.dumps, _deep(kind, lo), 4)
+    assert _fails_with_recursion_error(fw.dumps, _deep(kind, lo + 1), 4)
+
+
 def test_moderate_nesting_within_limit_works():
     obj = _deep("list", 300)
     assert std.loads(fw.dumps(obj, 4)) == obj

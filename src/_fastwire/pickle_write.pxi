@@ -1001,13 +1001,29 @@ cdef int pw_fast_leave(PwEnc *e, PyObject *obj) except -1:
 # Builtin containers.
 
 cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
-    cdef Py_ssize_t total = 0, batch
-    cdef PyObject *item
-    cdef int r
     if e.fast:
         pw_fast_enter(e, obj)
     if pw_put1(e, OP_EMPTY_LIST) < 0 or pw_memo_put(e, obj) < 0:
         return -1
+    if pw_list_size(obj):
+        # The C pickle counts the items of a non-empty list (or dict) as one
+        # more level of recursion; counting alike raises RecursionError at
+        # exactly the same depth, and bounds our C stack the same way.
+        if pw_enter_recursive_call(" while pickling an object"):
+            return -1
+        try:
+            pw_save_list_items(e, obj)
+        finally:
+            pw_leave_recursive_call()
+    if e.fast:
+        pw_fast_leave(e, obj)
+    return 0
+
+
+cdef int pw_save_list_items(PwEnc *e, PyObject *obj) except -1:
+    cdef Py_ssize_t total = 0, batch
+    cdef PyObject *item
+    cdef int r
     if pw_list_size(obj) == 1:
         item = pw_list_item(obj, 0)
         r = pw_save_atom(e, item)
@@ -1030,8 +1046,6 @@ cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
                 total += 1
                 batch += 1
             pw_write1(e, OP_APPENDS)
-    if e.fast:
-        pw_fast_leave(e, obj)
     return 0
 
 
@@ -1058,13 +1072,26 @@ cdef inline int pw_save_dict_item(PwEnc *e, PyObject *key, PyObject *value) exce
 
 
 cdef int pw_save_dict(PwEnc *e, PyObject *obj) except -1:
-    cdef Py_ssize_t pos = 0, size, batch
-    cdef PyObject *key
-    cdef PyObject *value
     if e.fast:
         pw_fast_enter(e, obj)
     if pw_put1(e, OP_EMPTY_DICT) < 0 or pw_memo_put(e, obj) < 0:
         return -1
+    if pw_dict_size(obj):
+        if pw_enter_recursive_call(" while pickling an object"):   # as for lists
+            return -1
+        try:
+            pw_save_dict_items(e, obj)
+        finally:
+            pw_leave_recursive_call()
+    if e.fast:
+        pw_fast_leave(e, obj)
+    return 0
+
+
+cdef int pw_save_dict_items(PwEnc *e, PyObject *obj) except -1:
+    cdef Py_ssize_t pos = 0, size, batch
+    cdef PyObject *key
+    cdef PyObject *value
     size = pw_dict_size(obj)
     if size == 1:
         pw_dict_next(obj, &pos, &key, &value)
@@ -1081,8 +1108,6 @@ cdef int pw_save_dict(PwEnc *e, PyObject *obj) except -1:
             pw_write1(e, OP_SETITEMS)
             if pw_dict_size(obj) != size:
                 raise RuntimeError("dictionary changed size during iteration")
-    if e.fast:
-        pw_fast_leave(e, obj)
     return 0
 
 
