@@ -33,7 +33,7 @@ from operator import index as pw_index
 from pickle import DEFAULT_PROTOCOL as _PW_DEFAULT_PROTOCOL
 
 from libc.string cimport memmove
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport calloc, free
 
 
 cdef extern from "Python.h":
@@ -927,7 +927,7 @@ cdef int pw_save(PwEnc *e, PyObject *obj, int flags) except -1:
     if e.persistent_id != NULL and not (flags & PW_PERS_SAVE):
         if pw_save_pers(e, obj):
             return 0
-    # Atoms that are never memoized, most frequent first.
+    # Atoms first, most frequent first (of these only str is memoized).
     if t == &pw_str_type:
         return pw_save_str(e, obj, flags)
     if t == &pw_long_type:
