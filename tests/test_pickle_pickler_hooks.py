@@ -373,3 +373,28 @@ def test_dump_to_socket_makefile(proto):
         left.close()
         right.close()
     assert received == [{"hello": "world"}, _big_object(), [1, 2, 3]]
+
+
+# --- hypothesis: hooks over arbitrary data ------------------------------------------------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+_leaves = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+           | st.text(max_size=10) | st.binary(max_size=10)
+           | st.builds(DbRef, st.integers(0, 5)) | st.builds(cat.Plain, st.integers(), st.text(max_size=5)))
+_data = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=5)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=5)
+                     | st.tuples(inner, inner), max_leaves=25)
+
+
+@given(_data, st.sampled_from(list(PROTOCOLS)), st.booleans())
+def test_hypothesis_hooks_agree_with_stdlib(obj, proto, use_override):
+    namespace = {"persistent_id": lambda self, o: _persistent_id(o)}
+    if use_override:
+        namespace["reducer_override"] = lambda self, o: (
+            (tuple, ((o.a, o.b),)) if isinstance(o, cat.Plain) else NotImplemented)
+    mine = pickled_with(_subclass_with(fw.Pickler, **namespace), obj, proto)
+    ref = pickled_with(_subclass_with(std.Pickler, **namespace), obj, proto)
+    loaded_mine = PersistentUnpickler(io.BytesIO(mine)).load()
+    loaded_ref = PersistentUnpickler(io.BytesIO(ref)).load()
+    assert std.dumps(loaded_mine, 4) == std.dumps(loaded_ref, 4)
