@@ -1898,6 +1898,13 @@ cdef class Pickler:
     up at each :meth:`dump`. The memo persists across dump() calls until
     :meth:`clear_memo`. ``fast = True`` disables the memo (no shared or
     recursive structures; deep cycles raise ValueError as in the stdlib).
+
+    Differences from the C Pickler: ``memo`` is a :class:`PicklerMemoProxy`
+    with the same ``copy()``/``clear()`` and assignment rules, but the memo is
+    not visited by the cycle collector, so an object pickled by a Pickler that
+    refers back to that Pickler stays alive until :meth:`clear_memo`. There
+    is no ``bin`` attribute. Hooks are read at each dump() rather than at
+    construction, so changing them between dumps takes effect.
     """
 
     cdef dict __dict__
@@ -2001,7 +2008,7 @@ cdef class Pickler:
         for index, obj in value.values():
             pw_memo_set(&self._memo, <PyObject *>obj, index)
 
-    def _memo_items(self):
+    cdef dict memo_items(self):
         cdef size_t i
         cdef dict out = {}
         for i in range(self._memo.mask + 1):
@@ -2010,7 +2017,7 @@ cdef class Pickler:
                 out[id(obj)] = (self._memo.slots[i].index, obj)
         return out
 
-    def _memo_len(self):
+    cdef Py_ssize_t memo_len(self):
         return self._memo.used
 
 
@@ -2024,14 +2031,14 @@ cdef class PicklerMemoProxy:
 
     def copy(self):
         """A new dict ``{id(obj): (memo index, obj)}``."""
-        return self._pickler._memo_items()
+        return self._pickler.memo_items()
 
     def clear(self):
         """Empty the memo."""
         self._pickler.clear_memo()
 
     def __len__(self):
-        return self._pickler._memo_len()
+        return self._pickler.memo_len()
 
     def __reduce__(self):
         return dict, (self.copy(),)
