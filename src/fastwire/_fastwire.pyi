@@ -33,3 +33,54 @@ def unpack(format: str | bytes, buffer: Buffer, /) -> tuple[Any, ...]: ...
 def unpack_from(format: str | bytes, /, buffer: Buffer, offset: int = 0) -> tuple[Any, ...]: ...
 def iter_unpack(format: str | bytes, buffer: Buffer, /) -> Iterator[tuple[Any, ...]]: ...
 def _clearcache() -> None: ...
+
+# --- pickle encoder (pickle_write.pxi) ------------------------------------------
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+class _WritableFile(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
+
+def dumps(
+    obj: Any,
+    protocol: int | None = None,
+    *,
+    fix_imports: bool = True,
+    buffer_callback: Callable[[Any], Any] | None = None,
+) -> bytes: ...
+def dump(
+    obj: Any,
+    file: _WritableFile,
+    protocol: int | None = None,
+    *,
+    fix_imports: bool = True,
+    buffer_callback: Callable[[Any], Any] | None = None,
+) -> None: ...
+
+class Pickler:
+    fast: bool
+    # Optional hooks, looked up on the instance (then the class) at each dump():
+    #   persistent_id(obj) -> Any | None
+    #   reducer_override(obj) -> tuple | str | NotImplemented
+    #   dispatch_table: Mapping[type, Callable[[Any], tuple | str]]
+    def __init__(
+        self,
+        file: _WritableFile,
+        protocol: int | None = None,
+        *,
+        fix_imports: bool = True,
+        buffer_callback: Callable[[Any], Any] | None = None,
+    ) -> None: ...
+    def dump(self, obj: Any, /) -> None: ...
+    def clear_memo(self) -> None: ...
+    @property
+    def memo(self) -> PicklerMemoProxy: ...
+    @memo.setter
+    def memo(self, value: PicklerMemoProxy | dict[int, tuple[int, Any]]) -> None: ...
+    def __getattr__(self, name: str) -> Any: ...  # instance __dict__ (hooks set per instance)
+
+class PicklerMemoProxy:
+    def copy(self) -> dict[int, tuple[int, Any]]: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...

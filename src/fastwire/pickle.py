@@ -52,9 +52,11 @@ class Unpickler(_std.Unpickler):
         return super().find_class(module, name)
 
 
-Pickler = _std.Pickler
-dumps = _std.dumps
-dump = _std.dump
+# The encoder is fastwire's own: protocols 2-5 are written by the compiled
+# core, 0-1 by the stdlib. Pickler.memo is a PicklerMemoProxy like the C
+# pickle's (copy() -> {id(obj): (index, obj)}, clear(), len()); assigning a
+# dict of that shape or another proxy replaces the memo.
+from ._fastwire import Pickler, PicklerMemoProxy, dump, dumps  # noqa: E402
 
 
 def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(), allowed=None):
