@@ -45,7 +45,14 @@ from multiprocessing import AuthenticationError, BufferTooShort
 from multiprocessing import connection as _std_connection
 
 from . import pickle as _pickle
-from .frames import DEFAULT_MAX_FRAME_SIZE, FrameError, FramePrefix, FrameScanner, frame_buffers
+from .frames import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FrameError,
+    FramePrefix,
+    FrameScanner,
+    encode_frame,
+    frame_buffers,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -186,14 +193,21 @@ class Connection:
         TimeoutError on timeout (the connection is then closed: a message may
         have been half written).
         """
-        self._live()
+        sock = self._live()
         self._check_writable()
         if type(obj) in (bytes, bytearray) and len(obj) >= STREAM_THRESHOLD:
             chunks = []
             _pickle.dump(obj, _ChunkWriter(chunks), protocol=5)
             self._send_message(chunks)
+            return
+        payload = _pickle.dumps(obj, protocol=5)
+        if len(payload) < COPY_THRESHOLD:
+            # One write: no Nagle delay between header and payload (bpo-20540).
+            frame = encode_frame(payload, _PREFIX)
+            with self._send_lock:
+                self._guarded(sock.sendall, frame)
         else:
-            self._send_message((_pickle.dumps(obj, protocol=5),))
+            self._send_message((payload,))
 
     def send_many(self, objs):
         """Send every object of `objs`, in order, with as few system calls as possible.
@@ -309,14 +323,27 @@ class Connection:
                 raise ValueError("negative offset")
             elif offset > bytesize:
                 raise ValueError("offset too large")
-            with self._recv_lock:
-                frame = self._next_frame(None)
-            size = len(frame)
-            if bytesize < offset + size:
-                raise BufferTooShort(bytes(frame))
-            with m.cast("B") as target:
+            with self._recv_lock, m.cast("B") as target:
+                while not self._ready:
+                    self._fill()
+                    length = self._scanner.partial_frame_size
+                    if (not self._ready and length is not None and length >= STREAM_THRESHOLD
+                            and offset + length <= bytesize):
+                        # Large and fits: the rest of it goes straight from the socket into buf.
+                        length, head = self._scanner.take_partial()
+                        target[offset:offset + len(head)] = head
+                        try:
+                            _recv_exactly(self._sock, target[offset + len(head):offset + length])
+                        except BaseException:
+                            self.close()  # the frame is cut: the stream cannot be resynchronised
+                            raise
+                        return length
+                frame = self._ready.popleft()
+                size = len(frame)
+                if bytesize < offset + size:
+                    raise BufferTooShort(bytes(frame))
                 target[offset:offset + size] = frame
-            return size
+                return size
 
     def poll(self, timeout=0.0):
         """Whether a message can be received without blocking (waits up to `timeout`
@@ -429,14 +456,8 @@ class _FrameReader:
         return len(self._head) - self._pos + self._unread
 
     def _recv_into(self, view):
-        sock = self._sock
-        got, n = 0, len(view)
-        while got < n:
-            k = sock.recv_into(view[got:])
-            if k == 0:
-                raise EOFError("the peer closed the connection in the middle of a message")
-            got += k
-        self._unread -= n
+        _recv_exactly(self._sock, view)
+        self._unread -= len(view)
 
     def readinto(self, b):
         with memoryview(b) as m, m.cast("B") as target:
@@ -480,6 +501,16 @@ class _FrameReader:
         scratch = memoryview(bytearray(min(self._unread, _CHUNK)))
         while self._unread:
             self._recv_into(scratch[:min(self._unread, len(scratch))])
+
+
+def _recv_exactly(sock, view):
+    """Fill the writable byte view from the socket; EOFError if the peer closes first."""
+    got, n = 0, len(view)
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise EOFError("the peer closed the connection in the middle of a message")
+        got += k
 
 
 def _sendmsg_all(sock, buffers):
