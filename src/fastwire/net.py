@@ -11,8 +11,9 @@ TCP over IPv4 and IPv6, and Unix sockets.
 What is faster: one buffered ``recv_into`` brings in every frame the kernel
 has, and each is decoded in place; a small message leaves in one system call;
 :meth:`Connection.send_many` writes a whole batch with one scatter/gather
-``sendmsg``; a large message is neither concatenated on the way out nor
-assembled in an intermediate buffer on the way in.
+``sendmsg``; a large bytes message is not copied on the way out, and on the
+way in ``recv_bytes_into`` (and ``recv`` on a trusted connection) reads it
+straight into its final place instead of an intermediate buffer.
 
 Safe by default: :meth:`Connection.recv` decodes in fastwire.pickle's
 restricted mode (builtin value types plus the ``allowed=`` globals); only a
@@ -69,7 +70,8 @@ _PREFIX = FramePrefix("multiprocessing")
 # Payloads below this are copied out of the receive buffer (and concatenated with
 # their header on the way out); larger ones are views / scatter-gather (pyzmq's rule).
 COPY_THRESHOLD = 64 * 1024
-# recv() reads a frame at least this large straight into the objects it decodes to.
+# On a trusted connection recv() decodes a frame at least this large while reading
+# it, straight into the objects it makes; restricted connections assemble it first.
 STREAM_THRESHOLD = 1024 * 1024
 try:
     _IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
@@ -287,7 +289,9 @@ class Connection:
         with self._recv_lock:
             while not self._ready:
                 self._fill()
-                if not self._ready:
+                if not self._ready and self._allowed is None:
+                    # Trusted peers only: the decoder reserves what a pickle claims
+                    # (a bytes object's length) before the bytes arrive.
                     length = self._scanner.partial_frame_size
                     if length is not None and length >= STREAM_THRESHOLD:
                         return self._load_streamed(*self._scanner.take_partial())
