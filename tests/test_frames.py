@@ -316,3 +316,36 @@ def test_take_partial_hands_over_the_rest_of_a_frame():
     assert scanner.feed(encode_frame(b"next")) == [b"next"]
     with pytest.raises(ValueError):
         FrameScanner().take_partial()
+
+
+def test_receive_payload_over_a_real_socket():
+    from fastwire.frames import receive_payload
+    import threading
+
+    for size, head in [(0, b""), (5, b"ab"), (3 << 20, b"h" * 1000), ((1 << 20) + 1, b"")]:
+        a, b = socket.socketpair()
+        with a, b:
+            body = bytes(range(256)) * (size // 256 + 1)
+            body = body[:size]
+            rest = body[len(head):] if head and body.startswith(head) else body[len(head):]
+            expected = head + rest
+            sender = threading.Thread(target=a.sendall, args=(rest,))
+            sender.start()
+            got = receive_payload(b.recv_into, len(expected), head)
+            sender.join()
+            assert type(got) is bytes and got == expected
+
+
+def test_receive_payload_eof_and_bad_arguments():
+    from fastwire.frames import receive_payload
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"only this")
+        a.close()
+        with pytest.raises(EOFError):
+            receive_payload(b.recv_into, 1 << 30, b"")  # 1 GiB claimed: nothing near it allocated
+    with pytest.raises(ValueError):
+        receive_payload(b.recv_into, 2, b"abc")
+    with pytest.raises(ValueError):
+        receive_payload(b.recv_into, -1)

@@ -570,3 +570,49 @@ def test_a_million_small_and_a_few_huge_messages_arrive_whole_and_in_order():
         thread.join(120)
         a.close()
         b.close()
+
+
+PEAK_RECEIVER = """
+import sys
+from fastwire import net
+
+def peak_rss():
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's peak over exec).
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+with net.Client(("127.0.0.1", int(sys.argv[1])), trusted=sys.argv[2] == "trusted") as conn:
+    before = peak_rss()
+    conn.send("ready")
+    obj = conn.recv_bytes() if sys.argv[2] == "recv_bytes" else conn.recv()
+    after = peak_rss()
+    if sys.argv[2] == "recv_bytes":
+        assert len(obj) > 64 << 20
+    else:
+        assert type(obj) is bytes and len(obj) == 64 << 20 and obj[:1] == obj[-1:] == b"m"
+    print(after - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from Linux /proc")
+@pytest.mark.parametrize("mode, bound", [("trusted", 1.5), ("restricted", 2.25), ("recv_bytes", 1.5)])
+def test_peak_memory_receiving_64_mib(mode, bound):
+    # Trusted: decoded while read, straight into the result (target: <= 1.5x the payload).
+    # Restricted: the payload is received whole, then decoded: payload + result (<= 2.25x).
+    # recv_bytes: read straight into the bytes returned (<= 1.5x).
+    payload = b"m" * (64 << 20)
+    with net.Listener(("127.0.0.1", 0)) as listener:
+        proc = subprocess.Popen([sys.executable, "-c", PEAK_RECEIVER, str(listener.address[1]), mode],
+                                stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        try:
+            with listener.accept() as conn:
+                assert conn.recv() == "ready"
+                conn.send(payload)
+                out, _ = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    grown = int(out)
+    print(f"peak growth receiving 64 MiB ({mode}): {grown / len(payload):.2f}x")
+    assert grown <= bound * len(payload), grown / len(payload)

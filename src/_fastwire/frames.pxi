@@ -17,7 +17,15 @@
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove
 from libc.stdint cimport UINT64_MAX
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITE
+from cpython.bytes cimport _PyBytes_Resize
+from cpython.memoryview cimport PyMemoryView_FromMemory
+
+cdef extern from "Python.h":
+    # Raw (owned-pointer) forms, so a bytes object can be resized while we hold its only reference.
+    PyObject* fw_new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size) except NULL
+    char* fw_bytes_data "PyBytes_AS_STRING"(PyObject* obj)
+    void Py_XDECREF(PyObject* obj)
 
 DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
 DEFAULT_COPY_THRESHOLD = 64 * 1024
@@ -639,3 +647,56 @@ cdef class _ReadOnlyArena:
 
     def __releasebuffer__(self, Py_buffer* buffer):
         self.arena.exports -= 1
+
+
+# First size of a payload read by receive_payload; it then doubles with the bytes received.
+cdef Py_ssize_t _FIRST_PAYLOAD_BLOCK = 1024 * 1024
+
+
+def receive_payload(recv_into, length, received=b""):
+    """Read the rest of a frame into one new bytes object, as the bytes arrive.
+
+    `received` holds the first payload bytes (e.g. from FrameScanner.take_partial);
+    ``recv_into(buffer) -> int`` (a socket's) supplies the remaining
+    ``length - len(received)``. The bytes object grows by doubling with what
+    arrived (realloc, so no copying), never sized from `length` alone.
+    Raises EOFError if recv_into returns 0 first, ValueError if `received`
+    exceeds `length`; any exception of recv_into propagates.
+    """
+    cdef Py_buffer view
+    cdef Py_ssize_t total, filled, size, n
+    cdef PyObject* raw = NULL
+    if length < 0:
+        raise ValueError("negative length")
+    total = length
+    acquire_readable(received, &view)
+    try:
+        filled = view.len
+        if filled > total:
+            raise ValueError("received more bytes than the frame length")
+        size = 2 * filled if 2 * filled > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
+        if size > total:
+            size = total
+        raw = fw_new_bytes(NULL, size)
+        memcpy(fw_bytes_data(raw), view.buf, filled)
+    finally:
+        release_view(&view)
+    try:
+        while filled < total:
+            if filled == size:
+                size = 2 * size if 2 * size < total else total
+                if _PyBytes_Resize(&raw, size) < 0:  # pragma: no cover - raises MemoryError
+                    raise MemoryError()
+            window = PyMemoryView_FromMemory(fw_bytes_data(raw) + filled, size - filled, PyBUF_WRITE)
+            try:
+                n = recv_into(window)
+            finally:
+                window.release()  # nothing may keep pointing into a block that realloc may move
+            if n == 0:
+                raise EOFError("the peer closed the connection in the middle of a message")
+            if n < 0 or n > size - filled:
+                raise ValueError("recv_into reported more bytes than the buffer holds")
+            filled += n
+        return <object>raw
+    finally:
+        Py_XDECREF(raw)

@@ -8,6 +8,8 @@ in length-delimited protobuf streams).
 - :func:`scan_frames` finds the complete frames in a buffer you already hold.
 - :class:`FrameScanner` follows a stream: ``feed(chunk)``, or ``get_buffer()`` +
   ``buffer_updated(n)`` to ``recv_into`` the scanner's own buffer.
+- :func:`receive_payload` reads the rest of a large frame into one bytes
+  object that grows with the bytes that arrive.
 - :func:`encode_frame`, :func:`frame_buffers` and :meth:`FramePrefix.header`
   write frames.
 
@@ -30,6 +32,7 @@ from ._fastwire import (
     FrameTooLarge,
     encode_frame,
     frame_buffers,
+    receive_payload,
     scan_frames,
 )
 
@@ -42,5 +45,6 @@ __all__ = [
     "FrameTooLarge",
     "encode_frame",
     "frame_buffers",
+    "receive_payload",
     "scan_frames",
 ]

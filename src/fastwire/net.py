@@ -11,9 +11,12 @@ TCP over IPv4 and IPv6, and Unix sockets.
 What is faster: one buffered ``recv_into`` brings in every frame the kernel
 has, and each is decoded in place; a small message leaves in one system call;
 :meth:`Connection.send_many` writes a whole batch with one scatter/gather
-``sendmsg``; a large bytes message is not copied on the way out, and on the
-way in ``recv_bytes_into`` (and ``recv`` on a trusted connection) reads it
-straight into its final place instead of an intermediate buffer.
+``sendmsg``; a large bytes message is not copied on the way out, and a
+message over 1 MiB is read straight into its final place: the caller's
+buffer (``recv_bytes_into``), the bytes returned (``recv_bytes``), or, on a
+trusted connection, the objects ``recv`` decodes while reading. Receiving 64
+MiB then peaks at 1x the payload (2x for ``recv`` in restricted mode, which
+decodes only a payload that has fully arrived).
 
 Safe by default: :meth:`Connection.recv` decodes in fastwire.pickle's
 restricted mode (builtin value types plus the ``allowed=`` globals); only a
@@ -53,6 +56,7 @@ from .frames import (
     FrameScanner,
     encode_frame,
     frame_buffers,
+    receive_payload,
 )
 
 __all__ = [
@@ -282,19 +286,21 @@ class Connection:
         partial object is ever returned), UnpicklingError for a refused or
         malformed pickle (the stream stays usable), FrameTooLarge/FrameError for
         a bad length prefix (the connection is closed), TimeoutError on
-        timeout (bytes received so far are kept for the next call).
+        timeout (bytes received so far are kept for the next call, except in
+        the middle of a message over 1 MiB, which closes the connection).
         """
         self._live()
         self._check_readable()
         with self._recv_lock:
             while not self._ready:
                 self._fill()
-                if not self._ready and self._allowed is None:
-                    # Trusted peers only: the decoder reserves what a pickle claims
-                    # (a bytes object's length) before the bytes arrive.
-                    length = self._scanner.partial_frame_size
-                    if length is not None and length >= STREAM_THRESHOLD:
+                length = None if self._ready else self._scanner.partial_frame_size
+                if length is not None and length >= STREAM_THRESHOLD:
+                    if self._allowed is None:
                         return self._load_streamed(*self._scanner.take_partial())
+                    # Restricted: decoding reserves what a pickle claims (a bytes
+                    # object's length), so only a payload that has fully arrived is decoded.
+                    return _pickle.loads(self._receive_large(), allowed=self._allowed)
             return _pickle.loads(self._ready.popleft(), allowed=self._allowed)
 
     def recv_bytes(self, maxlength=None):
@@ -370,12 +376,24 @@ class Connection:
     def _next_frame(self, maxlength):
         while not self._ready:
             self._fill()
-            length = self._scanner.partial_frame_size
-            if maxlength is not None and length is not None and length > maxlength:
-                self._bad_message_length()
+            length = None if self._ready else self._scanner.partial_frame_size
+            if length is not None:
+                if maxlength is not None and length > maxlength:
+                    self._bad_message_length()
+                if length >= STREAM_THRESHOLD:
+                    return self._receive_large()
         if maxlength is not None and len(self._ready[0]) > maxlength:
             self._bad_message_length()
         return self._ready.popleft()
+
+    def _receive_large(self):
+        """The rest of a large frame, read straight into the bytes object returned."""
+        length, head = self._scanner.take_partial()
+        try:
+            return receive_payload(self._sock.recv_into, length, head)
+        except BaseException:
+            self.close()  # the frame is cut: the stream cannot be resynchronised
+            raise
 
     def _bad_message_length(self):
         if self._writable:
