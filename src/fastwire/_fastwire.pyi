@@ -2,7 +2,7 @@
 # keeps its own section, in the order of the includes in src/_fastwire.pyx.
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 if sys.version_info >= (3, 12):
@@ -59,6 +59,7 @@ def scan_frames(
 ) -> tuple[list[bytes | memoryview], int]: ...
 def frame_buffers(payloads: Iterable[Buffer], prefix: str | FramePrefix = ">I") -> list[Buffer]: ...
 def encode_frame(payload: Buffer, prefix: str | FramePrefix = ">I") -> bytes: ...
+def receive_payload(recv_into: Callable[[memoryview], int], length: int, received: Buffer = b"") -> bytes: ...
 
 class FrameScanner:
     def __init__(
