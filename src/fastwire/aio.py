@@ -186,19 +186,19 @@ class ObjectStream:
         if len(payload) < COPY_THRESHOLD:
             transport.write(encode_frame(payload, _PREFIX))
         else:
-            transport.writelines((_PREFIX.header(len(payload)), payload))
+            _write_all(transport, (_PREFIX.header(len(payload)), payload))
         await self._protocol.drain()
 
     async def send_many(self, objs):
         """Send every object of `objs` in order, in one transport write."""
         transport = self._writable_transport()
         dumps = _pickle.dumps
-        transport.writelines(frame_buffers([dumps(obj, protocol=5) for obj in objs], _PREFIX))
+        _write_all(transport, frame_buffers([dumps(obj, protocol=5) for obj in objs], _PREFIX))
         await self._protocol.drain()
 
     async def send_bytes(self, data):
         """Send a bytes-like object as one message."""
-        self._writable_transport().writelines((_PREFIX.header(memoryview(data).nbytes), data))
+        _write_all(self._writable_transport(), (_PREFIX.header(memoryview(data).nbytes), data))
         await self._protocol.drain()
 
     async def recv(self):
@@ -238,6 +238,27 @@ class ObjectStream:
     async def __aexit__(self, exc_type, exc_value, exc_tb):
         self.close()
         await self.wait_closed()
+
+
+def _write_all(transport, buffers):
+    """Write the buffers in order: runs of small ones joined into one write, large
+    ones passed as they are (no copy on 3.12+, whose transports queue buffers).
+
+    transport.writelines() is avoided on purpose: in 3.12 and 3.13 (before
+    3.12.9 / 3.13.2) it never pauses the protocol, so a fast writer fills memory
+    without bound (gh-127655); write() applies flow control on every version.
+    """
+    small = []
+    for buf in buffers:
+        if len(buf) < COPY_THRESHOLD:
+            small.append(buf)
+            continue
+        if small:
+            transport.write(b"".join(small))
+            small = []
+        transport.write(buf)
+    if small:
+        transport.write(b"".join(small))
 
 
 def _factory(options, on_connect=None):
