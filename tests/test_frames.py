@@ -349,3 +349,20 @@ def test_receive_payload_eof_and_bad_arguments():
         receive_payload(b.recv_into, 2, b"abc")
     with pytest.raises(ValueError):
         receive_payload(b.recv_into, -1)
+
+
+def test_recv_from_a_real_socket():
+    a, b = socket.socketpair()
+    with a, b:
+        scanner = FrameScanner("varint")
+        a.sendall(encode_frame(b"one", "varint") + encode_frame(b"two", "varint")[:2])
+        assert scanner.recv_from(b) == [b"one"]
+        with pytest.raises(BlockingIOError):
+            scanner.recv_from(b, socket.MSG_DONTWAIT)  # nothing more yet; state unchanged
+        assert scanner.pending == 2
+        a.sendall(b"wo")
+        assert scanner.recv_from(b) == [b"two"]
+        a.sendall(b"\x05ab")
+        a.close()
+        assert scanner.recv_from(b) == []
+        assert scanner.recv_from(b) is None and scanner.pending == 3

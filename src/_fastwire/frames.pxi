@@ -600,6 +600,24 @@ cdef class FrameScanner:
         self._end += nbytes
         return self._scan()
 
+    def recv_from(self, sock, int flags=0):
+        """One ``sock.recv_into()`` straight into the scanner's buffer.
+
+        Returns the frames it completed, or None at end of stream (the peer
+        closed; ``pending`` tells whether that cut a frame). Exceptions of
+        recv_into (TimeoutError, BlockingIOError with MSG_DONTWAIT ...) propagate
+        with the scanner unchanged.
+        """
+        cdef Py_ssize_t n
+        window = self.get_buffer()
+        try:
+            n = sock.recv_into(window, 0, flags) if flags else sock.recv_into(window)
+        finally:
+            window.release()
+        if n == 0:
+            return None
+        return self.buffer_updated(n)
+
     def take_partial(self):
         """Hand the incomplete frame over to the caller: ``(payload_length, received)``.
 

@@ -199,8 +199,10 @@ class Connection:
         TimeoutError on timeout (the connection is then closed: a message may
         have been half written).
         """
-        sock = self._live()
-        self._check_writable()
+        sock = self._sock
+        if sock is None or not self._writable:
+            self._live()
+            self._check_writable()
         if type(obj) in (bytes, bytearray) and len(obj) >= STREAM_THRESHOLD:
             chunks = []
             _pickle.dump(obj, _ChunkWriter(chunks), protocol=5)
@@ -211,7 +213,11 @@ class Connection:
             # One write: no Nagle delay between header and payload (bpo-20540).
             frame = encode_frame(payload, _PREFIX)
             with self._send_lock:
-                self._guarded(sock.sendall, frame)
+                try:
+                    sock.sendall(frame)
+                except (TimeoutError, InterruptedError):
+                    self.close()  # a message may be half written: the stream is not reusable
+                    raise
         else:
             self._send_message((payload,))
 
@@ -289,8 +295,9 @@ class Connection:
         timeout (bytes received so far are kept for the next call, except in
         the middle of a message over 1 MiB, which closes the connection).
         """
-        self._live()
-        self._check_readable()
+        if self._sock is None or not self._readable:
+            self._live()
+            self._check_readable()
         with self._recv_lock:
             while not self._ready:
                 self._fill()
@@ -405,27 +412,25 @@ class Connection:
     def _fill(self, nonblocking=False):
         """One read into the scanner; queue the frames it completed. False at end of stream."""
         sock = self._live()
-        scanner = self._scanner
         try:
-            with scanner.get_buffer() as window:
-                if nonblocking:
-                    try:
-                        n = sock.recv_into(window, 0, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        return True
-                else:
-                    n = sock.recv_into(window)
-            if n == 0:
-                if nonblocking:
+            if nonblocking:
+                try:
+                    frames = self._scanner.recv_from(sock, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return True
+                if frames is None:
                     return False
-                if scanner.pending:
-                    self.close()
-                    raise EOFError("the peer closed the connection in the middle of a message")
-                raise EOFError
-            self._ready.extend(scanner.buffer_updated(n))
+            else:
+                frames = self._scanner.recv_from(sock)
+                if frames is None:
+                    if self._scanner.pending:
+                        self.close()
+                        raise EOFError("the peer closed the connection in the middle of a message")
+                    raise EOFError
         except FrameError:
             self.close()
             raise
+        self._ready.extend(frames)
         return True
 
     def _load_streamed(self, length, received):
@@ -536,21 +541,26 @@ def _recv_exactly(sock, view):
 
 
 def _sendmsg_all(sock, buffers):
-    """Write every buffer with scatter/gather sendmsg, resuming after partial writes."""
+    """Write every buffer with scatter/gather sendmsg, resuming after partial writes.
+
+    Every buffer is bytes-like with len() == its size in bytes (bytes, bytearray,
+    byte-format memoryviews).
+    """
     while buffers:
-        batch = buffers[:_IOV_MAX] if len(buffers) > _IOV_MAX else buffers
+        batch = buffers if len(buffers) <= _IOV_MAX else buffers[:_IOV_MAX]
         sent = sock.sendmsg(batch)
+        if sent == sum(map(len, batch)):  # the usual case: all of it went out
+            buffers = buffers[len(batch):]
+            continue
         done = 0
         for buf in batch:
-            n = len(buf) if type(buf) is bytes else memoryview(buf).nbytes
-            if sent < n:
+            if sent < len(buf):
                 break
-            sent -= n
+            sent -= len(buf)
             done += 1
-        rest = buffers[done:]
+        buffers = buffers[done:]
         if sent:
-            rest[0] = memoryview(rest[0]).cast("B")[sent:]
-        buffers = rest
+            buffers[0] = memoryview(buffers[0]).cast("B")[sent:]
 
 
 def _readable(sock, timeout):
