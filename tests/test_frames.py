@@ -366,3 +366,35 @@ def test_recv_from_a_real_socket():
         a.close()
         assert scanner.recv_from(b) == []
         assert scanner.recv_from(b) is None and scanner.pending == 3
+
+
+@given(
+    st.lists(st.integers(0, 30_000), min_size=1, max_size=25),
+    st.lists(st.tuples(st.sampled_from(["feed", "recv_into"]), st.integers(1, 70_000)), min_size=1),
+    st.integers(0, 20_000),
+)
+def test_views_handed_out_never_change(sizes, steps, copy_threshold):
+    """However the stream is cut and whichever way it is fed, every frame handed
+    out keeps its bytes while the scanner goes on compacting and growing (the
+    stream is several times the 64 KiB first buffer)."""
+    payloads = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    stream = b"".join(encode_frame(p, "<H") for p in payloads)
+    scanner = FrameScanner("<H", copy_threshold=copy_threshold)
+    held, snapshots, pos, i = [], [], 0, 0
+    while pos < len(stream):
+        how, size = steps[i % len(steps)]
+        i += 1
+        chunk = stream[pos:pos + size]
+        if how == "feed":
+            frames = scanner.feed(bytearray(chunk))
+        else:
+            window = scanner.get_buffer(len(chunk))
+            chunk = chunk[:len(window)]
+            window[:len(chunk)] = chunk
+            window.release()
+            frames = scanner.buffer_updated(len(chunk))
+        pos += len(chunk)
+        held += frames
+        snapshots += [bytes(f) for f in frames]
+        assert [bytes(f) for f in held] == snapshots
+    assert snapshots == payloads
