@@ -7,6 +7,7 @@ import pickle
 import socket
 import tempfile
 import threading
+from multiprocessing import AuthenticationError
 from multiprocessing import connection as mpc
 
 import pytest
@@ -209,5 +210,82 @@ def test_two_concurrent_receivers_are_refused():
             assert await first == "x"
             stream.close()
             await stream.wait_closed()
+
+    run(main())
+
+
+@pytest.mark.parametrize("server_kind", ["aio", "net", "stdlib"])
+@pytest.mark.parametrize("key", [b"same", b"other"])
+def test_authkey_handshake_with_every_kind_of_server(server_kind, key):
+    async def client(address):
+        if key != b"same":
+            with pytest.raises(AuthenticationError):
+                await aio.open_connection(*address, authkey=key)
+            return
+        stream = await aio.open_connection(*address, authkey=key)
+        async with stream:
+            await stream.send({"authenticated": True})
+            assert await stream.recv() == {"authenticated": True}
+
+    if server_kind == "aio":
+        async def main():
+            server = await aio.start_server(echo_handler, "127.0.0.1", 0, authkey=b"same")
+            async with server:
+                await client(server.sockets[0].getsockname())
+        run(main())
+        return
+
+    listener_cls = net.Listener if server_kind == "net" else mpc.Listener
+    with listener_cls(("127.0.0.1", 0), authkey=b"same") as listener:
+        errors = []
+
+        def serve():
+            try:
+                with listener.accept() as conn:
+                    conn.send_bytes(conn.recv_bytes())
+            except Exception as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        run(client(listener.address))
+        thread.join(10)
+    assert [type(e) for e in errors] == ([] if key == b"same" else [AuthenticationError])
+
+
+@pytest.mark.parametrize("key", [b"same", b"other"])
+def test_stdlib_client_against_an_aio_server_with_authkey(key):
+    seen = []
+
+    async def handler(stream):
+        seen.append("reached")
+        await echo_handler(stream)
+
+    async def main():
+        server = await aio.start_server(handler, "127.0.0.1", 0, authkey=b"same")
+        address = server.sockets[0].getsockname()
+
+        def stdlib_client():
+            with mpc.Client(address, authkey=key) as conn:
+                conn.send([1, "two"])
+                return conn.recv()
+
+        async with server:
+            if key == b"same":
+                assert await asyncio.to_thread(stdlib_client) == [1, "two"]
+            else:
+                with pytest.raises(AuthenticationError):
+                    await asyncio.to_thread(stdlib_client)
+
+    run(main())
+    assert seen == (["reached"] if key == b"same" else [])
+
+
+def test_handshake_refuses_a_big_message_before_authentication():
+    address = raw_server(lambda conn: (conn.sendall((100_000).to_bytes(4, "big")), conn.recv(1)))
+
+    async def main():
+        with pytest.raises(FrameTooLarge):
+            await aio.open_connection(*address, authkey=b"k")
 
     run(main())

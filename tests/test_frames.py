@@ -398,3 +398,15 @@ def test_views_handed_out_never_change(sizes, steps, copy_threshold):
         snapshots += [bytes(f) for f in frames]
         assert [bytes(f) for f in held] == snapshots
     assert snapshots == payloads
+
+
+def test_max_frame_size_can_change_between_frames():
+    scanner = FrameScanner(max_frame_size=4)
+    assert scanner.feed(encode_frame(b"four")) == [b"four"]
+    scanner.max_frame_size = 10
+    assert scanner.feed(encode_frame(b"ten bytes!")) == [b"ten bytes!"]
+    scanner.max_frame_size = 3
+    with pytest.raises(FrameTooLarge):
+        scanner.feed(encode_frame(b"four"))
+    with pytest.raises(ValueError):
+        FrameScanner().max_frame_size = -1

@@ -472,7 +472,13 @@ cdef class FrameScanner:
 
     @property
     def max_frame_size(self):
+        """The longest payload accepted; may be changed between frames (e.g. kept
+        small during an authentication handshake)."""
         return self._max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value):
+        self._max_frame_size = checked_limit(value)
 
     @property
     def pending(self):

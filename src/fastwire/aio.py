@@ -5,11 +5,11 @@ give :class:`ObjectStream` objects: ``await send(obj)``, ``await recv()``,
 ``send_many``, ``send_bytes`` / ``recv_bytes``, and ``async for obj in stream``.
 
 The wire format is ``multiprocessing.connection``'s (a ``'!i'`` length
-header), so a stream talks to a :mod:`fastwire.net` or standard-library
-Connection on the other end (without the authkey handshake: use ``ssl=`` to
-authenticate). The same safety defaults apply: ``recv()`` decodes in
-restricted mode unless the stream was opened with ``trusted=True``, and a
-frame longer than ``max_frame_size`` aborts the connection with
+header) and ``authkey=`` runs its challenge handshake, so a stream talks to a
+:mod:`fastwire.net` or standard-library Connection on the other end. The same
+safety defaults apply: ``recv()`` decodes in restricted mode unless the stream
+was opened with ``trusted=True``, and a frame longer than ``max_frame_size``
+(256 bytes during the handshake) aborts the connection with
 :class:`~fastwire.frames.FrameTooLarge`.
 
 Received bytes land in place: the protocol is an ``asyncio.BufferedProtocol``
@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from multiprocessing import AuthenticationError
 
 from . import pickle as _pickle
 from .frames import DEFAULT_MAX_FRAME_SIZE, FramePrefix, FrameScanner, encode_frame, frame_buffers
+from .net import _MAX_HANDSHAKE_MESSAGE, _RECEIVE, _check_authkey, answer_steps, challenge_steps
 
 __all__ = [
     "ObjectStream",
@@ -240,6 +242,36 @@ class ObjectStream:
         await self.wait_closed()
 
 
+async def _handshake(stream, steps):
+    """Drive fastwire.net's handshake steps over a stream; close it on failure."""
+    scanner = stream._protocol._scanner
+    limit = scanner.max_frame_size
+    scanner.max_frame_size = _MAX_HANDSHAKE_MESSAGE  # an unauthenticated peer gets nothing bigger in
+    reply = None
+    try:
+        while True:
+            out = steps.send(reply)
+            if out is _RECEIVE:
+                reply = await stream.recv_bytes()
+            else:
+                await stream.send_bytes(out)
+                reply = None
+    except StopIteration:
+        scanner.max_frame_size = limit
+    except BaseException:
+        stream.close()
+        raise
+
+
+async def _authenticate(stream, authkey, *, server):
+    if server:
+        await _handshake(stream, challenge_steps(authkey))
+        await _handshake(stream, answer_steps(authkey))
+    else:
+        await _handshake(stream, answer_steps(authkey))
+        await _handshake(stream, challenge_steps(authkey))
+
+
 def _write_all(transport, buffers):
     """Write the buffers in order: runs of small ones joined into one write, large
     ones passed as they are (no copy on 3.12+, whose transports queue buffers).
@@ -269,50 +301,82 @@ def _options(trusted, allowed, max_frame_size, read_limit):
     return dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size, read_limit=read_limit)
 
 
-async def open_connection(host=None, port=None, *, trusted=False, allowed=(),
+async def _connected(connect, factory, options, authkey):
+    if authkey is not None:
+        _check_authkey(authkey)
+    _, protocol = await connect(factory)
+    stream = ObjectStream(protocol, trusted=options["trusted"], allowed=options["allowed"])
+    if authkey is not None:
+        await _authenticate(stream, authkey, server=False)
+    return stream
+
+
+async def open_connection(host=None, port=None, *, authkey=None, trusted=False, allowed=(),
                           max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT, **kwds):
-    """Connect over TCP; an :class:`ObjectStream`. Extra keywords go to ``loop.create_connection``."""
+    """Connect over TCP; an :class:`ObjectStream`. Extra keywords go to ``loop.create_connection``.
+
+    With `authkey`, runs the multiprocessing challenge handshake first
+    (AuthenticationError on a key mismatch, and the connection is closed).
+    """
     options = _options(trusted, allowed, max_frame_size, read_limit)
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(_factory(options), host, port, **kwds)
-    return ObjectStream(protocol, trusted=trusted, allowed=allowed)
+    return await _connected(lambda f: loop.create_connection(f, host, port, **kwds),
+                            _factory(options), options, authkey)
 
 
-async def open_unix_connection(path=None, *, trusted=False, allowed=(),
+async def open_unix_connection(path=None, *, authkey=None, trusted=False, allowed=(),
                                max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
                                **kwds):
-    """Connect to a Unix socket; an :class:`ObjectStream`."""
+    """Connect to a Unix socket; an :class:`ObjectStream` (like :func:`open_connection`)."""
     options = _options(trusted, allowed, max_frame_size, read_limit)
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_unix_connection(_factory(options), path, **kwds)
-    return ObjectStream(protocol, trusted=trusted, allowed=allowed)
+    return await _connected(lambda f: loop.create_unix_connection(f, path, **kwds),
+                            _factory(options), options, authkey)
 
 
-def _on_connect_calling(client_connected_cb, trusted, allowed):
+def _on_connect_calling(client_connected_cb, options, authkey):
     loop = asyncio.get_running_loop()
+    if authkey is not None:
+        _check_authkey(authkey)
+
+    async def serve(stream):
+        try:
+            await _authenticate(stream, authkey, server=True)
+        except (AuthenticationError, EOFError, OSError, ValueError):
+            return  # refused (the stream is closed); the callback never sees this peer
+        result = client_connected_cb(stream)
+        if asyncio.iscoroutine(result):
+            await result
 
     def on_connect(protocol):
-        result = client_connected_cb(ObjectStream(protocol, trusted=trusted, allowed=allowed))
+        stream = ObjectStream(protocol, trusted=options["trusted"], allowed=options["allowed"])
+        if authkey is not None:
+            result = serve(stream)
+        else:
+            result = client_connected_cb(stream)
         if asyncio.iscoroutine(result):
             protocol.handler = loop.create_task(result)  # referenced, so it is not collected
 
     return on_connect
 
 
-async def start_server(client_connected_cb, host=None, port=None, *, trusted=False, allowed=(),
-                       max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT, **kwds):
+async def start_server(client_connected_cb, host=None, port=None, *, authkey=None, trusted=False,
+                       allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
+                       **kwds):
     """Serve over TCP: ``client_connected_cb(stream)`` (a function or coroutine) for each client.
 
-    Returns the ``asyncio.Server``. Extra keywords go to ``loop.create_server``.
+    With `authkey`, each client must pass the challenge handshake first; a
+    refused client is disconnected and never reaches the callback. Returns the
+    ``asyncio.Server``. Extra keywords go to ``loop.create_server``.
     """
     options = _options(trusted, allowed, max_frame_size, read_limit)
-    on_connect = _on_connect_calling(client_connected_cb, trusted, allowed)
+    on_connect = _on_connect_calling(client_connected_cb, options, authkey)
     return await asyncio.get_running_loop().create_server(_factory(options, on_connect), host, port, **kwds)
 
 
-async def start_unix_server(client_connected_cb, path=None, *, trusted=False, allowed=(),
+async def start_unix_server(client_connected_cb, path=None, *, authkey=None, trusted=False, allowed=(),
                             max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT, **kwds):
     """Serve on a Unix socket: like :func:`start_server`."""
     options = _options(trusted, allowed, max_frame_size, read_limit)
-    on_connect = _on_connect_calling(client_connected_cb, trusted, allowed)
+    on_connect = _on_connect_calling(client_connected_cb, options, authkey)
     return await asyncio.get_running_loop().create_unix_server(_factory(options, on_connect), path, **kwds)

@@ -620,30 +620,62 @@ def _check_authkey(authkey):
         raise TypeError("authkey should be a byte string")
 
 
-def deliver_challenge(connection, authkey, digest_name="sha256"):
-    """Challenge the peer to prove it knows `authkey`; AuthenticationError if not."""
+# The handshake is written once, as generators of I/O steps: each yields the
+# bytes to send, or _RECEIVE to be sent the next message back; run_handshake
+# drives them over a Connection, fastwire.aio over a stream.
+_RECEIVE = None
+_MAX_HANDSHAKE_MESSAGE = 256
+
+
+def challenge_steps(authkey, digest_name="sha256"):
+    """Challenge the peer to prove it knows `authkey` (AuthenticationError if not)."""
     message = b"{%s}%s" % (digest_name.encode("ascii"), os.urandom(_MESSAGE_LENGTH))
-    connection.send_bytes(_CHALLENGE + message)
-    response = connection.recv_bytes(256)
+    yield _CHALLENGE + message
+    response = yield _RECEIVE
     try:
         _verify(authkey, message, response)
     except AuthenticationError:
-        connection.send_bytes(_FAILURE)
+        yield _FAILURE
         raise
-    connection.send_bytes(_WELCOME)
+    yield _WELCOME
 
 
-def answer_challenge(connection, authkey):
-    """Prove to the peer that we know `authkey`; AuthenticationError if it disagrees."""
-    message = connection.recv_bytes(256)
+def answer_steps(authkey):
+    """Prove to the peer that we know `authkey` (AuthenticationError if it disagrees)."""
+    message = yield _RECEIVE
     if not message.startswith(_CHALLENGE):
         raise AuthenticationError("protocol error, expected a challenge")
     message = message[len(_CHALLENGE):]
     if len(message) < 20:
         raise AuthenticationError(f"challenge too short: {len(message)} bytes")
-    connection.send_bytes(_response(authkey, message))
-    if connection.recv_bytes(256) != _WELCOME:
+    yield _response(authkey, message)
+    if (yield _RECEIVE) != _WELCOME:
         raise AuthenticationError("digest sent was rejected")
+
+
+def run_handshake(connection, steps):
+    """Drive handshake steps over a Connection (messages over 256 bytes are refused)."""
+    reply = None
+    try:
+        while True:
+            out = steps.send(reply)
+            if out is _RECEIVE:
+                reply = connection.recv_bytes(_MAX_HANDSHAKE_MESSAGE)
+            else:
+                connection.send_bytes(out)
+                reply = None
+    except StopIteration:
+        pass
+
+
+def deliver_challenge(connection, authkey, digest_name="sha256"):
+    """Challenge the peer on `connection`; AuthenticationError if it lacks `authkey`."""
+    run_handshake(connection, challenge_steps(authkey, digest_name))
+
+
+def answer_challenge(connection, authkey):
+    """Answer the peer's challenge on `connection`; AuthenticationError if refused."""
+    run_handshake(connection, answer_steps(authkey))
 
 
 # -- endpoints ---------------------------------------------------------------------
