@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from multiprocessing import AuthenticationError, BufferTooShort
 from multiprocessing import connection as mpc
 from pathlib import Path
