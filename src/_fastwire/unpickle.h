@@ -1,0 +1,171 @@
+/* C helpers of the pickle decoder (pickle_read.pxi).
+ *
+ * They live in C because they touch object layouts Cython does not model
+ * (a list's item array) or are tight byte loops the compiler should see as
+ * plain C.  Every function that takes `items` steals those references only
+ * when it succeeds, so the caller's stack stays consistent on failure.
+ */
+#ifndef FASTWIRE_UNPICKLE_H
+#define FASTWIRE_UNPICKLE_H
+
+#include <string.h>
+#include "Python.h"
+
+/* Append n owned references to an exact list by growing its item array once
+ * (what list.extend does internally) instead of building a temporary list. */
+static inline int fw_list_extend_steal(PyObject *list, PyObject **items, Py_ssize_t n)
+{
+    PyListObject *l = (PyListObject *)list;
+    Py_ssize_t size = Py_SIZE(l);
+    if (n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(PyObject *) - size) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (size + n > l->allocated) {
+        /* Over-allocate by 1/8 like list_resize: pickles append in batches
+         * of 1000, so an exact fit would reallocate on every batch. */
+        size_t wanted = (size_t)(size + n);
+        size_t alloc = wanted + (wanted >> 3) + 6;
+        PyObject **grown = (PyObject **)PyMem_Realloc(l->ob_item, alloc * sizeof(PyObject *));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        l->ob_item = grown;
+        l->allocated = (Py_ssize_t)alloc;
+    }
+    memcpy(l->ob_item + size, items, (size_t)n * sizeof(PyObject *));
+    Py_SET_SIZE(l, size + n);
+    return 0;
+}
+
+static inline PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    if (n)
+        memcpy(((PyListObject *)list)->ob_item, items, (size_t)n * sizeof(PyObject *));
+    return list;
+}
+
+static inline PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n)
+{
+    PyObject *tuple = PyTuple_New(n);
+    Py_ssize_t i;
+    if (tuple == NULL)
+        return NULL;
+    for (i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, items[i]);
+    return tuple;
+}
+
+/* Pickled str is UTF-8 with surrogates allowed.  Most strings are short and
+ * ASCII: check eight bytes at a time and copy, skipping the codec machinery.
+ * Length 0 and 1 go through the codec so the interpreter's cached singletons
+ * are returned, exactly as the stdlib does. */
+static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
+{
+    if (n > 1) {
+        const unsigned char *p = (const unsigned char *)s;
+        Py_ssize_t i = 0;
+        uint64_t acc = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            acc |= w;
+        }
+        for (; i < n; i++)
+            acc |= p[i];
+        if (!(acc & UINT64_C(0x8080808080808080))) {
+            PyObject *str = PyUnicode_New(n, 127);
+            if (str == NULL)
+                return NULL;
+            memcpy(PyUnicode_DATA(str), s, (size_t)n);
+            return str;
+        }
+    }
+    return PyUnicode_DecodeUTF8(s, n, "surrogatepass");
+}
+
+/* Little-endian unsigned size of nbytes (1, 2, 4 or 8); -1 when it does not
+ * fit a Py_ssize_t (the stdlib's calc_binsize). */
+static inline Py_ssize_t fw_le_size(const char *s, int nbytes)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t x = 0;
+    int i;
+    for (i = 0; i < nbytes; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    if (x > (uint64_t)PY_SSIZE_T_MAX)
+        return -1;
+    return (Py_ssize_t)x;
+}
+
+/* Little-endian int of nbytes: unsigned for 1 and 2, signed for 4 (the
+ * stdlib's calc_binint). */
+static inline long fw_le_int(const char *s, int nbytes)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (nbytes == 1)
+        return p[0];
+    if (nbytes == 2)
+        return (long)p[0] | ((long)p[1] << 8);
+    return (long)(int32_t)((uint32_t)p[0] | ((uint32_t)p[1] << 8) |
+                           ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+}
+
+static inline double fw_be_double(const char *s)
+{
+    uint64_t v;
+    double x;
+    memcpy(&v, s, 8);
+#if PY_LITTLE_ENDIAN
+#if defined(_MSC_VER)
+    v = _byteswap_uint64(v);
+#else
+    v = __builtin_bswap64(v);
+#endif
+#endif
+    memcpy(&x, &v, 8);
+    return x;
+}
+
+/* A memoryview over obj marked read-only (READONLY_BUFFER). */
+static inline int fw_memoryview_is_readonly(PyObject *view)
+{
+    return PyMemoryView_GET_BUFFER(view)->readonly;
+}
+
+static inline void fw_memoryview_set_readonly(PyObject *view)
+{
+    PyMemoryView_GET_BUFFER(view)->readonly = 1;
+}
+
+
+/* NEWOBJ calls cls.__new__ through the type slot, as the stdlib does. */
+static inline int fw_type_has_new(PyObject *cls)
+{
+    return ((PyTypeObject *)cls)->tp_new != NULL;
+}
+
+static inline PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs)
+{
+    return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, kwargs);
+}
+
+/* BUILD's __setstate__ lookup can be answered without raising and catching
+ * AttributeError when attribute access on obj is the generic one: then the
+ * name can only come from the type (looked up here, borrowed, may be NULL)
+ * or from the instance dict (checked by the caller). */
+static inline int fw_has_generic_getattr(PyObject *obj)
+{
+    return Py_TYPE(obj)->tp_getattro == PyObject_GenericGetAttr;
+}
+
+static inline PyObject *fw_type_lookup(PyObject *obj, PyObject *name)
+{
+    return _PyType_Lookup(Py_TYPE(obj), name);
+}
+
+#endif /* FASTWIRE_UNPICKLE_H */
