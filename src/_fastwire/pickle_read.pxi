@@ -88,93 +88,92 @@ cdef extern from "Python.h":
     void *PyMem_Malloc(size_t n)
     void *PyMem_Realloc(void *p, size_t n)
     void PyMem_Free(void *p)
-    const Py_ssize_t PY_SSIZE_T_MAX
 
 UnpicklingError = _unp_std.UnpicklingError
 
 cdef enum:
-    OP_MARK = 0x28
-    OP_STOP = 0x2e
-    OP_POP = 0x30
-    OP_POP_MARK = 0x31
-    OP_DUP = 0x32
-    OP_BINBYTES = 0x42
-    OP_SHORT_BINBYTES = 0x43
-    OP_FLOAT = 0x46
-    OP_BINFLOAT = 0x47
-    OP_INT = 0x49
-    OP_BININT = 0x4a
-    OP_BININT1 = 0x4b
-    OP_LONG = 0x4c
-    OP_BININT2 = 0x4d
-    OP_NONE = 0x4e
-    OP_PERSID = 0x50
-    OP_BINPERSID = 0x51
-    OP_REDUCE = 0x52
-    OP_STRING = 0x53
-    OP_BINSTRING = 0x54
-    OP_SHORT_BINSTRING = 0x55
-    OP_UNICODE = 0x56
-    OP_BINUNICODE = 0x58
-    OP_EMPTY_LIST = 0x5d
-    OP_APPEND = 0x61
-    OP_BUILD = 0x62
-    OP_GLOBAL = 0x63
-    OP_DICT = 0x64
-    OP_APPENDS = 0x65
-    OP_GET = 0x67
-    OP_BINGET = 0x68
-    OP_INST = 0x69
-    OP_LONG_BINGET = 0x6a
-    OP_LIST = 0x6c
-    OP_OBJ = 0x6f
-    OP_PUT = 0x70
-    OP_BINPUT = 0x71
-    OP_LONG_BINPUT = 0x72
-    OP_SETITEM = 0x73
-    OP_TUPLE = 0x74
-    OP_SETITEMS = 0x75
-    OP_EMPTY_DICT = 0x7d
-    OP_EMPTY_TUPLE = 0x29
-    OP_PROTO = 0x80
-    OP_NEWOBJ = 0x81
-    OP_EXT1 = 0x82
-    OP_EXT2 = 0x83
-    OP_EXT4 = 0x84
-    OP_TUPLE1 = 0x85
-    OP_TUPLE2 = 0x86
-    OP_TUPLE3 = 0x87
-    OP_NEWTRUE = 0x88
-    OP_NEWFALSE = 0x89
-    OP_LONG1 = 0x8a
-    OP_LONG4 = 0x8b
-    OP_SHORT_BINUNICODE = 0x8c
-    OP_BINUNICODE8 = 0x8d
-    OP_BINBYTES8 = 0x8e
-    OP_EMPTY_SET = 0x8f
-    OP_ADDITEMS = 0x90
-    OP_FROZENSET = 0x91
-    OP_NEWOBJ_EX = 0x92
-    OP_STACK_GLOBAL = 0x93
-    OP_MEMOIZE = 0x94
-    OP_FRAME = 0x95
-    OP_BYTEARRAY8 = 0x96
-    OP_NEXT_BUFFER = 0x97
-    OP_READONLY_BUFFER = 0x98
+    UOP_MARK = 0x28
+    UOP_STOP = 0x2e
+    UOP_POP = 0x30
+    UOP_POP_MARK = 0x31
+    UOP_DUP = 0x32
+    UOP_BINBYTES = 0x42
+    UOP_SHORT_BINBYTES = 0x43
+    UOP_FLOAT = 0x46
+    UOP_BINFLOAT = 0x47
+    UOP_INT = 0x49
+    UOP_BININT = 0x4a
+    UOP_BININT1 = 0x4b
+    UOP_LONG = 0x4c
+    UOP_BININT2 = 0x4d
+    UOP_NONE = 0x4e
+    UOP_PERSID = 0x50
+    UOP_BINPERSID = 0x51
+    UOP_REDUCE = 0x52
+    UOP_STRING = 0x53
+    UOP_BINSTRING = 0x54
+    UOP_SHORT_BINSTRING = 0x55
+    UOP_UNICODE = 0x56
+    UOP_BINUNICODE = 0x58
+    UOP_EMPTY_LIST = 0x5d
+    UOP_APPEND = 0x61
+    UOP_BUILD = 0x62
+    UOP_GLOBAL = 0x63
+    UOP_DICT = 0x64
+    UOP_APPENDS = 0x65
+    UOP_GET = 0x67
+    UOP_BINGET = 0x68
+    UOP_INST = 0x69
+    UOP_LONG_BINGET = 0x6a
+    UOP_LIST = 0x6c
+    UOP_OBJ = 0x6f
+    UOP_PUT = 0x70
+    UOP_BINPUT = 0x71
+    UOP_LONG_BINPUT = 0x72
+    UOP_SETITEM = 0x73
+    UOP_TUPLE = 0x74
+    UOP_SETITEMS = 0x75
+    UOP_EMPTY_DICT = 0x7d
+    UOP_EMPTY_TUPLE = 0x29
+    UOP_PROTO = 0x80
+    UOP_NEWOBJ = 0x81
+    UOP_EXT1 = 0x82
+    UOP_EXT2 = 0x83
+    UOP_EXT4 = 0x84
+    UOP_TUPLE1 = 0x85
+    UOP_TUPLE2 = 0x86
+    UOP_TUPLE3 = 0x87
+    UOP_NEWTRUE = 0x88
+    UOP_NEWFALSE = 0x89
+    UOP_LONG1 = 0x8a
+    UOP_LONG4 = 0x8b
+    UOP_SHORT_BINUNICODE = 0x8c
+    UOP_BINUNICODE8 = 0x8d
+    UOP_BINBYTES8 = 0x8e
+    UOP_EMPTY_SET = 0x8f
+    UOP_ADDITEMS = 0x90
+    UOP_FROZENSET = 0x91
+    UOP_NEWOBJ_EX = 0x92
+    UOP_STACK_GLOBAL = 0x93
+    UOP_MEMOIZE = 0x94
+    UOP_FRAME = 0x95
+    UOP_BYTEARRAY8 = 0x96
+    UOP_NEXT_BUFFER = 0x97
+    UOP_READONLY_BUFFER = 0x98
 
 cdef enum:
-    HIGHEST_READ_PROTOCOL = 5
+    UNP_HIGHEST_PROTOCOL = 5
     # How much a peekable file is asked for at once (the stdlib's PREFETCH).
-    PREFETCH = 8192 * 16
+    UNP_PREFETCH = 8192 * 16
     # First chunk when a large payload is read from a file; chunks then double
     # with what has arrived, so memory tracks real bytes, not length fields.
-    FIRST_CHUNK = 1 << 20
+    UNP_FIRST_CHUNK = 1 << 20
     # Arrays kept by the shared decoder of loads() between calls.
-    KEEP_STACK = 4096
-    KEEP_MEMO = 4096
+    UNP_KEEP_STACK = 4096
+    UNP_KEEP_MEMO = 4096
     # A memo index is stored densely when it is below the number of input
     # bytes consumed plus this slack (each PUT costs at least one byte).
-    MEMO_SLACK = 1024
+    UNP_MEMO_SLACK = 1024
 
 cdef const char *_unp_empty = b""
 
@@ -688,8 +687,8 @@ cdef int _unp_commit_peek(Unpickler u) except -1:
 cdef bytes _unp_read_exactly(Unpickler u, Py_ssize_t n):
     """Read n bytes (fewer at end of stream) in chunks that grow with what
     has arrived, so a hostile length never sizes an allocation."""
-    cdef Py_ssize_t got = 0, chunk = FIRST_CHUNK
-    if n <= FIRST_CHUNK:
+    cdef Py_ssize_t got = 0, chunk = UNP_FIRST_CHUNK
+    if n <= UNP_FIRST_CHUNK:
         data = _unp_as_bytes(u.file_read(n), "read")
         if PyBytes_GET_SIZE(data) >= n or PyBytes_GET_SIZE(data) == 0:
             return data
@@ -719,9 +718,9 @@ cdef int _unp_fill(Unpickler u, Py_ssize_t n) except -1:
         raise UnpicklingError("pickle data was truncated")
     _unp_commit_peek(u)
     have = u.end - u.pos
-    if u.file_peek is not None and have == 0 and n < PREFETCH:
+    if u.file_peek is not None and have == 0 and n < UNP_PREFETCH:
         try:
-            data = u.file_peek(PREFETCH)
+            data = u.file_peek(UNP_PREFETCH)
         except NotImplementedError:
             u.file_peek = None
         else:
@@ -907,7 +906,7 @@ cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint truste
     cdef Py_ssize_t cap
     cdef PyObject **p
     if idx >= u.memo_cap:
-        if trusted or idx < _unp_consumed(u) + MEMO_SLACK:
+        if trusted or idx < _unp_consumed(u) + UNP_MEMO_SLACK:
             cap = u.memo_cap * 2 if u.memo_cap else 64
             if cap <= idx:
                 cap = idx + 1
@@ -1479,10 +1478,10 @@ cdef object _unp_decode(Unpickler u):
             except UnpicklingError:
                 raise EOFError("Ran out of input") from None
 
-        if op == OP_BININT1:
+        if op == UOP_BININT1:
             s = _unp_take(u, 1)
             _unp_push(u, c_int_from_long(<unsigned char>s[0]))
-        elif op == OP_MEMOIZE:
+        elif op == UOP_MEMOIZE:
             if u.sp <= u.fence:
                 _unp_underflow(u)
             idx = u.memo_len
@@ -1495,171 +1494,171 @@ cdef object _unp_decode(Unpickler u):
                     u.memo_hi = idx + 1
             else:
                 _unp_memo_put(u, idx, o, False)
-        elif op == OP_SHORT_BINUNICODE:
+        elif op == UOP_SHORT_BINUNICODE:
             n = <unsigned char>_unp_take(u, 1)[0]
             s = _unp_take(u, n)
             _unp_push(u, fw_decode_pickled_str(s, n))
-        elif op == OP_BINGET:
+        elif op == UOP_BINGET:
             idx = <unsigned char>_unp_take(u, 1)[0]
             if idx < u.memo_cap and u.memo[idx] != NULL:
                 _unp_push_borrowed(u, u.memo[idx])
             else:
                 _unp_push_borrowed(u, _unp_memo_get(u, idx))
-        elif op == OP_BINFLOAT:
+        elif op == UOP_BINFLOAT:
             s = _unp_take(u, 8)
             _unp_push(u, c_float_from_double(fw_be_double(s)))
-        elif op == OP_BININT:
+        elif op == UOP_BININT:
             s = _unp_take(u, 4)
             _unp_push(u, c_int_from_long(fw_le_int(s, 4)))
-        elif op == OP_BININT2:
+        elif op == UOP_BININT2:
             s = _unp_take(u, 2)
             _unp_push(u, c_int_from_long(fw_le_int(s, 2)))
-        elif op == OP_MARK:
+        elif op == UOP_MARK:
             _unp_push_mark(u)
-        elif op == OP_APPENDS:
+        elif op == UOP_APPENDS:
             _unp_do_append(u, _unp_marker(u))
-        elif op == OP_SETITEMS:
+        elif op == UOP_SETITEMS:
             _unp_do_setitems(u, _unp_marker(u))
-        elif op == OP_EMPTY_LIST:
+        elif op == UOP_EMPTY_LIST:
             _unp_push(u, c_new_list(0))
-        elif op == OP_EMPTY_DICT:
+        elif op == UOP_EMPTY_DICT:
             _unp_push(u, c_new_dict())
-        elif op == OP_EMPTY_TUPLE:
+        elif op == UOP_EMPTY_TUPLE:
             _unp_push(u, c_new_tuple(0))
-        elif op == OP_TUPLE1 or op == OP_TUPLE2 or op == OP_TUPLE3:
-            n = op - OP_TUPLE1 + 1
+        elif op == UOP_TUPLE1 or op == UOP_TUPLE2 or op == UOP_TUPLE3:
+            n = op - UOP_TUPLE1 + 1
             if u.sp - n < u.fence:
                 _unp_underflow(u)
             o = fw_tuple_from_steal(u.stack + u.sp - n, n)
             u.sp -= n
             _unp_push(u, o)
-        elif op == OP_NONE:
+        elif op == UOP_NONE:
             _unp_push_borrowed(u, c_none)
-        elif op == OP_NEWTRUE:
+        elif op == UOP_NEWTRUE:
             _unp_push_borrowed(u, c_true)
-        elif op == OP_NEWFALSE:
+        elif op == UOP_NEWFALSE:
             _unp_push_borrowed(u, c_false)
-        elif op == OP_BINUNICODE:
+        elif op == UOP_BINUNICODE:
             n = fw_le_size(_unp_take(u, 4), 4)
             s = _unp_take(u, n)
             _unp_push(u, fw_decode_pickled_str(s, n))
-        elif op == OP_BINUNICODE8:
+        elif op == UOP_BINUNICODE8:
             n = fw_le_size(_unp_take(u, 8), 8)
             if n < 0:
                 raise OverflowError(f"BINUNICODE exceeds system's maximum size of "
                                     f"{PY_SSIZE_T_MAX} bytes")
             s = _unp_take(u, n)
             _unp_push(u, fw_decode_pickled_str(s, n))
-        elif op == OP_SHORT_BINBYTES:
+        elif op == UOP_SHORT_BINBYTES:
             _unp_load_bytes(u, 1, False)
-        elif op == OP_BINBYTES:
+        elif op == UOP_BINBYTES:
             _unp_load_bytes(u, 4, False)
-        elif op == OP_BINBYTES8:
+        elif op == UOP_BINBYTES8:
             _unp_load_bytes(u, 8, False)
-        elif op == OP_BYTEARRAY8:
+        elif op == UOP_BYTEARRAY8:
             _unp_load_bytes(u, 8, True)
-        elif op == OP_LONG_BINGET:
+        elif op == UOP_LONG_BINGET:
             idx = fw_le_size(_unp_take(u, 4), 4)
             _unp_push_borrowed(u, _unp_memo_get(u, idx))
-        elif op == OP_BINPUT or op == OP_LONG_BINPUT:
-            n = 1 if op == OP_BINPUT else 4
+        elif op == UOP_BINPUT or op == UOP_LONG_BINPUT:
+            n = 1 if op == UOP_BINPUT else 4
             s = _unp_take(u, n)
             if u.sp <= u.fence:
                 _unp_underflow(u)
             _unp_memo_put(u, fw_le_size(s, <int>n), u.stack[u.sp - 1], False)
-        elif op == OP_STACK_GLOBAL:
+        elif op == UOP_STACK_GLOBAL:
             _unp_load_stack_global(u)
-        elif op == OP_NEWOBJ:
+        elif op == UOP_NEWOBJ:
             _unp_load_newobj(u, False)
-        elif op == OP_NEWOBJ_EX:
+        elif op == UOP_NEWOBJ_EX:
             _unp_load_newobj(u, True)
-        elif op == OP_BUILD:
+        elif op == UOP_BUILD:
             _unp_load_build(u)
-        elif op == OP_REDUCE:
+        elif op == UOP_REDUCE:
             _unp_load_reduce(u)
-        elif op == OP_APPEND:
+        elif op == UOP_APPEND:
             if u.sp - 1 <= u.fence:
                 _unp_underflow(u)
             _unp_do_append(u, u.sp - 1)
-        elif op == OP_SETITEM:
+        elif op == UOP_SETITEM:
             _unp_do_setitems(u, u.sp - 2)
-        elif op == OP_FRAME:
+        elif op == UOP_FRAME:
             _unp_load_frame(u)
-        elif op == OP_PROTO:
+        elif op == UOP_PROTO:
             n = <unsigned char>_unp_take(u, 1)[0]
-            if n > HIGHEST_READ_PROTOCOL:
+            if n > UNP_HIGHEST_PROTOCOL:
                 raise ValueError(f"unsupported pickle protocol: {n}")
             u.proto = <int>n
-        elif op == OP_STOP:
+        elif op == UOP_STOP:
             break
-        elif op == OP_LONG1:
+        elif op == UOP_LONG1:
             _unp_load_counted_long(u, 1)
-        elif op == OP_LONG4:
+        elif op == UOP_LONG4:
             _unp_load_counted_long(u, 4)
-        elif op == OP_EMPTY_SET:
+        elif op == UOP_EMPTY_SET:
             _unp_push(u, c_new_set(NULL))
-        elif op == OP_ADDITEMS:
+        elif op == UOP_ADDITEMS:
             _unp_load_additems(u)
-        elif op == OP_FROZENSET:
+        elif op == UOP_FROZENSET:
             _unp_load_frozenset(u)
-        elif op == OP_TUPLE:
+        elif op == UOP_TUPLE:
             n = _unp_marker(u)
             _unp_push_obj(u, _unp_pop_tuple(u, n))
-        elif op == OP_LIST:
+        elif op == UOP_LIST:
             n = _unp_marker(u)
             o = fw_list_from_steal(u.stack + n, u.sp - n)
             u.sp = n
             _unp_push(u, o)
-        elif op == OP_DICT:
+        elif op == UOP_DICT:
             _unp_load_dict(u)
-        elif op == OP_POP:
+        elif op == UOP_POP:
             _unp_load_pop(u)
-        elif op == OP_POP_MARK:
+        elif op == UOP_POP_MARK:
             _unp_clear_stack(u, _unp_marker(u))
-        elif op == OP_DUP:
+        elif op == UOP_DUP:
             if u.sp <= u.fence:
                 _unp_underflow(u)
             _unp_push_borrowed(u, u.stack[u.sp - 1])
-        elif op == OP_GLOBAL:
+        elif op == UOP_GLOBAL:
             _unp_load_global(u)
-        elif op == OP_INST:
+        elif op == UOP_INST:
             _unp_load_inst(u)
-        elif op == OP_OBJ:
+        elif op == UOP_OBJ:
             _unp_load_obj(u)
-        elif op == OP_EXT1:
+        elif op == UOP_EXT1:
             _unp_load_ext(u, 1)
-        elif op == OP_EXT2:
+        elif op == UOP_EXT2:
             _unp_load_ext(u, 2)
-        elif op == OP_EXT4:
+        elif op == UOP_EXT4:
             _unp_load_ext(u, 4)
-        elif op == OP_PERSID:
+        elif op == UOP_PERSID:
             _unp_load_persid(u, False)
-        elif op == OP_BINPERSID:
+        elif op == UOP_BINPERSID:
             _unp_load_persid(u, True)
-        elif op == OP_INT:
+        elif op == UOP_INT:
             _unp_load_int_text(u)
-        elif op == OP_LONG:
+        elif op == UOP_LONG:
             _unp_load_long_text(u)
-        elif op == OP_FLOAT:
+        elif op == UOP_FLOAT:
             _unp_load_float_text(u)
-        elif op == OP_STRING:
+        elif op == UOP_STRING:
             _unp_load_string_text(u)
-        elif op == OP_BINSTRING:
+        elif op == UOP_BINSTRING:
             _unp_load_binstring(u, 4)
-        elif op == OP_SHORT_BINSTRING:
+        elif op == UOP_SHORT_BINSTRING:
             _unp_load_binstring(u, 1)
-        elif op == OP_UNICODE:
+        elif op == UOP_UNICODE:
             n = _unp_readline(u, &s)
             if n < 1:
                 raise UnpicklingError("pickle data was truncated")
             _unp_push(u, c_decode_raw_unicode_escape(s, n - 1, NULL))
-        elif op == OP_GET:
+        elif op == UOP_GET:
             _unp_load_get_text(u)
-        elif op == OP_PUT:
+        elif op == UOP_PUT:
             _unp_load_put_text(u)
-        elif op == OP_NEXT_BUFFER:
+        elif op == UOP_NEXT_BUFFER:
             _unp_load_next_buffer(u)
-        elif op == OP_READONLY_BUFFER:
+        elif op == UOP_READONLY_BUFFER:
             _unp_load_readonly_buffer(u)
         else:
             _unp_invalid_key(op)
@@ -1676,11 +1675,11 @@ cdef Unpickler _unp_shared = Unpickler.__new__(Unpickler)
 
 cdef void _unp_trim(Unpickler u) noexcept:
     """Give back arrays a large load grew, so an idle decoder stays small."""
-    if u.stack_cap > KEEP_STACK:
+    if u.stack_cap > UNP_KEEP_STACK:
         PyMem_Free(u.stack)
         u.stack = NULL
         u.stack_cap = 0
-    if u.memo_cap > KEEP_MEMO:
+    if u.memo_cap > UNP_KEEP_MEMO:
         PyMem_Free(u.memo)
         u.memo = NULL
         u.memo_cap = 0
