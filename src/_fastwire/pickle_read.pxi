@@ -15,9 +15,7 @@
 # INST, OBJ) and applying state (BUILD).
 
 from cpython.buffer cimport PyObject_CheckBuffer
-from libc.stdlib cimport strtol
 from libc.string cimport memchr
-from libc.errno cimport errno
 
 import pickle as _unp_std
 import copyreg as _unp_copyreg
@@ -40,6 +38,7 @@ cdef extern from "unpickle.h":
     PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs) except NULL
     bint fw_has_generic_getattr(PyObject *obj)
     PyObject *fw_type_lookup(PyObject *obj, PyObject *name)
+    long fw_strtol(const char *s, char **end, int *failed)
 
 # Raw-pointer variants of the C API: the decoder moves references between its
 # arrays by hand, so these neither take nor drop references behind its back.
@@ -712,13 +711,17 @@ cdef bytes _unp_read_exactly(Unpickler u, Py_ssize_t n):
 
 cdef int _unp_fill(Unpickler u, Py_ssize_t n) except -1:
     """Make n bytes readable at u.pos from the file, or raise the stdlib's
-    truncation error."""
-    cdef Py_ssize_t have
+    truncation error.
+
+    Like the stdlib, an argument is never stitched together from the rest of
+    an earlier read and a new one: valid pickles never straddle a frame, and
+    matching the stdlib keeps the outcome of corrupt streams identical.
+    (Peeked bytes are not lost: the file still holds them.)
+    """
     if u.file_read is None:
         raise UnpicklingError("pickle data was truncated")
     _unp_commit_peek(u)
-    have = u.end - u.pos
-    if u.file_peek is not None and have == 0 and n < UNP_PREFETCH:
+    if u.file_peek is not None and n < UNP_PREFETCH:
         try:
             data = u.file_peek(UNP_PREFETCH)
         except NotImplementedError:
@@ -728,10 +731,7 @@ cdef int _unp_fill(Unpickler u, Py_ssize_t n) except -1:
             if PyBytes_GET_SIZE(data) >= n:
                 _unp_use_buffer(u, data, True)
                 return 0
-    data = _unp_read_exactly(u, n - have)
-    if have:
-        data = PyBytes_FromStringAndSize(u.pos, have) + data
-    _unp_use_buffer(u, data, False)
+    _unp_use_buffer(u, _unp_read_exactly(u, n), False)
     if u.end - u.pos < n:
         raise UnpicklingError("pickle data was truncated")
     return 0
@@ -755,9 +755,7 @@ cdef Py_ssize_t _unp_readline(Unpickler u, const char **out) except -1:
         if u.file_read is None:
             raise UnpicklingError("pickle data was truncated")
         _unp_commit_peek(u)
-        rest = PyBytes_FromStringAndSize(u.pos, u.end - u.pos)
-        data = rest + _unp_as_bytes(u.file_readline(), "readline")
-        _unp_use_buffer(u, data, False)
+        _unp_use_buffer(u, _unp_as_bytes(u.file_readline(), "readline"), False)
         n = u.end - u.pos
         if n == 0 or u.pos[n - 1] != b'\n':
             raise UnpicklingError("pickle data was truncated")
@@ -1275,13 +1273,13 @@ cdef int _unp_load_int_text(Unpickler u) except -1:
     cdef char *c
     cdef char *endp
     cdef long x
+    cdef int failed
     cdef Py_ssize_t n = _unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
     c = _unp_line_copy(u, s, n)
-    errno = 0
-    x = strtol(c, &endp, 0)
-    if errno or (endp[0] != b'\n' and endp[0] != 0):
+    x = fw_strtol(c, &endp, &failed)
+    if failed or (endp[0] != b'\n' and endp[0] != 0):
         try:
             return _unp_push(u, c_int_from_string(c, NULL, 0))
         except ValueError:

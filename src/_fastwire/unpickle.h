@@ -8,6 +8,8 @@
 #ifndef FASTWIRE_UNPICKLE_H
 #define FASTWIRE_UNPICKLE_H
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include "Python.h"
 
@@ -166,6 +168,17 @@ static inline int fw_has_generic_getattr(PyObject *obj)
 static inline PyObject *fw_type_lookup(PyObject *obj, PyObject *name)
 {
     return _PyType_Lookup(Py_TYPE(obj), name);
+}
+
+/* strtol with the overflow the INT opcode falls back on reported as a flag
+ * (errno is a macro, which Cython cannot assign). */
+static inline long fw_strtol(const char *s, char **end, int *failed)
+{
+    long x;
+    errno = 0;
+    x = strtol(s, end, 0);
+    *failed = errno != 0;
+    return x;
 }
 
 #endif /* FASTWIRE_UNPICKLE_H */
