@@ -15,6 +15,7 @@ import decimal
 import enum
 import fractions
 import functools
+import io
 import pickle
 
 
@@ -281,3 +282,33 @@ def same_object_graph(a, b, proto=pickle.HIGHEST_PROTOCOL) -> bool:
     same bytes for two graphs exactly when both hold (memo references encode
     identity), which also makes NaN compare equal to itself."""
     return pickle.dumps(a, proto) == pickle.dumps(b, proto)
+
+
+def outcome(fn):
+    """A comparable summary: the result's pickle, or the exception type."""
+    try:
+        value = fn()
+    except Exception as exc:  # noqa: BLE001 - comparing exception types is the point
+        return ("raises", type(exc))
+    try:
+        return ("value", pickle.dumps(value, 4))
+    except Exception as exc:  # noqa: BLE001 - e.g. a half-built object from a mutated pickle
+        return ("value that cannot be pickled", type(value), type(exc))
+
+
+class ReadReadlineOnly:
+    """The minimal file the stdlib accepts: read(n) and readline()."""
+
+    def __init__(self, data):
+        self._f = io.BytesIO(data)
+        self.reads = 0
+
+    def read(self, n=-1):
+        self.reads += 1
+        return self._f.read(n)
+
+    def readline(self):
+        return self._f.readline()
+
+    def rest(self):
+        return self._f.read()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fastwire import pickle as fwpickle
 from tests import pickle_catalogue as cat
-from tests.pickle_catalogue import same_object_graph
+from tests.pickle_catalogue import ReadReadlineOnly, outcome, same_object_graph
 
 ALL_PICKLES = cat.pickles()
 
@@ -145,8 +145,8 @@ PY2_OBJ = b"\x80\x02(c__builtin__\nobject\nq\x00o."
                                     {"encoding": "utf-8", "errors": "surrogateescape"},
                                     {"fix_imports": False}, {"encoding": "koi8-r"}])
 def test_python2_pickles_like_stdlib(data, kwargs):
-    outcome = _outcome(lambda: pickle.loads(data, **kwargs))
-    got = _outcome(lambda: fwpickle.loads(data, **kwargs))
+    outcome = outcome(lambda: pickle.loads(data, **kwargs))
+    got = outcome(lambda: fwpickle.loads(data, **kwargs))
     assert got == outcome
 
 
@@ -184,18 +184,6 @@ def test_inst_opcode_instantiates_without_calling_init():
         del sys.modules[mod.__name__]
 
 
-def _outcome(fn):
-    """A comparable summary: the result's pickle, or the exception type."""
-    try:
-        value = fn()
-    except Exception as exc:  # noqa: BLE001 - comparing exception types is the point
-        return ("raises", type(exc))
-    try:
-        return ("value", pickle.dumps(value, 4))
-    except Exception as exc:  # noqa: BLE001 - e.g. a half-built object from a mutated pickle
-        return ("value that cannot be pickled", type(value), type(exc))
-
-
 # --- text opcodes the stdlib parses with C library quirks ---------------------
 
 @pytest.mark.parametrize("data", [
@@ -210,7 +198,7 @@ def _outcome(fn):
     b"\x8a\x09" + b"\xff" * 9 + b".", b"\x8b\x02\x00\x00\x00\x00\x80.", b"(I1\nI2\n1N.",
 ])
 def test_text_opcodes_like_stdlib(data):
-    assert _outcome(lambda: fwpickle.loads(data)) == _outcome(lambda: pickle.loads(data))
+    assert outcome(lambda: fwpickle.loads(data)) == outcome(lambda: pickle.loads(data))
 
 
 # --- differential on mutated pickles -------------------------------------------
@@ -265,8 +253,8 @@ def test_mutated_pickles_fail_like_stdlib(data):
     blocker = _NoNewImports()
     sys.meta_path.insert(0, blocker)
     try:
-        expected = _outcome(lambda: pickle.loads(data))
-        got = _outcome(lambda: fwpickle.loads(data))
+        expected = outcome(lambda: pickle.loads(data))
+        got = outcome(lambda: fwpickle.loads(data))
     finally:
         sys.meta_path.remove(blocker)
     if expected[0] == "raises" and expected[1] in (MemoryError, OverflowError) \
@@ -300,24 +288,6 @@ def test_load_back_to_back_from_a_real_file(proto, tmp_path):
         for obj in BACK_TO_BACK:
             assert same_object_graph(unpickler.load(), obj)
         assert f.read() == b"trailer"
-
-
-class ReadReadlineOnly:
-    """The minimal file the stdlib accepts: read(n) and readline()."""
-
-    def __init__(self, data):
-        self._f = io.BytesIO(data)
-        self.reads = 0
-
-    def read(self, n=-1):
-        self.reads += 1
-        return self._f.read(n)
-
-    def readline(self):
-        return self._f.readline()
-
-    def rest(self):
-        return self._f.read()
 
 
 @pytest.mark.parametrize("proto", range(6))
@@ -360,8 +330,8 @@ def test_load_at_end_of_stream_raises_eoferror_like_stdlib():
 
 def test_file_without_read_is_a_type_error_like_stdlib():
     for bad in (object(), io.StringIO("x")):
-        std = _outcome(lambda: pickle.Unpickler(bad).load())
-        assert _outcome(lambda: fwpickle.Unpickler(bad).load()) == std
+        std = outcome(lambda: pickle.Unpickler(bad).load())
+        assert outcome(lambda: fwpickle.Unpickler(bad).load()) == std
 
 
 def test_file_returning_text_is_a_type_error():
@@ -475,7 +445,7 @@ def test_loads_accepts_buffers_and_rejects_str_like_stdlib():
     data = pickle.dumps({"a": 1}, 5)
     for form in (bytearray(data), memoryview(data), memoryview(b"xx" + data)[2:]):
         assert fwpickle.loads(form) == {"a": 1}
-    assert _outcome(lambda: fwpickle.loads("N.")) == _outcome(lambda: pickle.loads("N."))
+    assert outcome(lambda: fwpickle.loads("N.")) == outcome(lambda: pickle.loads("N."))
 
 
 def test_loads_is_reentrant():

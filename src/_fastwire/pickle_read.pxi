@@ -783,6 +783,10 @@ cdef char *_unp_line_copy(Unpickler u, const char *s, Py_ssize_t n) except NULL:
 cdef int _unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except -1:
     """Push n bytes of data as a new bytes (or bytearray) object."""
     cdef const char *s
+    if n == 0 and u.pos == u.end and u.file_read is None:
+        # The stdlib asks its (absent) file for the zero bytes and reports
+        # truncation; match its exception.
+        raise UnpicklingError("pickle data was truncated")
     if u.end - u.pos >= n or u.file_read is None:
         s = _unp_take(u, n)
         if as_bytearray:
