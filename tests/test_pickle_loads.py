@@ -145,9 +145,9 @@ PY2_OBJ = b"\x80\x02(c__builtin__\nobject\nq\x00o."
                                     {"encoding": "utf-8", "errors": "surrogateescape"},
                                     {"fix_imports": False}, {"encoding": "koi8-r"}])
 def test_python2_pickles_like_stdlib(data, kwargs):
-    outcome = outcome(lambda: pickle.loads(data, **kwargs))
+    expected = outcome(lambda: pickle.loads(data, **kwargs))
     got = outcome(lambda: fwpickle.loads(data, **kwargs))
-    assert got == outcome
+    assert got == expected
 
 
 def test_python2_datetime_needs_latin1_or_bytes():
