@@ -36,8 +36,8 @@ cdef extern from "unpickle.h":
     void fw_memoryview_set_readonly(object view)
     bint fw_type_has_new(PyObject *cls)
     PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs) except NULL
-    bint fw_has_generic_getattr(PyObject *obj)
-    PyObject *fw_type_lookup(PyObject *obj, PyObject *name)
+    int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result) except -1
+    int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name) except -1
     long fw_strtol(const char *s, char **end, int *failed)
 
 # Raw-pointer variants of the C API: the decoder moves references between its
@@ -737,11 +737,19 @@ cdef int _unp_fill(Unpickler u, Py_ssize_t n) except -1:
     return 0
 
 
+cdef const char *_unp_take_slow(Unpickler u, Py_ssize_t n) except NULL:
+    cdef const char *s
+    _unp_fill(u, n)
+    s = u.pos
+    u.pos = s + n
+    return s
+
+
 cdef inline const char *_unp_take(Unpickler u, Py_ssize_t n) except NULL:
+    """Consume n bytes of input; the pointer stays valid until the next take."""
     cdef const char *s = u.pos
     if u.end - s < n:
-        _unp_fill(u, n)
-        s = u.pos
+        return _unp_take_slow(u, n)
     u.pos = s + n
     return s
 
@@ -819,25 +827,20 @@ cdef int _unp_grow_stack(Unpickler u) except -1:
     return 0
 
 
-cdef inline int _unp_push(Unpickler u, PyObject *o) except -1:
-    """Push a new reference (stolen, released if the push fails)."""
-    if u.sp == u.stack_cap:
-        try:
-            _unp_grow_stack(u)
-        except BaseException:
-            c_decref(o)
-            raise
+cdef inline int _unp_push(Unpickler u, PyObject *o) noexcept:
+    """Push a new reference (stolen) into the slot the decode loop reserved
+    before this opcode: every opcode pushes at most one value."""
     u.stack[u.sp] = o
     u.sp += 1
     return 0
 
 
-cdef inline int _unp_push_borrowed(Unpickler u, PyObject *o) except -1:
+cdef inline int _unp_push_borrowed(Unpickler u, PyObject *o) noexcept:
     c_incref(o)
     return _unp_push(u, o)
 
 
-cdef int _unp_push_obj(Unpickler u, obj) except -1:
+cdef inline int _unp_push_obj(Unpickler u, obj) noexcept:
     return _unp_push_borrowed(u, <PyObject *>obj)
 
 
@@ -1112,53 +1115,29 @@ cdef int _unp_load_reduce(Unpickler u) except -1:
 
 cdef int _unp_load_build(Unpickler u) except -1:
     cdef PyObject *inst_p
-    cdef PyObject *found
-    cdef PyObject *key_p
+    cdef PyObject *setstate_p = NULL
     if u.sp - 2 < u.fence:
         _unp_underflow(u)
     state = _unp_pop(u)
     inst_p = u.stack[u.sp - 1]
-    inst = <object>inst_p
     if u.restriction is not None:
-        u.restriction.check_build(inst)
-    # __setstate__ lookup: answered from the type and instance dict when
-    # attribute access is generic, instead of raising AttributeError.
-    setstate = None
-    if fw_has_generic_getattr(inst_p):
-        found = fw_type_lookup(inst_p, <PyObject *>_unp_s_setstate)
-        if found != NULL:
-            setstate = getattr(inst, _unp_s_setstate)
-        else:
-            inst_dict = getattr(inst, _unp_s_dict, None)
-            if type(inst_dict) is dict and _unp_s_setstate in <dict>inst_dict:
-                setstate = (<dict>inst_dict)[_unp_s_setstate]
-    else:
-        setstate = getattr(inst, _unp_s_setstate, None)
-    if setstate is not None:
+        u.restriction.check_build(<object>inst_p)
+    if fw_lookup_attr(inst_p, <PyObject *>_unp_s_setstate, &setstate_p):
+        setstate = <object>setstate_p
+        c_decref(setstate_p)
         setstate(state)
         return 0
     slotstate = None
-    if isinstance(state, tuple) and len(state) == 2:
-        state, slotstate = state[0], state[1]
+    if isinstance(state, tuple) and len(<tuple>state) == 2:
+        state, slotstate = (<tuple>state)[0], (<tuple>state)[1]
     if state is not None:
         if not isinstance(state, dict):
             raise UnpicklingError("state is not a dictionary")
-        inst_dict = getattr(inst, _unp_s_dict)
-        exact = type(inst_dict) is dict
-        for k, v in (<dict>state).items():
-            key_p = <PyObject *>k
-            c_incref(key_p)
-            if c_is_str_exact(key_p):
-                PyUnicode_InternInPlace(&key_p)
-            key = <object>key_p
-            c_decref(key_p)
-            if exact:
-                c_dict_setitem(<PyObject *>inst_dict, key_p, <PyObject *>v)
-            else:
-                inst_dict[key] = v
+        fw_apply_dict_state(inst_p, <PyObject *>state, <PyObject *>_unp_s_dict)
     if slotstate is not None:
         if not isinstance(slotstate, dict):
             raise UnpicklingError("slot state is not a dictionary")
+        inst = <object>inst_p
         for k, v in (<dict>slotstate).items():
             setattr(inst, k, v)
     return 0
@@ -1471,6 +1450,8 @@ cdef object _unp_decode(Unpickler u):
     _unp_clear_stack(u, 0)
 
     while True:
+        if u.sp == u.stack_cap:
+            _unp_grow_stack(u)
         if u.pos < u.end:
             op = <unsigned char>u.pos[0]
             u.pos += 1
@@ -1571,7 +1552,16 @@ cdef object _unp_decode(Unpickler u):
         elif op == UOP_STACK_GLOBAL:
             _unp_load_stack_global(u)
         elif op == UOP_NEWOBJ:
-            _unp_load_newobj(u, False)
+            o = u.stack[u.sp - 2] if u.sp - 2 >= u.fence else NULL
+            if (o != NULL and u.restriction is None and c_is_type(o) and fw_type_has_new(o)
+                    and c_is_tuple(u.stack[u.sp - 1])):
+                o = fw_call_tp_new(o, u.stack[u.sp - 1], NULL)
+                u.sp -= 2
+                c_decref(u.stack[u.sp + 1])
+                c_decref(u.stack[u.sp])
+                _unp_push(u, o)
+            else:
+                _unp_load_newobj(u, False)
         elif op == UOP_NEWOBJ_EX:
             _unp_load_newobj(u, True)
         elif op == UOP_BUILD:

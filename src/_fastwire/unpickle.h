@@ -156,18 +156,74 @@ static inline PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *
     return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, kwargs);
 }
 
-/* BUILD's __setstate__ lookup can be answered without raising and catching
- * AttributeError when attribute access on obj is the generic one: then the
- * name can only come from the type (looked up here, borrowed, may be NULL)
- * or from the instance dict (checked by the caller). */
-static inline int fw_has_generic_getattr(PyObject *obj)
+/* getattr(obj, name, <missing>) without raising AttributeError: 1 found,
+ * 0 missing, -1 error (what the stdlib uses for __setstate__). */
+static inline int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
 {
-    return Py_TYPE(obj)->tp_getattro == PyObject_GenericGetAttr;
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, result);
+#else
+    return _PyObject_LookupAttr(obj, name, result);
+#endif
 }
 
-static inline PyObject *fw_type_lookup(PyObject *obj, PyObject *name)
+/* BUILD without __setstate__: inst.__dict__.update(state), str keys interned.
+ *
+ * When attribute assignment is the generic one and a key names no data
+ * descriptor on the type, storing through PyObject_GenericSetAttr lands in
+ * the same instance dict without materialising it (3.11+ keep instance
+ * attributes inline until __dict__ is asked for), which is both faster here
+ * and faster to read later.  Anything else goes through inst.__dict__ exactly
+ * as the stdlib does. */
+static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name)
 {
-    return _PyType_Lookup(Py_TYPE(obj), name);
+    PyTypeObject *tp = Py_TYPE(inst);
+    PyObject *dict = NULL, *key, *value, *descr;
+    Py_ssize_t pos = 0;
+    int generic = 0;
+
+    if (tp->tp_setattro == PyObject_GenericSetAttr && tp->tp_dictoffset != 0 &&
+            PyDict_GET_SIZE(state) > 0) {
+        descr = _PyType_Lookup(tp, dict_name);
+        generic = descr != NULL && Py_IS_TYPE(descr, &PyGetSetDescr_Type);
+    }
+    if (!generic) {
+        dict = PyObject_GetAttr(inst, dict_name);
+        if (dict == NULL)
+            return -1;
+    }
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        int status;
+        Py_INCREF(key);
+        if (PyUnicode_CheckExact(key))
+            PyUnicode_InternInPlace(&key);
+        if (generic && PyUnicode_CheckExact(key)) {
+            descr = _PyType_Lookup(tp, key);
+            if (descr == NULL || Py_TYPE(descr)->tp_descr_set == NULL) {
+                status = PyObject_GenericSetAttr(inst, key, value);
+                Py_DECREF(key);
+                if (status < 0)
+                    goto error;
+                continue;
+            }
+        }
+        if (dict == NULL) {
+            dict = PyObject_GetAttr(inst, dict_name);
+            if (dict == NULL) {
+                Py_DECREF(key);
+                goto error;
+            }
+        }
+        status = PyObject_SetItem(dict, key, value);
+        Py_DECREF(key);
+        if (status < 0)
+            goto error;
+    }
+    Py_XDECREF(dict);
+    return 0;
+error:
+    Py_XDECREF(dict);
+    return -1;
 }
 
 /* strtol with the overflow the INT opcode falls back on reported as a flag
