@@ -37,7 +37,11 @@ cdef extern from "unpickle.h":
     bint fw_type_has_new(PyObject *cls)
     PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs) except NULL
     int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result) except -1
-    int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name) except -1
+    ctypedef struct fw_intern_cache:
+        pass
+    int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name,
+                            fw_intern_cache *interns) except -1
+    void fw_intern_cache_clear(fw_intern_cache *cache)
     long fw_strtol(const char *s, char **end, int *failed)
 
 # Raw-pointer variants of the C API: the decoder moves references between its
@@ -480,6 +484,7 @@ cdef class Unpickler:
     cdef bint initialized
     cdef char *line
     cdef Py_ssize_t line_cap
+    cdef fw_intern_cache interns    # attribute names BUILD interned, per load
 
     def __cinit__(self, *args, **kwargs):
         self.pos = self.end = self.buf_start = _unp_empty
@@ -505,6 +510,7 @@ cdef class Unpickler:
 
     def __dealloc__(self):
         _unp_clear_stack(self, 0)
+        fw_intern_cache_clear(&self.interns)
         _unp_release_input(self)
         _unp_memo_clear(self)
         PyMem_Free(self.stack)
@@ -530,6 +536,7 @@ cdef class Unpickler:
         finally:
             self.busy = False
             _unp_clear_stack(self, 0)
+            fw_intern_cache_clear(&self.interns)
             _unp_finish_file(self)
             self.find_class_hook = None
             self.pers_func = None
@@ -1133,7 +1140,7 @@ cdef int _unp_load_build(Unpickler u) except -1:
     if state is not None:
         if not isinstance(state, dict):
             raise UnpicklingError("state is not a dictionary")
-        fw_apply_dict_state(inst_p, <PyObject *>state, <PyObject *>_unp_s_dict)
+        fw_apply_dict_state(inst_p, <PyObject *>state, <PyObject *>_unp_s_dict, &u.interns)
     if slotstate is not None:
         if not isinstance(slotstate, dict):
             raise UnpicklingError("slot state is not a dictionary")
@@ -1711,6 +1718,7 @@ def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffe
     finally:
         _unp_clear_stack(u, 0)
         _unp_memo_clear(u)
+        fw_intern_cache_clear(&u.interns)
         _unp_release_input(u)
         _unp_trim(u)
         u.buffers = None

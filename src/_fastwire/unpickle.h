@@ -167,6 +167,45 @@ static inline int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **resul
 #endif
 }
 
+/* Interning the same attribute-name object once per BUILD costs a lookup in
+ * the interpreter's interned table each time; instance pickles repeat the
+ * same memoized key objects, so remember the last few results.  Entries own
+ * both strings, so an address cannot be reused while it is cached. */
+#define FW_INTERN_SLOTS 16
+typedef struct {
+    PyObject *src[FW_INTERN_SLOTS];
+    PyObject *dst[FW_INTERN_SLOTS];
+} fw_intern_cache;
+
+static PyObject *fw_intern(fw_intern_cache *cache, PyObject *key)
+{
+    size_t slot = ((uintptr_t)key >> 4) % FW_INTERN_SLOTS;
+    PyObject *interned;
+    if (cache->src[slot] == key) {
+        Py_INCREF(cache->dst[slot]);
+        return cache->dst[slot];
+    }
+    interned = key;
+    Py_INCREF(interned);
+    PyUnicode_InternInPlace(&interned);
+    Py_XDECREF(cache->src[slot]);
+    Py_XDECREF(cache->dst[slot]);
+    Py_INCREF(key);
+    cache->src[slot] = key;
+    Py_INCREF(interned);
+    cache->dst[slot] = interned;
+    return interned;
+}
+
+static void fw_intern_cache_clear(fw_intern_cache *cache)
+{
+    int i;
+    for (i = 0; i < FW_INTERN_SLOTS; i++) {
+        Py_CLEAR(cache->src[i]);
+        Py_CLEAR(cache->dst[i]);
+    }
+}
+
 /* BUILD without __setstate__: inst.__dict__.update(state), str keys interned.
  *
  * When attribute assignment is the generic one and a key names no data
@@ -175,7 +214,8 @@ static inline int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **resul
  * attributes inline until __dict__ is asked for), which is both faster here
  * and faster to read later.  Anything else goes through inst.__dict__ exactly
  * as the stdlib does. */
-static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name)
+static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name,
+                               fw_intern_cache *interns)
 {
     PyTypeObject *tp = Py_TYPE(inst);
     PyObject *dict = NULL, *key, *value, *descr;
@@ -194,9 +234,10 @@ static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_n
     }
     while (PyDict_Next(state, &pos, &key, &value)) {
         int status;
-        Py_INCREF(key);
         if (PyUnicode_CheckExact(key))
-            PyUnicode_InternInPlace(&key);
+            key = fw_intern(interns, key);
+        else
+            Py_INCREF(key);
         if (generic && PyUnicode_CheckExact(key)) {
             descr = _PyType_Lookup(tp, key);
             if (descr == NULL || Py_TYPE(descr)->tp_descr_set == NULL) {
