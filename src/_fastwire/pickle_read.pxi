@@ -950,6 +950,31 @@ cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint truste
     return 0
 
 
+cdef inline int _unp_memoize_top(Unpickler u) except -1:
+    """MEMOIZE: store the top of the stack at the next memo index."""
+    cdef Py_ssize_t idx = u.memo_len
+    cdef PyObject *o = u.stack[u.sp - 1]
+    if idx < u.memo_cap and u.memo[idx] == NULL:
+        c_incref(o)
+        u.memo[idx] = o
+        u.memo_len = idx + 1
+        if idx >= u.memo_hi:
+            u.memo_hi = idx + 1
+        return 0
+    return _unp_memo_put(u, idx, o, False)
+
+
+cdef inline int _unp_memoize_if_next(Unpickler u) except -1:
+    """Protocols 4+ follow nearly every new object with MEMOIZE; consuming
+    it here, right after the push, saves a trip through the opcode switch
+    (an indirect jump the CPU mispredicts).  The stack top is the value just
+    pushed, so MEMOIZE's underflow check cannot fail."""
+    if u.pos < u.end and <unsigned char>u.pos[0] == UOP_MEMOIZE:
+        u.pos += 1
+        return _unp_memoize_top(u)
+    return 0
+
+
 cdef PyObject *_unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
     cdef PyObject *v = NULL
     if 0 <= idx < u.memo_cap:
@@ -1474,20 +1499,12 @@ cdef object _unp_decode(Unpickler u):
         elif op == UOP_MEMOIZE:
             if u.sp <= u.fence:
                 _unp_underflow(u)
-            idx = u.memo_len
-            o = u.stack[u.sp - 1]
-            if idx < u.memo_cap and u.memo[idx] == NULL:
-                c_incref(o)
-                u.memo[idx] = o
-                u.memo_len = idx + 1
-                if idx >= u.memo_hi:
-                    u.memo_hi = idx + 1
-            else:
-                _unp_memo_put(u, idx, o, False)
+            _unp_memoize_top(u)
         elif op == UOP_SHORT_BINUNICODE:
             n = <unsigned char>_unp_take(u, 1)[0]
             s = _unp_take(u, n)
             _unp_push(u, fw_decode_pickled_str(s, n))
+            _unp_memoize_if_next(u)
         elif op == UOP_BINGET:
             idx = <unsigned char>_unp_take(u, 1)[0]
             if idx < u.memo_cap and u.memo[idx] != NULL:
@@ -1511,8 +1528,10 @@ cdef object _unp_decode(Unpickler u):
             _unp_do_setitems(u, _unp_marker(u))
         elif op == UOP_EMPTY_LIST:
             _unp_push(u, c_new_list(0))
+            _unp_memoize_if_next(u)
         elif op == UOP_EMPTY_DICT:
             _unp_push(u, c_new_dict())
+            _unp_memoize_if_next(u)
         elif op == UOP_EMPTY_TUPLE:
             _unp_push(u, c_new_tuple(0))
         elif op == UOP_TUPLE1 or op == UOP_TUPLE2 or op == UOP_TUPLE3:
@@ -1522,6 +1541,7 @@ cdef object _unp_decode(Unpickler u):
             o = fw_tuple_from_steal(u.stack + u.sp - n, n)
             u.sp -= n
             _unp_push(u, o)
+            _unp_memoize_if_next(u)
         elif op == UOP_NONE:
             _unp_push_borrowed(u, c_none)
         elif op == UOP_NEWTRUE:
@@ -1567,6 +1587,7 @@ cdef object _unp_decode(Unpickler u):
                 c_decref(u.stack[u.sp + 1])
                 c_decref(u.stack[u.sp])
                 _unp_push(u, o)
+                _unp_memoize_if_next(u)
             else:
                 _unp_load_newobj(u, False)
         elif op == UOP_NEWOBJ_EX:
