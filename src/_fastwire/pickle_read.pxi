@@ -752,6 +752,16 @@ cdef const char *_unp_take_slow(Unpickler u, Py_ssize_t n) except NULL:
     return s
 
 
+cdef inline const char *_unp_take_fast(Unpickler u, Py_ssize_t n) noexcept:
+    """The in-buffer case of _unp_take, small enough to inline everywhere;
+    NULL means "call _unp_take_slow"."""
+    cdef const char *s = u.pos
+    if u.end - s < n:
+        return NULL
+    u.pos = s + n
+    return s
+
+
 cdef inline const char *_unp_take(Unpickler u, Py_ssize_t n) except NULL:
     """Consume n bytes of input; the pointer stays valid until the next take."""
     cdef const char *s = u.pos
@@ -1494,31 +1504,47 @@ cdef object _unp_decode(Unpickler u):
                 raise EOFError("Ran out of input") from None
 
         if op == UOP_BININT1:
-            s = _unp_take(u, 1)
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
             _unp_push(u, c_int_from_long(<unsigned char>s[0]))
         elif op == UOP_MEMOIZE:
             if u.sp <= u.fence:
                 _unp_underflow(u)
             _unp_memoize_top(u)
         elif op == UOP_SHORT_BINUNICODE:
-            n = <unsigned char>_unp_take(u, 1)[0]
-            s = _unp_take(u, n)
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
+            n = <unsigned char>s[0]
+            s = _unp_take_fast(u, n)
+            if s == NULL:
+                s = _unp_take_slow(u, n)
             _unp_push(u, fw_decode_pickled_str(s, n))
             _unp_memoize_if_next(u)
         elif op == UOP_BINGET:
-            idx = <unsigned char>_unp_take(u, 1)[0]
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
+            idx = <unsigned char>s[0]
             if idx < u.memo_cap and u.memo[idx] != NULL:
                 _unp_push_borrowed(u, u.memo[idx])
             else:
                 _unp_push_borrowed(u, _unp_memo_get(u, idx))
         elif op == UOP_BINFLOAT:
-            s = _unp_take(u, 8)
+            s = _unp_take_fast(u, 8)
+            if s == NULL:
+                s = _unp_take_slow(u, 8)
             _unp_push(u, c_float_from_double(fw_be_double(s)))
         elif op == UOP_BININT:
-            s = _unp_take(u, 4)
+            s = _unp_take_fast(u, 4)
+            if s == NULL:
+                s = _unp_take_slow(u, 4)
             _unp_push(u, c_int_from_long(fw_le_int(s, 4)))
         elif op == UOP_BININT2:
-            s = _unp_take(u, 2)
+            s = _unp_take_fast(u, 2)
+            if s == NULL:
+                s = _unp_take_slow(u, 2)
             _unp_push(u, c_int_from_long(fw_le_int(s, 2)))
         elif op == UOP_MARK:
             _unp_push_mark(u)
