@@ -246,15 +246,28 @@ def mutated(draw):
     return bytes(data)
 
 
-@settings(max_examples=600)
-@given(mutated())
-def test_mutated_pickles_fail_like_stdlib(data):
+MUTATION_SOURCES = {
+    "bytes": None,
+    "BytesIO": io.BytesIO,
+    "BufferedReader": lambda data: io.BufferedReader(io.BytesIO(data), 64),
+}
+
+
+@pytest.mark.parametrize("source", MUTATION_SOURCES)
+@settings(max_examples=400)
+@given(data=mutated())
+def test_mutated_pickles_fail_like_stdlib(source, data):
     assume(not _hostile_memo_or_length(data))
+    wrap = MUTATION_SOURCES[source]
     blocker = _NoNewImports()
     sys.meta_path.insert(0, blocker)
     try:
-        expected = outcome(lambda: pickle.loads(data))
-        got = outcome(lambda: fwpickle.loads(data))
+        if wrap is None:
+            expected = outcome(lambda: pickle.loads(data))
+            got = outcome(lambda: fwpickle.loads(data))
+        else:
+            expected = outcome(lambda: pickle.load(wrap(data)))
+            got = outcome(lambda: fwpickle.load(wrap(data)))
     finally:
         sys.meta_path.remove(blocker)
     if expected[0] == "raises" and expected[1] in (MemoryError, OverflowError) \
@@ -263,6 +276,21 @@ def test_mutated_pickles_fail_like_stdlib(data):
         # (gh-115952); fastwire checks the length first and reports truncation.
         return
     assert got == expected
+
+
+def test_regression_short_frame_in_a_file_fails_like_stdlib():
+    """Found by fuzzing: a FRAME shorter than its opcodes.  Reading a file
+    without peek(), the stdlib never stitches an argument together from the
+    rest of a frame and new bytes; it reads fresh ones, so this corrupt stream
+    raises.  fastwire used to join the pieces and return a list."""
+    data = (b'\x80\x04\x95"\x00\x00\x00\x00\x00\x00\x00]\x94(K\x00K\x01J\xff\xff\xff\xffK'
+            b'\xffM\x00\x01M\xff\xffJ\x00\x00\x01\x00J\x00\x80\xff\xffJ\xff\xff\xff\x7fJ'
+            b'\x00\x00\x00\x80e.')
+    expected = outcome(lambda: pickle.load(io.BytesIO(data)))
+    assert expected[0] == "raises"
+    assert outcome(lambda: fwpickle.load(io.BytesIO(data))) == expected
+    assert outcome(lambda: fwpickle.load(ReadReadlineOnly(data))) == \
+        outcome(lambda: pickle.load(ReadReadlineOnly(data)))
 
 
 # --- files and streams -----------------------------------------------------------
