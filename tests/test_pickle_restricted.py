@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from fastwire import pickle as fwpickle
-from tests import pickle_catalogue as cat
-from tests.pickle_catalogue import same_object_graph
+from tests import pickle_read_catalogue as cat
+from tests.pickle_read_catalogue import same_object_graph
 
 CANARY = "fw_restricted_canary"
 
@@ -91,7 +91,7 @@ HOSTILE_CANARY = _hostile_pickles(CANARY, "record")
 
 
 @pytest.mark.parametrize("how", HOSTILE_CANARY)
-@pytest.mark.parametrize("allowed", [(), [cat.Plain], ["tests.pickle_catalogue.Plain"]])
+@pytest.mark.parametrize("allowed", [(), [cat.Plain], ["tests.pickle_read_catalogue.Plain"]])
 def test_refused_global_is_never_imported(how, allowed, canary):
     data = HOSTILE_CANARY[how]
     with pytest.raises(pickle.UnpicklingError, match=f"{CANARY}.record"):
@@ -174,7 +174,7 @@ def test_builtin_value_types_load_at_every_protocol(name, proto):
     assert same_object_graph(fwpickle.loads(data, allowed=()), pickle.loads(data))
 
 
-@pytest.mark.parametrize("allowed", [[cat.Plain], ["tests.pickle_catalogue.Plain"]])
+@pytest.mark.parametrize("allowed", [[cat.Plain], ["tests.pickle_read_catalogue.Plain"]])
 @pytest.mark.parametrize("proto", range(6))
 def test_allowed_class_loads_at_every_protocol(allowed, proto):
     """Protocols 0 and 1 build instances through copyreg._reconstructor."""
@@ -211,7 +211,7 @@ def test_nested_class_below_protocol_4_needs_getattr_and_is_refused():
 
 def test_build_never_sets_attributes_on_a_class():
     # state (None, {"__eq__": 1}): BUILD would setattr(Plain, "__eq__", 1).
-    data = (b"\x80\x02" + _global("tests.pickle_catalogue", "Plain", 2)
+    data = (b"\x80\x02" + _global("tests.pickle_read_catalogue", "Plain", 2)
             + b"N}X\x06\x00\x00\x00__eq__K\x01s\x86b.")
     before = cat.Plain.__dict__["__eq__"]
     with pytest.raises(pickle.UnpicklingError, match="BUILD"):
@@ -246,7 +246,7 @@ def test_allowed_rejects_names_that_defeat_it():
         with pytest.raises(ValueError, match=name):
             fwpickle.loads(b"N.", allowed=[name])
     with pytest.raises(TypeError):
-        fwpickle.loads(b"N.", allowed="tests.pickle_catalogue.Plain")
+        fwpickle.loads(b"N.", allowed="tests.pickle_read_catalogue.Plain")
     with pytest.raises(ValueError):
         fwpickle.loads(b"N.", allowed=["nodot"])
 
@@ -261,10 +261,10 @@ def test_subclass_find_class_is_only_asked_about_allowed_names(canary):
 
     data = pickle.dumps([cat.Plain(1, 2)], 2)
     assert Loader(io.BytesIO(data), allowed=[cat.Plain]).load() == [cat.Plain(1, 2)]
-    assert asked == [("tests.pickle_catalogue", "Plain")]
+    assert asked == [("tests.pickle_read_catalogue", "Plain")]
     with pytest.raises(pickle.UnpicklingError):
         Loader(io.BytesIO(HOSTILE_CANARY["REDUCE p2"]), allowed=[cat.Plain]).load()
-    assert asked == [("tests.pickle_catalogue", "Plain")]
+    assert asked == [("tests.pickle_read_catalogue", "Plain")]
     assert not canary.exists()
 
 

@@ -7,8 +7,8 @@ import pickle
 import pytest
 
 from fastwire import pickle as fwpickle
-from tests import pickle_catalogue as cat
-from tests.pickle_catalogue import ReadReadlineOnly, outcome
+from tests import pickle_read_catalogue as cat
+from tests.pickle_read_catalogue import ReadReadlineOnly, outcome
 
 # Small pickles are cut at every byte; large ones at a stride plus the bytes
 # around every frame header, which is where a file reader changes buffers.

@@ -1,5 +1,6 @@
 """Objects that exercise every part of the pickle format, shared by the pickle
-reader tests (loads, truncation, restricted mode).
+reader tests (loads, truncation, restricted mode); the encoder tests keep
+their own in pickle_catalogue.py.
 
 Classes live here, in an importable module, so both the stdlib and fastwire
 find them by name.  ``catalogue()`` returns fresh objects; ``pickles()`` is
