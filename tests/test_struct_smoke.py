@@ -52,3 +52,28 @@ def test_pack_many_and_unpack_many_round_trip():
     blob = record.pack_many(rows)
     assert blob == b"".join(std_struct.Struct("<iHdq").pack(*r) for r in rows)
     assert record.unpack_many(blob) == rows
+
+
+def test_unpack_many_restores_collector_state():
+    """unpack_many pauses the cyclic GC internally; it must restore exactly the
+    state it found, on success and on error."""
+    import gc
+
+    record = fw_struct.Struct("<iHdq")
+    blob = record.pack_many([(1, 2, 3.0, 4)] * 10)
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        record.unpack_many(blob)
+        assert gc.isenabled()
+        with pytest.raises(fw_struct.error):
+            record.unpack_many(blob[:-1])
+        assert gc.isenabled()
+        gc.disable()
+        record.unpack_many(blob)
+        assert not gc.isenabled()
+    finally:
+        if was_enabled:
+            gc.enable()
+        else:
+            gc.disable()

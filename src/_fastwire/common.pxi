@@ -23,6 +23,8 @@ cdef extern from "wire.h":
     void fw_store_f32(char *p, float x, int swap) nogil
     float fw_load_f32(const char *p, int swap) nogil
     void fw_view_of_bytes(Py_buffer *view, object bytes)
+    int fw_gc_pause() noexcept
+    void fw_gc_resume(int was_enabled) noexcept
 
 cdef extern from "fastcall.h":
     ctypedef struct PyMethodDef:

@@ -1,1 +1,726 @@
-# Placeholder: this part of the core has not been written yet.
+# Frame scanning: length-prefixed frames found in place, in a caller's buffer or
+# in a byte stream fed chunk by chunk, and the matching encoders.
+#
+# Two rules shape this part:
+# - Nothing is allocated from a declared length. A header only says how long a
+#   frame claims to be; buffers grow with the bytes that actually arrived (at
+#   most doubling), and a claim above max_frame_size is refused at once.
+# - A view handed out is never invalidated. The stream buffer (_Arena) counts
+#   the views exported from it and is only moved or resized while that count is
+#   zero; otherwise the unconsumed tail goes to a fresh arena.
+#
+# Small frames are copied into bytes, large ones are views (pyzmq's rule): a
+# memoryview costs more than copying a few hundred bytes (~170 ns plus GC
+# tracking, against ~20 ns for a 64-byte bytes object), and a view of a large
+# frame saves a copy that costs far more than the view.
+
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memmove
+from libc.stdint cimport UINT64_MAX
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITE
+from cpython.bytes cimport _PyBytes_Resize
+from cpython.memoryview cimport PyMemoryView_FromMemory
+
+cdef extern from "Python.h":
+    # Raw (owned-pointer) forms, so a bytes object can be resized while we hold its only reference.
+    PyObject* fw_new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size) except NULL
+    char* fw_bytes_data "PyBytes_AS_STRING"(PyObject* obj)
+    void Py_XDECREF(PyObject* obj)
+
+DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
+DEFAULT_COPY_THRESHOLD = 64 * 1024
+
+# Smallest arena and smallest read window offered to recv_into.
+cdef Py_ssize_t _MIN_WINDOW = 64 * 1024
+# An idle arena larger than this is given back rather than kept for reuse.
+cdef Py_ssize_t _IDLE_ARENA_LIMIT = 1024 * 1024
+cdef const char* _BYTE_FORMAT = "B"
+
+
+class FrameError(ValueError):
+    """A length prefix that cannot be honoured: negative, malformed (a varint
+    longer than 64 bits) or not representable in the prefix format."""
+
+
+class FrameTooLarge(FrameError):
+    """A frame declares (or a payload has) a length above ``max_frame_size``."""
+
+
+cdef enum PrefixKind:
+    PREFIX_FIXED = 0          # one struct integer, e.g. '>I', '<Q', '!H'
+    PREFIX_MULTIPROCESSING = 1  # '!i'; -1 announces a following '!Q'
+    PREFIX_VARINT = 2         # unsigned LEB128 (length-delimited protobuf)
+
+# Outcomes of decoding a header that are not a header size.
+cdef enum:
+    HEADER_INCOMPLETE = 0
+    HEADER_NEGATIVE = -1
+    HEADER_OVERLONG = -2
+
+
+cdef struct PrefixSpec:
+    int kind
+    Py_ssize_t width     # bytes of a fixed prefix
+    bint is_signed
+    bint swap            # wire byte order differs from the host's
+    uint64_t limit       # largest length the prefix can express
+
+
+cdef struct Partial:
+    # The frame at the scan position that is not complete yet.
+    Py_ssize_t header_size   # 0 while its header is incomplete
+    uint64_t length          # declared payload length once the header is complete
+    int error                # a HEADER_* code, or 1 for too large; 0 if none
+    uint64_t error_length
+
+
+cdef inline uint64_t _load_width(const unsigned char* p, Py_ssize_t width, bint swap) noexcept nogil:
+    if width == 1:
+        return p[0]
+    if width == 2:
+        return fw_load_u16(<const char*>p, swap)
+    if width == 4:
+        return fw_load_u32(<const char*>p, swap)
+    return fw_load_u64(<const char*>p, swap)
+
+
+cdef inline void _store_width(char* p, uint64_t v, Py_ssize_t width, bint swap) noexcept nogil:
+    if width == 1:
+        p[0] = <char>v
+    elif width == 2:
+        fw_store_u16(p, <uint16_t>v, swap)
+    elif width == 4:
+        fw_store_u32(p, <uint32_t>v, swap)
+    else:
+        fw_store_u64(p, v, swap)
+
+
+cdef inline Py_ssize_t decode_header(const PrefixSpec* spec, const unsigned char* p,
+                                     Py_ssize_t avail, uint64_t* length) noexcept nogil:
+    """Header size (> 0) with *length set, HEADER_INCOMPLETE, or a negative HEADER_* error."""
+    cdef uint64_t v
+    cdef Py_ssize_t i, n
+    cdef unsigned char byte
+    if spec.kind == PREFIX_FIXED:
+        if avail < spec.width:
+            return HEADER_INCOMPLETE
+        v = _load_width(p, spec.width, spec.swap)
+        if spec.is_signed and (v >> (8 * spec.width - 1)) & 1:
+            return HEADER_NEGATIVE
+        length[0] = v
+        return spec.width
+    if spec.kind == PREFIX_MULTIPROCESSING:
+        if avail < 4:
+            return HEADER_INCOMPLETE
+        v = fw_load_u32(<const char*>p, FW_HOST_LITTLE)
+        if v == 0xFFFFFFFFu:
+            if avail < 12:
+                return HEADER_INCOMPLETE
+            length[0] = fw_load_u64(<const char*>(p + 4), FW_HOST_LITTLE)
+            return 12
+        if v & 0x80000000u:
+            return HEADER_NEGATIVE
+        length[0] = v
+        return 4
+    # LEB128: 7 bits a byte, low group first; the 10th byte may only hold bit 63.
+    v = 0
+    n = avail if avail < 10 else 10
+    for i in range(n):
+        byte = p[i]
+        if i == 9 and byte > 1:
+            return HEADER_OVERLONG
+        v |= (<uint64_t>(byte & 0x7F)) << (7 * i)
+        if not (byte & 0x80):
+            length[0] = v
+            return i + 1
+    return HEADER_INCOMPLETE
+
+
+cdef Py_ssize_t encode_header(const PrefixSpec* spec, char* out, uint64_t length) except -1:
+    """Write the header for `length` into out (room for 12 bytes); its size."""
+    cdef Py_ssize_t i = 0
+    if length > spec.limit:
+        raise FrameError(f"frame length {length} does not fit the length prefix")
+    if spec.kind == PREFIX_FIXED:
+        _store_width(out, length, spec.width, spec.swap)
+        return spec.width
+    if spec.kind == PREFIX_MULTIPROCESSING:
+        # Byte-identical to multiprocessing.connection: '!i' up to 0x7fffffff.
+        if length <= 0x7FFFFFFF:
+            fw_store_u32(out, <uint32_t>length, FW_HOST_LITTLE)
+            return 4
+        fw_store_u32(out, 0xFFFFFFFFu, FW_HOST_LITTLE)
+        fw_store_u64(out + 4, length, FW_HOST_LITTLE)
+        return 12
+    while length >= 0x80:
+        out[i] = <char>((length & 0x7F) | 0x80)
+        length >>= 7
+        i += 1
+    out[i] = <char>length
+    return i + 1
+
+
+cdef dict _NATIVE_WIDTHS = {
+    "b": 1, "B": 1, "h": sizeof(short), "H": sizeof(short), "i": sizeof(int),
+    "I": sizeof(int), "l": sizeof(long), "L": sizeof(long), "q": sizeof(long long),
+    "Q": sizeof(long long), "n": sizeof(size_t), "N": sizeof(size_t),
+}
+cdef dict _STANDARD_WIDTHS = {
+    "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 4, "L": 4, "q": 8, "Q": 8,
+}
+cdef dict _PREFIX_CACHE = {}
+
+
+cdef class FramePrefix:
+    """A length-prefix format, parsed once.
+
+    ``format`` is one struct integer format (``'>I'``, ``'<Q'``, ``'!H'``,
+    ``'=h'``, ``'B'`` ...; native ``'@'`` sizes allowed), ``'multiprocessing'``
+    (the ``multiprocessing.connection`` header: ``'!i'``, or ``-1`` followed by
+    ``'!Q'`` for lengths above 2**31-1) or ``'varint'`` (unsigned LEB128, as in
+    length-delimited protobuf streams). Raises ValueError for anything else.
+    """
+
+    cdef PrefixSpec spec
+    cdef readonly str format
+
+    def __init__(self, str format):
+        cdef str order, code
+        self.format = format
+        self.spec.is_signed = False
+        self.spec.swap = False
+        if format == "multiprocessing":
+            self.spec.kind = PREFIX_MULTIPROCESSING
+            self.spec.limit = UINT64_MAX
+            return
+        if format == "varint":
+            self.spec.kind = PREFIX_VARINT
+            self.spec.limit = UINT64_MAX
+            return
+        if len(format) == 2 and format[0] in "@=<>!":
+            order, code = format[0], format[1]
+        elif len(format) == 1:
+            order, code = "@", format
+        else:
+            order, code = "", ""
+        widths = _NATIVE_WIDTHS if order == "@" else _STANDARD_WIDTHS
+        if code not in widths:
+            raise ValueError(
+                f"unsupported length prefix {format!r}: use one struct integer format "
+                "(e.g. '>I', '<Q', '!H'), 'multiprocessing' or 'varint'")
+        self.spec.kind = PREFIX_FIXED
+        self.spec.width = widths[code]
+        self.spec.is_signed = code.islower()
+        little = order == "<" or (order in "@=" and FW_HOST_LITTLE)
+        self.spec.swap = bool(little) != bool(FW_HOST_LITTLE)
+        bits = 8 * self.spec.width - (1 if self.spec.is_signed else 0)
+        self.spec.limit = (1 << bits) - 1
+
+    @property
+    def max_length(self):
+        """The largest payload length this prefix can express."""
+        return self.spec.limit
+
+    def header(self, length):
+        """The header bytes announcing a payload of `length` bytes.
+
+        Raises FrameError if the length is negative or does not fit the prefix.
+        """
+        cdef char out[12]
+        if length < 0:
+            raise FrameError(f"frame length {length} is negative")
+        if length > self.spec.limit:
+            raise FrameError(f"frame length {length} does not fit the length prefix {self.format!r}")
+        n = encode_header(&self.spec, out, <uint64_t>length)
+        return PyBytes_FromStringAndSize(out, n)
+
+    def __repr__(self):
+        return f"FramePrefix({self.format!r})"
+
+
+cdef FramePrefix as_prefix(object prefix):
+    if isinstance(prefix, FramePrefix):
+        return <FramePrefix>prefix
+    cached = _PREFIX_CACHE.get(prefix)
+    if cached is None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"length prefix must be a str or FramePrefix, not {type(prefix).__name__}")
+        cached = FramePrefix(prefix)
+        _PREFIX_CACHE[prefix] = cached
+    return <FramePrefix>cached
+
+
+cdef object header_error(const Partial* partial, uint64_t max_frame_size):
+    if partial.error == HEADER_NEGATIVE:
+        return FrameError("negative frame length in the length prefix")
+    if partial.error == HEADER_OVERLONG:
+        return FrameError("varint length prefix is longer than 64 bits")
+    return FrameTooLarge(
+        f"frame of {partial.error_length} bytes exceeds max_frame_size ({max_frame_size} bytes)")
+
+
+cdef Py_ssize_t scan_buffer(const PrefixSpec* spec, const unsigned char* base, Py_ssize_t pos,
+                            Py_ssize_t end, uint64_t max_frame_size, Py_ssize_t copy_threshold,
+                            object owner, list out, Partial* partial) except -1:
+    """Append the complete frames of base[pos:end] to out; the position after the last.
+
+    Frames shorter than copy_threshold are copied into bytes; longer ones are
+    slices of memoryview(owner), whose byte 0 is base[0]. A bad header stops the
+    scan with partial.error set (the caller raises it when no frame came first).
+    """
+    cdef Py_ssize_t header_size, start
+    cdef uint64_t length
+    cdef object view = None
+    partial.header_size = 0
+    partial.error = 0
+    while pos < end:
+        header_size = decode_header(spec, base + pos, end - pos, &length)
+        if header_size == HEADER_INCOMPLETE:
+            break
+        if header_size < 0:
+            partial.error = <int>header_size
+            break
+        if length > max_frame_size:
+            partial.error = 1
+            partial.error_length = length
+            break
+        if <uint64_t>(end - pos - header_size) < length:
+            partial.header_size = header_size
+            partial.length = length
+            break
+        start = pos + header_size
+        pos = start + <Py_ssize_t>length
+        if <Py_ssize_t>length < copy_threshold:
+            out.append(PyBytes_FromStringAndSize(<const char*>(base + start), <Py_ssize_t>length))
+        else:
+            if view is None:
+                view = memoryview(owner)
+                if view.ndim != 1 or view.itemsize != 1:
+                    view = view.cast("B")
+            out.append(view[start:pos])
+    return pos
+
+
+cdef uint64_t checked_limit(object max_frame_size) except? 0:
+    if max_frame_size < 0:
+        raise ValueError("max_frame_size must be >= 0")
+    return <uint64_t>max_frame_size
+
+
+def scan_frames(data, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                Py_ssize_t copy_threshold=DEFAULT_COPY_THRESHOLD):
+    """Find the complete frames in a bytes-like object without copying it.
+
+    Returns ``(frames, consumed)``: the payloads of the complete frames at the
+    start of `data`, in order, and the number of bytes they (with their
+    headers) take; a trailing partial frame is left alone. Payloads shorter
+    than `copy_threshold` are bytes copies; longer ones are memoryviews into
+    `data`, which keep it alive (``copy_threshold=0``: every payload a view).
+
+    Raises FrameTooLarge if the first unconsumed frame declares more than
+    `max_frame_size` bytes, FrameError for a negative or malformed length
+    (frames before a bad header are returned first; the next call raises),
+    TypeError/BufferError if `data` is not a contiguous bytes-like object.
+    """
+    cdef FramePrefix fp = as_prefix(prefix)
+    cdef uint64_t limit = checked_limit(max_frame_size)
+    cdef Py_buffer view
+    cdef Partial partial
+    cdef list frames = []
+    cdef Py_ssize_t consumed
+    acquire_readable(data, &view)
+    try:
+        consumed = scan_buffer(&fp.spec, <const unsigned char*>view.buf, 0, view.len, limit,
+                               copy_threshold, data, frames, &partial)
+    finally:
+        release_view(&view)
+    if partial.error and not frames:
+        raise header_error(&partial, limit)
+    return frames, consumed
+
+
+def frame_buffers(payloads, prefix=">I"):
+    """Interleave a header before each payload: ``[h0, p0, h1, p1, ...]``.
+
+    The list is ready for ``socket.sendmsg`` (scatter/gather, so payloads are
+    never concatenated). Raises FrameError if a payload does not fit the prefix.
+    """
+    cdef FramePrefix fp = as_prefix(prefix)
+    cdef list out = []
+    cdef char header[12]
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    for payload in payloads:
+        acquire_readable(payload, &view)
+        n = view.len
+        release_view(&view)
+        out.append(PyBytes_FromStringAndSize(header, encode_header(&fp.spec, header, <uint64_t>n)))
+        out.append(payload)
+    return out
+
+
+def encode_frame(payload, prefix=">I"):
+    """One frame as bytes: the header for ``len(payload)`` followed by the payload.
+
+    Raises FrameError if the payload does not fit the prefix.
+    """
+    cdef FramePrefix fp = as_prefix(prefix)
+    cdef char header[12]
+    cdef Py_buffer view
+    cdef Py_ssize_t header_size
+    acquire_readable(payload, &view)
+    try:
+        header_size = encode_header(&fp.spec, header, <uint64_t>view.len)
+        out = PyBytes_FromStringAndSize(NULL, header_size + view.len)
+        memcpy(PyBytes_AS_STRING(out), header, header_size)
+        memcpy(PyBytes_AS_STRING(out) + header_size, view.buf, view.len)
+    finally:
+        release_view(&view)
+    return out
+
+
+cdef class _Arena:
+    """A malloc'd block exported through the buffer protocol.
+
+    It counts its exports, and is only moved or resized while none exist:
+    that is what keeps every memoryview handed out valid.
+    """
+
+    cdef char* data
+    cdef Py_ssize_t size
+    cdef Py_ssize_t exports
+    cdef Py_ssize_t itemsize
+
+    def __cinit__(self, Py_ssize_t size):
+        self.data = <char*>malloc(size if size > 0 else 1)
+        if self.data == NULL:
+            raise MemoryError()
+        self.size = size
+        self.itemsize = 1
+
+    def __dealloc__(self):
+        free(self.data)
+
+    cdef int resize(self, Py_ssize_t size) except -1:
+        cdef char* data
+        if self.exports:
+            raise BufferError("fastwire internal error: resizing an exported arena")
+        data = <char*>realloc(self.data, size if size > 0 else 1)
+        if data == NULL:
+            raise MemoryError()
+        self.data = data
+        self.size = size
+        return 0
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        buffer.buf = self.data
+        buffer.obj = self
+        buffer.len = self.size
+        buffer.readonly = 0
+        buffer.itemsize = 1
+        buffer.format = <char*>_BYTE_FORMAT if (flags & PyBUF_FORMAT) else NULL
+        buffer.ndim = 1
+        buffer.shape = &self.size if (flags & PyBUF_ND) else NULL
+        buffer.strides = &self.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        self.exports -= 1
+
+
+cdef class FrameScanner:
+    """Incremental frame scanner for a byte stream.
+
+    Two ways to give it bytes: ``feed(chunk)`` with any bytes-like chunk, or
+    ``get_buffer()`` + ``buffer_updated(n)`` (the ``asyncio.BufferedProtocol``
+    pair) to let ``socket.recv_into`` write straight into the scanner's buffer.
+    Both return the list of payloads completed so far (bytes below
+    `copy_threshold`, read-only memoryviews above it). Headers may be split at
+    any byte. The partial tail is kept without quadratic copying: the buffer
+    grows geometrically with the bytes received, never from a declared length.
+
+    Raises FrameTooLarge as soon as a header declares more than
+    `max_frame_size` bytes, FrameError for a negative or malformed length; after
+    either the scanner is broken and every later call raises the same error
+    (frames completed before the bad header are returned first).
+    """
+
+    cdef FramePrefix _prefix
+    cdef uint64_t _max_frame_size
+    cdef Py_ssize_t _copy_threshold
+    cdef _Arena _arena
+    cdef Py_ssize_t _start, _end   # unconsumed bytes are _arena.data[_start:_end]
+    cdef Partial _partial
+    cdef object _error
+
+    def __init__(self, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                 Py_ssize_t copy_threshold=DEFAULT_COPY_THRESHOLD):
+        self._prefix = as_prefix(prefix)
+        self._max_frame_size = checked_limit(max_frame_size)
+        self._copy_threshold = copy_threshold
+        self._arena = None
+        self._start = self._end = 0
+        self._partial.header_size = 0
+        self._error = None
+
+    @property
+    def prefix(self):
+        """The FramePrefix this scanner decodes."""
+        return self._prefix
+
+    @property
+    def max_frame_size(self):
+        """The longest payload accepted; may be changed between frames (e.g. kept
+        small during an authentication handshake)."""
+        return self._max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value):
+        self._max_frame_size = checked_limit(value)
+
+    @property
+    def pending(self):
+        """Bytes buffered that belong to a frame not complete yet."""
+        return self._end - self._start
+
+    @property
+    def partial_frame_size(self):
+        """Declared payload length of the incomplete frame, or None while its header is incomplete."""
+        if self._start < self._end and self._partial.header_size:
+            return self._partial.length
+        return None
+
+    cdef int _ensure_space(self, Py_ssize_t free_bytes) except -1:
+        """Make room for at least free_bytes after _end, moving only unexported memory."""
+        cdef Py_ssize_t tail = self._end - self._start
+        cdef Py_ssize_t wanted = tail + free_bytes
+        cdef _Arena fresh
+        if wanted < _MIN_WINDOW:
+            wanted = _MIN_WINDOW
+        if self._arena is None:
+            self._arena = _Arena(wanted)
+            return 0
+        if tail == 0 and self._arena.exports == 0:
+            self._start = self._end = 0
+            if self._arena.size > _IDLE_ARENA_LIMIT and wanted <= _IDLE_ARENA_LIMIT:
+                self._arena.resize(wanted)  # give an idle giant back
+        if self._arena.size - self._end >= free_bytes:
+            return 0
+        if self._arena.exports == 0:
+            if self._start:
+                memmove(self._arena.data, self._arena.data + self._start, tail)
+                self._start, self._end = 0, tail
+            if self._arena.size < wanted:
+                # Geometric growth; realloc of a large block is a page remap, not a copy.
+                if wanted < self._arena.size + self._arena.size // 2:
+                    wanted = self._arena.size + self._arena.size // 2
+                self._arena.resize(wanted)
+            return 0
+        fresh = _Arena(wanted)
+        memcpy(fresh.data, self._arena.data + self._start, tail)
+        self._arena = fresh
+        self._start, self._end = 0, tail
+        return 0
+
+    cdef list _scan(self):
+        cdef list frames = []
+        self._start = scan_buffer(&self._prefix.spec, <const unsigned char*>self._arena.data,
+                                  self._start, self._end, self._max_frame_size,
+                                  self._copy_threshold, _ReadOnlyArena(self._arena), frames,
+                                  &self._partial)
+        self._settle(frames)
+        return frames
+
+    cdef int _settle(self, list frames) except -1:
+        if self._partial.error:
+            self._error = header_error(&self._partial, self._max_frame_size)
+            if not frames:
+                raise self._error
+        return 0
+
+    cdef int _check(self) except -1:
+        if self._error is not None:
+            raise self._error
+        return 0
+
+    def feed(self, data):
+        """Take the next chunk of the stream (any bytes-like); the frames it completed."""
+        cdef Py_buffer view
+        cdef list frames
+        cdef Py_ssize_t pos, leftover
+        self._check()
+        acquire_readable(data, &view)
+        try:
+            if self._start == self._end and PyBytes_CheckExact(data):
+                # Nothing buffered: scan the (immutable) chunk in place and keep only its tail.
+                frames = []
+                pos = scan_buffer(&self._prefix.spec, <const unsigned char*>view.buf, 0, view.len,
+                                  self._max_frame_size, self._copy_threshold, data, frames,
+                                  &self._partial)
+                leftover = view.len - pos
+                if leftover:
+                    self._ensure_space(leftover)
+                    memcpy(self._arena.data + self._end, <const char*>view.buf + pos, leftover)
+                    self._end += leftover
+                self._settle(frames)
+                return frames
+            self._ensure_space(view.len)
+            memcpy(self._arena.data + self._end, view.buf, view.len)
+            self._end += view.len
+        finally:
+            release_view(&view)
+        return self._scan()
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        """A writable memoryview to receive the next bytes into (``sock.recv_into``).
+
+        Report how many bytes were written with ``buffer_updated(n)`` before
+        asking for another buffer. The window is at least `sizehint` bytes (64 KiB
+        by default) and, for a frame whose length is known, up to the rest of
+        that frame, but never more than the bytes already held: memory follows
+        the bytes that arrive.
+        """
+        cdef Py_ssize_t tail, want, rest
+        self._check()
+        tail = self._end - self._start
+        want = sizehint if sizehint > 0 else _MIN_WINDOW
+        if tail and self._partial.header_size:
+            rest = <Py_ssize_t>(self._partial.header_size + self._partial.length) - tail
+            if rest > tail:
+                rest = tail if tail > _MIN_WINDOW else _MIN_WINDOW
+            if rest > want:
+                want = rest
+        self._ensure_space(want)
+        return memoryview(self._arena)[self._end:self._arena.size]
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        """Account for `nbytes` written into the last ``get_buffer()``; the frames completed.
+
+        Raises ValueError if nbytes is negative or larger than that buffer.
+        """
+        self._check()
+        if self._arena is None or nbytes < 0 or nbytes > self._arena.size - self._end:
+            raise ValueError("buffer_updated(): nbytes outside the buffer from get_buffer()")
+        self._end += nbytes
+        return self._scan()
+
+    def recv_from(self, sock, int flags=0):
+        """One ``sock.recv_into()`` straight into the scanner's buffer.
+
+        Returns the frames it completed, or None at end of stream (the peer
+        closed; ``pending`` tells whether that cut a frame). Exceptions of
+        recv_into (TimeoutError, BlockingIOError with MSG_DONTWAIT ...) propagate
+        with the scanner unchanged.
+        """
+        cdef Py_ssize_t n
+        window = self.get_buffer()
+        try:
+            n = sock.recv_into(window, 0, flags) if flags else sock.recv_into(window)
+        finally:
+            window.release()
+        if n == 0:
+            return None
+        return self.buffer_updated(n)
+
+    def take_partial(self):
+        """Hand the incomplete frame over to the caller: ``(payload_length, received)``.
+
+        `received` holds the payload bytes buffered so far (a read-only view);
+        the caller reads the remaining ``payload_length - len(received)`` bytes
+        itself (e.g. straight into the final object) and the scanner continues
+        with the byte after that frame. Raises ValueError if no frame header
+        is complete.
+        """
+        cdef Py_ssize_t body
+        self._check()
+        if not (self._start < self._end and self._partial.header_size):
+            raise ValueError("take_partial(): no incomplete frame with a complete header")
+        body = self._start + self._partial.header_size
+        received = memoryview(_ReadOnlyArena(self._arena))[body:self._end]
+        length = self._partial.length
+        self._start = self._end
+        self._partial.header_size = 0
+        return length, received
+
+
+cdef class _ReadOnlyArena:
+    """Read-only exporter of an _Arena, so frame views cannot be written to."""
+
+    cdef _Arena arena
+
+    def __cinit__(self, _Arena arena):
+        self.arena = arena
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("frame buffers are read-only")
+        buffer.buf = self.arena.data
+        buffer.obj = self
+        buffer.len = self.arena.size
+        buffer.readonly = 1
+        buffer.itemsize = 1
+        buffer.format = <char*>_BYTE_FORMAT if (flags & PyBUF_FORMAT) else NULL
+        buffer.ndim = 1
+        buffer.shape = &self.arena.size if (flags & PyBUF_ND) else NULL
+        buffer.strides = &self.arena.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+        self.arena.exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        self.arena.exports -= 1
+
+
+# First size of a payload read by receive_payload; it then doubles with the bytes received.
+cdef Py_ssize_t _FIRST_PAYLOAD_BLOCK = 1024 * 1024
+
+
+def receive_payload(recv_into, length, received=b""):
+    """Read the rest of a frame into one new bytes object, as the bytes arrive.
+
+    `received` holds the first payload bytes (e.g. from FrameScanner.take_partial);
+    ``recv_into(buffer) -> int`` (a socket's) supplies the remaining
+    ``length - len(received)``. The bytes object grows by doubling with what
+    arrived (realloc, so no copying), never sized from `length` alone.
+    Raises EOFError if recv_into returns 0 first, ValueError if `received`
+    exceeds `length`; any exception of recv_into propagates.
+    """
+    cdef Py_buffer view
+    cdef Py_ssize_t total, filled, size, n
+    cdef PyObject* raw = NULL
+    if length < 0:
+        raise ValueError("negative length")
+    total = length
+    acquire_readable(received, &view)
+    try:
+        filled = view.len
+        if filled > total:
+            raise ValueError("received more bytes than the frame length")
+        size = 2 * filled if 2 * filled > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
+        if size > total:
+            size = total
+        raw = fw_new_bytes(NULL, size)
+        memcpy(fw_bytes_data(raw), view.buf, filled)
+    finally:
+        release_view(&view)
+    try:
+        while filled < total:
+            if filled == size:
+                size = 2 * size if 2 * size < total else total
+                if _PyBytes_Resize(&raw, size) < 0:  # pragma: no cover - raises MemoryError
+                    raise MemoryError()
+            window = PyMemoryView_FromMemory(fw_bytes_data(raw) + filled, size - filled, PyBUF_WRITE)
+            try:
+                n = recv_into(window)
+            finally:
+                window.release()  # nothing may keep pointing into a block that realloc may move
+            if n == 0:
+                raise EOFError("the peer closed the connection in the middle of a message")
+            if n < 0 or n > size - filled:
+                raise ValueError("recv_into reported more bytes than the buffer holds")
+            filled += n
+        return <object>raw
+    finally:
+        Py_XDECREF(raw)

@@ -214,6 +214,15 @@ cdef inline double as_double(object value) except? -1.0:
     return x
 
 
+cdef int raise_overflow(object value, str message) except -1:
+    # _struct.c turns an OverflowError raised while packing an int into
+    # struct.error, like every other out-of-range int; for any other value
+    # (a float, an __index__ object) the OverflowError propagates.
+    if PyLong_Check(value):
+        raise StructError("int too large to convert")
+    raise OverflowError(message)
+
+
 cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap) except -1:
     cdef double x
     cdef float narrowed
@@ -235,20 +244,23 @@ cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap)
         # gh-145633 silently packed inf for native 'f'; fastwire raises as the
         # standard byte orders (and later CPythons) do.
         if narrowed - narrowed != 0 and x - x == 0:
-            raise OverflowError("float too large to pack with f format")
+            return raise_overflow(value, "float too large to pack with f format")
         fw_store_f32(out, narrowed, swap)
     elif code.op == OP_HALF:
-        PyFloat_Pack2(as_double(value), out, FW_HOST_LITTLE != swap)
+        x = as_double(value)
+        try:
+            PyFloat_Pack2(x, out, FW_HOST_LITTLE != swap)
+        except OverflowError:
+            return raise_overflow(value, "float too large to pack with e format")
     elif code.op == OP_CHAR:
         if not PyBytes_Check(value) or PyBytes_GET_SIZE(value) != 1:
             raise StructError("char format requires a bytes object of length 1")
         out[0] = PyBytes_AS_STRING(value)[0]
     elif code.op == OP_VOID_P:
-        value = as_python_int(value)
         try:
-            pointer = PyLong_AsVoidPtr(value)
+            pointer = PyLong_AsVoidPtr(as_python_int(value))
         except OverflowError:
-            raise StructError("int too large to convert")
+            return raise_overflow(value, "int too large to convert")
         memcpy(out, &pointer, sizeof(void*))
     return 0
 
@@ -372,6 +384,12 @@ cdef class Struct:
     cdef int swap
     cdef bytes _format
     cdef object __weakref__
+    # Pack/unpack calls under way on this Struct. They hold pointers into
+    # `codes` and sizes read at their start while user code (__index__,
+    # __bool__, a row's __iter__, a finalizer run by the collector) can call
+    # __init__ again; recompiling then would free `codes` under them
+    # (gh-143379 is the stdlib's crash of this kind), so __init__ refuses.
+    cdef Py_ssize_t _busy
 
     def __init__(self, format):
         if isinstance(format, str):
@@ -380,7 +398,12 @@ cdef class Struct:
             raise TypeError(
                 "Struct() argument 1 must be a str or bytes object, not "
                 f"{type(format).__name__}")
-        self._compile(bytes(format))
+        elif not PyBytes_CheckExact(format):
+            # A copy of its bytes: bytes() would run a subclass's __bytes__.
+            format = PyBytes_FromStringAndSize(PyBytes_AS_STRING(format), PyBytes_GET_SIZE(format))
+        if self._busy:
+            raise RuntimeError("Struct.__init__() called while the Struct is packing or unpacking")
+        self._compile(format)
 
     def __dealloc__(self):
         PyMem_Free(self.codes)
@@ -496,22 +519,28 @@ cdef class Struct:
         return 0
 
     cdef tuple _unpack_at(self, const char* data):
-        cdef tuple result = PyTuple_New(self.nitems)
-        cdef FormatCode* code = self.codes
-        cdef FormatCode* end = self.codes + self.ncodes
+        cdef tuple result
+        cdef FormatCode* code
+        cdef FormatCode* end
         cdef Py_ssize_t r, index = 0
         cdef const char* p
         cdef PyObject* item
         cdef int swap = self.swap
-        while code < end:
-            p = data + code.offset
-            for r in range(code.repeat):
-                item = unpack_scalar(code, p, swap)
-                check_new_reference(item)
-                tuple_set_stolen(result, index, item)
-                index += 1
-                p += code.size
-            code += 1
+        self._busy += 1  # allocations may run finalizers (see _busy)
+        try:
+            result = PyTuple_New(self.nitems)
+            code, end = self.codes, self.codes + self.ncodes
+            while code < end:
+                p = data + code.offset
+                for r in range(code.repeat):
+                    item = unpack_scalar(code, p, swap)
+                    check_new_reference(item)
+                    tuple_set_stolen(result, index, item)
+                    index += 1
+                    p += code.size
+                code += 1
+        finally:
+            self._busy -= 1
         # Every item is an int, float, bool or bytes, so the tuple can never be
         # part of a reference cycle. Untracking it now spares the collector the
         # traversal it would otherwise do (CPython untracks such tuples itself,
@@ -525,7 +554,11 @@ cdef class Struct:
         cdef bytes result = PyBytes_FromStringAndSize(NULL, self._size)
         cdef char* out = PyBytes_AS_STRING(result)
         memset(out, 0, self._size)
-        self._pack_items(args, out)
+        self._busy += 1
+        try:
+            self._pack_items(args, out)
+        finally:
+            self._busy -= 1
         return result
 
     cdef int _pack_into(self, PyObject** args, Py_ssize_t nargs) except -1:
@@ -562,11 +595,13 @@ cdef class Struct:
                 staging = <char*>PyMem_Malloc(self._size)
                 if staging == NULL:
                     raise MemoryError()
+            self._busy += 1
             try:
                 memset(staging, 0, self._size)
                 self._pack_items(args + 2, staging)
                 memcpy(<char*>view.buf + offset, staging, self._size)
             finally:
+                self._busy -= 1
                 if staging != scratch:
                     PyMem_Free(staging)
         finally:
@@ -583,10 +618,14 @@ cdef class Struct:
         finally:
             release_view(&view)
 
-    cdef tuple _unpack_from(self, object buffer, Py_ssize_t offset):
+    cdef tuple _unpack_from(self, object buffer, object offset_arg):
         cdef Py_buffer view
+        cdef Py_ssize_t offset
         acquire_readable(buffer, &view)
         try:
+            # Converted only now: a bad buffer is reported before a bad offset,
+            # in the order the stdlib's argument parsing checks them.
+            offset = PyNumber_AsSsize_t(offset_arg, OverflowError)
             if offset < 0:
                 if offset + view.len < 0:
                     raise StructError(f"offset {offset} out of range for {view.len}-byte buffer")
@@ -608,7 +647,7 @@ cdef class Struct:
         """
         return self._unpack(buffer)
 
-    def unpack_from(self, buffer, Py_ssize_t offset=0):
+    def unpack_from(self, buffer, offset=0):
         """unpack_from(buffer, offset=0) -> tuple
 
         Unpack ``size`` bytes starting at ``offset`` (negative counts from the
@@ -643,12 +682,16 @@ cdef class Struct:
         cdef bytes result = PyBytes_FromStringAndSize(NULL, count * self._size)
         cdef char* out = PyBytes_AS_STRING(result)
         memset(out, 0, count * self._size)
-        for i in range(count):
-            item = all_rows[i]
-            row = item if PyTuple_CheckExact(item) else tuple(item)
-            if PyTuple_GET_SIZE(row) != self.nitems:
-                item_count_error("pack", self.nitems, PyTuple_GET_SIZE(row))
-            self._pack_items(PySequence_Fast_ITEMS(row), out + i * self._size)
+        self._busy += 1
+        try:
+            for i in range(count):
+                item = all_rows[i]
+                row = item if PyTuple_CheckExact(item) else tuple(item)
+                if PyTuple_GET_SIZE(row) != self.nitems:
+                    item_count_error("pack", self.nitems, PyTuple_GET_SIZE(row))
+                self._pack_items(PySequence_Fast_ITEMS(row), out + i * self._size)
+        finally:
+            self._busy -= 1
         return result
 
     def unpack_many(self, buffer, /):
@@ -661,6 +704,7 @@ cdef class Struct:
         cdef Py_buffer view
         cdef Py_ssize_t count, i
         cdef const char* data
+        cdef int gc_was_enabled
         if self._size == 0:
             raise StructError("cannot unpack_many with a struct of length 0")
         acquire_readable(buffer, &view)
@@ -671,10 +715,14 @@ cdef class Struct:
             count = view.len // self._size
             data = <const char*>view.buf
             result = PyList_New(count)
-            for i in range(count):
-                record = self._unpack_at(data + i * self._size)
-                Py_INCREF(record)
-                PyList_SET_ITEM(result, i, record)
+            gc_was_enabled = fw_gc_pause()
+            try:
+                for i in range(count):
+                    record = self._unpack_at(data + i * self._size)
+                    Py_INCREF(record)
+                    PyList_SET_ITEM(result, i, record)
+            finally:
+                fw_gc_resume(gc_was_enabled)
             return result
         finally:
             release_view(&view)
@@ -687,6 +735,13 @@ cdef class StructIterator:
     cdef bint holding
     cdef object source
     cdef Py_ssize_t position
+    # The owner's size when iteration began: __init__ may recompile the owner
+    # between two items, and records of another size would overrun the buffer.
+    cdef Py_ssize_t record_size
+    # next() calls decoding right now: a finalizer run by the collector while
+    # a record is decoded can re-enter next() and exhaust the iterator, and
+    # the buffer must stay held until the outer decode is done with it.
+    cdef Py_ssize_t decoding
 
     def __cinit__(self, Struct owner, buffer):
         if owner._size == 0:
@@ -699,9 +754,10 @@ cdef class StructIterator:
             raise StructError(
                 f"iterative unpacking requires a buffer of a multiple of {owner._size} bytes")
         self.owner = owner
+        self.record_size = owner._size
 
     cdef void _release(self) noexcept:
-        if self.holding:
+        if self.holding and not self.decoding:
             self.holding = False
             release_view(&self.view)
             self.source = None
@@ -716,14 +772,23 @@ cdef class StructIterator:
         if not self.holding or self.position >= self.view.len:
             self._release()
             raise StopIteration
-        record = self.owner._unpack_at(<const char*>self.view.buf + self.position)
-        self.position += self.owner._size
-        return record
+        if self.owner._size != self.record_size:
+            self._release()
+            raise RuntimeError("Struct re-initialised to another size during iter_unpack")
+        # Claim the record before decoding it: decoding can run a finalizer
+        # that calls next() on this iterator, or let another thread do so.
+        cdef Py_ssize_t start = self.position
+        self.position += self.record_size
+        self.decoding += 1
+        try:
+            return self.owner._unpack_at(<const char*>self.view.buf + start)
+        finally:
+            self.decoding -= 1
 
     def __length_hint__(self):
         if not self.holding:
             return 0
-        return (self.view.len - self.position) // self.owner._size
+        return (self.view.len - self.position) // self.record_size
 
 
 # ---------------------------------------------------------------------------
@@ -758,7 +823,7 @@ def unpack(format, buffer, /):
     return cached_struct(format)._unpack(buffer)
 
 
-def unpack_from(format, /, buffer, Py_ssize_t offset=0):
+def unpack_from(format, /, buffer, offset=0):
     """unpack_from(format, buffer, offset=0) -> tuple; see :meth:`Struct.unpack_from`."""
     return cached_struct(format)._unpack_from(buffer, offset)
 

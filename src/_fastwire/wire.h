@@ -110,4 +110,25 @@ static inline void fw_view_of_bytes(Py_buffer *view, PyObject *bytes) {
     view->obj = NULL;
 }
 
+/* Pause the cyclic collector around a loop that only creates acyclic objects
+ * (tuples of atoms, untracked at birth) and runs no Python code: collections
+ * it would trigger can find nothing and are pure overhead. With the GIL held
+ * and no callbacks, no other thread can observe the pause. Free-threaded
+ * builds have no such guarantee, so there the collector is left alone. */
+static inline int fw_gc_pause(void) {
+#ifdef Py_GIL_DISABLED
+    return 0;
+#else
+    return PyGC_Disable();
+#endif
+}
+static inline void fw_gc_resume(int was_enabled) {
+#ifndef Py_GIL_DISABLED
+    if (was_enabled)
+        PyGC_Enable();
+#else
+    (void)was_enabled;
+#endif
+}
+
 #endif /* FASTWIRE_WIRE_H */

@@ -33,7 +33,12 @@ def bench(argv: list[str]) -> int:
     parser.add_argument("--area", action="append", choices=sorted(_bench.AREA_MODULES),
                         help="only these areas (repeatable); default: all")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per pair (median kept)")
+    parser.add_argument("--dask", action="store_true",
+                        help="Dask distributed instead: the fastwire family against Dask's pickle family, "
+                             "then end to end on a 2-worker LocalCluster (needs fastwire[dask])")
     args = parser.parse_args(argv)
+    if args.dask:
+        return _bench_dask(args)
 
     results = [_bench.measure(pair, rounds=args.rounds) for pair in _bench.load_pairs(args.area)]
     if args.json:
@@ -45,10 +50,34 @@ def bench(argv: list[str]) -> int:
     return 0
 
 
+def _bench_dask(args) -> int:
+    from ._bench import dask_cases
+
+    reason = dask_cases.missing()
+    if reason:
+        print(reason, file=sys.stderr)
+        return 1
+    results = [_bench.measure(pair, rounds=args.rounds) for pair in dask_cases.pairs()]
+    zero_copy = dask_cases.array_is_zero_copy()
+    report = dask_cases.cluster_report()
+    if args.json:
+        json.dump({"machine": _machine(), "results": [r.as_dict() for r in results],
+                   "array_zero_copy": zero_copy, "cluster": report}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"fastwire bench --dask on {_machine()} (speedup = Dask pickle family time / fastwire family time)")
+    _print_table(results)
+    heavy = [r.speedup for r in results if r.name.split(": ", 1)[1] in dask_cases.OBJECT_HEAVY]
+    print(f"geometric mean on the object-heavy data sets: {_bench.geometric_mean(heavy):.2f}x (target 2.0x); "
+          f"64 MiB array zero-copy both ways: {'yes' if zero_copy else 'NO'}")
+    dask_cases.print_cluster_report(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "bench":
-        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N]", file=sys.stderr)
+        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--dask]", file=sys.stderr)
         return 2
     return bench(argv[1:])
 

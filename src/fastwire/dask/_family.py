@@ -1,0 +1,152 @@
+"""The ``"fastwire"`` serialization family: Dask's (header, frames) contract on top of
+:mod:`fastwire.pickle`.
+
+Frame 0 is a protocol-5 pickle; every out-of-band buffer (PEP 574: NumPy arrays,
+``pickle.PickleBuffer`` objects) is a frame of its own, handed to Dask as a view of
+the object's memory, never copied. Top-level ``bytes``, ``bytearray`` and
+``memoryview`` values are declined so that Dask's "dask" family sends them as
+frames (pickle would copy them in band, as the standard library does).
+
+Anything fastwire cannot pickle *by reference in a way another process can load*
+raises :class:`NotImplementedError`, which is Dask's signal to try the next family
+in the client's list (normally ``"pickle"``, which then falls back to cloudpickle):
+the family never raises an error Dask would not have raised without it. The
+``__main__`` check is textual, like Dask's own: data that merely contains the text
+``__main__`` also falls through, and still arrives intact.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle as _stdlib_pickle
+import threading
+from typing import Any, Iterable
+
+from cloudpickle import list_registry_pickle_by_value  # a dependency of distributed
+
+from .. import pickle as _fw_pickle
+from ._whole import WHOLE_TYPES
+
+#: The family's name in Dask's registry and in every frame header it writes.
+FAMILY = "fastwire"
+
+# Modules a pickle may not reference if another process must load it by name:
+# ``__main__`` differs per process, and modules registered with cloudpickle's
+# ``register_pickle_by_value`` are deliberately absent on the workers.
+_MAIN = b"__main__"
+
+# Pickle keeps bytes and bytearray in band (a copy into frame 0); Dask's "dask"
+# family sends a top-level one as a frame of its own. Declining them lets it.
+_LEFT_TO_DASK = (bytes, bytearray, memoryview)
+
+_lock = threading.Lock()
+# Restricted decoding (None: unrestricted). Set per process by register().
+_allowed: frozenset | None = None
+#: Decodes done in this process, by family name (see fastwire.dask.decode_counts).
+decodes: collections.Counter = collections.Counter()
+
+
+def _needs_by_value(frame0: bytes) -> bool:
+    """True if the pickle names a module other processes cannot import by name."""
+    if _MAIN in frame0:
+        return True
+    return any(module.encode() in frame0 for module in list_registry_pickle_by_value())
+
+
+def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
+    """Serialize ``x`` for Dask: ``({"writeable": (...)}, [pickle, *buffers])``.
+
+    Raises :class:`NotImplementedError` (never anything else) when fastwire cannot
+    produce a pickle that other processes can load, so that Dask moves on to its
+    next serialization family.
+    """
+    if type(x) in _LEFT_TO_DASK:
+        raise NotImplementedError("Dask's own 'dask' family sends bytes-like values as frames")
+    protocol = 5
+    if context and context.get("pickle-protocol") is not None:
+        # The peer negotiated an older protocol; out-of-band buffers need 5.
+        protocol = min(protocol, context["pickle-protocol"])
+    frames: list = [None]
+    writeable: list[bool] = []
+
+    def buffer_callback(buffer: _stdlib_pickle.PickleBuffer) -> None:
+        view = memoryview(buffer)  # a view of the object's own memory: no copy
+        frames.append(view)
+        writeable.append(not view.readonly)
+
+    try:
+        if protocol >= 5:
+            frame0 = _fw_pickle.dumps(x, protocol=protocol, buffer_callback=buffer_callback)
+        else:
+            frame0 = _fw_pickle.dumps(x, protocol=protocol)
+    except Exception as exc:
+        # Lambdas, local classes, locks ...: Dask's pickle family decides (it
+        # retries with cloudpickle, or raises the error users already know).
+        raise NotImplementedError(f"fastwire cannot pickle {type(x).__qualname__}: {exc}") from exc
+    if _needs_by_value(frame0):
+        raise NotImplementedError(f"{type(x).__qualname__} refers to __main__ or a pickle-by-value module")
+    frames[0] = frame0
+    return {"writeable": tuple(writeable)}, frames
+
+
+def _as_bytes_view(frame) -> memoryview:
+    """A flat unsigned-byte view of a received frame, copying only if it is scattered."""
+    view = frame if isinstance(frame, memoryview) else memoryview(frame)
+    if not view.c_contiguous:
+        return memoryview(bytearray(view))
+    if view.ndim != 1 or view.format != "B":
+        return view.cast("B")
+    return view
+
+
+def _with_writeable(view: memoryview, writeable: bool) -> memoryview:
+    """Give the buffer the writability it had on the sending side, as Dask's pickle family does."""
+    if writeable and view.readonly:
+        return memoryview(bytearray(view))  # a writable object needs writable memory: one copy
+    if not writeable and not view.readonly:
+        return view.toreadonly()  # only a flag, no copy
+    return view
+
+
+def loads(header: dict, frames: list) -> Any:
+    """Rebuild the object written by :func:`dumps` from Dask's ``header`` and ``frames``.
+
+    Raises :class:`ValueError` for a header that does not match the frames, and
+    :class:`pickle.UnpicklingError` for a corrupt pickle or, when the family was
+    registered with ``allowed=``, for a global outside the allowed set.
+    """
+    if not frames:
+        raise ValueError("fastwire frames: no pickle frame")
+    buffers = frames[1:]
+    writeable = header.get("writeable")
+    if not isinstance(writeable, (tuple, list)) or len(writeable) != len(buffers):
+        listed = len(writeable) if isinstance(writeable, (tuple, list)) else "no"
+        raise ValueError(f"fastwire frames: header lists {listed} buffers but {len(buffers)} arrived")
+    views = [_with_writeable(_as_bytes_view(b), bool(w)) for b, w in zip(buffers, writeable)]
+    value = _fw_pickle.loads(frames[0], buffers=views, allowed=_allowed)
+    decodes[FAMILY] += 1
+    return value
+
+
+def register(allowed: Iterable[str | type] | None = None) -> None:
+    """Register (or re-register) the ``"fastwire"`` family in this process's Dask registry.
+
+    ``allowed``: restrict what the family decodes to builtin value types plus these
+    globals (``"module.qualname"`` strings or the objects themselves), for processes
+    that accept data from less-trusted peers; ``None`` (the default) decodes
+    anything, like Dask's own pickle family. fastwire's :func:`~fastwire.dask.whole`
+    containers are always allowed. Registration is per process: every process that
+    decodes the family (client, scheduler, workers) must have run it, which importing
+    :mod:`fastwire.dask` does with the defaults.
+    """
+    global _allowed
+    from distributed.protocol.serialize import register_serialization_family
+
+    with _lock:
+        _allowed = None if allowed is None else frozenset(list(allowed) + list(WHOLE_TYPES))
+        register_serialization_family(FAMILY, dumps, loads)
+
+
+def allowed() -> frozenset | None:
+    """The globals this process's family accepts beyond builtin values (None: unrestricted)."""
+    return _allowed

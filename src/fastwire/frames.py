@@ -1,0 +1,50 @@
+"""Length-prefixed frames: zero-copy scanning of buffers and byte streams.
+
+A frame is a length prefix followed by that many payload bytes. The prefix is
+one struct integer format (``'>I'``, ``'<Q'``, ``'!H'`` ...), ``'multiprocessing'``
+(the ``multiprocessing.connection`` header) or ``'varint'`` (unsigned LEB128, as
+in length-delimited protobuf streams).
+
+- :func:`scan_frames` finds the complete frames in a buffer you already hold.
+- :class:`FrameScanner` follows a stream: ``feed(chunk)``, or ``get_buffer()`` +
+  ``buffer_updated(n)`` to ``recv_into`` the scanner's own buffer.
+- :func:`receive_payload` reads the rest of a large frame into one bytes
+  object that grows with the bytes that arrive.
+- :func:`encode_frame`, :func:`frame_buffers` and :meth:`FramePrefix.header`
+  write frames.
+
+Payloads shorter than ``copy_threshold`` (default 64 KiB) come back as
+``bytes`` copies, longer ones as memoryviews into the buffer (pyzmq's rule:
+a view costs more than copying a small payload, and saves a lot on a large
+one). Views stay valid for as long as they are referenced.
+
+Limits: ``max_frame_size`` (default :data:`DEFAULT_MAX_FRAME_SIZE`, 128 MiB).
+A header declaring more raises :class:`FrameTooLarge` at once; no buffer is
+ever sized from a declared length before the bytes arrive.
+"""
+
+from ._fastwire import (
+    DEFAULT_COPY_THRESHOLD,
+    DEFAULT_MAX_FRAME_SIZE,
+    FrameError,
+    FramePrefix,
+    FrameScanner,
+    FrameTooLarge,
+    encode_frame,
+    frame_buffers,
+    receive_payload,
+    scan_frames,
+)
+
+__all__ = [
+    "DEFAULT_COPY_THRESHOLD",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "FrameError",
+    "FramePrefix",
+    "FrameScanner",
+    "FrameTooLarge",
+    "encode_frame",
+    "frame_buffers",
+    "receive_payload",
+    "scan_frames",
+]

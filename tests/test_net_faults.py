@@ -1,0 +1,227 @@
+"""Socket fault injection (issue 6): real loopback sockets driven by a
+misbehaving peer. Every case ends in complete delivery or a documented
+exception; never a partial object, a lost or reordered message, or memory
+sized by what the peer claims."""
+
+import os
+import pickle
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from fastwire import net
+from fastwire.frames import FrameTooLarge
+
+
+def frame(payload):
+    return struct.pack("!i", len(payload)) + payload
+
+
+def msg(obj):
+    return frame(pickle.dumps(obj, protocol=5))
+
+
+@pytest.fixture
+def tcp_pair():
+    """(raw peer socket, fastwire Connection) over TCP loopback."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(listener.getsockname())
+    peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    accepted, _ = listener.accept()
+    listener.close()
+    conn = net.Connection(accepted)
+    yield peer, conn
+    peer.close()
+    conn.close()
+
+
+def current_rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_one_byte_at_a_time(tcp_pair):
+    peer, conn = tcp_pair
+    objs = [{"k": list(range(50))}, "second", b"z" * 3000]
+    wire = b"".join(msg(o) for o in objs)
+
+    def trickle():
+        for i in range(len(wire)):
+            peer.send(wire[i:i + 1])
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    assert [conn.recv() for _ in objs] == objs
+    thread.join()
+
+
+def test_stall_mid_frame_times_out_then_completes(tcp_pair):
+    peer, conn = tcp_pair
+    wire = msg(["complete", "later"]) + msg("next")
+    conn.settimeout(0.2)
+    peer.sendall(wire[:7])  # header and a little payload, then nothing
+    with pytest.raises(TimeoutError):
+        conn.recv()
+    with pytest.raises(TimeoutError):  # still nothing: still no partial object
+        conn.recv()
+    peer.sendall(wire[7:])
+    assert conn.recv() == ["complete", "later"]
+    assert conn.recv() == "next"
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 10])
+def test_close_mid_header_or_payload_is_eof(tcp_pair, cut):
+    peer, conn = tcp_pair
+    wire = msg("first") + msg({"never": "whole"})
+    peer.sendall(wire[:len(msg("first")) + cut])
+    peer.close()
+    assert conn.recv() == "first"
+    with pytest.raises(EOFError, match="middle"):
+        conn.recv()
+    assert conn.closed
+
+
+def test_clean_close_between_messages_is_plain_eof(tcp_pair):
+    peer, conn = tcp_pair
+    peer.sendall(msg(1))
+    peer.close()
+    assert conn.recv() == 1
+    with pytest.raises(EOFError) as info:
+        conn.recv()
+    assert not info.value.args
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_close_mid_payload_of_a_large_message_is_eof(trusted):
+    a, b = socket.socketpair()
+    conn = net.Connection(b, trusted=trusted)
+    big = msg(b"q" * (8 << 20))
+
+    def send_part():
+        a.sendall(big[:3 << 20])
+        a.close()
+
+    thread = threading.Thread(target=send_part)
+    thread.start()
+    with pytest.raises(EOFError):
+        conn.recv()
+    thread.join()
+    assert conn.closed
+
+
+@pytest.mark.parametrize("header", [
+    struct.pack("!i", 0x7FFFFFFF),
+    struct.pack("!i", -1) + struct.pack("!Q", 2**63),
+    struct.pack("!i", -1) + struct.pack("!Q", 2**64 - 1),
+])
+def test_hostile_length_prefix_is_refused_at_once(tcp_pair, header):
+    peer, conn = tcp_pair
+    peer.sendall(header)  # no payload byte follows
+    conn.settimeout(5)
+    with pytest.raises(FrameTooLarge):
+        conn.recv()
+    assert conn.closed
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_claimed_length_within_the_limit_allocates_nothing_up_front(trusted):
+    a, b = socket.socketpair()
+    conn = net.Connection(b, trusted=trusted)
+    conn.settimeout(0.3)
+    before = current_rss()
+    # 120 MiB claimed (the limit is 128 MiB), 100 bytes sent, then a stall.
+    a.sendall(struct.pack("!i", 120 << 20) + b"\x80\x05" + b"\x00" * 98)
+    with pytest.raises(TimeoutError):
+        conn.recv_bytes()
+    grown = current_rss() - before
+    assert grown < 8 << 20, grown
+    # Cut in the middle of a message over 1 MiB: documented to close the connection.
+    assert conn.closed
+    a.close()
+
+
+def test_connection_reset_by_peer(tcp_pair):
+    peer, conn = tcp_pair
+    peer.sendall(msg("before reset") + msg("cut")[:5])
+    # SO_LINGER 0: close() sends RST instead of FIN.
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+    time.sleep(0.1)
+    try:
+        first = conn.recv()
+    except ConnectionResetError:
+        first = None  # the RST may discard bytes not yet read: an error, never a partial object
+    assert first in ("before reset", None)
+    with pytest.raises((ConnectionResetError, EOFError)):
+        conn.recv()
+
+
+def test_slow_reader_while_the_writer_sends_a_lot():
+    a, b = net.Pipe()
+    count = 2000
+    payload = os.urandom(50_000)
+    done = threading.Event()
+
+    def writer():
+        for i in range(count):
+            a.send((i, payload))
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.3)
+    assert not done.is_set()  # the socket buffer is full: the writer waits, nothing is dropped
+    for i in range(count):
+        index, data = b.recv()
+        assert index == i and data == payload
+        if i % 200 == 0:
+            time.sleep(0.01)
+    thread.join(60)
+    assert done.is_set()
+    a.close()
+    b.close()
+
+
+def test_writer_timeout_closes_the_connection():
+    a, b = net.Pipe()
+    a.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        for _ in range(1000):
+            a.send(b"w" * 1_000_000)  # nobody reads: the socket buffer fills
+    assert a.closed  # a message may be half written: the stream is not reusable
+    b.close()
+
+
+def test_streamed_message_with_an_unimportable_global_is_skipped_whole():
+    a, b = net.Pipe(trusted=True)
+    blob = os.urandom(3 << 20)
+    poisoned = b"\x80\x04cno_such_module_fastwire\nthing\n" + pickle.dumps(blob, protocol=4)[2:]
+
+    def send():
+        a.send_bytes(poisoned)
+        a.send("next")
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    with pytest.raises(ModuleNotFoundError):
+        b.recv()
+    assert b.recv() == "next"
+    thread.join()
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_bytes_after_the_pickle_stop_are_ignored_like_the_stdlib(trusted):
+    from multiprocessing import connection as mpc
+
+    payload = pickle.dumps(b"s" * (2 << 20), protocol=5) + b"trailing junk"
+    a, b = net.Pipe(trusted=trusted)
+    sa, sb = mpc.Pipe()
+    for sender, receiver in ((a, b), (sa, sb)):
+        thread = threading.Thread(target=lambda: (sender.send_bytes(payload), sender.send("next")))
+        thread.start()
+        assert receiver.recv() == b"s" * (2 << 20)
+        assert receiver.recv() == "next"
+        thread.join()
