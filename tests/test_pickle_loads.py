@@ -391,6 +391,26 @@ def test_large_payload_from_file_is_read_in_bounded_chunks():
     assert max(sizes) <= 2 * 1024 * 1024  # chunks, not one read of the claimed length
 
 
+def test_large_payload_from_file_is_read_into_a_growing_object():
+    """With readinto() the payload is read straight into the result (as the
+    stdlib does), in windows that grow with what arrived."""
+    blob = os.urandom(3 * 1024 * 1024 + 17)
+    windows = []
+
+    class Recording(io.BytesIO):
+        def readinto(self, b):
+            windows.append(len(b))
+            return super().readinto(b)
+
+    assert fwpickle.load(Recording(pickle.dumps(blob, 5))) == blob
+    assert windows and max(windows) <= 2 * 1024 * 1024
+    # A length field far beyond the data: windows stay small, then truncation.
+    windows.clear()
+    with pytest.raises(pickle.UnpicklingError):
+        fwpickle.load(Recording(b"\x80\x05\x8e" + (1 << 40).to_bytes(8, "little") + b"xyz"))
+    assert max(windows) <= 1024 * 1024
+
+
 # --- the Unpickler class ------------------------------------------------------
 
 def test_unpickler_memo_persists_across_loads_like_stdlib():

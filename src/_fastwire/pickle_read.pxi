@@ -820,9 +820,18 @@ cdef int _unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except 
     _unp_commit_peek(u)
     have = PyBytes_FromStringAndSize(u.pos, u.end - u.pos)
     u.pos = u.end
-    data = have + _unp_read_exactly(u, n - PyBytes_GET_SIZE(have))
-    if PyBytes_GET_SIZE(data) < n:
-        raise UnpicklingError("pickle data was truncated")
+    if u.file_readinto is not None:
+        # Like the stdlib, read straight into the object returned (peak memory
+        # 1x the payload), but grow it with the bytes that arrive rather than
+        # allocating what the length field claims (frames.pxi's helper).
+        try:
+            data = receive_payload(u.file_readinto, n, have)
+        except EOFError:
+            raise UnpicklingError("pickle data was truncated") from None
+    else:
+        data = have + _unp_read_exactly(u, n - PyBytes_GET_SIZE(have))
+        if PyBytes_GET_SIZE(data) < n:
+            raise UnpicklingError("pickle data was truncated")
     return _unp_push_obj(u, bytearray(data) if as_bytearray else data)
 
 
