@@ -1,1 +1,1796 @@
-# Placeholder: this part of the core has not been written yet.
+# The pickle decoder: one stack machine that walks the input with a pointer
+# and a switch on the opcode byte, keeping the value stack, the mark stack and
+# the memo in C arrays.  It reads every pickle the stdlib writes (protocols
+# 0-5) and raises the stdlib's exception types for bad input.
+#
+# Memory is only ever allocated for bytes that have arrived: a length field is
+# checked against the input before anything is allocated (in-memory input) or
+# the payload is read in bounded, growing chunks (file input).  The memo is a
+# dense array only for indices the input could plausibly have produced;
+# anything sparser goes to a dict.  Nesting depth costs stack slots, never C
+# recursion, so there is no depth limit to configure.
+#
+# Restricted mode (`allowed=`) is enforced here, at the three places a pickle
+# can reach code: resolving a global, calling something (REDUCE, NEWOBJ,
+# INST, OBJ) and applying state (BUILD).
+
+from cpython.buffer cimport PyObject_CheckBuffer
+from libc.string cimport memchr
+
+import pickle as _unp_std
+import copyreg as _unp_copyreg
+import _compat_pickle as _unp_compat
+import sys as _unp_sys
+import builtins as _unp_builtins
+import _codecs as _unp_codecs
+
+cdef extern from "unpickle.h":
+    int fw_list_extend_steal(PyObject *lst, PyObject **items, Py_ssize_t n) except -1
+    PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n) except NULL
+    PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n) except NULL
+    PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n) except NULL
+    Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
+    long fw_le_int(const char *s, int nbytes) nogil
+    double fw_be_double(const char *s) nogil
+    bint fw_memoryview_is_readonly(object view)
+    void fw_memoryview_set_readonly(object view)
+    bint fw_type_has_new(PyObject *cls)
+    PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs) except NULL
+    int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result) except -1
+    ctypedef struct fw_intern_cache:
+        pass
+    int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name,
+                            fw_intern_cache *interns) except -1
+    void fw_intern_cache_clear(fw_intern_cache *cache)
+    long fw_strtol(const char *s, char **end, int *failed)
+
+# Raw-pointer variants of the C API: the decoder moves references between its
+# arrays by hand, so these neither take nor drop references behind its back.
+cdef extern from "Python.h":
+    void c_incref "Py_INCREF"(PyObject *o)
+    void c_decref "Py_DECREF"(PyObject *o)
+    void c_xdecref "Py_XDECREF"(PyObject *o)
+    PyObject *c_none "Py_None"
+    PyObject *c_true "Py_True"
+    PyObject *c_false "Py_False"
+    PyObject *c_int_from_long "PyLong_FromLong"(long v) except NULL
+    PyObject *c_int_from_le_bytes "_PyLong_FromByteArray"(
+        const unsigned char *b, size_t n, int little_endian, int is_signed) except NULL
+    PyObject *c_float_from_double "PyFloat_FromDouble"(double v) except NULL
+    PyObject *c_bytes_from "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
+    PyObject *c_bytearray_from "PyByteArray_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
+    PyObject *c_new_list "PyList_New"(Py_ssize_t n) except NULL
+    PyObject *c_new_dict "PyDict_New"() except NULL
+    PyObject *c_new_set "PySet_New"(PyObject *iterable) except NULL
+    PyObject *c_new_tuple "PyTuple_New"(Py_ssize_t n) except NULL
+    int c_dict_setitem "PyDict_SetItem"(PyObject *d, PyObject *k, PyObject *v) except -1
+    int c_setitem "PyObject_SetItem"(PyObject *o, PyObject *k, PyObject *v) except -1
+    int c_set_add "PySet_Add"(PyObject *s, PyObject *v) except -1
+    bint c_is_list_exact "PyList_CheckExact"(PyObject *o)
+    bint c_is_dict_exact "PyDict_CheckExact"(PyObject *o)
+    bint c_is_dict "PyDict_Check"(PyObject *o)
+    bint c_is_set "PySet_Check"(PyObject *o)
+    bint c_is_tuple "PyTuple_Check"(PyObject *o)
+    bint c_is_type "PyType_Check"(PyObject *o)
+    bint c_is_str_exact "PyUnicode_CheckExact"(PyObject *o)
+    PyObject *c_call_object "PyObject_CallObject"(PyObject *f, PyObject *args) except NULL
+    PyObject *c_unicode_decode "PyUnicode_Decode"(
+        const char *s, Py_ssize_t n, const char *encoding, const char *errors) except NULL
+    PyObject *c_decode_raw_unicode_escape "PyUnicode_DecodeRawUnicodeEscape"(
+        const char *s, Py_ssize_t n, const char *errors) except NULL
+    PyObject *c_decode_utf8 "PyUnicode_DecodeUTF8"(const char *s, Py_ssize_t n, const char *errors) except NULL
+    PyObject *c_decode_ascii "PyUnicode_DecodeASCII"(const char *s, Py_ssize_t n, const char *errors) except NULL
+    PyObject *c_bytes_decode_escape "PyBytes_DecodeEscape"(
+        const char *s, Py_ssize_t n, const char *errors, Py_ssize_t unused, const char *unused2) except NULL
+    PyObject *c_int_from_string "PyLong_FromString"(const char *s, char **end, int base) except NULL
+    double PyOS_string_to_double(const char *s, char **endptr, object overflow_exception) except? -1.0
+    void PyUnicode_InternInPlace(PyObject **p)
+    PyObject *PyImport_Import(object name) except NULL
+    int PySys_Audit(const char *event, const char *fmt, ...) except -1
+    PyObject *PyMemoryView_FromObject(object o) except NULL
+    void *PyMem_Malloc(size_t n)
+    void *PyMem_Realloc(void *p, size_t n)
+    void PyMem_Free(void *p)
+
+UnpicklingError = _unp_std.UnpicklingError
+
+cdef enum:
+    UOP_MARK = 0x28
+    UOP_STOP = 0x2e
+    UOP_POP = 0x30
+    UOP_POP_MARK = 0x31
+    UOP_DUP = 0x32
+    UOP_BINBYTES = 0x42
+    UOP_SHORT_BINBYTES = 0x43
+    UOP_FLOAT = 0x46
+    UOP_BINFLOAT = 0x47
+    UOP_INT = 0x49
+    UOP_BININT = 0x4a
+    UOP_BININT1 = 0x4b
+    UOP_LONG = 0x4c
+    UOP_BININT2 = 0x4d
+    UOP_NONE = 0x4e
+    UOP_PERSID = 0x50
+    UOP_BINPERSID = 0x51
+    UOP_REDUCE = 0x52
+    UOP_STRING = 0x53
+    UOP_BINSTRING = 0x54
+    UOP_SHORT_BINSTRING = 0x55
+    UOP_UNICODE = 0x56
+    UOP_BINUNICODE = 0x58
+    UOP_EMPTY_LIST = 0x5d
+    UOP_APPEND = 0x61
+    UOP_BUILD = 0x62
+    UOP_GLOBAL = 0x63
+    UOP_DICT = 0x64
+    UOP_APPENDS = 0x65
+    UOP_GET = 0x67
+    UOP_BINGET = 0x68
+    UOP_INST = 0x69
+    UOP_LONG_BINGET = 0x6a
+    UOP_LIST = 0x6c
+    UOP_OBJ = 0x6f
+    UOP_PUT = 0x70
+    UOP_BINPUT = 0x71
+    UOP_LONG_BINPUT = 0x72
+    UOP_SETITEM = 0x73
+    UOP_TUPLE = 0x74
+    UOP_SETITEMS = 0x75
+    UOP_EMPTY_DICT = 0x7d
+    UOP_EMPTY_TUPLE = 0x29
+    UOP_PROTO = 0x80
+    UOP_NEWOBJ = 0x81
+    UOP_EXT1 = 0x82
+    UOP_EXT2 = 0x83
+    UOP_EXT4 = 0x84
+    UOP_TUPLE1 = 0x85
+    UOP_TUPLE2 = 0x86
+    UOP_TUPLE3 = 0x87
+    UOP_NEWTRUE = 0x88
+    UOP_NEWFALSE = 0x89
+    UOP_LONG1 = 0x8a
+    UOP_LONG4 = 0x8b
+    UOP_SHORT_BINUNICODE = 0x8c
+    UOP_BINUNICODE8 = 0x8d
+    UOP_BINBYTES8 = 0x8e
+    UOP_EMPTY_SET = 0x8f
+    UOP_ADDITEMS = 0x90
+    UOP_FROZENSET = 0x91
+    UOP_NEWOBJ_EX = 0x92
+    UOP_STACK_GLOBAL = 0x93
+    UOP_MEMOIZE = 0x94
+    UOP_FRAME = 0x95
+    UOP_BYTEARRAY8 = 0x96
+    UOP_NEXT_BUFFER = 0x97
+    UOP_READONLY_BUFFER = 0x98
+
+cdef enum:
+    UNP_HIGHEST_PROTOCOL = 5
+    # How much a peekable file is asked for at once (the stdlib's PREFETCH).
+    UNP_PREFETCH = 8192 * 16
+    # First chunk when a large payload is read from a file; chunks then double
+    # with what has arrived, so memory tracks real bytes, not length fields.
+    UNP_FIRST_CHUNK = 1 << 20
+    # Arrays kept by the shared decoder of loads() between calls.
+    UNP_KEEP_STACK = 4096
+    UNP_KEEP_MEMO = 4096
+    # A memo index is stored densely when it is below the number of input
+    # bytes consumed plus this slack (each PUT costs at least one byte).
+    UNP_MEMO_SLACK = 1024
+
+cdef const char *_unp_empty = b""
+
+# The registries the stdlib's C unpickler binds at import time.
+cdef dict _unp_extension_cache = _unp_copyreg._extension_cache
+cdef dict _unp_inverted_registry = _unp_copyreg._inverted_registry
+cdef dict _unp_name_mapping = _unp_compat.NAME_MAPPING
+cdef dict _unp_import_mapping = _unp_compat.IMPORT_MAPPING
+
+cdef str _unp_s_setstate = "__setstate__"
+cdef str _unp_s_dict = "__dict__"
+cdef str _unp_s_getinitargs = "__getinitargs__"
+
+
+# ---------------------------------------------------------------------------
+# Restricted mode
+
+# Globals that pickles of builtin value types refer to (complex, bytearray and
+# sets go through REDUCE at protocols < 4/5; bytes through _codecs.encode at
+# protocols < 3; objects of classes through copyreg._reconstructor at
+# protocols < 2).  Calls to them are argument-checked in _Restriction.check_call.
+_UNP_VALUE_TYPES = (bool, int, float, complex, str, bytes, bytearray, list, tuple,
+                    dict, set, frozenset, object)
+cdef dict _unp_value_globals = {("builtins", t.__name__): t for t in _UNP_VALUE_TYPES}
+_unp_value_globals[("_codecs", "encode")] = _unp_codecs.encode
+_unp_value_globals[("copyreg", "_reconstructor")] = _unp_copyreg._reconstructor
+
+# Codec names an allowed value constructor may be asked for: all built into
+# the interpreter, so a hostile pickle cannot make a codec lookup import an
+# arbitrary encodings.* module.
+cdef frozenset _unp_safe_codecs = frozenset({"latin1", "latin-1", "ascii", "utf-8", "utf8"})
+cdef frozenset _unp_safe_errors = frozenset({"strict", "surrogatepass", "replace", "ignore"})
+
+# Names that would hand the pickle general attribute access, evaluation or
+# importing; listing them in allowed= would make restricted mode meaningless.
+cdef frozenset _unp_never_allowed = frozenset({
+    ("builtins", n) for n in (
+        "getattr", "setattr", "delattr", "eval", "exec", "compile", "__import__",
+        "open", "globals", "locals", "vars", "breakpoint", "input", "help")
+} | {("importlib", "import_module"), ("os", "system"), ("posix", "system"),
+     ("nt", "system"), ("subprocess", "Popen"), ("subprocess", "run"),
+     ("subprocess", "call"), ("subprocess", "check_output"), ("pickle", "loads"),
+     ("_pickle", "loads"), ("pickle", "load"), ("_pickle", "load")})
+
+
+cdef class _Restriction:
+    """What a restricted unpickler may build: builtin value types plus the
+    classes and "module.name" globals the caller allowed."""
+
+    cdef dict by_name      # (module, name) -> object, or None until resolved
+    cdef dict trusted      # id(obj) -> obj for allowed callables/classes met
+
+    def __cinit__(self, allowed):
+        self.by_name = {}
+        self.trusted = {}
+        if isinstance(allowed, (str, bytes)):
+            raise TypeError("allowed= must be an iterable of classes or 'module.name' "
+                            "strings, not a single string")
+        for item in allowed:
+            if isinstance(item, str):
+                module, dot, name = item.rpartition(".")
+                if not dot or not module or not name:
+                    raise ValueError(f"allowed= entry {item!r} is not of the form 'module.name'")
+                key = (module, name)
+                obj = None
+            else:
+                module = getattr(item, "__module__", None)
+                name = getattr(item, "__qualname__", None)
+                if not isinstance(module, str) or not isinstance(name, str):
+                    raise TypeError(f"allowed= entry {item!r} is neither a 'module.name' "
+                                    "string nor a class or function")
+                key = (module, name)
+                obj = item
+                self.trusted[id(item)] = item
+            if key in _unp_never_allowed:
+                raise ValueError(
+                    f"allowed= must not contain {module}.{name}: it gives a pickle "
+                    "general code execution, which restricted mode exists to prevent")
+            self.by_name[key] = obj
+
+    cdef object check_global(self, module, name):
+        """Refuse a global before anything is imported; return the allowed
+        object itself when the caller passed it (no import needed)."""
+        key = (module, name)
+        if key in _unp_value_globals:
+            return _unp_value_globals[key]
+        if key in self.by_name:
+            return self.by_name[key]
+        raise UnpicklingError(
+            f"global '{module}.{name}' is not allowed: restricted unpickling (allowed=) "
+            "builds only builtin value types and the globals listed in allowed=")
+
+    cdef void trust(self, obj):
+        self.trusted[id(obj)] = obj
+
+    cdef int check_call(self, func, args, str what) except -1:
+        """Refuse calling anything but allowed globals and value constructors
+        with arguments that cannot allocate or import by surprise."""
+        if id(func) in self.trusted and self.trusted[id(func)] is func:
+            return 0
+        if type(args) is not tuple:
+            return 0  # the call itself raises the stdlib's TypeError
+        if func is bytes or func is bytearray or func is str:
+            if len(args) == 1 and isinstance(args[0], int) and func is not str:
+                raise UnpicklingError(f"{what}: {func.__name__}(int) is not allowed in "
+                                      "restricted mode (it allocates by an untrusted size)")
+            self._check_codec_args(args, 1, what)
+            return 0
+        if func is _unp_codecs.encode:
+            if (len(args) == 2 and type(args[0]) is str and type(args[1]) is str
+                    and args[1] in _unp_safe_codecs):
+                return 0
+            raise UnpicklingError(f"{what}: _codecs.encode is only allowed with a str and "
+                                  "one of the builtin codecs in restricted mode")
+        if func is _unp_copyreg._reconstructor:
+            if len(args) == 3:
+                cls, base = args[0], args[1]
+                if (isinstance(cls, type) and id(cls) in self.trusted and
+                        (base is object or base in _UNP_VALUE_TYPES)):
+                    if base is not object:
+                        self.check_call(base, (args[2],), what)
+                    return 0
+            raise UnpicklingError(f"{what}: copyreg._reconstructor is only allowed for "
+                                  "allowed classes in restricted mode")
+        if func in _UNP_VALUE_TYPES:
+            return 0
+        raise UnpicklingError(f"{what} of {_unp_describe(func)} is not allowed: restricted "
+                              "unpickling (allowed=) only calls builtin value types and the "
+                              "globals listed in allowed=")
+
+    cdef int _check_codec_args(self, tuple args, Py_ssize_t first, str what) except -1:
+        if len(args) > first and args[first] not in _unp_safe_codecs:
+            raise UnpicklingError(f"{what}: codec {args[first]!r} is not allowed in restricted mode")
+        if len(args) > first + 1 and args[first + 1] not in _unp_safe_errors:
+            raise UnpicklingError(f"{what}: error handler {args[first + 1]!r} is not allowed "
+                                  "in restricted mode")
+        return 0
+
+    cdef int check_build(self, inst) except -1:
+        cls = type(inst)
+        if not isinstance(inst, type) and id(cls) in self.trusted and self.trusted[id(cls)] is cls:
+            return 0
+        raise UnpicklingError(f"BUILD on {_unp_describe(inst)} is not allowed: restricted "
+                              "unpickling (allowed=) only sets the state of instances of "
+                              "the classes listed in allowed=")
+
+
+cdef str _unp_describe(obj):
+    module = getattr(obj, "__module__", None)
+    name = getattr(obj, "__qualname__", None)
+    if isinstance(module, str) and isinstance(name, str):
+        return f"'{module}.{name}'"
+    return f"an object of type '{type(obj).__qualname__}'"
+
+
+# ---------------------------------------------------------------------------
+# Resolving globals
+
+cdef object _unp_get_dotted(obj, str name, bint allow_qualname):
+    if not allow_qualname:
+        return getattr(obj, name)
+    parts = name.split(".")
+    if "<locals>" in parts:
+        raise AttributeError(f"Can't get local attribute {name!r} on {obj!r}")
+    for part in parts:
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(f"Can't get attribute {name!r} on {obj!r}") from None
+    return obj
+
+
+cdef object _unp_map_name(int proto, bint fix_imports, module, name):
+    """The Python 2 -> 3 renaming the stdlib applies to protocols < 3."""
+    if proto < 3 and fix_imports:
+        key = (module, name)
+        if key in _unp_name_mapping:
+            return _unp_name_mapping[key]
+        if module in _unp_import_mapping:
+            return (_unp_import_mapping[module], name)
+    return (module, name)
+
+
+cdef object _unp_default_find_class(int proto, bint fix_imports, module_name, global_name):
+    PySys_Audit("pickle.find_class", "OO", <PyObject *>module_name, <PyObject *>global_name)
+    module_name, global_name = _unp_map_name(proto, fix_imports, module_name, global_name)
+    module = <object>PyImport_Import(module_name)
+    c_decref(<PyObject *>module)  # PyImport_Import returned a new reference
+    return _unp_get_dotted(module, global_name, proto >= 4)
+
+
+# ---------------------------------------------------------------------------
+# The decoder
+
+cdef class UnpicklerMemoProxy:
+    """A live view of an Unpickler's memo (``copy()`` and ``clear()``)."""
+
+    cdef Unpickler owner
+
+    def __cinit__(self, Unpickler owner):
+        self.owner = owner
+
+    def copy(self):
+        """Return the memo as a new dict {index: object}."""
+        return _unp_memo_as_dict(self.owner)
+
+    def clear(self):
+        """Forget every memoized object."""
+        _unp_memo_clear(self.owner)
+
+    def __reduce__(self):
+        return dict, (self.copy(),)
+
+
+cdef class Unpickler:
+    """Unpickler(file, *, fix_imports=True, encoding="ASCII", errors="strict",
+    buffers=(), allowed=None)
+
+    Read pickles from a binary file; a drop-in for :class:`pickle.Unpickler`.
+
+    *file* needs ``read()`` and ``readline()``; ``peek()`` and ``readinto()``
+    are used when present.  :meth:`load` consumes exactly one pickle, so
+    several pickles written back to back on one stream (a file, a
+    ``socket.makefile("rb")``) load one at a time.  *fix_imports*,
+    *encoding* and *errors* control Python 2 compatibility exactly as in the
+    stdlib (``encoding="bytes"`` keeps Python 2 str as bytes,
+    ``encoding="latin1"`` is what numpy and datetime pickles need); *buffers*
+    supplies PEP 574 out-of-band buffers in order.
+
+    Subclasses may override :meth:`find_class` and define ``persistent_load``
+    (or assign it), as with the stdlib; :attr:`memo` persists across
+    :meth:`load` calls.
+
+    Security
+    --------
+    Unpickling runs code named by the data.  Never load untrusted data
+    without ``allowed=``.  With ``allowed=`` (an iterable of classes or
+    ``"module.name"`` strings, possibly empty) the unpickler builds only None,
+    bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set,
+    frozenset and the allowed globals, and raises :class:`UnpicklingError`
+    naming any other global *before* importing or calling anything.  Calls
+    (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ) are allowed only on allowed globals
+    and on the value types with arguments that cannot allocate by an
+    untrusted size (``bytes(10**12)``) or import a codec; state (BUILD) is
+    applied only to instances of allowed classes, never to classes.
+    Globals that hand a pickle general code execution (``builtins.getattr``,
+    ``eval``, ``exec``, ``__import__``, ``os.system`` ...) are refused in
+    *allowed* with :exc:`ValueError`.  Everything you allow is trusted: an
+    allowed class is called with arguments chosen by the data.  A subclass's
+    ``persistent_load`` and ``find_class`` are the caller's own code and are
+    called as usual (``find_class`` only for names that passed the check).
+
+    Limits
+    ------
+    No configurable limit is needed: every allocation is bounded by a small
+    multiple of the input bytes that actually arrived (length fields larger
+    than the data raise before allocating; file payloads are read in chunks
+    that double from 1 MiB; memo indices far beyond the input go to a sparse
+    dict), and nesting costs heap stack slots, not C recursion.  A hostile
+    stream can still make the unpickler hold as much memory as the bytes it
+    sends; bound the stream itself (e.g. a framed transport with a maximum
+    frame size) where that matters.
+    """
+
+    # Input: [pos, end) is what can be decoded without asking the file.
+    cdef const char *pos
+    cdef const char *end
+    cdef const char *buf_start
+    cdef object src                 # owns the bytes pos points into
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef Py_ssize_t consumed_before  # bytes consumed from earlier buffers
+    # File input (file_read is None for loads()).
+    cdef object file_read
+    cdef object file_readline
+    cdef object file_readinto
+    cdef object file_peek
+    cdef bint from_peek             # pos points into peeked, unconsumed data
+    # Value stack and mark stack.
+    cdef PyObject **stack
+    cdef Py_ssize_t sp
+    cdef Py_ssize_t stack_cap
+    cdef Py_ssize_t fence
+    cdef Py_ssize_t *marks
+    cdef Py_ssize_t nmarks
+    cdef Py_ssize_t marks_cap
+    # Memo: dense array plus a dict for implausibly large indices.
+    cdef PyObject **memo
+    cdef Py_ssize_t memo_cap
+    cdef Py_ssize_t memo_len
+    cdef Py_ssize_t memo_hi
+    cdef dict memo_sparse
+    # Options.
+    cdef int proto
+    cdef bint fix_imports
+    cdef bytes encoding
+    cdef bytes errors
+    cdef bint encoding_is_bytes
+    cdef object buffers
+    cdef object find_class_hook     # bound method when a subclass overrides it
+    cdef object pers_func
+    cdef object pers_func_set       # assigned through the persistent_load attribute
+    cdef _Restriction restriction
+    cdef bint busy
+    cdef bint initialized
+    cdef char *line
+    cdef Py_ssize_t line_cap
+    cdef fw_intern_cache interns    # attribute names BUILD interned, per load
+
+    def __cinit__(self, *args, **kwargs):
+        self.pos = self.end = self.buf_start = _unp_empty
+        self.proto = 0
+        self.fix_imports = True
+        self.encoding = b"ASCII"
+        self.errors = b"strict"
+
+    def __init__(self, file, *, fix_imports=True, encoding="ASCII", errors="strict",
+                 buffers=(), allowed=None):
+        peek = getattr(file, "peek", None)
+        readinto = getattr(file, "readinto", None)
+        read = getattr(file, "read", None)
+        readline = getattr(file, "readline", None)
+        if read is None or readline is None:
+            raise TypeError("file must have 'read' and 'readline' attributes")
+        _unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
+        self.file_read = read
+        self.file_readline = readline
+        self.file_readinto = readinto
+        self.file_peek = peek
+        self.initialized = True
+
+    def __dealloc__(self):
+        _unp_clear_stack(self, 0)
+        fw_intern_cache_clear(&self.interns)
+        _unp_release_input(self)
+        _unp_memo_clear(self)
+        PyMem_Free(self.stack)
+        PyMem_Free(self.marks)
+        PyMem_Free(self.memo)
+        PyMem_Free(self.line)
+
+    def load(self):
+        """Read one pickle from the file and return the object it describes.
+
+        Raises EOFError at the end of the stream, UnpicklingError (or the
+        stdlib's exception for the same case) for bad data.
+        """
+        if not self.initialized:
+            raise UnpicklingError(f"Unpickler.__init__() was not called by "
+                                  f"{type(self).__name__}.__init__()")
+        if self.busy:
+            raise RuntimeError("Unpickler.load() is already running")
+        _unp_bind_hooks(self)
+        self.busy = True
+        try:
+            return _unp_decode(self)
+        finally:
+            self.busy = False
+            _unp_clear_stack(self, 0)
+            fw_intern_cache_clear(&self.interns)
+            _unp_finish_file(self)
+            self.find_class_hook = None
+            self.pers_func = None
+
+    def find_class(self, module_name, global_name):
+        """Return the object *global_name* of module *module_name*.
+
+        Imports the module if necessary; applies the Python 2 renames for
+        protocols < 3 when fix_imports is true.  Subclasses may override it
+        (e.g. to restrict what a pickle can load); in restricted mode it is
+        only called for names that passed the allowed= check.
+        """
+        return _unp_default_find_class(self.proto, self.fix_imports, module_name, global_name)
+
+    @property
+    def memo(self):
+        """The memo {index: object}, kept across load() calls."""
+        return UnpicklerMemoProxy(self)
+
+    @memo.setter
+    def memo(self, value):
+        if value is None:
+            raise TypeError("attribute deletion is not supported")
+        if isinstance(value, UnpicklerMemoProxy):
+            value = (<UnpicklerMemoProxy>value).copy()
+        elif not isinstance(value, dict):
+            raise TypeError(f"'memo' attribute must be an UnpicklerMemoProxy object "
+                            f"or dict, not {type(value).__name__}")
+        items = []
+        for key, obj in (<dict>value).items():
+            if not isinstance(key, int):
+                raise TypeError("memo key must be integers")
+            if key < 0:
+                raise ValueError("memo key must be positive integers.")
+            items.append((key, obj))
+        _unp_memo_clear(self)
+        for key, obj in items:
+            _unp_memo_put(self, key, <PyObject *>obj, True)
+
+    @property
+    def persistent_load(self):
+        """The function called with each persistent id (unset by default)."""
+        if self.pers_func_set is None:
+            raise AttributeError("persistent_load")
+        return self.pers_func_set
+
+    @persistent_load.setter
+    def persistent_load(self, value):
+        if value is None:
+            raise TypeError("attribute deletion is not supported")
+        if not callable(value):
+            raise TypeError("persistent_load must be a callable taking one argument")
+        self.pers_func_set = value
+
+
+cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
+                        allowed) except -1:
+    if not isinstance(encoding, str):
+        raise TypeError(f"argument 'encoding' must be str, not {type(encoding).__name__}")
+    if not isinstance(errors, str):
+        raise TypeError(f"argument 'errors' must be str, not {type(errors).__name__}")
+    u.fix_imports = bool(fix_imports)
+    u.encoding = (<str>encoding).encode("utf-8")
+    u.errors = (<str>errors).encode("utf-8")
+    if b"\0" in u.encoding or b"\0" in u.errors:
+        raise ValueError("embedded null character")
+    u.encoding_is_bytes = encoding == "bytes"
+    if buffers is None or (type(buffers) is tuple and len(<tuple>buffers) == 0):
+        u.buffers = None
+    else:
+        u.buffers = iter(buffers)
+    u.restriction = None if allowed is None else _Restriction(allowed)
+    return 0
+
+
+cdef int _unp_bind_hooks(Unpickler u) except -1:
+    """Find a subclass's find_class override and persistent_load, as the
+    stdlib does per load (an exact Unpickler has neither)."""
+    cls = type(u)
+    u.pers_func = u.pers_func_set
+    if cls is Unpickler:
+        u.find_class_hook = None
+        return 0
+    if getattr(cls, "find_class", None) is not Unpickler.find_class or \
+            (hasattr(u, "__dict__") and "find_class" in u.__dict__):
+        u.find_class_hook = getattr(u, "find_class")
+    else:
+        u.find_class_hook = None
+    if u.pers_func is None:
+        u.pers_func = getattr(u, "persistent_load", None)
+    return 0
+
+
+# ----- input ---------------------------------------------------------------
+
+cdef int _unp_set_memory_input(Unpickler u, data) except -1:
+    if type(data) is bytes:
+        u.src = data
+        u.pos = PyBytes_AS_STRING(data)
+        u.end = u.pos + PyBytes_GET_SIZE(data)
+    else:
+        PyObject_GetBuffer(data, &u.view, PyBUF_SIMPLE)
+        u.has_view = True
+        u.pos = <const char *>u.view.buf
+        u.end = u.pos + u.view.len
+    u.buf_start = u.pos
+    u.consumed_before = 0
+    return 0
+
+
+cdef void _unp_release_input(Unpickler u) noexcept:
+    if u.has_view:
+        u.has_view = False
+        PyBuffer_Release(&u.view)
+    u.src = None
+    u.pos = u.end = u.buf_start = _unp_empty
+
+
+cdef inline Py_ssize_t _unp_consumed(Unpickler u) noexcept:
+    return u.consumed_before + (u.pos - u.buf_start)
+
+
+cdef int _unp_use_buffer(Unpickler u, data, bint from_peek) except -1:
+    """Make the bytes object `data` the current buffer (file input)."""
+    u.consumed_before += u.pos - u.buf_start
+    u.src = data
+    u.pos = u.buf_start = PyBytes_AS_STRING(data)
+    u.end = u.pos + PyBytes_GET_SIZE(data)
+    u.from_peek = from_peek
+    return 0
+
+
+cdef bytes _unp_as_bytes(data, str method):
+    if type(data) is bytes:
+        return <bytes>data
+    if not PyObject_CheckBuffer(data):
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}' "
+                        f"(returned by the file's {method}())")
+    return bytes(data)
+
+
+cdef int _unp_commit_peek(Unpickler u) except -1:
+    """Advance the file past what was decoded from peeked data."""
+    cdef Py_ssize_t used
+    if u.from_peek:
+        used = u.pos - u.buf_start
+        u.from_peek = False
+        _unp_use_buffer(u, b"", False)
+        if used > 0:
+            u.file_read(used)
+    return 0
+
+
+cdef bytes _unp_read_exactly(Unpickler u, Py_ssize_t n):
+    """Read n bytes (fewer at end of stream) in chunks that grow with what
+    has arrived, so a hostile length never sizes an allocation."""
+    cdef Py_ssize_t got = 0, chunk = UNP_FIRST_CHUNK
+    if n <= UNP_FIRST_CHUNK:
+        data = _unp_as_bytes(u.file_read(n), "read")
+        if PyBytes_GET_SIZE(data) >= n or PyBytes_GET_SIZE(data) == 0:
+            return data
+        parts = [data]
+        got = PyBytes_GET_SIZE(data)
+    else:
+        parts = []
+    while got < n:
+        want = n - got
+        if want > chunk:
+            want = chunk
+        data = _unp_as_bytes(u.file_read(want), "read")
+        if PyBytes_GET_SIZE(data) == 0:
+            break
+        parts.append(data)
+        got += PyBytes_GET_SIZE(data)
+        if got >= chunk:
+            chunk = got
+    return b"".join(parts)
+
+
+cdef int _unp_fill(Unpickler u, Py_ssize_t n) except -1:
+    """Make n bytes readable at u.pos from the file, or raise the stdlib's
+    truncation error.
+
+    Like the stdlib, an argument is never stitched together from the rest of
+    an earlier read and a new one: valid pickles never straddle a frame, and
+    matching the stdlib keeps the outcome of corrupt streams identical.
+    (Peeked bytes are not lost: the file still holds them.)
+    """
+    if u.file_read is None:
+        raise UnpicklingError("pickle data was truncated")
+    _unp_commit_peek(u)
+    if u.file_peek is not None and n < UNP_PREFETCH:
+        try:
+            data = u.file_peek(UNP_PREFETCH)
+        except NotImplementedError:
+            u.file_peek = None
+        else:
+            data = _unp_as_bytes(data, "peek")
+            if PyBytes_GET_SIZE(data) >= n:
+                _unp_use_buffer(u, data, True)
+                return 0
+    _unp_use_buffer(u, _unp_read_exactly(u, n), False)
+    if u.end - u.pos < n:
+        raise UnpicklingError("pickle data was truncated")
+    return 0
+
+
+cdef const char *_unp_take_slow(Unpickler u, Py_ssize_t n) except NULL:
+    cdef const char *s
+    _unp_fill(u, n)
+    s = u.pos
+    u.pos = s + n
+    return s
+
+
+cdef inline const char *_unp_take_fast(Unpickler u, Py_ssize_t n) noexcept:
+    """The in-buffer case of _unp_take, small enough to inline everywhere;
+    NULL means "call _unp_take_slow"."""
+    cdef const char *s = u.pos
+    if u.end - s < n:
+        return NULL
+    u.pos = s + n
+    return s
+
+
+cdef inline const char *_unp_take(Unpickler u, Py_ssize_t n) except NULL:
+    """Consume n bytes of input; the pointer stays valid until the next take."""
+    cdef const char *s = u.pos
+    if u.end - s < n:
+        return _unp_take_slow(u, n)
+    u.pos = s + n
+    return s
+
+
+cdef Py_ssize_t _unp_readline(Unpickler u, const char **out) except -1:
+    """Return the length of the next line including its newline; *out points
+    at it (valid until the next read)."""
+    cdef const char *nl = <const char *>memchr(u.pos, b'\n', u.end - u.pos)
+    cdef Py_ssize_t n
+    if nl == NULL:
+        if u.file_read is None:
+            raise UnpicklingError("pickle data was truncated")
+        _unp_commit_peek(u)
+        _unp_use_buffer(u, _unp_as_bytes(u.file_readline(), "readline"), False)
+        n = u.end - u.pos
+        if n == 0 or u.pos[n - 1] != b'\n':
+            raise UnpicklingError("pickle data was truncated")
+        nl = u.pos + n - 1
+    n = nl - u.pos + 1
+    out[0] = u.pos
+    u.pos += n
+    return n
+
+
+cdef char *_unp_line_copy(Unpickler u, const char *s, Py_ssize_t n) except NULL:
+    """A NUL-terminated private copy of a text argument for C parsers."""
+    cdef char *p
+    if n + 1 > u.line_cap:
+        p = <char *>PyMem_Realloc(u.line, n + 1)
+        if p == NULL:
+            raise MemoryError()
+        u.line = p
+        u.line_cap = n + 1
+    memcpy(u.line, s, n)
+    u.line[n] = 0
+    return u.line
+
+
+cdef int _unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except -1:
+    """Push n bytes of data as a new bytes (or bytearray) object."""
+    cdef const char *s
+    if n == 0 and u.pos == u.end and u.file_read is None:
+        # The stdlib asks its (absent) file for the zero bytes and reports
+        # truncation; match its exception.
+        raise UnpicklingError("pickle data was truncated")
+    if u.end - u.pos >= n or u.file_read is None:
+        s = _unp_take(u, n)
+        if as_bytearray:
+            return _unp_push(u, c_bytearray_from(s, n))
+        return _unp_push(u, c_bytes_from(s, n))
+    _unp_commit_peek(u)
+    have = PyBytes_FromStringAndSize(u.pos, u.end - u.pos)
+    u.pos = u.end
+    if u.file_readinto is not None:
+        # Like the stdlib, read straight into the object returned (peak memory
+        # 1x the payload), but grow it with the bytes that arrive rather than
+        # allocating what the length field claims (frames.pxi's helper).
+        try:
+            data = receive_payload(u.file_readinto, n, have)
+        except EOFError:
+            raise UnpicklingError("pickle data was truncated") from None
+    else:
+        data = have + _unp_read_exactly(u, n - PyBytes_GET_SIZE(have))
+        if PyBytes_GET_SIZE(data) < n:
+            raise UnpicklingError("pickle data was truncated")
+    return _unp_push_obj(u, bytearray(data) if as_bytearray else data)
+
+
+cdef int _unp_finish_file(Unpickler u) except -1:
+    if u.file_read is not None:
+        _unp_commit_peek(u)
+    return 0
+
+
+# ----- stacks --------------------------------------------------------------
+
+cdef int _unp_grow_stack(Unpickler u) except -1:
+    cdef Py_ssize_t cap = u.stack_cap * 2 if u.stack_cap else 64
+    cdef PyObject **p = <PyObject **>PyMem_Realloc(u.stack, cap * sizeof(PyObject *))
+    if p == NULL:
+        raise MemoryError()
+    u.stack = p
+    u.stack_cap = cap
+    return 0
+
+
+cdef inline int _unp_push(Unpickler u, PyObject *o) noexcept:
+    """Push a new reference (stolen) into the slot the decode loop reserved
+    before this opcode: every opcode pushes at most one value."""
+    u.stack[u.sp] = o
+    u.sp += 1
+    return 0
+
+
+cdef inline int _unp_push_borrowed(Unpickler u, PyObject *o) noexcept:
+    c_incref(o)
+    return _unp_push(u, o)
+
+
+cdef inline int _unp_push_obj(Unpickler u, obj) noexcept:
+    return _unp_push_borrowed(u, <PyObject *>obj)
+
+
+cdef int _unp_underflow(Unpickler u) except -1:
+    raise UnpicklingError("unexpected MARK found" if u.nmarks else "unpickling stack underflow")
+
+
+cdef object _unp_pop(Unpickler u):
+    cdef PyObject *p
+    if u.sp <= u.fence:
+        _unp_underflow(u)
+    u.sp -= 1
+    p = u.stack[u.sp]
+    obj = <object>p
+    c_decref(p)
+    return obj
+
+
+cdef void _unp_clear_stack(Unpickler u, Py_ssize_t to) noexcept:
+    cdef PyObject *p
+    while u.sp > to:
+        u.sp -= 1
+        p = u.stack[u.sp]
+        c_decref(p)
+
+
+cdef int _unp_push_mark(Unpickler u) except -1:
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t *p
+    if u.nmarks == u.marks_cap:
+        cap = u.marks_cap * 2 + 20
+        p = <Py_ssize_t *>PyMem_Realloc(u.marks, cap * sizeof(Py_ssize_t))
+        if p == NULL:
+            raise MemoryError()
+        u.marks = p
+        u.marks_cap = cap
+    u.marks[u.nmarks] = u.sp
+    u.nmarks += 1
+    u.fence = u.sp
+    return 0
+
+
+cdef inline Py_ssize_t _unp_marker(Unpickler u) except -1:
+    cdef Py_ssize_t mark
+    if u.nmarks < 1:
+        raise UnpicklingError("could not find MARK")
+    u.nmarks -= 1
+    mark = u.marks[u.nmarks]
+    u.fence = u.marks[u.nmarks - 1] if u.nmarks else 0
+    return mark
+
+
+cdef tuple _unp_pop_tuple(Unpickler u, Py_ssize_t start):
+    cdef PyObject *t
+    if start < u.fence:
+        _unp_underflow(u)
+    t = fw_tuple_from_steal(u.stack + start, u.sp - start)
+    u.sp = start
+    result = <tuple>t
+    c_decref(t)
+    return result
+
+
+# ----- memo ----------------------------------------------------------------
+
+cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint trusted) except -1:
+    cdef PyObject *old
+    cdef Py_ssize_t cap
+    cdef PyObject **p
+    if idx >= u.memo_cap:
+        if trusted or idx < _unp_consumed(u) + UNP_MEMO_SLACK:
+            cap = u.memo_cap * 2 if u.memo_cap else 64
+            if cap <= idx:
+                cap = idx + 1
+            p = <PyObject **>PyMem_Realloc(u.memo, cap * sizeof(PyObject *))
+            if p == NULL:
+                raise MemoryError()
+            memset(p + u.memo_cap, 0, (cap - u.memo_cap) * sizeof(PyObject *))
+            u.memo = p
+            u.memo_cap = cap
+        else:
+            # Far beyond anything the input could have numbered densely (the
+            # stdlib would allocate a huge array here, gh-115952).
+            if u.memo_sparse is None:
+                u.memo_sparse = {}
+            key = idx
+            if key not in u.memo_sparse:
+                u.memo_len += 1
+            u.memo_sparse[key] = <object>value
+            return 0
+    old = u.memo[idx]
+    c_incref(value)
+    u.memo[idx] = value
+    if old != NULL:
+        c_decref(old)
+    else:
+        u.memo_len += 1
+        if idx >= u.memo_hi:
+            u.memo_hi = idx + 1
+    return 0
+
+
+cdef inline int _unp_memoize_top(Unpickler u) except -1:
+    """MEMOIZE: store the top of the stack at the next memo index."""
+    cdef Py_ssize_t idx = u.memo_len
+    cdef PyObject *o = u.stack[u.sp - 1]
+    if idx < u.memo_cap and u.memo[idx] == NULL:
+        c_incref(o)
+        u.memo[idx] = o
+        u.memo_len = idx + 1
+        if idx >= u.memo_hi:
+            u.memo_hi = idx + 1
+        return 0
+    return _unp_memo_put(u, idx, o, False)
+
+
+cdef inline int _unp_memoize_if_next(Unpickler u) except -1:
+    """Protocols 4+ follow nearly every new object with MEMOIZE; consuming
+    it here, right after the push, saves a trip through the opcode switch
+    (an indirect jump the CPU mispredicts).  The stack top is the value just
+    pushed, so MEMOIZE's underflow check cannot fail."""
+    if u.pos < u.end and <unsigned char>u.pos[0] == UOP_MEMOIZE:
+        u.pos += 1
+        return _unp_memoize_top(u)
+    return 0
+
+
+cdef PyObject *_unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
+    cdef PyObject *v = NULL
+    if 0 <= idx < u.memo_cap:
+        v = u.memo[idx]
+    elif u.memo_sparse is not None and idx >= 0:
+        obj = u.memo_sparse.get(idx)
+        if obj is not None or idx in u.memo_sparse:
+            v = <PyObject *>obj
+    if v == NULL:
+        raise UnpicklingError(f"Memo value not found at index {idx}")
+    return v
+
+
+cdef void _unp_memo_clear(Unpickler u) noexcept:
+    cdef Py_ssize_t i
+    cdef PyObject *p
+    for i in range(u.memo_hi):
+        p = u.memo[i]
+        if p != NULL:
+            u.memo[i] = NULL
+            c_decref(p)
+    u.memo_hi = 0
+    u.memo_len = 0
+    u.memo_sparse = None
+
+
+cdef dict _unp_memo_as_dict(Unpickler u):
+    cdef Py_ssize_t i
+    result = {}
+    for i in range(u.memo_hi):
+        if u.memo[i] != NULL:
+            result[i] = <object>u.memo[i]
+    if u.memo_sparse is not None:
+        result.update(u.memo_sparse)
+    return result
+
+
+# ----- the opcodes that are not on the hot path ----------------------------
+
+cdef object _unp_find_class(Unpickler u, module, name):
+    if u.restriction is not None:
+        mapped_module, mapped_name = _unp_map_name(u.proto, u.fix_imports, module, name)
+        obj = u.restriction.check_global(mapped_module, mapped_name)
+        if obj is not None and u.find_class_hook is None:
+            return obj
+    if u.find_class_hook is not None:
+        obj = u.find_class_hook(module, name)
+    else:
+        obj = _unp_default_find_class(u.proto, u.fix_imports, module, name)
+    if u.restriction is not None:
+        if (mapped_module, mapped_name) not in _unp_value_globals:
+            u.restriction.trust(obj)
+    return obj
+
+
+cdef int _unp_load_global(Unpickler u) except -1:
+    cdef const char *s
+    cdef Py_ssize_t n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    module = <object>c_decode_utf8(s, n - 1, "strict")
+    c_decref(<PyObject *>module)
+    n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    name = <object>c_decode_utf8(s, n - 1, "strict")
+    c_decref(<PyObject *>name)
+    return _unp_push_obj(u, _unp_find_class(u, module, name))
+
+
+cdef int _unp_load_stack_global(Unpickler u) except -1:
+    name = _unp_pop(u)
+    module = _unp_pop(u)
+    if type(module) is not str or type(name) is not str:
+        raise UnpicklingError("STACK_GLOBAL requires str")
+    return _unp_push_obj(u, _unp_find_class(u, module, name))
+
+
+cdef int _unp_load_ext(Unpickler u, int nbytes) except -1:
+    cdef long code = fw_le_int(_unp_take(u, nbytes), nbytes)
+    if code <= 0:
+        raise UnpicklingError("EXT specifies code <= 0")
+    py_code = code
+    if u.restriction is None:
+        obj = _unp_extension_cache.get(py_code)
+        if obj is not None:
+            return _unp_push_obj(u, obj)
+    pair = _unp_inverted_registry.get(py_code)
+    if pair is None:
+        raise ValueError(f"unregistered extension code {code}")
+    if (type(pair) is not tuple or len(pair) != 2 or not isinstance(pair[0], str)
+            or not isinstance(pair[1], str)):
+        raise ValueError(f"_inverted_registry[{code}] isn't a 2-tuple of strings")
+    obj = _unp_find_class(u, pair[0], pair[1])
+    _unp_extension_cache[py_code] = obj
+    return _unp_push_obj(u, obj)
+
+
+cdef object _unp_instantiate(Unpickler u, cls, tuple args, str what):
+    if u.restriction is not None:
+        u.restriction.check_call(cls, args, what)
+    if not args and isinstance(cls, type):
+        if getattr(cls, _unp_s_getinitargs, None) is None:
+            return cls.__new__(cls)
+    return cls(*args)
+
+
+cdef int _unp_load_obj(Unpickler u) except -1:
+    cdef Py_ssize_t mark = _unp_marker(u)
+    if u.sp - mark < 1:
+        _unp_underflow(u)
+    args = _unp_pop_tuple(u, mark + 1)
+    cls = _unp_pop(u)
+    return _unp_push_obj(u, _unp_instantiate(u, cls, args, "OBJ"))
+
+
+cdef int _unp_load_inst(Unpickler u) except -1:
+    cdef const char *s
+    cdef Py_ssize_t mark = _unp_marker(u)
+    cdef Py_ssize_t n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    module = <object>c_decode_ascii(s, n - 1, "strict")
+    c_decref(<PyObject *>module)
+    n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    name = <object>c_decode_ascii(s, n - 1, "strict")
+    c_decref(<PyObject *>name)
+    cls = _unp_find_class(u, module, name)
+    args = _unp_pop_tuple(u, mark)
+    return _unp_push_obj(u, _unp_instantiate(u, cls, args, "INST"))
+
+
+cdef int _unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
+    cdef str opname = "NEWOBJ_EX" if with_kwargs else "NEWOBJ"
+    cdef PyObject *obj
+    kwargs = _unp_pop(u) if with_kwargs else None
+    args = _unp_pop(u)
+    cls = _unp_pop(u)
+    if not isinstance(cls, type):
+        raise UnpicklingError(f"{opname} class argument must be a type, "
+                              f"not {type(cls).__name__}")
+    if not fw_type_has_new(<PyObject *>cls):
+        raise UnpicklingError(f"{opname} class argument '{(<type>cls).__name__}' "
+                              f"doesn't have __new__")
+    if not isinstance(args, tuple):
+        raise UnpicklingError(f"{opname} args argument must be a tuple, "
+                              f"not {type(args).__name__}")
+    if with_kwargs and not isinstance(kwargs, dict):
+        raise UnpicklingError(f"{opname} kwargs argument must be a dict, "
+                              f"not {type(kwargs).__name__}")
+    if u.restriction is not None:
+        u.restriction.check_call(cls, args, opname)
+        if with_kwargs and kwargs and cls in _UNP_VALUE_TYPES:
+            raise UnpicklingError(f"{opname} with keyword arguments for "
+                                  f"{(<type>cls).__name__} is not allowed in restricted mode")
+    obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args,
+                         <PyObject *>kwargs if with_kwargs else NULL)
+    return _unp_push(u, obj)
+
+
+cdef int _unp_load_reduce(Unpickler u) except -1:
+    args = _unp_pop(u)
+    func = _unp_pop(u)
+    if u.restriction is not None:
+        u.restriction.check_call(func, args, "REDUCE")
+    return _unp_push(u, c_call_object(<PyObject *>func, <PyObject *>args))
+
+
+cdef int _unp_load_build(Unpickler u) except -1:
+    cdef PyObject *inst_p
+    cdef PyObject *setstate_p = NULL
+    if u.sp - 2 < u.fence:
+        _unp_underflow(u)
+    state = _unp_pop(u)
+    inst_p = u.stack[u.sp - 1]
+    if u.restriction is not None:
+        u.restriction.check_build(<object>inst_p)
+    if fw_lookup_attr(inst_p, <PyObject *>_unp_s_setstate, &setstate_p):
+        setstate = <object>setstate_p
+        c_decref(setstate_p)
+        setstate(state)
+        return 0
+    slotstate = None
+    if isinstance(state, tuple) and len(<tuple>state) == 2:
+        state, slotstate = (<tuple>state)[0], (<tuple>state)[1]
+    if state is not None:
+        if not isinstance(state, dict):
+            raise UnpicklingError("state is not a dictionary")
+        fw_apply_dict_state(inst_p, <PyObject *>state, <PyObject *>_unp_s_dict, &u.interns)
+    if slotstate is not None:
+        if not isinstance(slotstate, dict):
+            raise UnpicklingError("slot state is not a dictionary")
+        inst = <object>inst_p
+        for k, v in (<dict>slotstate).items():
+            setattr(inst, k, v)
+    return 0
+
+
+cdef int _unp_do_append(Unpickler u, Py_ssize_t x) except -1:
+    cdef Py_ssize_t n = u.sp, i
+    cdef PyObject *lst
+    if x > n or x <= u.fence:
+        _unp_underflow(u)
+    if n == x:
+        return 0
+    lst = u.stack[x - 1]
+    if c_is_list_exact(lst):
+        fw_list_extend_steal(lst, u.stack + x, n - x)
+        u.sp = x
+        return 0
+    target = <object>lst
+    extend = getattr(target, "extend", None)
+    if extend is not None:
+        items = <list>fw_list_from_steal(u.stack + x, n - x)
+        u.sp = x
+        c_decref(<PyObject *>items)
+        extend(items)
+        return 0
+    append = getattr(target, "append")
+    for i in range(x, n):
+        append(<object>u.stack[i])
+    _unp_clear_stack(u, x)
+    return 0
+
+
+cdef int _unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
+    cdef Py_ssize_t n = u.sp, i
+    cdef PyObject *d
+    if x > n or x <= u.fence:
+        _unp_underflow(u)
+    if n == x:
+        return 0
+    if (n - x) % 2:
+        raise UnpicklingError("odd number of items for SETITEMS")
+    d = u.stack[x - 1]
+    if c_is_dict_exact(d):
+        i = x
+        while i < n:
+            c_dict_setitem(d, u.stack[i], u.stack[i + 1])
+            i += 2
+    else:
+        i = x
+        while i < n:
+            c_setitem(d, u.stack[i], u.stack[i + 1])
+            i += 2
+    _unp_clear_stack(u, x)
+    return 0
+
+
+cdef int _unp_load_dict(Unpickler u) except -1:
+    cdef Py_ssize_t mark = _unp_marker(u)
+    cdef Py_ssize_t i
+    cdef PyObject *d = c_new_dict()
+    try:
+        if (u.sp - mark) % 2:
+            raise UnpicklingError("odd number of items for DICT")
+        i = mark
+        while i < u.sp:
+            c_dict_setitem(d, u.stack[i], u.stack[i + 1])
+            i += 2
+    except BaseException:
+        c_decref(d)
+        raise
+    _unp_clear_stack(u, mark)
+    return _unp_push(u, d)
+
+
+cdef int _unp_load_additems(Unpickler u) except -1:
+    cdef Py_ssize_t mark = _unp_marker(u)
+    cdef Py_ssize_t n = u.sp, i
+    cdef PyObject *target
+    if mark > n or mark <= u.fence:
+        _unp_underflow(u)
+    if n == mark:
+        return 0
+    target = u.stack[mark - 1]
+    if c_is_set(target):
+        for i in range(mark, n):
+            c_set_add(target, u.stack[i])
+    else:
+        add = getattr(<object>target, "add")
+        for i in range(mark, n):
+            add(<object>u.stack[i])
+    _unp_clear_stack(u, mark)
+    return 0
+
+
+cdef int _unp_load_frozenset(Unpickler u) except -1:
+    cdef Py_ssize_t mark = _unp_marker(u)
+    items = _unp_pop_tuple(u, mark)
+    return _unp_push_obj(u, frozenset(items))
+
+
+cdef int _unp_load_pop(Unpickler u) except -1:
+    # The stdlib keeps marks on a separate stack; POP removes a mark when one
+    # sits at the top.
+    if u.nmarks > 0 and u.marks[u.nmarks - 1] == u.sp:
+        u.nmarks -= 1
+        u.fence = u.marks[u.nmarks - 1] if u.nmarks else 0
+    elif u.sp <= u.fence:
+        _unp_underflow(u)
+    else:
+        _unp_clear_stack(u, u.sp - 1)
+    return 0
+
+
+cdef int _unp_load_int_text(Unpickler u) except -1:
+    cdef const char *s
+    cdef char *c
+    cdef char *endp
+    cdef long x
+    cdef int failed
+    cdef Py_ssize_t n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    c = _unp_line_copy(u, s, n)
+    x = fw_strtol(c, &endp, &failed)
+    if failed or (endp[0] != b'\n' and endp[0] != 0):
+        try:
+            return _unp_push(u, c_int_from_string(c, NULL, 0))
+        except ValueError:
+            raise ValueError("could not convert string to int") from None
+    if n == 3 and (x == 0 or x == 1):
+        return _unp_push_borrowed(u, c_true if x else c_false)
+    return _unp_push(u, c_int_from_long(x))
+
+
+cdef int _unp_load_long_text(Unpickler u) except -1:
+    cdef const char *s
+    cdef char *c
+    cdef Py_ssize_t n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    c = _unp_line_copy(u, s, n)
+    if c[n - 2] == b'L':
+        c[n - 2] = 0
+    return _unp_push(u, c_int_from_string(c, NULL, 0))
+
+
+cdef int _unp_load_float_text(Unpickler u) except -1:
+    cdef const char *s
+    cdef char *c
+    cdef char *endp
+    cdef double d
+    cdef Py_ssize_t n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    c = _unp_line_copy(u, s, n)
+    d = PyOS_string_to_double(c, &endp, OverflowError)
+    if endp[0] != b'\n' and endp[0] != 0:
+        raise ValueError("could not convert string to float")
+    return _unp_push(u, c_float_from_double(d))
+
+
+cdef int _unp_load_string_text(Unpickler u) except -1:
+    cdef const char *s
+    cdef Py_ssize_t n = _unp_readline(u, &s) - 1
+    if n >= 2 and s[0] == s[n - 1] and (s[0] == b"'" or s[0] == b'"'):
+        pass
+    else:
+        raise UnpicklingError("the STRING opcode argument must be quoted")
+    raw = <bytes>c_bytes_decode_escape(s + 1, n - 2, NULL, 0, NULL)
+    c_decref(<PyObject *>raw)
+    if u.encoding_is_bytes:
+        return _unp_push_obj(u, raw)
+    return _unp_push(u, c_unicode_decode(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw),
+                                         PyBytes_AS_STRING(u.encoding),
+                                         PyBytes_AS_STRING(u.errors)))
+
+
+cdef int _unp_load_binstring(Unpickler u, int nbytes) except -1:
+    cdef Py_ssize_t size = fw_le_size(_unp_take(u, nbytes), nbytes)
+    cdef const char *s
+    if size < 0:
+        raise UnpicklingError(f"BINSTRING exceeds system's maximum size of "
+                              f"{PY_SSIZE_T_MAX} bytes")
+    s = _unp_take(u, size)
+    if u.encoding_is_bytes:
+        return _unp_push(u, c_bytes_from(s, size))
+    return _unp_push(u, c_unicode_decode(s, size, PyBytes_AS_STRING(u.encoding),
+                                         PyBytes_AS_STRING(u.errors)))
+
+
+cdef int _unp_load_bytes(Unpickler u, int nbytes, bint as_bytearray) except -1:
+    cdef Py_ssize_t size = fw_le_size(_unp_take(u, nbytes), nbytes)
+    if size < 0:
+        raise OverflowError(f"{'BYTEARRAY8' if as_bytearray else 'BINBYTES'} exceeds "
+                            f"system's maximum size of {PY_SSIZE_T_MAX} bytes")
+    return _unp_push_payload(u, size, as_bytearray)
+
+
+cdef int _unp_load_counted_long(Unpickler u, int nbytes) except -1:
+    cdef long size = fw_le_int(_unp_take(u, nbytes), nbytes)
+    cdef const char *s
+    if size < 0:
+        raise UnpicklingError("LONG pickle has negative byte count")
+    if size == 0:
+        return _unp_push(u, c_int_from_long(0))
+    s = _unp_take(u, size)
+    return _unp_push(u, c_int_from_le_bytes(<const unsigned char *>s, size, 1, 1))
+
+
+cdef int _unp_load_frame(Unpickler u) except -1:
+    cdef Py_ssize_t size = fw_le_size(_unp_take(u, 8), 8)
+    if size < 0:
+        raise OverflowError(f"FRAME length exceeds system's maximum of "
+                            f"{PY_SSIZE_T_MAX} bytes")
+    if u.end - u.pos < size:
+        _unp_fill(u, size)
+    return 0
+
+
+cdef int _unp_load_persid(Unpickler u, bint binary) except -1:
+    cdef const char *s
+    cdef Py_ssize_t n
+    if u.pers_func is None:
+        raise UnpicklingError("A load persistent id instruction was encountered, "
+                              "but no persistent_load function was specified.")
+    if binary:
+        pid = _unp_pop(u)
+    else:
+        n = _unp_readline(u, &s)
+        if n < 1:
+            raise UnpicklingError("pickle data was truncated")
+        try:
+            pid = <object>c_decode_ascii(s, n - 1, "strict")
+        except UnicodeDecodeError:
+            raise UnpicklingError("persistent IDs in protocol 0 must be ASCII strings") from None
+        c_decref(<PyObject *>pid)
+    return _unp_push_obj(u, u.pers_func(pid))
+
+
+cdef int _unp_load_get_text(Unpickler u) except -1:
+    cdef const char *s
+    cdef Py_ssize_t n = _unp_readline(u, &s)
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    key = <object>c_int_from_string(_unp_line_copy(u, s, n), NULL, 10)
+    c_decref(<PyObject *>key)
+    return _unp_push_borrowed(u, _unp_memo_get(u, key))
+
+
+cdef int _unp_load_put_text(Unpickler u) except -1:
+    cdef const char *s
+    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t idx
+    if n < 2:
+        raise UnpicklingError("pickle data was truncated")
+    if u.sp <= u.fence:
+        _unp_underflow(u)
+    key = <object>c_int_from_string(_unp_line_copy(u, s, n), NULL, 10)
+    c_decref(<PyObject *>key)
+    idx = key
+    if idx < 0:
+        raise ValueError("negative PUT argument")
+    return _unp_memo_put(u, idx, u.stack[u.sp - 1], False)
+
+
+cdef int _unp_load_next_buffer(Unpickler u) except -1:
+    if u.buffers is None:
+        raise UnpicklingError("pickle stream refers to out-of-band data but no "
+                              "*buffers* argument was given")
+    try:
+        buf = next(u.buffers)
+    except StopIteration:
+        raise UnpicklingError("not enough out-of-band buffers") from None
+    return _unp_push_obj(u, buf)
+
+
+cdef int _unp_load_readonly_buffer(Unpickler u) except -1:
+    cdef PyObject *top
+    if u.sp <= u.fence:
+        _unp_underflow(u)
+    top = u.stack[u.sp - 1]
+    view = <object>PyMemoryView_FromObject(<object>top)
+    c_decref(<PyObject *>view)
+    if not fw_memoryview_is_readonly(view):
+        fw_memoryview_set_readonly(view)
+        c_incref(<PyObject *>view)
+        u.stack[u.sp - 1] = <PyObject *>view
+        c_decref(top)
+    return 0
+
+
+cdef int _unp_invalid_key(unsigned char c) except -1:
+    if 0x20 <= c <= 0x7e and c != b"'" and c != b'\\':
+        raise UnpicklingError(f"invalid load key, '{chr(c)}'.")
+    raise UnpicklingError(f"invalid load key, '\\x{c:02x}'.")
+
+
+# ----- the loop ------------------------------------------------------------
+
+cdef object _unp_decode(Unpickler u):
+    """Run the stack machine to STOP and return the top of the stack."""
+    cdef const char *s
+    cdef unsigned char op
+    cdef Py_ssize_t n, idx
+    cdef PyObject *o
+
+    u.nmarks = 0
+    u.fence = 0
+    u.proto = 0
+    _unp_clear_stack(u, 0)
+
+    while True:
+        if u.sp == u.stack_cap:
+            _unp_grow_stack(u)
+        if u.pos < u.end:
+            op = <unsigned char>u.pos[0]
+            u.pos += 1
+        else:
+            try:
+                op = <unsigned char>_unp_take(u, 1)[0]
+            except UnpicklingError:
+                raise EOFError("Ran out of input") from None
+
+        if op == UOP_BININT1:
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
+            _unp_push(u, c_int_from_long(<unsigned char>s[0]))
+        elif op == UOP_MEMOIZE:
+            if u.sp <= u.fence:
+                _unp_underflow(u)
+            _unp_memoize_top(u)
+        elif op == UOP_SHORT_BINUNICODE:
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
+            n = <unsigned char>s[0]
+            s = _unp_take_fast(u, n)
+            if s == NULL:
+                s = _unp_take_slow(u, n)
+            _unp_push(u, fw_decode_pickled_str(s, n))
+            _unp_memoize_if_next(u)
+        elif op == UOP_BINGET:
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
+            idx = <unsigned char>s[0]
+            if idx < u.memo_cap and u.memo[idx] != NULL:
+                _unp_push_borrowed(u, u.memo[idx])
+            else:
+                _unp_push_borrowed(u, _unp_memo_get(u, idx))
+        elif op == UOP_BINFLOAT:
+            s = _unp_take_fast(u, 8)
+            if s == NULL:
+                s = _unp_take_slow(u, 8)
+            _unp_push(u, c_float_from_double(fw_be_double(s)))
+        elif op == UOP_BININT:
+            s = _unp_take_fast(u, 4)
+            if s == NULL:
+                s = _unp_take_slow(u, 4)
+            _unp_push(u, c_int_from_long(fw_le_int(s, 4)))
+        elif op == UOP_BININT2:
+            s = _unp_take_fast(u, 2)
+            if s == NULL:
+                s = _unp_take_slow(u, 2)
+            _unp_push(u, c_int_from_long(fw_le_int(s, 2)))
+        elif op == UOP_MARK:
+            _unp_push_mark(u)
+        elif op == UOP_APPENDS:
+            _unp_do_append(u, _unp_marker(u))
+        elif op == UOP_SETITEMS:
+            _unp_do_setitems(u, _unp_marker(u))
+        elif op == UOP_EMPTY_LIST:
+            _unp_push(u, c_new_list(0))
+            _unp_memoize_if_next(u)
+        elif op == UOP_EMPTY_DICT:
+            _unp_push(u, c_new_dict())
+            _unp_memoize_if_next(u)
+        elif op == UOP_EMPTY_TUPLE:
+            _unp_push(u, c_new_tuple(0))
+        elif op == UOP_TUPLE1 or op == UOP_TUPLE2 or op == UOP_TUPLE3:
+            n = op - UOP_TUPLE1 + 1
+            if u.sp - n < u.fence:
+                _unp_underflow(u)
+            o = fw_tuple_from_steal(u.stack + u.sp - n, n)
+            u.sp -= n
+            _unp_push(u, o)
+            _unp_memoize_if_next(u)
+        elif op == UOP_NONE:
+            _unp_push_borrowed(u, c_none)
+        elif op == UOP_NEWTRUE:
+            _unp_push_borrowed(u, c_true)
+        elif op == UOP_NEWFALSE:
+            _unp_push_borrowed(u, c_false)
+        elif op == UOP_BINUNICODE:
+            n = fw_le_size(_unp_take(u, 4), 4)
+            s = _unp_take(u, n)
+            _unp_push(u, fw_decode_pickled_str(s, n))
+        elif op == UOP_BINUNICODE8:
+            n = fw_le_size(_unp_take(u, 8), 8)
+            if n < 0:
+                raise OverflowError(f"BINUNICODE exceeds system's maximum size of "
+                                    f"{PY_SSIZE_T_MAX} bytes")
+            s = _unp_take(u, n)
+            _unp_push(u, fw_decode_pickled_str(s, n))
+        elif op == UOP_SHORT_BINBYTES:
+            _unp_load_bytes(u, 1, False)
+        elif op == UOP_BINBYTES:
+            _unp_load_bytes(u, 4, False)
+        elif op == UOP_BINBYTES8:
+            _unp_load_bytes(u, 8, False)
+        elif op == UOP_BYTEARRAY8:
+            _unp_load_bytes(u, 8, True)
+        elif op == UOP_LONG_BINGET:
+            idx = fw_le_size(_unp_take(u, 4), 4)
+            _unp_push_borrowed(u, _unp_memo_get(u, idx))
+        elif op == UOP_BINPUT or op == UOP_LONG_BINPUT:
+            n = 1 if op == UOP_BINPUT else 4
+            s = _unp_take(u, n)
+            if u.sp <= u.fence:
+                _unp_underflow(u)
+            _unp_memo_put(u, fw_le_size(s, <int>n), u.stack[u.sp - 1], False)
+        elif op == UOP_STACK_GLOBAL:
+            _unp_load_stack_global(u)
+        elif op == UOP_NEWOBJ:
+            o = u.stack[u.sp - 2] if u.sp - 2 >= u.fence else NULL
+            if (o != NULL and u.restriction is None and c_is_type(o) and fw_type_has_new(o)
+                    and c_is_tuple(u.stack[u.sp - 1])):
+                o = fw_call_tp_new(o, u.stack[u.sp - 1], NULL)
+                u.sp -= 2
+                c_decref(u.stack[u.sp + 1])
+                c_decref(u.stack[u.sp])
+                _unp_push(u, o)
+                _unp_memoize_if_next(u)
+            else:
+                _unp_load_newobj(u, False)
+        elif op == UOP_NEWOBJ_EX:
+            _unp_load_newobj(u, True)
+        elif op == UOP_BUILD:
+            _unp_load_build(u)
+        elif op == UOP_REDUCE:
+            _unp_load_reduce(u)
+        elif op == UOP_APPEND:
+            if u.sp - 1 <= u.fence:
+                _unp_underflow(u)
+            _unp_do_append(u, u.sp - 1)
+        elif op == UOP_SETITEM:
+            _unp_do_setitems(u, u.sp - 2)
+        elif op == UOP_FRAME:
+            _unp_load_frame(u)
+        elif op == UOP_PROTO:
+            n = <unsigned char>_unp_take(u, 1)[0]
+            if n > UNP_HIGHEST_PROTOCOL:
+                raise ValueError(f"unsupported pickle protocol: {n}")
+            u.proto = <int>n
+        elif op == UOP_STOP:
+            break
+        elif op == UOP_LONG1:
+            _unp_load_counted_long(u, 1)
+        elif op == UOP_LONG4:
+            _unp_load_counted_long(u, 4)
+        elif op == UOP_EMPTY_SET:
+            _unp_push(u, c_new_set(NULL))
+        elif op == UOP_ADDITEMS:
+            _unp_load_additems(u)
+        elif op == UOP_FROZENSET:
+            _unp_load_frozenset(u)
+        elif op == UOP_TUPLE:
+            n = _unp_marker(u)
+            _unp_push_obj(u, _unp_pop_tuple(u, n))
+        elif op == UOP_LIST:
+            n = _unp_marker(u)
+            o = fw_list_from_steal(u.stack + n, u.sp - n)
+            u.sp = n
+            _unp_push(u, o)
+        elif op == UOP_DICT:
+            _unp_load_dict(u)
+        elif op == UOP_POP:
+            _unp_load_pop(u)
+        elif op == UOP_POP_MARK:
+            _unp_clear_stack(u, _unp_marker(u))
+        elif op == UOP_DUP:
+            if u.sp <= u.fence:
+                _unp_underflow(u)
+            _unp_push_borrowed(u, u.stack[u.sp - 1])
+        elif op == UOP_GLOBAL:
+            _unp_load_global(u)
+        elif op == UOP_INST:
+            _unp_load_inst(u)
+        elif op == UOP_OBJ:
+            _unp_load_obj(u)
+        elif op == UOP_EXT1:
+            _unp_load_ext(u, 1)
+        elif op == UOP_EXT2:
+            _unp_load_ext(u, 2)
+        elif op == UOP_EXT4:
+            _unp_load_ext(u, 4)
+        elif op == UOP_PERSID:
+            _unp_load_persid(u, False)
+        elif op == UOP_BINPERSID:
+            _unp_load_persid(u, True)
+        elif op == UOP_INT:
+            _unp_load_int_text(u)
+        elif op == UOP_LONG:
+            _unp_load_long_text(u)
+        elif op == UOP_FLOAT:
+            _unp_load_float_text(u)
+        elif op == UOP_STRING:
+            _unp_load_string_text(u)
+        elif op == UOP_BINSTRING:
+            _unp_load_binstring(u, 4)
+        elif op == UOP_SHORT_BINSTRING:
+            _unp_load_binstring(u, 1)
+        elif op == UOP_UNICODE:
+            n = _unp_readline(u, &s)
+            if n < 1:
+                raise UnpicklingError("pickle data was truncated")
+            _unp_push(u, c_decode_raw_unicode_escape(s, n - 1, NULL))
+        elif op == UOP_GET:
+            _unp_load_get_text(u)
+        elif op == UOP_PUT:
+            _unp_load_put_text(u)
+        elif op == UOP_NEXT_BUFFER:
+            _unp_load_next_buffer(u)
+        elif op == UOP_READONLY_BUFFER:
+            _unp_load_readonly_buffer(u)
+        else:
+            _unp_invalid_key(op)
+
+    return _unp_pop(u)
+
+
+# ----- entry points --------------------------------------------------------
+
+# loads() reuses one decoder (and its grown arrays) while it is not in use;
+# a nested or concurrent call gets a fresh one.
+cdef Unpickler _unp_shared = Unpickler.__new__(Unpickler)
+
+
+cdef void _unp_trim(Unpickler u) noexcept:
+    """Give back arrays a large load grew, so an idle decoder stays small."""
+    if u.stack_cap > UNP_KEEP_STACK:
+        PyMem_Free(u.stack)
+        u.stack = NULL
+        u.stack_cap = 0
+    if u.memo_cap > UNP_KEEP_MEMO:
+        PyMem_Free(u.memo)
+        u.memo = NULL
+        u.memo_cap = 0
+
+
+def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(),
+          allowed=None):
+    """Return the object pickled in the bytes-like *data*; a drop-in for
+    :func:`pickle.loads`, and faster.
+
+    Bytes past the pickle's STOP are ignored.  *fix_imports*, *encoding*,
+    *errors* and *buffers* are as in the stdlib.  Pass ``allowed=`` (classes
+    and/or "module.name" strings, possibly empty) to load untrusted data: only
+    builtin value types and the allowed globals are built, and any other
+    global raises UnpicklingError before anything is imported or called (see
+    the Security section of :class:`Unpickler`).
+
+    Raises UnpicklingError for malformed or truncated data, EOFError for
+    empty data, or the stdlib's exception for the same case (ValueError for
+    an unsupported protocol, AttributeError/ImportError for missing globals).
+    """
+    cdef Unpickler u = _unp_shared
+    if u.busy:
+        u = Unpickler.__new__(Unpickler)
+    if (fix_imports is True and buffers is () and allowed is None and
+            encoding == "ASCII" and errors == "strict"):
+        # The common call: keep the defaults the shared decoder already has.
+        if u.encoding_is_bytes or u.buffers is not None or u.restriction is not None \
+                or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
+            _unp_configure(u, True, "ASCII", "strict", (), None)
+    else:
+        _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+    _unp_set_memory_input(u, data)
+    u.busy = True
+    try:
+        return _unp_decode(u)
+    finally:
+        _unp_clear_stack(u, 0)
+        _unp_memo_clear(u)
+        fw_intern_cache_clear(&u.interns)
+        _unp_release_input(u)
+        _unp_trim(u)
+        u.buffers = None
+        u.restriction = None
+        u.busy = False
+
+
+def load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(),
+         allowed=None):
+    """Read one pickle from the binary *file* and return its object; a
+    drop-in for :func:`pickle.load`.
+
+    Reads no more of the file than the pickle, so pickles written back to
+    back load one per call.  Arguments and errors as for :func:`loads` (see
+    the Security section of :class:`Unpickler` before loading untrusted
+    data).
+    """
+    return Unpickler(file, fix_imports=fix_imports, encoding=encoding, errors=errors,
+                     buffers=buffers, allowed=allowed).load()

@@ -135,3 +135,45 @@ class PicklerMemoProxy:
     def copy(self) -> dict[int, tuple[int, Any]]: ...
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
+
+# --- pickle (reader) -----------------------------------------------------------
+
+class UnpicklerMemoProxy:
+    def copy(self) -> dict[int, Any]: ...
+    def clear(self) -> None: ...
+
+class Unpickler:
+    memo: UnpicklerMemoProxy | dict[int, Any]
+    persistent_load: Any
+    def __init__(
+        self,
+        file: Any,
+        *,
+        fix_imports: bool = True,
+        encoding: str = "ASCII",
+        errors: str = "strict",
+        buffers: Iterable[Any] | None = (),
+        allowed: Iterable[type | Any | str] | None = None,
+    ) -> None: ...
+    def load(self) -> Any: ...
+    def find_class(self, module_name: str, global_name: str, /) -> Any: ...
+
+def loads(
+    data: Buffer,
+    /,
+    *,
+    fix_imports: bool = True,
+    encoding: str = "ASCII",
+    errors: str = "strict",
+    buffers: Iterable[Any] | None = (),
+    allowed: Iterable[type | Any | str] | None = None,
+) -> Any: ...
+def load(
+    file: Any,
+    *,
+    fix_imports: bool = True,
+    encoding: str = "ASCII",
+    errors: str = "strict",
+    buffers: Iterable[Any] | None = (),
+    allowed: Iterable[type | Any | str] | None = None,
+) -> Any: ...

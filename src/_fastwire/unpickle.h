@@ -1,0 +1,281 @@
+/* C helpers of the pickle decoder (pickle_read.pxi).
+ *
+ * They live in C because they touch object layouts Cython does not model
+ * (a list's item array) or are tight byte loops the compiler should see as
+ * plain C.  Every function that takes `items` steals those references only
+ * when it succeeds, so the caller's stack stays consistent on failure.
+ */
+#ifndef FASTWIRE_UNPICKLE_H
+#define FASTWIRE_UNPICKLE_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "Python.h"
+
+/* Append n owned references to an exact list by growing its item array once
+ * (what list.extend does internally) instead of building a temporary list. */
+static inline int fw_list_extend_steal(PyObject *list, PyObject **items, Py_ssize_t n)
+{
+    PyListObject *l = (PyListObject *)list;
+    Py_ssize_t size = Py_SIZE(l);
+    if (n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(PyObject *) - size) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (size + n > l->allocated) {
+        /* Over-allocate by 1/8 like list_resize: pickles append in batches
+         * of 1000, so an exact fit would reallocate on every batch. */
+        size_t wanted = (size_t)(size + n);
+        size_t alloc = wanted + (wanted >> 3) + 6;
+        PyObject **grown = (PyObject **)PyMem_Realloc(l->ob_item, alloc * sizeof(PyObject *));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        l->ob_item = grown;
+        l->allocated = (Py_ssize_t)alloc;
+    }
+    memcpy(l->ob_item + size, items, (size_t)n * sizeof(PyObject *));
+    Py_SET_SIZE(l, size + n);
+    return 0;
+}
+
+static inline PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    if (n)
+        memcpy(((PyListObject *)list)->ob_item, items, (size_t)n * sizeof(PyObject *));
+    return list;
+}
+
+static inline PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n)
+{
+    PyObject *tuple = PyTuple_New(n);
+    Py_ssize_t i;
+    if (tuple == NULL)
+        return NULL;
+    for (i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, items[i]);
+    return tuple;
+}
+
+/* Pickled str is UTF-8 with surrogates allowed.  Most strings are short and
+ * ASCII: check eight bytes at a time and copy, skipping the codec machinery.
+ * Length 0 and 1 go through the codec so the interpreter's cached singletons
+ * are returned, exactly as the stdlib does. */
+static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
+{
+    if (n > 1) {
+        const unsigned char *p = (const unsigned char *)s;
+        Py_ssize_t i = 0;
+        uint64_t acc = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            acc |= w;
+        }
+        for (; i < n; i++)
+            acc |= p[i];
+        if (!(acc & UINT64_C(0x8080808080808080))) {
+            PyObject *str = PyUnicode_New(n, 127);
+            if (str == NULL)
+                return NULL;
+            memcpy(PyUnicode_DATA(str), s, (size_t)n);
+            return str;
+        }
+    }
+    return PyUnicode_DecodeUTF8(s, n, "surrogatepass");
+}
+
+/* Little-endian unsigned size of nbytes (1, 2, 4 or 8); -1 when it does not
+ * fit a Py_ssize_t (the stdlib's calc_binsize). */
+static inline Py_ssize_t fw_le_size(const char *s, int nbytes)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t x = 0;
+    int i;
+    for (i = 0; i < nbytes; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    if (x > (uint64_t)PY_SSIZE_T_MAX)
+        return -1;
+    return (Py_ssize_t)x;
+}
+
+/* Little-endian int of nbytes: unsigned for 1 and 2, signed for 4 (the
+ * stdlib's calc_binint). */
+static inline long fw_le_int(const char *s, int nbytes)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (nbytes == 1)
+        return p[0];
+    if (nbytes == 2)
+        return (long)p[0] | ((long)p[1] << 8);
+    return (long)(int32_t)((uint32_t)p[0] | ((uint32_t)p[1] << 8) |
+                           ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+}
+
+static inline double fw_be_double(const char *s)
+{
+    uint64_t v;
+    double x;
+    memcpy(&v, s, 8);
+#if PY_LITTLE_ENDIAN
+#if defined(_MSC_VER)
+    v = _byteswap_uint64(v);
+#else
+    v = __builtin_bswap64(v);
+#endif
+#endif
+    memcpy(&x, &v, 8);
+    return x;
+}
+
+/* A memoryview over obj marked read-only (READONLY_BUFFER). */
+static inline int fw_memoryview_is_readonly(PyObject *view)
+{
+    return PyMemoryView_GET_BUFFER(view)->readonly;
+}
+
+static inline void fw_memoryview_set_readonly(PyObject *view)
+{
+    PyMemoryView_GET_BUFFER(view)->readonly = 1;
+}
+
+
+/* NEWOBJ calls cls.__new__ through the type slot, as the stdlib does. */
+static inline int fw_type_has_new(PyObject *cls)
+{
+    return ((PyTypeObject *)cls)->tp_new != NULL;
+}
+
+static inline PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs)
+{
+    return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, kwargs);
+}
+
+/* getattr(obj, name, <missing>) without raising AttributeError: 1 found,
+ * 0 missing, -1 error (what the stdlib uses for __setstate__). */
+static inline int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, result);
+#else
+    return _PyObject_LookupAttr(obj, name, result);
+#endif
+}
+
+/* Interning the same attribute-name object once per BUILD costs a lookup in
+ * the interpreter's interned table each time; instance pickles repeat the
+ * same memoized key objects, so remember the last few results.  Entries own
+ * both strings, so an address cannot be reused while it is cached. */
+#define FW_INTERN_SLOTS 16
+typedef struct {
+    PyObject *src[FW_INTERN_SLOTS];
+    PyObject *dst[FW_INTERN_SLOTS];
+} fw_intern_cache;
+
+static PyObject *fw_intern(fw_intern_cache *cache, PyObject *key)
+{
+    size_t slot = ((uintptr_t)key >> 4) % FW_INTERN_SLOTS;
+    PyObject *interned;
+    if (cache->src[slot] == key) {
+        Py_INCREF(cache->dst[slot]);
+        return cache->dst[slot];
+    }
+    interned = key;
+    Py_INCREF(interned);
+    PyUnicode_InternInPlace(&interned);
+    Py_XDECREF(cache->src[slot]);
+    Py_XDECREF(cache->dst[slot]);
+    Py_INCREF(key);
+    cache->src[slot] = key;
+    Py_INCREF(interned);
+    cache->dst[slot] = interned;
+    return interned;
+}
+
+static void fw_intern_cache_clear(fw_intern_cache *cache)
+{
+    int i;
+    for (i = 0; i < FW_INTERN_SLOTS; i++) {
+        Py_CLEAR(cache->src[i]);
+        Py_CLEAR(cache->dst[i]);
+    }
+}
+
+/* BUILD without __setstate__: inst.__dict__.update(state), str keys interned.
+ *
+ * When attribute assignment is the generic one and a key names no data
+ * descriptor on the type, storing through PyObject_GenericSetAttr lands in
+ * the same instance dict without materialising it (3.11+ keep instance
+ * attributes inline until __dict__ is asked for), which is both faster here
+ * and faster to read later.  Anything else goes through inst.__dict__ exactly
+ * as the stdlib does. */
+static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name,
+                               fw_intern_cache *interns)
+{
+    PyTypeObject *tp = Py_TYPE(inst);
+    PyObject *dict = NULL, *key, *value, *descr;
+    Py_ssize_t pos = 0;
+    int generic = 0;
+
+    if (tp->tp_setattro == PyObject_GenericSetAttr && tp->tp_dictoffset != 0 &&
+            PyDict_GET_SIZE(state) > 0) {
+        descr = _PyType_Lookup(tp, dict_name);
+        generic = descr != NULL && Py_IS_TYPE(descr, &PyGetSetDescr_Type);
+    }
+    if (!generic) {
+        dict = PyObject_GetAttr(inst, dict_name);
+        if (dict == NULL)
+            return -1;
+    }
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        int status;
+        if (PyUnicode_CheckExact(key))
+            key = fw_intern(interns, key);
+        else
+            Py_INCREF(key);
+        if (generic && PyUnicode_CheckExact(key)) {
+            descr = _PyType_Lookup(tp, key);
+            if (descr == NULL || Py_TYPE(descr)->tp_descr_set == NULL) {
+                status = PyObject_GenericSetAttr(inst, key, value);
+                Py_DECREF(key);
+                if (status < 0)
+                    goto error;
+                continue;
+            }
+        }
+        if (dict == NULL) {
+            dict = PyObject_GetAttr(inst, dict_name);
+            if (dict == NULL) {
+                Py_DECREF(key);
+                goto error;
+            }
+        }
+        status = PyObject_SetItem(dict, key, value);
+        Py_DECREF(key);
+        if (status < 0)
+            goto error;
+    }
+    Py_XDECREF(dict);
+    return 0;
+error:
+    Py_XDECREF(dict);
+    return -1;
+}
+
+/* strtol with the overflow the INT opcode falls back on reported as a flag
+ * (errno is a macro, which Cython cannot assign). */
+static inline long fw_strtol(const char *s, char **end, int *failed)
+{
+    long x;
+    errno = 0;
+    x = strtol(s, end, 0);
+    *failed = errno != 0;
+    return x;
+}
+
+#endif /* FASTWIRE_UNPICKLE_H */
