@@ -235,20 +235,30 @@ cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap)
         # gh-145633 silently packed inf for native 'f'; fastwire raises as the
         # standard byte orders (and later CPythons) do.
         if narrowed - narrowed != 0 and x - x == 0:
+            if PyLong_Check(value):
+                raise StructError("int too large to convert")
             raise OverflowError("float too large to pack with f format")
         fw_store_f32(out, narrowed, swap)
     elif code.op == OP_HALF:
-        PyFloat_Pack2(as_double(value), out, FW_HOST_LITTLE != swap)
+        try:
+            PyFloat_Pack2(as_double(value), out, FW_HOST_LITTLE != swap)
+        except OverflowError:
+            # _struct.c turns any OverflowError raised for an int argument
+            # into struct.error; only float-like arguments keep OverflowError.
+            if PyLong_Check(value):
+                raise StructError("int too large to convert") from None
+            raise
     elif code.op == OP_CHAR:
         if not PyBytes_Check(value) or PyBytes_GET_SIZE(value) != 1:
             raise StructError("char format requires a bytes object of length 1")
         out[0] = PyBytes_AS_STRING(value)[0]
     elif code.op == OP_VOID_P:
-        value = as_python_int(value)
         try:
-            pointer = PyLong_AsVoidPtr(value)
+            pointer = PyLong_AsVoidPtr(as_python_int(value))
         except OverflowError:
-            raise StructError("int too large to convert")
+            if PyLong_Check(value):
+                raise StructError("int too large to convert") from None
+            raise  # an __index__ object's overflow stays OverflowError, as in _struct.c
         memcpy(out, &pointer, sizeof(void*))
     return 0
 
