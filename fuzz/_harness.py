@@ -26,8 +26,9 @@ def load_atheris():
     """Import atheris before fastwire, or return None if it is not installed.
 
     The fuzz build of the extension (scripts/sanitize-build --fuzz) calls
-    libFuzzer's coverage hooks, which live in atheris's own libFuzzer copy;
-    loading atheris with RTLD_GLOBAL is what lets the extension find them.
+    libFuzzer's coverage hooks. Under scripts/sanitize-run --fuzz they come
+    from the preloaded runtime; without it, loading atheris (and its built-in
+    libFuzzer) with RTLD_GLOBAL is what lets the extension find them.
     """
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | os.RTLD_GLOBAL)
@@ -144,6 +145,27 @@ def check_clean_error(exc, where):
         raise AssertionError(f"{where}: SystemError means a broken C-API contract: {exc!r}") from exc
 
 
+def instrument_own_code():
+    """Python-level coverage for the targets, their oracles and the fastwire
+    facade (not all of the stdlib: atheris.instrument_all takes minutes on a
+    sanitizer build). The extension's own (C) coverage comes from the fuzz
+    build's counters."""
+    import inspect
+
+    def ours(module):
+        path = getattr(module, "__file__", None) or ""
+        return path.startswith(HERE) or os.sep + "fastwire" + os.sep in path
+
+    for module in [m for m in list(sys.modules.values()) if m is not None and ours(m)]:
+        for obj in list(vars(module).values()):
+            functions = [obj] if inspect.isfunction(obj) else []
+            if inspect.isclass(obj) and obj.__module__ == module.__name__:
+                functions += [f for f in vars(obj).values() if inspect.isfunction(f)]
+            for function in functions:
+                if function.__module__ == module.__name__:
+                    atheris.instrument_func(function)
+
+
 def replay(test_one_input, paths):
     files = []
     for path in paths:
@@ -171,8 +193,6 @@ def main(test_one_input):
     if atheris is None:
         skip(f"atheris is not installed for Python {sys.version.split()[0]} "
              "(pip install '.[fuzz]'); use --replay PATH to run a corpus without it")
-    # Python-level coverage of the target, the harness and the facade; the
-    # extension's own (C) coverage comes from the fuzz build's counters.
-    atheris.instrument_all()
+    instrument_own_code()
     atheris.Setup([sys.argv[0]] + args, test_one_input)
     atheris.Fuzz()

@@ -67,6 +67,24 @@ def test_regression_index_object_overflow_packing_pointer_stays_overflowerror():
         fw.pack("P", 2**100)
 
 
+@pytest.mark.parametrize("fmt,value,bounds", [
+    ("<q", 2**63, "-9223372036854775808 <= number <= 9223372036854775807"),
+    (">Q", -1, "0 <= number <= 18446744073709551615"),
+    ("@N", 2**64, "0 <= number <= 18446744073709551615"),
+    ("<i", 2**31, "-2147483648 <= number <= 2147483647"),
+    ("<I", -1, "0 <= number <= 4294967295"),
+    ("<b", 128, "-128 <= number <= 127"),
+])
+def test_regression_range_error_bounds_of_wide_codes(fmt, value, bounds):
+    # The bounds were computed with C int shifts: undefined behaviour for
+    # 8-byte codes (UBSan: "shift exponent 64 is too large for 32-bit type
+    # 'int'"), which printed 'Q' as "0 <= number <= 0". The wording is that of
+    # CPython 3.12+ (3.11 says "argument out of range" for 8-byte codes).
+    with pytest.raises(std.error) as info:
+        fw.pack(fmt, value)
+    assert str(info.value) == f"'{fmt[-1]}' format requires {bounds}"
+
+
 def test_regression_zero_width_pascal_string_gh124248():
     # CPython before 3.12.7/3.13 raises SystemError unpacking '0p' and writes a
     # length byte outside a zero-width field when packing (gh-124248); fastwire
