@@ -6,7 +6,11 @@ import collections
 import datetime
 import decimal
 import io
+import pickletools
+import re
 import pickle as std_pickle
+
+import _compat_pickle
 
 # Restricted mode (allowed=()): only what pickles of the builtin value types
 # reference (complex, bytearray, set, frozenset; bytes in protocols 0-2 go
@@ -33,6 +37,31 @@ class KnownAmplification(Exception):
     """The input asks for a large allocation from a small size field (known issue)."""
 
 
+def refuse_amplification(stream):
+    """Raise KnownAmplification if a counted field (BINBYTES, BYTEARRAY8, ...)
+    declares far more bytes than the stream holds.
+
+    F3 (see fuzz/crashes/README.md): CPython 3.11-3.13's _pickle allocates a
+    bytes/bytearray of the declared size before reading it, so the stdlib
+    oracle itself (and the stdlib-backed interim facade) would allocate
+    gigabytes for an 8-byte input. pickletools reads the same fields without
+    allocating them, so it can tell such inputs apart beforehand.
+    """
+    f = io.BytesIO(stream)
+    while f.tell() < len(stream):
+        start = f.tell()
+        try:
+            for _ in pickletools.genops(f):
+                pass
+        except ValueError as exc:
+            declared = re.search(r"expected (\d+) bytes", str(exc))
+            if declared and int(declared.group(1)) > AMPLIFICATION_LIMIT:
+                raise KnownAmplification(f"counted field declares {declared.group(1)} bytes") from None
+            return
+        if f.tell() == start:
+            return
+
+
 def guarded_bytearray(*args):
     if args and not isinstance(args[0], (bytes, bytearray, str)):
         try:
@@ -56,7 +85,7 @@ def harmless_find_class(module, name):
         ("datetime", "timezone"): datetime.timezone, ("decimal", "Decimal"): decimal.Decimal,
     }
     try:
-        return harmless[module, name]
+        return harmless[python3_name(module, name)]
     except KeyError:
         raise std_pickle.UnpicklingError(f"global '{module}.{name}' is not harmless") from None
 
@@ -66,15 +95,35 @@ def _codecs_encode():
     return _codecs.encode
 
 
+def python3_name(module, name):
+    """The name a protocol 0-2 pickle's global has in Python 3 (fix_imports)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[module, name]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def known_facade_issue(payload_error):
+    """F1 (reported, fuzz/crashes/README.md): the interim facade checks allowed=
+    before fix_imports maps Python 2 names, so it rejects protocol 0-2 pickles
+    of sets and bytearrays ('__builtin__.set') that the documented restricted
+    mode accepts. Returns the issue id for exactly that rejection, else None."""
+    message = str(payload_error)
+    if isinstance(payload_error, std_pickle.UnpicklingError) and message.startswith("global '__builtin__."):
+        return "F1"
+    return None
+
+
 class RestrictedStdUnpickler(std_pickle.Unpickler):
     def __init__(self, file, allowed_globals, **kwargs):
         super().__init__(file, **kwargs)
         self.allowed_globals = allowed_globals
 
     def find_class(self, module, name):
-        if (module, name) not in self.allowed_globals:
+        # The check applies to the Python 3 name; the stdlib maps it again
+        # (only for protocol < 3) in super().find_class.
+        if python3_name(module, name) not in self.allowed_globals:
             raise std_pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
-        if (module, name) == ("builtins", "bytearray"):
+        if python3_name(module, name) == ("builtins", "bytearray"):
             return guarded_bytearray
         return super().find_class(module, name)
 

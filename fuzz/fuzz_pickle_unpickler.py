@@ -91,6 +91,11 @@ def test_one_input(data):
     encoding, errors = oracle.ENCODINGS[(data[0] >> 4) % len(oracle.ENCODINGS)]
     stream = data[1:]
 
+    try:
+        oracle.refuse_amplification(stream)
+    except oracle.KnownAmplification:
+        return
+
     def std_unpickler(file):
         return oracle.oracle_unpickler(mode, file, encoding, errors)
 
@@ -108,6 +113,8 @@ def test_one_input(data):
     for i, (e, g) in enumerate(zip(expected, got)):
         if g[0] == "error":
             _harness.check_clean_error(g[1], where)
+            if e[0] == "ok" and oracle.known_facade_issue(g[1]):
+                return
         if e[0] != g[0] or (e[0] == "ok" and not _harness.same_value(e[1], g[1])):
             raise AssertionError(f"{where}: load #{i}: stdlib {e!r}, fastwire {g!r}")
     if len(expected) != len(got):
