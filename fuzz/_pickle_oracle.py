@@ -37,9 +37,12 @@ class KnownAmplification(Exception):
     """The input asks for a large allocation from a small size field (known issue)."""
 
 
+MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
 def refuse_amplification(stream):
     """Raise KnownAmplification if a counted field (BINBYTES, BYTEARRAY8, ...)
-    declares far more bytes than the stream holds.
+    declares far more bytes than the stream holds, or a memo index is huge.
 
     F3 (see fuzz/crashes/README.md): CPython 3.11-3.13's _pickle allocates a
     bytes/bytearray of the declared size before reading it, so the stdlib
@@ -51,8 +54,11 @@ def refuse_amplification(stream):
     while f.tell() < len(stream):
         start = f.tell()
         try:
-            for _ in pickletools.genops(f):
-                pass
+            for opcode, arg, _ in pickletools.genops(f):
+                # F4: the stdlib sizes its memo table by the largest PUT index
+                # (a 20-byte pickle reached 12 GB resident).
+                if opcode.name in MEMO_PUTS and int(arg) > AMPLIFICATION_LIMIT // 8:
+                    raise KnownAmplification(f"{opcode.name} {arg} grows the memo table")
         except ValueError as exc:
             declared = re.search(r"expected (\d+) bytes", str(exc))
             if declared and int(declared.group(1)) > AMPLIFICATION_LIMIT:

@@ -66,13 +66,15 @@ def agree(where, expected, got, departure=False):
     kind_g, val_g = got
     if kind_g == "error":
         _harness.check_clean_error(val_g, where)
+        if departure and isinstance(val_g, (OverflowError, std.error)):
+            return  # fastwire stops at the overflowing float, whatever follows it
     if kind_e == kind_g == "ok":
         if not same(val_e, val_g):
             raise AssertionError(f"{where}: stdlib {val_e!r} != fastwire {val_g!r}")
     elif kind_e == kind_g == "error":
         if type(val_e) is not type(val_g):
             raise AssertionError(f"{where}: stdlib raised {val_e!r}, fastwire {val_g!r}")
-    elif not (departure and kind_g == "error" and isinstance(val_g, (OverflowError, std.error))):
+    else:
         raise AssertionError(f"{where}: stdlib gave {expected!r}, fastwire {got!r}")
 
 
