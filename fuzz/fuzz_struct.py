@@ -129,7 +129,11 @@ def test_one_input(data):
     packed_std = _harness.outcome(std.pack_into, fmt_arg, target_std, offset, *values)
     packed_fw = _harness.outcome(fw.pack_into, fmt_arg, target_fw, offset, *values)
     agree(f"pack_into {where} offset={offset}", packed_std, packed_fw, departure)
-    if packed_std[0] == packed_fw[0] == "ok" and target_std != target_fw:
+    # Every CPython up to 3.13.0 at least writes a length byte for a zero-width
+    # 'p' field (3.11/3.12: 0xff, 3.13.0: 0x00) into the byte after it; fastwire
+    # writes nothing there (test_regression_zero_width_pascal_string_gh124248).
+    stdlib_writes_outside = ZERO_PASCAL.search(fmt) is not None
+    if packed_std[0] == packed_fw[0] == "ok" and target_std != target_fw and not stdlib_writes_outside:
         raise AssertionError(f"pack_into {where}: buffers differ: {target_std!r} != {target_fw!r}")
     if packed_fw[0] == "error" and target_fw != buffer:
         raise AssertionError(f"pack_into {where}: a failed pack_into changed the buffer")

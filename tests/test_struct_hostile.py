@@ -93,6 +93,13 @@ def test_regression_zero_width_pascal_string_gh124248():
     assert fw.unpack("<0pB", b"\x07") == (b"", 7)
     assert fw.pack("0px", b"abc") == b"\x00"
     assert fw.pack("0p", b"abc") == b""
+    # 3.13.0 still writes a zero length byte at a zero-width field's offset in
+    # pack_into (a byte that belongs to whatever follows); fastwire does not.
+    target = bytearray(b"abc")
+    fw.pack_into("<0p", target, 0, b"x")
+    assert target == b"abc"
+    fw.pack_into("<B0pB", target, 0, 5, b"x", 7)
+    assert target == b"\x05\x07c"
     assert fw.unpack("0s", b"") == std.unpack("0s", b"")
 
 
