@@ -15,6 +15,7 @@ differential mismatch) or by crashing the process; an input that makes both
 the oracle and fastwire fail cleanly is a pass.
 """
 
+import gc
 import math
 import os
 import sys
@@ -179,6 +180,9 @@ def replay(test_one_input, paths):
             data = f.read()
         try:
             test_one_input(data)
+            # A reference-count bug shows as a crash in the collector; make it
+            # show at the input that caused it.
+            gc.collect()
         except BaseException:
             print(f"FAILED on {path}", file=sys.stderr, flush=True)
             raise
@@ -194,5 +198,15 @@ def main(test_one_input):
         skip(f"atheris is not installed for Python {sys.version.split()[0]} "
              "(pip install '.[fuzz]'); use --replay PATH to run a corpus without it")
     instrument_own_code()
+    last_input = os.environ.get("FASTWIRE_FUZZ_LAST_INPUT")
+    if last_input:
+        # A crash that kills the process before libFuzzer can write the input
+        # (a wild jump, a stack overflow) still leaves it here.
+        target = test_one_input
+
+        def test_one_input(data):
+            with open(last_input, "wb") as f:
+                f.write(data)
+            target(data)
     atheris.Setup([sys.argv[0]] + args, test_one_input)
     atheris.Fuzz()

@@ -245,8 +245,10 @@ def test_entry_point_leaks_nothing(area, name):
     # 2 * ITERATIONS calls happened since the object count was taken.
     # A leak of one object per call would show as ITERATIONS objects / bytes;
     # the slack covers the bookkeeping of this loop itself.
-    assert len(gc.get_objects()) - tracked < ITERATIONS // 20
-    assert grown < 16 * ITERATIONS, f"{grown} bytes still allocated after {ITERATIONS} calls"
+    # The floors keep a short run (FASTWIRE_LEAK_ITERATIONS=100 under valgrind)
+    # above the loop's own noise; there memcheck is the leak detector.
+    assert len(gc.get_objects()) - tracked < max(ITERATIONS // 20, 20)
+    assert grown < max(16 * ITERATIONS, 8192), f"{grown} bytes still allocated after {ITERATIONS} calls"
 
 
 def test_module_format_cache_is_bounded():
@@ -271,8 +273,8 @@ def resident_bytes():
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
-@pytest.mark.skipif(bool(os.environ.get("FASTWIRE_SANITIZER_BUILD")),
-                    reason="ASan keeps freed memory in quarantine by design; resident size says nothing there")
+@pytest.mark.skipif(bool(os.environ.get("FASTWIRE_SANITIZER_BUILD") or os.environ.get("FASTWIRE_UNDER_VALGRIND")),
+                    reason="ASan and valgrind hold freed memory back by design; resident size says nothing there")
 def test_process_memory_is_flat():
     """Large inputs through every area, 100 times: a leak of one buffer per call
     is hundreds of MB; the allowed drift is a few MB of allocator noise."""
