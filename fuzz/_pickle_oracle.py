@@ -5,6 +5,7 @@ harmless-types-only find_class the full-mode targets install on both sides."""
 import collections
 import datetime
 import decimal
+import copyreg
 import io
 import pickletools
 import re
@@ -12,12 +13,15 @@ import pickle as std_pickle
 
 import _compat_pickle
 
-# Restricted mode (allowed=()): only what pickles of the builtin value types
-# reference (complex, bytearray, set, frozenset; bytes in protocols 0-2 go
-# through _codecs.encode). Protocol 0-2 names (__builtin__) are mapped by fix_imports.
-VALUE_GLOBALS = {
-    ("builtins", "complex"), ("builtins", "bytearray"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("_codecs", "encode"),
+# Restricted mode (allowed=()): the builtin value types' constructors (pickles
+# of complex, bytearray and sets call them; bytes in protocols 0-2 go through
+# _codecs.encode; instances below protocol 2 through copyreg._reconstructor).
+# Protocol 0-2 names (__builtin__) are mapped by fix_imports. This mirrors the
+# documented set in src/_fastwire/pickle_read.pxi.
+VALUE_TYPES = (bool, int, float, complex, str, bytes, bytearray, list, tuple,
+               dict, set, frozenset, object)
+VALUE_GLOBALS = {("builtins", t.__name__) for t in VALUE_TYPES} | {
+    ("_codecs", "encode"), ("copyreg", "_reconstructor"),
 }
 ALLOW_LIST = ["collections.OrderedDict", datetime.datetime, datetime.date,
               datetime.timedelta, "decimal.Decimal"]
@@ -79,6 +83,13 @@ def guarded_bytearray(*args):
     return bytearray(*args)
 
 
+def guarded_reconstructor(cls, base, state):
+    # Restricted mode builds instances only of allowed classes, on a value-type base.
+    if not isinstance(cls, type) or not (base is object or base in VALUE_TYPES):
+        raise std_pickle.UnpicklingError("copyreg._reconstructor refused")
+    return copyreg._reconstructor(cls, base, state)
+
+
 def harmless_find_class(module, name):
     """The find_class of the full-mode targets (installed on both sides)."""
     harmless = {
@@ -108,17 +119,6 @@ def python3_name(module, name):
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
-def known_facade_issue(payload_error):
-    """F1 (reported, fuzz/crashes/README.md): the interim facade checks allowed=
-    before fix_imports maps Python 2 names, so it rejects protocol 0-2 pickles
-    of sets and bytearrays ('__builtin__.set') that the documented restricted
-    mode accepts. Returns the issue id for exactly that rejection, else None."""
-    message = str(payload_error)
-    if isinstance(payload_error, std_pickle.UnpicklingError) and message.startswith("global '__builtin__."):
-        return "F1"
-    return None
-
-
 class RestrictedStdUnpickler(std_pickle.Unpickler):
     def __init__(self, file, allowed_globals, **kwargs):
         super().__init__(file, **kwargs)
@@ -131,6 +131,8 @@ class RestrictedStdUnpickler(std_pickle.Unpickler):
             raise std_pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
         if python3_name(module, name) == ("builtins", "bytearray"):
             return guarded_bytearray
+        if python3_name(module, name) == ("copyreg", "_reconstructor"):
+            return guarded_reconstructor
         return super().find_class(module, name)
 
 

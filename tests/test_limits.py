@@ -141,9 +141,9 @@ def test_memo_index_allocates_nothing(opcode, pickled, request):
     assert int(results["loads"]["peak"]) < 4 * MiB, results
 
 
-@pytest.mark.xfail(strict=True, reason="F2: allowed=() lets REDUCE call bytearray(size): "
-                                       "a 30-byte pickle allocates what it names")
 def test_restricted_mode_does_not_build_bytearray_from_a_size():
+    """F2 (fuzz/crashes/README.md): a 30-byte pickle naming bytearray(1 GiB)
+    must not make restricted mode allocate what it names."""
     pickled = b"\x80\x04cbuiltins\nbytearray\nJ\x00\x00\x00\x40\x85R."  # bytearray(1 GiB)
     results = run_child(f"""
         from fastwire import pickle
