@@ -225,3 +225,21 @@ def test_bytes_after_the_pickle_stop_are_ignored_like_the_stdlib(trusted):
         assert receiver.recv() == b"s" * (2 << 20)
         assert receiver.recv() == "next"
         thread.join()
+
+
+def test_regression_frame_views_collected_in_a_cycle_n1():
+    """Fuzz finding N1 (fuzz/crashes/frames/): the collector cleared a frame
+    view's exporter before the view released it, and the release wrote through
+    None (a segfault at exit, a heap write under ASan). Replays the reproducer
+    in a child interpreter so a crash is a failure, not a dead test run."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(__file__), os.pardir)
+    target = os.path.join(root, "fuzz", "fuzz_frames.py")
+    crashes = os.path.join(root, "fuzz", "crashes", "frames")
+    result = subprocess.run([sys.executable, target, "--replay", crashes],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "all passed" in result.stdout

@@ -14,6 +14,7 @@
 # tracking, against ~20 ns for a 64-byte bytes object), and a view of a large
 # frame saves a copy that costs far more than the view.
 
+cimport cython
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove
 from libc.stdint cimport UINT64_MAX
@@ -645,6 +646,11 @@ cdef class FrameScanner:
         return length, received
 
 
+# Not GC-tracked: it refers only to an _Arena, which refers to nothing, so it
+# can never be part of a cycle. Tracked, the collector could tp_clear it (set
+# `arena` to None) before a memoryview in the same garbage released its
+# buffer, and __releasebuffer__ would then write through None (fuzz finding N1).
+@cython.no_gc
 cdef class _ReadOnlyArena:
     """Read-only exporter of an _Arena, so frame views cannot be written to."""
 

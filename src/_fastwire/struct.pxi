@@ -139,7 +139,8 @@ cdef object as_python_int(object value):
 
 
 cdef int raise_int_range(FormatCode* code) except -1:
-    cdef Py_ssize_t bits = code.size * 8
+    # A Python int: the bounds of 8-byte codes do not fit C shifts (found by UBSan).
+    bits = code.size * 8
     if code.op == OP_SIGNED:
         low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     else:
