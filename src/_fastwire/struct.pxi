@@ -307,7 +307,16 @@ cdef extern from "Python.h":
     PyObject* new_bool_from_long "PyBool_FromLong"(long v)
     void tuple_set_stolen "PyTuple_SET_ITEM"(object tuple, Py_ssize_t index, PyObject* item)
     void list_set_stolen "PyList_SET_ITEM"(object list, Py_ssize_t index, PyObject* item)
+    PyObject* new_tuple "PyTuple_New"(Py_ssize_t size)
+    void Py_DecRef(PyObject* obj)
     PyObject* PyErr_Occurred()
+
+
+cdef inline object steal(PyObject* owned):
+    # Hand an owned reference to Cython: the cast adds one, the decref drops ours.
+    result = <object>owned
+    Py_DecRef(owned)
+    return result
 
 
 cdef inline int check_new_reference(PyObject* item) except -1:
@@ -519,35 +528,46 @@ cdef class Struct:
             code += 1
         return 0
 
-    cdef tuple _unpack_at(self, const char* data):
-        cdef tuple result
-        cdef FormatCode* code
-        cdef FormatCode* end
+    cdef PyObject* _decode_record(self, const char* data) noexcept:
+        """A new tuple of one record's values (NULL with an exception set).
+
+        The caller holds `_busy` for the whole call: allocations may run
+        finalizers, which must not recompile `codes` underneath.
+        """
+        cdef PyObject* item
+        cdef FormatCode* code = self.codes
+        cdef FormatCode* end = self.codes + self.ncodes
         cdef Py_ssize_t r, index = 0
         cdef const char* p
-        cdef PyObject* item
         cdef int swap = self.swap
-        self._busy += 1  # allocations may run finalizers (see _busy)
-        try:
-            result = PyTuple_New(self.nitems)
-            code, end = self.codes, self.codes + self.ncodes
-            while code < end:
-                p = data + code.offset
-                for r in range(code.repeat):
-                    item = unpack_scalar(code, p, swap)
-                    check_new_reference(item)
-                    tuple_set_stolen(result, index, item)
-                    index += 1
-                    p += code.size
-                code += 1
-        finally:
-            self._busy -= 1
+        cdef PyObject* record = new_tuple(self.nitems)
+        if record == NULL:
+            return NULL
+        while code < end:
+            p = data + code.offset
+            for r in range(code.repeat):
+                item = unpack_scalar(code, p, swap)
+                if item == NULL:
+                    Py_DecRef(record)
+                    return NULL
+                tuple_set_stolen(<object>record, index, item)
+                index += 1
+                p += code.size
+            code += 1
         # Every item is an int, float, bool or bytes, so the tuple can never be
         # part of a reference cycle. Untracking it now spares the collector the
         # traversal it would otherwise do (CPython untracks such tuples itself,
         # but only at the next collection, after paying for the traversal).
-        PyObject_GC_UnTrack(result)
-        return result
+        PyObject_GC_UnTrack(<object>record)
+        return record
+
+    cdef tuple _unpack_at(self, const char* data):
+        cdef PyObject* record
+        self._busy += 1
+        record = self._decode_record(data)
+        self._busy -= 1
+        check_new_reference(record)
+        return <tuple>steal(record)
 
     cdef bytes _pack_array(self, PyObject** args, Py_ssize_t nargs):
         if nargs != self.nitems:
@@ -706,6 +726,7 @@ cdef class Struct:
         cdef Py_ssize_t count, i
         cdef const char* data
         cdef int gc_was_enabled
+        cdef PyObject* record
         if self._size == 0:
             raise StructError("cannot unpack_many with a struct of length 0")
         acquire_readable(buffer, &view)
@@ -717,12 +738,14 @@ cdef class Struct:
             data = <const char*>view.buf
             result = PyList_New(count)
             gc_was_enabled = fw_gc_pause()
+            self._busy += 1
             try:
                 for i in range(count):
-                    record = self._unpack_at(data + i * self._size)
-                    Py_INCREF(record)
-                    PyList_SET_ITEM(result, i, record)
+                    record = self._decode_record(data + i * self._size)
+                    check_new_reference(record)
+                    list_set_stolen(result, i, record)
             finally:
+                self._busy -= 1
                 fw_gc_resume(gc_was_enabled)
             return result
         finally:
