@@ -12,6 +12,7 @@ cdef extern from "wire.h":
     size_t FW_SHORT_ALIGN, FW_INT_ALIGN, FW_LONG_ALIGN, FW_LONGLONG_ALIGN
     size_t FW_SIZE_T_ALIGN, FW_FLOAT_ALIGN, FW_DOUBLE_ALIGN, FW_VOID_P_ALIGN, FW_BOOL_ALIGN
     int FW_HOST_LITTLE
+    int FW_FREE_THREADED
     void fw_store_u16(char *p, uint16_t v, int swap) nogil
     void fw_store_u32(char *p, uint32_t v, int swap) nogil
     void fw_store_u64(char *p, uint64_t v, int swap) nogil

@@ -32,6 +32,12 @@ typedef struct { char c; _Bool x; } fw_st_bool;
 #define FW_VOID_P_ALIGN (sizeof(fw_st_void_p) - sizeof(void *))
 #define FW_BOOL_ALIGN (sizeof(fw_st_bool) - sizeof(_Bool))
 
+#ifdef Py_GIL_DISABLED
+#define FW_FREE_THREADED 1
+#else
+#define FW_FREE_THREADED 0
+#endif
+
 #if PY_LITTLE_ENDIAN
 #define FW_HOST_LITTLE 1
 #else
