@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help="allowed drop below the baseline ratio (default %(default)s)")
     parser.add_argument("--strict-targets", action="store_true", help="also fail below each pair's target")
+    parser.add_argument("--save", type=Path, help="also write the judged ratios (baseline format) to this file")
     quick = parser.add_argument_group("--quick tuning")
     quick.add_argument("--rounds", type=int, default=9, help="interleaved rounds per pair (median kept)")
     quick.add_argument("--budget", type=float, default=0.004, help="seconds per timed sample")
@@ -285,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
                 if name in by_name:
                     remeasure(by_name[name], ratio.speedup)
 
+    if args.save:
+        args.save.write_text(json.dumps({"ratios": {
+            v.ratio.name: {"area": v.ratio.area, "speedup": v.ratio.speedup, "target": v.ratio.target,
+                           "attempts": v.attempts, "failed": v.failed}
+            for v in verdicts}}, indent=2) + "\n")
     measured = {v.ratio.name for v in verdicts}
     missing = sorted(set(baseline) - measured)
     print("speedup = stdlib time / fastwire time; "
