@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -69,7 +68,10 @@ def ratios_from_json(data: dict) -> dict[str, Ratio]:
         medians: dict[str, dict[str, float]] = {}
         info: dict[str, dict] = {}
         for bench in data["benchmarks"]:
-            medians.setdefault(bench["group"], {})[bench["params"]["impl"]] = bench["stats"]["median"]
+            impl = (bench.get("params") or {}).get("impl")
+            if impl is None:  # another module's benchmark (e.g. bench/test_dask_bench.py), not a pair
+                continue
+            medians.setdefault(bench["group"], {})[impl] = bench["stats"]["median"]
             info[bench["group"]] = bench.get("extra_info", {})
         return {
             name: Ratio(name, info[name].get("area", ""), sides["stdlib"] / sides["fastwire"],
@@ -185,26 +187,15 @@ def print_table(verdicts: list[Verdict], missing: list[str], out=sys.stdout) -> 
 # --- modes --------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def write_baseline(ratios: dict[str, Ratio], path: Path, source: str) -> None:
     import fastwire
+    from fastwire.__main__ import _machine
 
     data = {
         "about": "speedup = stdlib median / fastwire median; refresh with "
                  "`python bench/compare.py --update-baseline`",
         "source": source,
-        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
-        "python": platform.python_version(),
+        "machine": f"{_machine()}, {platform.system()}",
         "fastwire": fastwire.__version__,
         "date": datetime.date.today().isoformat(),
         "ratios": {

@@ -7,7 +7,7 @@ written by ``--benchmark-json`` is what ``bench/compare.py`` turns into
 speedup ratios (stdlib median / fastwire median) and checks against the
 baseline.
 
-    python -m pytest bench --benchmark-json=bench.json
+    python -m pytest bench/test_speedups.py --benchmark-json=bench.json
     python bench/compare.py bench.json
 """
 
