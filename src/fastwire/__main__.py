@@ -119,7 +119,8 @@ def _plot(results: list[_bench.Result], path: str, note: str) -> None:
     ordered = sorted(results, key=lambda r: (r.area, r.name), reverse=True)
     areas = sorted({r.area for r in ordered})
     colors = dict(zip(areas, plt.get_cmap("tab10").colors))
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(ordered) + 1.6))
+    label_inches = 0.065 * max(len(r.name) for r in ordered)  # room for the longest pair name
+    fig, ax = plt.subplots(figsize=(7 + label_inches, 0.28 * len(ordered) + 1.6))
     rows = range(len(ordered))
     # Bars grow from 1x: right of the line fastwire is faster, left of it slower.
     ax.barh(rows, [r.speedup - 1.0 for r in ordered], left=1.0, color=[colors[r.area] for r in ordered])
