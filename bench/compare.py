@@ -22,6 +22,8 @@ Usage::
                                                     # judged on the median of both
     python bench/compare.py --quick                 # measure now (the .ci/run gate)
     python bench/compare.py --update-baseline       # re-measure, rewrite bench/baseline.json
+                                                    # (run it against an installed build: tiny
+                                                    # pairs shift ~15% between builds)
 
 NEW/OLD are ``--benchmark-json`` files of ``python -m pytest bench/test_speedups.py``, output of
 ``python -m fastwire bench --json``, or a baseline file.
@@ -207,8 +209,8 @@ def write_baseline(ratios: dict[str, Ratio], path: Path, source: str) -> None:
     from fastwire.__main__ import _machine
 
     data = {
-        "about": "speedup = stdlib median / fastwire median; refresh with "
-                 "`python bench/compare.py --update-baseline`",
+        "about": "speedup = stdlib median / fastwire median; refresh from an installed build (as .ci/run "
+                 "measures one) with `python -m pip install . && python bench/compare.py --update-baseline`",
         "source": source,
         "machine": f"{_machine()}, {platform.system()}",
         "fastwire": fastwire.__version__,
