@@ -6,6 +6,7 @@ import argparse
 import json
 import platform
 import sys
+import time
 
 from . import _bench
 
@@ -13,7 +14,20 @@ from . import _bench
 def _machine() -> str:
     import os
 
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
+    return (f"{_cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{platform.python_implementation()} {platform.python_version()}")
+
+
+def _cpu_model() -> str:
+    """The CPU's marketing name where the OS tells it (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _print_table(results: list[_bench.Result]) -> None:
@@ -36,17 +50,35 @@ def bench(argv: list[str]) -> int:
     parser.add_argument("--dask", action="store_true",
                         help="Dask distributed instead: the fastwire family against Dask's pickle family, "
                              "then end to end on a 2-worker LocalCluster (needs fastwire[dask])")
+    parser.add_argument("--timer", choices=("wall", "process"), default="wall",
+                        help="wall-clock time, or process CPU time: steadier on a busy machine "
+                             "(other processes' time slices are not counted)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw the speedup chart to FILE.png (needs the `bench` extra: matplotlib)")
     args = parser.parse_args(argv)
     if args.dask:
         return _bench_dask(args)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (checked before minutes of measuring, not after)
+        except ImportError:
+            print("--plot needs matplotlib: python -m pip install 'fastwire[bench]'", file=sys.stderr)
+            return 2
 
-    results = [_bench.measure(pair, rounds=args.rounds) for pair in _bench.load_pairs(args.area)]
+    timer = time.process_time if args.timer == "process" else time.perf_counter
+    results = [_bench.measure(pair, rounds=args.rounds, timer=timer) for pair in _bench.load_pairs(args.area)]
     if args.json:
         json.dump({"machine": _machine(), "results": [r.as_dict() for r in results]}, sys.stdout, indent=2)
         print()
     else:
         print(f"fastwire bench on {_machine()} (speedup = stdlib time / fastwire time)")
         _print_table(results)
+    if args.plot:
+        import datetime
+
+        _plot(results, args.plot, f"medians of {args.rounds} interleaved rounds, {args.timer} time, "
+                                  f"{datetime.date.today().isoformat()}")
+        print(f"chart written to {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -74,10 +106,51 @@ def _bench_dask(args) -> int:
     return 0
 
 
+def _plot(results: list[_bench.Result], path: str, note: str) -> None:
+    """Horizontal bars of speedup per pair, grouped by area, with 1x and each target marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from . import __version__
+
+    ordered = sorted(results, key=lambda r: (r.area, r.name), reverse=True)
+    areas = sorted({r.area for r in ordered})
+    colors = dict(zip(areas, plt.get_cmap("tab10").colors))
+    label_inches = 0.065 * max(len(r.name) for r in ordered)  # room for the longest pair name
+    fig, ax = plt.subplots(figsize=(7 + label_inches, 0.28 * len(ordered) + 1.6))
+    rows = range(len(ordered))
+    # Bars grow from 1x: right of the line fastwire is faster, left of it slower.
+    ax.barh(rows, [r.speedup - 1.0 for r in ordered], left=1.0, color=[colors[r.area] for r in ordered])
+    ax.scatter([r.target for r in ordered], rows, marker="|", s=120, color="black", zorder=3, label="target")
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1, label="stdlib speed (1x)")
+    ax.set_yticks(list(rows), [r.name for r in ordered], fontsize=8)
+    for row, r in zip(rows, ordered):
+        ax.annotate(f"{r.speedup:.2f}x", (max(r.speedup, r.target, 1.0), row), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.1)
+    ax.set_xlim(left=min(0.8, 0.9 * min(r.speedup for r in ordered)))  # keep the 1x line inside the frame
+    ax.set_xlabel("speedup over the standard library (stdlib time / fastwire time, log scale)")
+    ax.set_title(f"fastwire {__version__}: {_machine()}\n{note}", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[a]) for a in areas]
+    line_handles, line_labels = ax.get_legend_handles_labels()
+    ax.legend(handles + line_handles, areas + line_labels, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "bench":
-        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--dask]", file=sys.stderr)
+        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--plot FILE.png] [--dask]",
+              file=sys.stderr)
         return 2
     return bench(argv[1:])
 

@@ -70,42 +70,45 @@ def load_pairs(areas: Iterable[str] | None = None) -> list[Pair]:
     return pairs
 
 
-def _loops_for(fn: Callable[[], object], budget: float) -> int:
+def _loops_for(fn: Callable[[], object], budget: float, timer: Callable[[], float] = time.perf_counter) -> int:
     """How many calls of ``fn`` fill about ``budget`` seconds (at least one)."""
     loops = 1
     while True:
-        start = time.perf_counter()
+        start = timer()
         for _ in range(loops):
             fn()
-        elapsed = time.perf_counter() - start
+        elapsed = timer() - start
         if elapsed >= budget / 4 or loops >= 1 << 24:
             return max(1, int(loops * budget / max(elapsed, 1e-9)))
         loops *= 4
 
 
-def _time_per_call(fn: Callable[[], object], loops: int) -> float:
-    start = time.perf_counter()
+def _time_per_call(fn: Callable[[], object], loops: int, timer: Callable[[], float] = time.perf_counter) -> float:
+    start = timer()
     for _ in range(loops):
         fn()
-    return (time.perf_counter() - start) / loops
+    return (timer() - start) / loops
 
 
-def measure(pair: Pair, rounds: int = 7, budget: float = 0.01) -> Result:
+def measure(pair: Pair, rounds: int = 7, budget: float = 0.01,
+            timer: Callable[[], float] = time.perf_counter) -> Result:
     """Time both sides interleaved (alternating which goes first) and keep medians.
 
     Interleaving makes both sides see the same machine noise, so the ratio is
-    far more stable than either absolute time on a shared machine.
+    far more stable than either absolute time on a shared machine. ``timer``
+    may be ``time.process_time`` where the machine is oversubscribed: CPU time
+    does not count the slices other processes take, wall-clock time does.
     """
-    loops = _loops_for(pair.stdlib, budget)
-    fw_loops = _loops_for(pair.fastwire, budget)
+    loops = _loops_for(pair.stdlib, budget, timer)
+    fw_loops = _loops_for(pair.fastwire, budget, timer)
     stdlib_times, fastwire_times = [], []
     for round_index in range(rounds):
         if round_index % 2:
-            fastwire_times.append(_time_per_call(pair.fastwire, fw_loops))
-            stdlib_times.append(_time_per_call(pair.stdlib, loops))
+            fastwire_times.append(_time_per_call(pair.fastwire, fw_loops, timer))
+            stdlib_times.append(_time_per_call(pair.stdlib, loops, timer))
         else:
-            stdlib_times.append(_time_per_call(pair.stdlib, loops))
-            fastwire_times.append(_time_per_call(pair.fastwire, fw_loops))
+            stdlib_times.append(_time_per_call(pair.stdlib, loops, timer))
+            fastwire_times.append(_time_per_call(pair.fastwire, fw_loops, timer))
     return Result(
         pair.name,
         pair.area,
