@@ -312,11 +312,11 @@ cdef extern from "Python.h":
     PyObject* PyErr_Occurred()
 
 
-cdef inline object steal(PyObject* owned):
-    # Hand an owned reference to Cython: the cast adds one, the decref drops ours.
-    result = <object>owned
-    Py_DecRef(owned)
-    return result
+cdef extern from *:
+    # Hands an owned reference to Cython as a new reference, without the
+    # incref/decref pair that a cast to object would add.
+    tuple adopt "(PyObject *)"(PyObject* owned)
+    void untrack "PyObject_GC_UnTrack"(PyObject* op)
 
 
 cdef inline int check_new_reference(PyObject* item) except -1:
@@ -554,11 +554,6 @@ cdef class Struct:
                 index += 1
                 p += code.size
             code += 1
-        # Every item is an int, float, bool or bytes, so the tuple can never be
-        # part of a reference cycle. Untracking it now spares the collector the
-        # traversal it would otherwise do (CPython untracks such tuples itself,
-        # but only at the next collection, after paying for the traversal).
-        PyObject_GC_UnTrack(<object>record)
         return record
 
     cdef tuple _unpack_at(self, const char* data):
@@ -567,7 +562,7 @@ cdef class Struct:
         record = self._decode_record(data)
         self._busy -= 1
         check_new_reference(record)
-        return <tuple>steal(record)
+        return adopt(record)
 
     cdef bytes _pack_array(self, PyObject** args, Py_ssize_t nargs):
         if nargs != self.nitems:
@@ -743,6 +738,12 @@ cdef class Struct:
                 for i in range(count):
                     record = self._decode_record(data + i * self._size)
                     check_new_reference(record)
+                    # Every item is an int, float, bool or bytes, so a record can
+                    # never be part of a cycle. Untracking it now spares the
+                    # collector the traversal it would otherwise do when the
+                    # batch's allocations trigger it (CPython untracks such
+                    # tuples itself, but only after paying for that traversal).
+                    untrack(record)
                     list_set_stolen(result, i, record)
             finally:
                 self._busy -= 1
