@@ -9,7 +9,7 @@ import pickle as std
 from fastwire import pickle as fw
 
 from . import Pair
-from .datasets import pickle_datasets
+from .datasets import pair_target, pickle_datasets
 
 
 def pairs():
@@ -20,6 +20,6 @@ def pairs():
             Pair(f"loads {name}", "pickle",
                  lambda b=blob: std.loads(b),
                  lambda b=blob: fw.loads(b),
-                 target=1.0)
+                 target=pair_target(name))
         )
     return result
