@@ -5,6 +5,7 @@ harmless-types-only find_class the full-mode targets install on both sides."""
 import collections
 import datetime
 import decimal
+import codecs
 import copyreg
 import io
 import pickletools
@@ -83,6 +84,19 @@ def guarded_bytearray(*args):
     return bytearray(*args)
 
 
+# Restricted mode calls _codecs.encode only the way pickles of bytes do
+# (protocols 0-2): a str and one of the codecs built into the interpreter, so a
+# hostile pickle cannot make a codec lookup import an encodings.* module.
+SAFE_CODECS = frozenset({"latin1", "latin-1", "ascii", "utf-8", "utf8"})
+
+
+def guarded_codecs_encode(*args):
+    if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not str \
+            or args[1] not in SAFE_CODECS:
+        raise std_pickle.UnpicklingError("_codecs.encode refused")
+    return codecs.encode(*args)
+
+
 def guarded_reconstructor(cls, base, state):
     # Restricted mode builds instances only of allowed classes, on a value-type base.
     if not isinstance(cls, type) or not (base is object or base in VALUE_TYPES):
@@ -133,6 +147,8 @@ class RestrictedStdUnpickler(std_pickle.Unpickler):
             return guarded_bytearray
         if python3_name(module, name) == ("copyreg", "_reconstructor"):
             return guarded_reconstructor
+        if python3_name(module, name) == ("_codecs", "encode"):
+            return guarded_codecs_encode
         return super().find_class(module, name)
 
 
