@@ -45,13 +45,6 @@ def load_atheris():
 atheris = load_atheris()
 
 
-def skip(reason):
-    """End the target without running it: parts not on this branch yet."""
-    name = os.path.basename(sys.argv[0])
-    print(f"SKIP {name}: {reason}", flush=True)
-    sys.exit(0)
-
-
 def import_fastwire_part(name):
     """Import fastwire.<name>, instrumented for coverage when fuzzing with atheris."""
     import importlib

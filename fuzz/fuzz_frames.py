@@ -14,12 +14,7 @@ declared length.
 import _harness
 import _wire_reference as ref
 
-try:
-    frames = _harness.import_fastwire_part("frames")
-except ImportError:
-    frames = None
-    if __name__ == "__main__":
-        _harness.skip("fastwire.frames not available")
+frames = _harness.import_fastwire_part("frames")
 
 MAX_FRAME_SIZES = [0, 7, 300, 2**62]
 COPY_THRESHOLDS = [0, 16, 64 * 1024]
@@ -69,8 +64,6 @@ def check_error(where, reference_error, exc):
 
 
 def test_one_input(data):
-    if frames is None:
-        return
     inp = _harness.Input(data)
     prefix = ref.PREFIXES[inp.byte() % len(ref.PREFIXES)]
     case = inp.byte()

@@ -25,15 +25,11 @@ import fastwire
 from fastwire import pickle as fw_pickle
 from fastwire import struct as fw_struct
 
-try:
-    from fastwire import frames
-except ImportError:
-    frames = None
+from fastwire import frames
 
 # FASTWIRE_LEAK_ITERATIONS lowers the count under valgrind (scripts/valgrind-tests).
 ITERATIONS = int(os.environ.get("FASTWIRE_LEAK_ITERATIONS", "1000"))
 WARMUP = 50
-needs_frames = pytest.mark.skipif(frames is None, reason="fastwire.frames not available")
 
 
 def raising(exc_type, fn, *args, **kwargs):
@@ -209,7 +205,7 @@ FRAME_CASE_NAMES = ["scan_frames", "scan_frames varint", "FrameScanner.feed spli
                     "FrameScanner get_buffer/buffer_updated", "FrameScanner.take_partial",
                     "encode_frame", "frame_buffers", "FramePrefix.header", "scan_frames too large",
                     "FrameScanner broken", "FramePrefix bad", "header too big"]
-CASES += [pytest.param("frames", name, id=f"frames: {name}", marks=needs_frames) for name in FRAME_CASE_NAMES]
+CASES += [pytest.param("frames", name, id=f"frames: {name}") for name in FRAME_CASE_NAMES]
 FACTORIES = {"struct": struct_cases, "pickle": pickle_cases, "frames": frames_cases}
 
 

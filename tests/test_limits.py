@@ -19,12 +19,8 @@ import pytest
 
 import fastwire
 
-try:
-    from fastwire import frames
-except ImportError:
-    frames = None
+from fastwire import frames
 
-needs_frames = pytest.mark.skipif(frames is None, reason="fastwire.frames not available")
 FASTWIRE_PATH = os.path.dirname(os.path.dirname(os.path.abspath(fastwire.__file__)))
 MiB = 1024 * 1024
 
@@ -206,7 +202,6 @@ def test_dumps_of_deep_structure_raises_recursionerror(shape):
 
 # --- frames ---------------------------------------------------------------------
 
-@needs_frames
 @pytest.mark.parametrize("prefix,header", [
     (">I", (100 * MiB).to_bytes(4, "big")),
     ("<Q", (100 * MiB).to_bytes(8, "little")),
@@ -231,7 +226,6 @@ def test_frame_declared_length_allocates_nothing(prefix, header):
         assert int(results[label]["peak"]) < 4 * MiB, results
 
 
-@needs_frames
 def test_frame_above_max_frame_size_is_refused_at_the_header():
     results = run_child("""
         from fastwire import frames
