@@ -143,6 +143,23 @@ def test_claimed_length_within_the_limit_allocates_nothing_up_front(trusted):
     a.close()
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+def test_pickle_claiming_a_huge_bytes_allocates_nothing_up_front(trusted):
+    # A frame of 120 MiB whose pickle claims one 119 MiB bytes object, then a stall:
+    # recv() decodes while reading, and must grow the object with what arrived.
+    a, b = socket.socketpair()
+    conn = net.Connection(b, trusted=trusted)
+    conn.settimeout(0.3)
+    before = current_rss()
+    a.sendall(struct.pack("!i", 120 << 20) + b"\x80\x05\x8e" + struct.pack("<Q", 119 << 20) + b"z" * 1000)
+    with pytest.raises(TimeoutError):
+        conn.recv()
+    grown = current_rss() - before
+    assert grown < 8 << 20, grown
+    assert conn.closed  # cut in the middle of a message over 1 MiB
+    a.close()
+
+
 def test_connection_reset_by_peer(tcp_pair):
     peer, conn = tcp_pair
     peer.sendall(msg("before reset") + msg("cut")[:5])

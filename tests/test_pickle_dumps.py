@@ -11,12 +11,14 @@ import math
 import os
 import pickle as std
 import pickletools
+import struct
 import sys
 
 import pytest
 from hypothesis import given, strategies as st
 
 from fastwire import pickle as fw
+from fastwire.frames import FrameError, dumps_framed, encode_frame
 
 sys.path.insert(0, os.path.dirname(__file__))
 import pickle_catalogue as cat  # noqa: E402
@@ -593,3 +595,69 @@ def test_regression_float_protocol_is_type_error():
     for dumps in (std.dumps, fw.dumps):
         with pytest.raises(TypeError):
             dumps([1], 4.0)
+
+
+# --- dumps_framed: a batch pickled straight into length-prefixed frames ---------------
+
+FRAME_PREFIXES = [">I", "<Q", "!H", "multiprocessing", "varint"]
+
+
+def _split_frames(data, prefix):
+    """The payloads of back-to-back frames, parsed with the stdlib's struct only."""
+    frames, pos = [], 0
+    while pos < len(data):
+        if prefix == "varint":
+            n = shift = 0
+            while True:
+                byte = data[pos]
+                pos += 1
+                n |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+        elif prefix == "multiprocessing":
+            (n,), pos = struct.unpack_from("!i", data, pos), pos + 4
+            if n == -1:
+                (n,), pos = struct.unpack_from("!Q", data, pos), pos + 8
+        else:
+            (n,), pos = struct.unpack_from(prefix, data, pos), pos + struct.calcsize(prefix)
+        frames.append(data[pos:pos + n])
+        pos += n
+    assert pos == len(data)
+    return frames
+
+
+@given(st.lists(nested, max_size=6), st.sampled_from(FRAME_PREFIXES), st.sampled_from(list(PROTOCOLS)))
+def test_dumps_framed_frames_load_with_the_stdlib(objs, prefix, proto):
+    data = dumps_framed(objs, prefix, proto)
+    frames = _split_frames(data, prefix)
+    assert len(frames) == len(objs)
+    for frame, obj in zip(frames, objs):
+        # Each frame is a pickle of its own (own memo), equal to what dumps() writes.
+        assert frame == fw.dumps(obj, proto)
+        assert graph_signature(std.loads(frame)) == graph_signature(std.loads(std.dumps(obj, proto)))
+
+
+def test_dumps_framed_large_and_shared_objects():
+    shared = ["shared"]
+    big = "x" * 200_000  # a pickle above 64 KiB: a varint header longer than reserved
+    objs = [[shared, shared], b"y" * (2 << 20), big, [shared]]
+    for prefix in FRAME_PREFIXES[:2] + FRAME_PREFIXES[3:]:
+        frames = _split_frames(dumps_framed(objs, prefix, 5), prefix)
+        loaded = [std.loads(f) for f in frames]
+        assert loaded == objs
+        assert loaded[0][0] is loaded[0][1]
+
+
+def test_dumps_framed_errors():
+    # An unpicklable object anywhere: the stdlib's exception, nothing returned.
+    for proto in PROTOCOLS:
+        expected = outcome(std.dumps, lambda: 0, proto)
+        with pytest.raises(expected):
+            dumps_framed([1, lambda: 0, 2], ">I", proto)
+    with pytest.raises(FrameError):
+        dumps_framed([b"z" * 300], "B", 5)  # a 1-byte prefix cannot announce 300+ bytes
+    with pytest.raises(TypeError):
+        dumps_framed(5, ">I")
+    assert dumps_framed([], ">I") == b""
+    assert dumps_framed(iter([1]), ">I", 5) == encode_frame(fw.dumps(1, 5), ">I")

@@ -1783,7 +1783,6 @@ cdef int pw_run(PwEnc *e, PyObject *obj, char *stack_buf, Py_ssize_t initial) ex
     """PROTO, the object, STOP; frames for protocol 4+. The output starts in
     `stack_buf` if given (moving to a bytes object e.out when it outgrows
     it), else in a new bytes object of `initial` bytes."""
-    cdef char *p
     if stack_buf != NULL:
         e.buf = stack_buf
     else:
@@ -1792,6 +1791,12 @@ cdef int pw_run(PwEnc *e, PyObject *obj, char *stack_buf, Py_ssize_t initial) ex
             return -1
         e.buf = pw_bytes_data(e.out)
     e.cap = initial
+    return pw_encode(e, obj)
+
+
+cdef int pw_encode(PwEnc *e, PyObject *obj) except -1:
+    """Append PROTO, the object, STOP (in frames for protocol 4+) at e.len."""
+    cdef char *p
     e.framing = e.proto >= 4
     p = pw_reserve(e, 2)
     p[0] = <char>OP_PROTO
@@ -1848,6 +1853,55 @@ def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None):
     e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
     try:
         pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
+        return pw_take_bytes(&e)
+    finally:
+        pw_enc_release(&e)
+        pw_memo_free(&memo)
+
+
+def dumps_framed(objs, prefix=">I", protocol=None, *, fix_imports=True):
+    """Pickle every object of the iterable `objs`, each framed by the length
+    `prefix` (as in :mod:`fastwire.frames`): one bytes object holding header +
+    pickle for each, back to back, ready for a single send.
+
+    Equal to ``b"".join(encode_frame(dumps(o, protocol), prefix) for o in objs)``,
+    but each pickle is written straight into place (no per-message objects,
+    no concatenation). Each pickle has its own memo, so each frame loads on
+    its own. Raises what dumps() raises (then nothing is returned), and
+    FrameError if a pickle does not fit the prefix.
+    """
+    cdef int proto = pw_resolve_protocol(protocol)
+    cdef FramePrefix fp = as_prefix(prefix)
+    cdef PwEnc e
+    cdef PwMemo memo
+    cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
+    cdef char stack_output[PW_STACK_OUTPUT]
+    cdef char header[12]
+    cdef Py_ssize_t start, n, reserved, used
+    if proto < 2:
+        return b"".join([encode_frame(_pw_cpickle.dumps(obj, proto, fix_imports=fix_imports), fp)
+                         for obj in objs])
+    # Room for the header of a typical message; a longer one moves its pickle.
+    reserved = encode_header(&fp.spec, header, 0xFFFF if fp.spec.limit >= 0xFFFF else 0)
+    pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
+    pw_enc_init(&e, proto, &memo)
+    e.fix_imports = bool(fix_imports)
+    e.buf = stack_output
+    e.cap = PW_STACK_OUTPUT
+    try:
+        for obj in objs:
+            start = e.len
+            pw_reserve(&e, reserved)
+            pw_encode(&e, <PyObject *>obj)
+            n = e.len - start - reserved
+            used = encode_header(&fp.spec, header, <uint64_t>n)
+            if used > reserved:
+                pw_reserve(&e, used - reserved)  # may move e.buf
+            if used != reserved:
+                memmove(e.buf + start + used, e.buf + start + reserved, n)
+                e.len = start + used + n
+            memcpy(e.buf + start, header, used)
+            pw_memo_clear(&memo)
         return pw_take_bytes(&e)
     finally:
         pw_enc_release(&e)

@@ -11,7 +11,8 @@ in length-delimited protobuf streams).
 - :func:`receive_payload` reads the rest of a large frame into one bytes
   object that grows with the bytes that arrive.
 - :func:`encode_frame`, :func:`frame_buffers` and :meth:`FramePrefix.header`
-  write frames.
+  write frames; :func:`dumps_framed` pickles a batch of objects straight into
+  frames, back to back in one bytes object.
 
 Payloads shorter than ``copy_threshold`` (default 64 KiB) come back as
 ``bytes`` copies, longer ones as memoryviews into the buffer (pyzmq's rule:
@@ -30,6 +31,7 @@ from ._fastwire import (
     FramePrefix,
     FrameScanner,
     FrameTooLarge,
+    dumps_framed,
     encode_frame,
     frame_buffers,
     receive_payload,
@@ -43,6 +45,7 @@ __all__ = [
     "FramePrefix",
     "FrameScanner",
     "FrameTooLarge",
+    "dumps_framed",
     "encode_frame",
     "frame_buffers",
     "receive_payload",

@@ -9,14 +9,15 @@ a fastwire Client talks to a standard Listener and the other way round.
 TCP over IPv4 and IPv6, and Unix sockets.
 
 What is faster: one buffered ``recv_into`` brings in every frame the kernel
-has, and each is decoded in place; a small message leaves in one system call;
-:meth:`Connection.send_many` writes a whole batch with one scatter/gather
-``sendmsg``; a large bytes message is not copied on the way out, and a
+has, and each is decoded in place; a message is pickled straight behind its
+frame header and leaves in one system call; :meth:`Connection.send_many`
+writes a whole batch into one buffer and one system call; a large bytes
+message is not copied on the way out (scatter/gather ``sendmsg``), and a
 message over 1 MiB is read straight into its final place: the caller's
-buffer (``recv_bytes_into``), the bytes returned (``recv_bytes``), or, on a
-trusted connection, the objects ``recv`` decodes while reading. Receiving 64
-MiB then peaks at 1x the payload (2x for ``recv`` in restricted mode, which
-decodes only a payload that has fully arrived).
+buffer (``recv_bytes_into``), the bytes returned (``recv_bytes``), or the
+objects ``recv`` decodes while reading, which grow with the bytes that
+arrive, never by what the pickle claims. Receiving 64 MiB then peaks at 1x
+the payload.
 
 Safe by default: :meth:`Connection.recv` decodes in fastwire.pickle's
 restricted mode (builtin value types plus the ``allowed=`` globals); only a
@@ -54,8 +55,7 @@ from .frames import (
     FrameError,
     FramePrefix,
     FrameScanner,
-    encode_frame,
-    frame_buffers,
+    dumps_framed,
     receive_payload,
 )
 
@@ -74,8 +74,8 @@ _PREFIX = FramePrefix("multiprocessing")
 # Payloads below this are copied out of the receive buffer (and concatenated with
 # their header on the way out); larger ones are views / scatter-gather (pyzmq's rule).
 COPY_THRESHOLD = 64 * 1024
-# On a trusted connection recv() decodes a frame at least this large while reading
-# it, straight into the objects it makes; restricted connections assemble it first.
+# recv() decodes a frame at least this large while reading it, straight into the
+# objects it makes, rather than assembling the frame first (which would double peak memory).
 STREAM_THRESHOLD = 1024 * 1024
 try:
     _IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
@@ -208,33 +208,41 @@ class Connection:
             _pickle.dump(obj, _ChunkWriter(chunks), protocol=5)
             self._send_message(chunks)
             return
-        payload = _pickle.dumps(obj, protocol=5)
-        if len(payload) < COPY_THRESHOLD:
-            # One write: no Nagle delay between header and payload (bpo-20540).
-            frame = encode_frame(payload, _PREFIX)
-            with self._send_lock:
-                try:
-                    sock.sendall(frame)
-                except (TimeoutError, InterruptedError):
-                    self.close()  # a message may be half written: the stream is not reusable
-                    raise
-        else:
-            self._send_message((payload,))
+        frames = dumps_framed((obj,), _PREFIX, 5)
+        # _send_frames() inlined: this is the per-message path.
+        lock = self._send_lock
+        lock.acquire()
+        try:
+            sock.sendall(frames)
+        except (TimeoutError, InterruptedError):
+            self.close()  # a message may be half written: the stream is not reusable
+            raise
+        finally:
+            lock.release()
 
     def send_many(self, objs):
         """Send every object of `objs`, in order, with as few system calls as possible.
 
-        The frames go out by scatter/gather ``sendmsg`` (one call per 512
-        messages), never concatenated. Same errors as send(); if pickling
+        Each object is pickled straight into one shared output buffer behind its
+        frame header (no per-message objects, no concatenation copies), which
+        leaves in a single ``sendall``. Same errors as send(); if pickling
         fails, nothing is sent.
         """
         self._live()
         self._check_writable()
-        dumps = _pickle.dumps
-        buffers = frame_buffers([dumps(obj, protocol=5) for obj in objs], _PREFIX)
-        if buffers:
-            with self._send_lock:
-                self._send_buffers(buffers)
+        frames = dumps_framed(objs, _PREFIX, 5)
+        if frames:
+            self._send_frames(frames)
+
+    def _send_frames(self, frames):
+        # acquire/release rather than `with`: a third cheaper, and this is the
+        # per-message path. One write: no Nagle delay between header and payload (bpo-20540).
+        lock = self._send_lock
+        lock.acquire()
+        try:
+            self._guarded(self._live().sendall, frames)
+        finally:
+            lock.release()
 
     def send_bytes(self, buf, offset=0, size=None):
         """Send `size` bytes of the bytes-like `buf` from `offset` as one message.
@@ -264,15 +272,11 @@ class Connection:
         for chunk in chunks:
             size += len(chunk)
         header = _PREFIX.header(size)
-        with self._send_lock:
-            if size < COPY_THRESHOLD:
-                # One write: no Nagle delay between header and payload (bpo-20540).
-                self._guarded(self._sock.sendall, header + b"".join(chunks))
-            else:
-                self._send_buffers([header, *chunks])
-
-    def _send_buffers(self, buffers):
-        self._guarded(_sendmsg_all, self._live(), buffers)
+        if size < COPY_THRESHOLD:
+            self._send_frames(header + b"".join(chunks))
+        else:
+            with self._send_lock:
+                self._guarded(_sendmsg_all, self._live(), [header, *chunks])
 
     def _guarded(self, call, *args):
         """Run a socket write; a timeout mid-message leaves the stream unusable, so close."""
@@ -298,17 +302,33 @@ class Connection:
         if self._sock is None or not self._readable:
             self._live()
             self._check_readable()
+        # A frame already received needs no lock: popleft() hands it to one caller.
+        ready = self._ready
+        if ready:
+            try:
+                frame = ready.popleft()
+            except IndexError:  # another thread took it
+                return self._recv_arriving()
+            return _pickle.loads(frame, allowed=self._allowed)
+        return self._recv_arriving()
+
+    def _recv_arriving(self):
+        """recv() when no complete frame is buffered: read until one is."""
+        ready = self._ready
         with self._recv_lock:
-            while not self._ready:
-                self._fill()
-                length = None if self._ready else self._scanner.partial_frame_size
-                if length is not None and length >= STREAM_THRESHOLD:
-                    if self._allowed is None:
-                        return self._load_streamed(*self._scanner.take_partial())
-                    # Restricted: decoding reserves what a pickle claims (a bytes
-                    # object's length), so only a payload that has fully arrived is decoded.
-                    return _pickle.loads(self._receive_large(), allowed=self._allowed)
-            return _pickle.loads(self._ready.popleft(), allowed=self._allowed)
+            while True:
+                while not ready:
+                    self._fill()
+                    if not ready:
+                        length = self._scanner.partial_frame_size
+                        if length is not None and length >= STREAM_THRESHOLD:
+                            return self._load_streamed(*self._scanner.take_partial())
+                try:
+                    frame = ready.popleft()
+                except IndexError:  # a lock-free recv() in another thread took it
+                    continue
+                break
+        return _pickle.loads(frame, allowed=self._allowed)
 
     def recv_bytes(self, maxlength=None):
         """Receive one message as bytes.
@@ -411,7 +431,9 @@ class Connection:
 
     def _fill(self, nonblocking=False):
         """One read into the scanner; queue the frames it completed. False at end of stream."""
-        sock = self._live()
+        sock = self._sock
+        if sock is None:
+            self._live()  # raises
         try:
             if nonblocking:
                 try:
