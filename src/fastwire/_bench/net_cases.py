@@ -16,6 +16,8 @@ import threading
 from multiprocessing import connection as mpc
 
 from fastwire import net
+from fastwire.frames import dumps_framed
+from fastwire.pickle import loads
 
 from . import Pair
 
@@ -28,6 +30,21 @@ def _round_trip(a, b):
     def run():
         a.send(SMALL)
         b.recv()
+    return run
+
+
+def _round_trip_floor():
+    """The least any Connection can do per message: pickle behind a header, one
+    sendall, one recv_into, unpickle; no locks, checks or buffering. Timed
+    against multiprocessing.connection it bounds what the round-trip pair can reach."""
+    s1, s2 = socket.socketpair()
+    buffer = bytearray(1 << 16)
+    view = memoryview(buffer)
+
+    def run():
+        s1.sendall(dumps_framed((SMALL,), "multiprocessing", 5))
+        n = s2.recv_into(buffer)
+        loads(view[4:n])
     return run
 
 
@@ -98,6 +115,8 @@ def pairs():
     return [
         Pair("send+recv one 4-key dict", "net",
              _round_trip(std_a, std_b), _round_trip(fw_a, fw_b), target=2.5),
+        Pair("send+recv one 4-key dict: the floor (one sendall, one recv_into, dumps, loads)", "net",
+             _round_trip(std_a, std_b), _round_trip_floor(), target=1.0),
         Pair(f"{BATCH} dicts: send each (stdlib) / send_many (fastwire), recv each", "net",
              _batch_per_message(std_a, std_b), _batch_send_many(fw_a, fw_b), target=10.0),
         Pair(f"{BATCH} dicts: send each, recv each", "net",
