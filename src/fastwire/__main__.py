@@ -41,9 +41,22 @@ def _print_table(results: list[_bench.Result]) -> None:
         )
 
 
+def _print_markdown(results: list[_bench.Result]) -> None:
+    """The table as docs/performance.md shows it."""
+    print("| area | operation | stdlib | fastwire | speedup | target |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        flag = "" if r.speedup >= r.target else " (below)"
+        print(f"| {r.area} | {r.name} | {r.stdlib_seconds * 1e6:.2f} µs | {r.fastwire_seconds * 1e6:.2f} µs "
+              f"| **{r.speedup:.2f}x**{flag} | {r.target:.1f}x |")
+
+
 def bench(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastwire bench", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
+    output.add_argument("--markdown", action="store_true",
+                        help="print the table in Markdown, as docs/performance.md shows it")
     parser.add_argument("--area", action="append", choices=sorted(_bench.AREA_MODULES),
                         help="only these areas (repeatable); default: all")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per pair (median kept)")
@@ -70,6 +83,9 @@ def bench(argv: list[str]) -> int:
     if args.json:
         json.dump({"machine": _machine(), "results": [r.as_dict() for r in results]}, sys.stdout, indent=2)
         print()
+    elif args.markdown:
+        print(f"fastwire bench on {_machine()}, {args.timer} time, medians of {args.rounds} rounds\n")
+        _print_markdown(results)
     else:
         print(f"fastwire bench on {_machine()} (speedup = stdlib time / fastwire time)")
         _print_table(results)
