@@ -614,3 +614,82 @@ def test_peak_memory_receiving_64_mib(mode, bound=1.5):
     grown = int(out)
     print(f"peak growth receiving 64 MiB ({mode}): {grown / len(payload):.2f}x")
     assert grown <= bound * len(payload), grown / len(payload)
+
+
+# -- the compiled per-message path (ConnectionCore) and when it is used -------------
+
+
+def test_compiled_path_only_without_timeout(pipe):
+    a, b = pipe
+    # POSIX: descriptor I/O while the socket blocks without timeout; the socket
+    # module's methods (and its timeout machinery) otherwise.
+    assert (a._fd >= 0) == net.FAST_SOCKETS
+    b.settimeout(5)
+    assert b._fd == -1
+    a.send({"k": [1, 2]})
+    assert b.recv() == {"k": [1, 2]}  # compiled send, Python recv
+    b.settimeout(None)
+    assert (b._fd >= 0) == net.FAST_SOCKETS
+    b.send("back")
+    assert a.recv() == "back"
+    a.close()
+    assert a._fd == -1
+    with pytest.raises(OSError):
+        a.send(1)
+    with pytest.raises(OSError):
+        a.recv()
+
+
+def test_signal_handler_exception_interrupts_a_blocked_recv(pipe):
+    a, b = pipe
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(*args):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupted):
+            b.recv()  # blocked in recv(2): EINTR, then the handler's exception
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # Nothing was consumed: the connection still works.
+    a.send("after")
+    assert b.recv() == "after"
+
+
+def test_send_cut_by_the_peer_closes_the_connection():
+    a, b = socket.socketpair()
+    conn = net.Connection(a)
+    message = [str(i) * 20 for i in range(200_000)]  # a pickle of several MiB, not bytes
+    reader = threading.Thread(target=lambda: (b.recv(1000), b.close()))
+    reader.start()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        conn.send(message)
+    reader.join()
+    assert conn.closed  # part of the message was written: the stream is unusable
+
+
+def test_message_lock_has_the_threading_lock_interface():
+    lock = net.MessageLock()
+    assert not lock.locked()
+    with lock:
+        assert lock.locked()
+        assert lock.acquire(False) is False
+    assert not lock.locked()
+    assert lock.acquire() is True
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    order = []
+    lock.acquire()
+    waiter = threading.Thread(target=lambda: (lock.acquire(), order.append("waiter"), lock.release()))
+    waiter.start()
+    order.append("holder")
+    lock.release()
+    waiter.join(10)
+    assert order == ["holder", "waiter"]

@@ -549,3 +549,24 @@ def test_deep_marks_load_or_fail_cleanly():
     assert fwpickle.loads(b"(" * depth + b"N" + b"t" * depth + b".") is not None
     with pytest.raises(pickle.UnpicklingError):
         fwpickle.loads(b"(" * depth + b".")
+
+
+def test_short_strings_are_exact_whatever_the_string_cache_holds():
+    # Short ASCII strings (<= 24 characters) decoded by one load are kept for
+    # the next loads. Strings with the same length, head and tail land in the
+    # same cache slot (only the middle differs); they must still come back exact.
+    strings = []
+    for n in range(2, 26):
+        for middle in "abcXYZ":
+            s = ("H" * 8 + middle * max(n - 16, 0) + "T" * 8)[:n] if n > 16 else (middle * n)
+            strings.append(s)
+    strings += [f"k{i}" for i in range(2000)]  # more than the cache has slots
+    for rounds in range(2):
+        for proto in (0, 2, 5):
+            for chunk in (strings, strings[::-1]):
+                data = pickle.dumps(chunk, proto)
+                loaded = fwpickle.loads(data)
+                assert loaded == pickle.loads(data)
+                assert all(type(s) is str for s in loaded)
+    for s in strings[:200]:
+        assert fwpickle.loads(pickle.dumps(s, 5)) == s

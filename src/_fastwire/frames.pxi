@@ -28,6 +28,11 @@ cdef extern from "Python.h":
     char* fw_bytes_data "PyBytes_AS_STRING"(PyObject* obj)
     void Py_XDECREF(PyObject* obj)
 
+cdef extern from "sockio.h":
+    int FW_FAST_SOCKETS
+    int fw_fd_send_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
+    Py_ssize_t fw_fd_recv(int fd, char* buf, Py_ssize_t n) except -1
+
 DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
 DEFAULT_COPY_THRESHOLD = 64 * 1024
 
@@ -583,6 +588,11 @@ cdef class FrameScanner:
         that frame, but never more than the bytes already held: memory follows
         the bytes that arrive.
         """
+        self._open_window(sizehint)
+        return memoryview(self._arena)[self._end:self._arena.size]
+
+    cdef int _open_window(self, Py_ssize_t sizehint) except -1:
+        """Make the room get_buffer() describes at _arena.data[_end:_arena.size]."""
         cdef Py_ssize_t tail, want, rest
         self._check()
         tail = self._end - self._start
@@ -593,8 +603,18 @@ cdef class FrameScanner:
                 rest = tail if tail > _MIN_WINDOW else _MIN_WINDOW
             if rest > want:
                 want = rest
-        self._ensure_space(want)
-        return memoryview(self._arena)[self._end:self._arena.size]
+        return self._ensure_space(want)
+
+    cdef object _recv_fd(self, int fd):
+        """recv_from() straight on a blocking socket's file descriptor (sockio.h):
+        the frames completed, or None at end of stream."""
+        cdef Py_ssize_t n
+        self._open_window(-1)
+        n = fw_fd_recv(fd, self._arena.data + self._end, self._arena.size - self._end)
+        if n == 0:
+            return None
+        self._end += n
+        return self._scan()
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Account for `nbytes` written into the last ``get_buffer()``; the frames completed.

@@ -1776,17 +1776,30 @@ def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffe
     empty data, or the stdlib's exception for the same case (ValueError for
     an unsupported protocol, AttributeError/ImportError for missing globals).
     """
+    cdef Unpickler u
+    if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
+        return unp_loads_default(data, allowed)
+    u = _unp_shared
+    if u.busy:
+        u = Unpickler.__new__(Unpickler)
+    _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+    return _unp_loads_with(u, data)
+
+
+cdef object unp_loads_default(data, allowed):
+    """loads(data, allowed=allowed) with every other argument at its default."""
     cdef Unpickler u = _unp_shared
     if u.busy:
         u = Unpickler.__new__(Unpickler)
-    if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
-        # The common call: keep the defaults the shared decoder already has.
-        if u.encoding_is_bytes or u.buffers is not None \
-                or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
-            _unp_configure(u, True, "ASCII", "strict", (), None)
-        u.restriction = _unp_restriction_for(allowed)
-    else:
-        _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+    # Keep the defaults the shared decoder already has.
+    if u.encoding_is_bytes or u.buffers is not None \
+            or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
+        _unp_configure(u, True, "ASCII", "strict", (), None)
+    u.restriction = _unp_restriction_for(allowed)
+    return _unp_loads_with(u, data)
+
+
+cdef object _unp_loads_with(Unpickler u, data):
     _unp_set_memory_input(u, data)
     u.busy = True
     try:

@@ -1876,13 +1876,11 @@ def dumps_framed(objs, prefix=">I", protocol=None, *, fix_imports=True):
     cdef PwMemo memo
     cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
     cdef char stack_output[PW_STACK_OUTPUT]
-    cdef char header[12]
-    cdef Py_ssize_t start, n, reserved, used
+    cdef Py_ssize_t reserved
     if proto < 2:
         return b"".join([encode_frame(_pw_cpickle.dumps(obj, proto, fix_imports=fix_imports), fp)
                          for obj in objs])
-    # Room for the header of a typical message; a longer one moves its pickle.
-    reserved = encode_header(&fp.spec, header, 0xFFFF if fp.spec.limit >= 0xFFFF else 0)
+    reserved = pw_header_guess(&fp.spec)
     pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
     pw_enc_init(&e, proto, &memo)
     e.fix_imports = bool(fix_imports)
@@ -1890,22 +1888,38 @@ def dumps_framed(objs, prefix=">I", protocol=None, *, fix_imports=True):
     e.cap = PW_STACK_OUTPUT
     try:
         for obj in objs:
-            start = e.len
-            pw_reserve(&e, reserved)
-            pw_encode(&e, <PyObject *>obj)
-            n = e.len - start - reserved
-            used = encode_header(&fp.spec, header, <uint64_t>n)
-            if used > reserved:
-                pw_reserve(&e, used - reserved)  # may move e.buf
-            if used != reserved:
-                memmove(e.buf + start + used, e.buf + start + reserved, n)
-                e.len = start + used + n
-            memcpy(e.buf + start, header, used)
-            pw_memo_clear(&memo)
+            pw_append_frame(&e, <PyObject *>obj, &fp.spec, reserved)
         return pw_take_bytes(&e)
     finally:
         pw_enc_release(&e)
         pw_memo_free(&memo)
+
+
+cdef Py_ssize_t pw_header_guess(const PrefixSpec *spec) except -1:
+    """Header bytes to reserve before a pickle whose length is not known yet:
+    enough for a typical message; pw_append_frame moves a longer one."""
+    cdef char header[12]
+    return encode_header(spec, header, 0xFFFF if spec.limit >= 0xFFFF else 0)
+
+
+cdef int pw_append_frame(PwEnc *e, PyObject *obj, const PrefixSpec *spec,
+                         Py_ssize_t reserved) except -1:
+    """Append one frame: the header for, then, the pickle of obj (own memo)."""
+    cdef char header[12]
+    cdef Py_ssize_t start = e.len
+    cdef Py_ssize_t n, used
+    pw_reserve(e, reserved)
+    pw_encode(e, obj)
+    n = e.len - start - reserved
+    used = encode_header(spec, header, <uint64_t>n)
+    if used > reserved:
+        pw_reserve(e, used - reserved)  # may move e.buf
+    if used != reserved:
+        memmove(e.buf + start + used, e.buf + start + reserved, n)
+        e.len = start + used + n
+    memcpy(e.buf + start, header, used)
+    pw_memo_clear(e.memo)
+    return 0
 
 
 def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):

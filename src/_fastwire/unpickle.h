@@ -66,6 +66,43 @@ static inline PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n)
  * ASCII: check eight bytes at a time and copy, skipping the codec machinery.
  * Length 0 and 1 go through the codec so the interpreter's cached singletons
  * are returned, exactly as the stdlib does. */
+#ifndef Py_GIL_DISABLED
+/* Short ASCII strings met again and again across loads (dict keys, field
+ * names, enum-like values: a stream of messages repeats them in every one)
+ * come from a small direct-mapped cache: no allocation, no copy, and the str
+ * keeps its cached hash, so making it a dict key does not hash it again. The
+ * stdlib builds a new str each time; only identity (never a guarantee for
+ * str) differs. Not on free-threaded builds, where the table would need a lock. */
+#define FW_STR_CACHE_SLOTS 512
+#define FW_STR_CACHE_MAX_LEN 24
+static PyObject *fw_str_cache[FW_STR_CACHE_SLOTS];
+
+static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
+{
+    /* The slot: a multiplicative hash of the first and last (up to) eight
+     * bytes and the length; a collision only costs a miss. */
+    uint64_t head = 0, tail = 0, h;
+    PyObject *str, **slot;
+    memcpy(&head, s, n < 8 ? (size_t)n : 8);
+    if (n > 8)
+        memcpy(&tail, s + (n < 16 ? 8 : n - 8), n < 16 ? (size_t)(n - 8) : 8);
+    h = (head * UINT64_C(0x9E3779B97F4A7C15)) ^ (tail + (uint64_t)n) * UINT64_C(0xC2B2AE3D27D4EB4F);
+    slot = &fw_str_cache[(h >> 32) & (FW_STR_CACHE_SLOTS - 1)];
+    str = *slot;
+    if (str != NULL && PyUnicode_GET_LENGTH(str) == n && memcmp(PyUnicode_DATA(str), s, (size_t)n) == 0) {
+        Py_INCREF(str);
+        return str;
+    }
+    str = PyUnicode_New(n, 127);
+    if (str == NULL)
+        return NULL;
+    memcpy(PyUnicode_DATA(str), s, (size_t)n);
+    Py_INCREF(str);
+    Py_XSETREF(*slot, str);
+    return str;
+}
+#endif
+
 static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
 {
     if (n > 1) {
@@ -80,7 +117,12 @@ static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
         for (; i < n; i++)
             acc |= p[i];
         if (!(acc & UINT64_C(0x8080808080808080))) {
-            PyObject *str = PyUnicode_New(n, 127);
+            PyObject *str;
+#ifndef Py_GIL_DISABLED
+            if (n <= FW_STR_CACHE_MAX_LEN)
+                return fw_cached_ascii_str(s, n);
+#endif
+            str = PyUnicode_New(n, 127);
             if (str == NULL)
                 return NULL;
             memcpy(PyUnicode_DATA(str), s, (size_t)n);

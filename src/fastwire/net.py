@@ -8,9 +8,12 @@ authkey challenge/response handshake (the digest-negotiating one of Python
 a fastwire Client talks to a standard Listener and the other way round.
 TCP over IPv4 and IPv6, and Unix sockets.
 
-What is faster: one buffered ``recv_into`` brings in every frame the kernel
-has, and each is decoded in place; a message is pickled straight behind its
-frame header and leaves in one system call; :meth:`Connection.send_many`
+What is faster: ``send()`` and ``recv()`` are compiled (ConnectionCore): on a
+socket without timeout (POSIX) a message is pickled behind its frame header
+into a stack buffer and written with one ``send(2)`` on the descriptor, and one
+``recv(2)`` straight into the frame scanner's buffer brings in every frame the
+kernel has, each decoded without leaving C; with a timeout the socket module's
+methods are used; :meth:`Connection.send_many`
 writes a whole batch into one buffer and one system call; a large bytes
 message is not copied on the way out (scatter/gather ``sendmsg``), and a
 message over 1 MiB is read straight into its final place: the caller's
@@ -31,7 +34,8 @@ a negative length prefix raises :class:`~fastwire.frames.FrameError` (the
 standard library reads it as an empty message).
 
 Threads: one Connection may be shared by any number of threads. Sends are
-serialised by one lock and receives by another, so each message is written
+serialised by one lock and receives by another (:class:`MessageLock`: a thread
+waiting for one cannot be interrupted by a signal), so each message is written
 and read whole, one sender and one receiver thread never wait for each other,
 and the messages of one sending thread arrive in the order it sent them.
 ``close()`` must not race with a send or receive in progress.
@@ -44,7 +48,6 @@ import hmac
 import os
 import select
 import socket
-import threading
 import time
 from multiprocessing import AuthenticationError, BufferTooShort
 from multiprocessing import connection as _std_connection
@@ -58,6 +61,7 @@ from .frames import (
     dumps_framed,
     receive_payload,
 )
+from ._fastwire import FAST_SOCKETS, ConnectionCore, MessageLock
 
 __all__ = [
     "AuthenticationError",
@@ -85,7 +89,7 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - not on Linux
 _CHUNK = 1024 * 1024
 
 
-class Connection:
+class Connection(ConnectionCore):
     """A message connection over a connected, blocking socket.
 
     ``Connection(sock)`` takes ownership of `sock` (a ``socket.socket`` or a
@@ -115,8 +119,10 @@ class Connection:
         self._scanner = FrameScanner(_PREFIX, max_frame_size=max_frame_size,
                                      copy_threshold=COPY_THRESHOLD)
         self._ready = collections.deque()  # complete payloads received, not yet returned
-        self._send_lock = threading.Lock()
-        self._recv_lock = threading.Lock()
+        self._send_lock = MessageLock()
+        self._recv_lock = MessageLock()
+        self._fd = -1
+        self._track_fast_path()
 
     # -- state -----------------------------------------------------------------
 
@@ -153,9 +159,17 @@ class Connection:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be None or > 0")
         self._live().settimeout(timeout)
+        self._track_fast_path()
+
+    def _track_fast_path(self):
+        # The compiled send()/recv() use the descriptor directly only while the
+        # socket blocks without a timeout; a timeout needs the socket module's.
+        sock = self._sock
+        self._fd = sock.fileno() if FAST_SOCKETS and sock is not None and sock.gettimeout() is None else -1
 
     def close(self):
         """Close the connection (idempotent)."""
+        self._fd = -1  # first: the descriptor number may be reused once closed
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -191,14 +205,10 @@ class Connection:
 
     # -- sending ---------------------------------------------------------------
 
-    def send(self, obj):
-        """Send a picklable object (pickle protocol 5).
+    # send() and recv() are ConnectionCore's (compiled); these are their
+    # general paths: sockets with a timeout, Windows, large messages, errors.
 
-        A bytes or bytearray larger than 1 MiB goes out without being copied.
-        Raises OSError if closed, PicklingError for unpicklable objects,
-        TimeoutError on timeout (the connection is then closed: a message may
-        have been half written).
-        """
+    def _send_slowly(self, obj):
         sock = self._sock
         if sock is None or not self._writable:
             self._live()
@@ -208,17 +218,7 @@ class Connection:
             _pickle.dump(obj, _ChunkWriter(chunks), protocol=5)
             self._send_message(chunks)
             return
-        frames = dumps_framed((obj,), _PREFIX, 5)
-        # _send_frames() inlined: this is the per-message path.
-        lock = self._send_lock
-        lock.acquire()
-        try:
-            sock.sendall(frames)
-        except (TimeoutError, InterruptedError):
-            self.close()  # a message may be half written: the stream is not reusable
-            raise
-        finally:
-            lock.release()
+        self._send_frames(dumps_framed((obj,), _PREFIX, 5))
 
     def send_many(self, objs):
         """Send every object of `objs`, in order, with as few system calls as possible.
@@ -235,14 +235,9 @@ class Connection:
             self._send_frames(frames)
 
     def _send_frames(self, frames):
-        # acquire/release rather than `with`: a third cheaper, and this is the
-        # per-message path. One write: no Nagle delay between header and payload (bpo-20540).
-        lock = self._send_lock
-        lock.acquire()
-        try:
+        # One write: no Nagle delay between header and payload (bpo-20540).
+        with self._send_lock:
             self._guarded(self._live().sendall, frames)
-        finally:
-            lock.release()
 
     def send_bytes(self, buf, offset=0, size=None):
         """Send `size` bytes of the bytes-like `buf` from `offset` as one message.
@@ -288,21 +283,10 @@ class Connection:
 
     # -- receiving -------------------------------------------------------------
 
-    def recv(self):
-        """Receive one object.
-
-        Decoded in restricted mode unless the connection is trusted. Raises
-        EOFError when the peer has closed (also in the middle of a frame: no
-        partial object is ever returned), UnpicklingError for a refused or
-        malformed pickle (the stream stays usable), FrameTooLarge/FrameError for
-        a bad length prefix (the connection is closed), TimeoutError on
-        timeout (bytes received so far are kept for the next call, except in
-        the middle of a message over 1 MiB, which closes the connection).
-        """
+    def _recv_slowly(self):
         if self._sock is None or not self._readable:
             self._live()
             self._check_readable()
-        # A frame already received needs no lock: popleft() hands it to one caller.
         ready = self._ready
         if ready:
             try:

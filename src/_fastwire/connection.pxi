@@ -1,0 +1,196 @@
+# The per-message path of fastwire.net.Connection: send() and recv() of an
+# ordinary message, compiled.
+#
+# A small message costs two system calls on the wire; everything else a
+# Connection written in Python does around them (state checks, a lock, the
+# socket methods' argument parsing, a memoryview, the GIL round trip of a
+# blocking call) cost as much again. Here a message is pickled behind its frame
+# header into a stack buffer and written from there with one send() on the
+# descriptor (sockio.h), and received frames are read with one recv() straight
+# into the FrameScanner's buffer and decoded without leaving C.
+#
+# Only the common case lives here. The Python subclass (fastwire/net.py) keeps
+# everything else and every rare branch: sockets with a timeout (the socket
+# module's timeout machinery), Windows, large bytes sent without a copy, large
+# frames decoded while they arrive, end-of-stream and error handling.
+
+from cpython.pythread cimport (
+    NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
+    PyThread_release_lock, PyThread_type_lock,
+)
+
+cdef FramePrefix _conn_prefix = FramePrefix("multiprocessing")
+cdef Py_ssize_t _conn_header_guess = pw_header_guess(&_conn_prefix.spec)
+# A bytes/bytearray at least this large is sent by the subclass without copying it.
+cdef Py_ssize_t _CONN_STREAMED = 1024 * 1024
+
+FAST_SOCKETS = bool(FW_FAST_SOCKETS)
+
+
+cdef class MessageLock:
+    """A mutex with :class:`threading.Lock`'s ``with`` / ``acquire()`` /
+    ``release()`` / ``locked()``, that compiled code takes without a method call
+    (calling ``threading.Lock.acquire`` parses arguments: a tenth of a message).
+    A thread waiting for it cannot be interrupted by a signal."""
+
+    cdef PyThread_type_lock lock
+    cdef bint held
+
+    def __cinit__(self):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef int take(self) except -1:
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        self.held = True
+        return 0
+
+    cdef void give(self) noexcept:
+        self.held = False
+        PyThread_release_lock(self.lock)
+
+    def acquire(self, bint blocking=True):
+        """Take the lock (waiting for it unless `blocking` is false); True if taken."""
+        if not blocking:
+            if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+                return False
+            self.held = True
+            return True
+        self.take()
+        return True
+
+    def release(self):
+        """Give the lock back; RuntimeError if it is not held."""
+        if not self.held:
+            raise RuntimeError("release unlocked lock")
+        self.give()
+
+    def locked(self):
+        """True while some thread holds the lock."""
+        return self.held
+
+    def __enter__(self):
+        self.take()
+        return True
+
+    def __exit__(self, *exc_info):
+        self.give()
+
+
+cdef class ConnectionCore:
+    """The compiled half of :class:`fastwire.net.Connection`; not for direct use.
+
+    The subclass sets every attribute in its ``__init__``. ``_fd`` is the
+    socket's descriptor while the fast path may use it (a blocking socket
+    without timeout, on POSIX), else -1; the subclass keeps it current.
+    """
+
+    cdef public object _sock
+    cdef public bint _readable
+    cdef public bint _writable
+    cdef public object _allowed       # None: trusted; else the tuple given to loads()
+    cdef public FrameScanner _scanner
+    cdef public object _ready         # collections.deque of received payloads
+    cdef public MessageLock _send_lock
+    cdef public MessageLock _recv_lock
+    cdef public int _fd
+
+    def send(self, obj):
+        """Send a picklable object (pickle protocol 5).
+
+        A bytes or bytearray larger than 1 MiB goes out without being copied.
+        Raises OSError if closed, PicklingError for unpicklable objects,
+        TimeoutError on timeout; any error after part of the message was written
+        closes the connection (the stream cannot be resynchronised).
+        """
+        cdef PwEnc e
+        cdef PwMemo memo
+        cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
+        cdef char stack_output[PW_STACK_OUTPUT]
+        cdef Py_ssize_t sent = 0
+        cdef int fd = self._fd
+        if fd < 0 or not self._writable or (
+                (type(obj) is bytes or type(obj) is bytearray) and len(obj) >= _CONN_STREAMED):
+            return self._send_slowly(obj)
+        pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
+        pw_enc_init(&e, 5, &memo)
+        e.buf = stack_output
+        e.cap = PW_STACK_OUTPUT
+        try:
+            pw_append_frame(&e, <PyObject *>obj, &_conn_prefix.spec, _conn_header_guess)
+            self._send_lock.take()
+            try:
+                fw_fd_send_all(fd, e.buf, e.len, &sent)
+            except BaseException:
+                if sent:
+                    self.close()
+                raise
+            finally:
+                self._send_lock.give()
+        finally:
+            pw_enc_release(&e)
+            pw_memo_free(&memo)
+
+    def recv(self):
+        """Receive one object.
+
+        Decoded in restricted mode unless the connection is trusted. Raises
+        EOFError when the peer has closed (also in the middle of a frame: no
+        partial object is ever returned), UnpicklingError for a refused or
+        malformed pickle (the stream stays usable), FrameTooLarge/FrameError for
+        a bad length prefix (the connection is closed), TimeoutError on
+        timeout (bytes received so far are kept for the next call, except in
+        the middle of a message over 1 MiB, which closes the connection).
+        """
+        cdef object ready = self._ready
+        cdef FrameScanner scanner = self._scanner
+        cdef int fd = self._fd
+        if self._sock is None or not self._readable:
+            return self._recv_slowly()
+        # A frame already received needs no lock: popleft() hands it to one caller.
+        if ready:
+            try:
+                frame = ready.popleft()
+            except IndexError:  # another thread took it
+                return self._recv_slowly()
+            return unp_loads_default(frame, self._allowed)
+        if fd < 0:
+            return self._recv_slowly()
+        self._recv_lock.take()
+        try:
+            while True:
+                if ready:
+                    try:
+                        frame = ready.popleft()
+                        break
+                    except IndexError:  # a lock-free recv() in another thread took it
+                        continue
+                try:
+                    frames = scanner._recv_fd(fd)
+                except FrameError:
+                    self.close()
+                    raise
+                if frames is None:
+                    if scanner._end > scanner._start:
+                        self.close()
+                        raise EOFError("the peer closed the connection in the middle of a message")
+                    raise EOFError
+                if frames:
+                    if len(<list>frames) == 1 and not ready:
+                        frame = (<list>frames)[0]  # the usual case: no detour through the deque
+                        break
+                    ready.extend(frames)
+                elif (scanner._partial.header_size and
+                        scanner._partial.length >= <uint64_t>_CONN_STREAMED):
+                    # Decoded while it arrives, straight into the objects it makes.
+                    return self._load_streamed(*scanner.take_partial())
+        finally:
+            self._recv_lock.give()
+        return unp_loads_default(frame, self._allowed)

@@ -1,0 +1,111 @@
+/* Socket I/O straight on a blocking file descriptor: fastwire.net's
+ * per-message path.
+ *
+ * For a small message Python's socket methods cost more than the system call
+ * (a bound method, argument parsing, a memoryview, the timeout machinery, a
+ * GIL release and re-acquire). A Connection whose socket has no timeout (so
+ * its descriptor is in blocking mode) calls these instead. Each first tries
+ * without blocking, holding the GIL: a message to a socket with room, or from
+ * one with data waiting, then costs exactly one system call. Only when the
+ * kernel would block is the GIL released for a blocking call. EINTR is retried
+ * after running signal handlers (PEP 475), as the socket module does.
+ *
+ * POSIX only: on Windows FW_FAST_SOCKETS is 0 and fastwire.net keeps using
+ * the socket methods (a SOCKET is not a file descriptor there).
+ */
+#ifndef FW_SOCKIO_H
+#define FW_SOCKIO_H
+
+#include <Python.h>
+
+#ifdef _WIN32
+
+#define FW_FAST_SOCKETS 0
+
+static int fw_fd_send_all(int fd, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
+{
+    (void)fd; (void)buf; (void)n;
+    *sent = 0;
+    PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
+    return -1;
+}
+
+static Py_ssize_t fw_fd_recv(int fd, char *buf, Py_ssize_t n)
+{
+    (void)fd; (void)buf; (void)n;
+    PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
+    return -1;
+}
+
+#else
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define FW_FAST_SOCKETS 1
+
+static int fw_would_block(int err)
+{
+    return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+/* Write all n bytes; 0, or -1 with an exception set. *sent counts the bytes
+ * written either way (a caller must not reuse a stream cut mid-message). */
+static int fw_fd_send_all(int fd, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
+{
+    *sent = 0;
+    while (n > 0) {
+        ssize_t k = send(fd, buf, (size_t)n, MSG_DONTWAIT);
+        int err = k < 0 ? errno : 0;
+        if (k < 0 && fw_would_block(err)) {
+            Py_BEGIN_ALLOW_THREADS
+            k = send(fd, buf, (size_t)n, 0);
+            err = k < 0 ? errno : 0;
+            Py_END_ALLOW_THREADS
+        }
+        if (k < 0) {
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                continue;
+            }
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        buf += k;
+        n -= (Py_ssize_t)k;
+        *sent += (Py_ssize_t)k;
+    }
+    return 0;
+}
+
+/* One read of up to n bytes: how many arrived, 0 at end of stream, or -1 with
+ * an exception set. */
+static Py_ssize_t fw_fd_recv(int fd, char *buf, Py_ssize_t n)
+{
+    for (;;) {
+        ssize_t k = recv(fd, buf, (size_t)n, MSG_DONTWAIT);
+        int err = k < 0 ? errno : 0;
+        if (k < 0 && fw_would_block(err)) {
+            Py_BEGIN_ALLOW_THREADS
+            k = recv(fd, buf, (size_t)n, 0);
+            err = k < 0 ? errno : 0;
+            Py_END_ALLOW_THREADS
+        }
+        if (k >= 0)
+            return (Py_ssize_t)k;
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+}
+
+#endif /* _WIN32 */
+#endif /* FW_SOCKIO_H */
