@@ -3,10 +3,13 @@ same results and exceptions, and real stdlib peers on real sockets."""
 
 import collections
 import os
+import pickle
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 from multiprocessing import AuthenticationError, BufferTooShort
@@ -693,3 +696,86 @@ def test_message_lock_has_the_threading_lock_interface():
     lock.release()
     waiter.join(10)
     assert order == ["holder", "waiter"]
+
+
+# -- large bytes messages: received into the memory of the previous one ------------
+
+
+def _send_in_thread(fn, *args):
+    thread = threading.Thread(target=fn, args=args)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("receive", ["recv", "recv_bytes"])
+def test_large_bytes_reuse_the_memory_only_of_a_dropped_result(pipe, receive):
+    a, b = pipe
+    send = a.send if receive == "recv" else a.send_bytes
+    get = getattr(b, receive)
+    sizes = [3 << 20, 3 << 20, 5 << 20, 2 << 20, (2 << 20) + 1]
+    kept = None
+    for i, size in enumerate(sizes):
+        payload = bytes([i + 1]) * size
+        thread = _send_in_thread(send, payload)
+        got = get()
+        thread.join()
+        assert type(got) is bytes and got == payload
+        # The hash is of the new contents, even when the memory (and the size) is the last one's.
+        assert hash(got) == hash(bytes(payload))
+        if i == 2:
+            kept = got  # still referenced: the next message must not be written into it
+        else:
+            hash(got)
+            del got
+    assert kept == bytes([3]) * (5 << 20)
+
+
+def test_lone_bytes_pickles_from_any_pickler_and_other_trailers():
+    a, b = socket.socketpair()
+    conn = net.Connection(b)
+    blob = os.urandom(2 << 20)
+    raw = blob[:1 << 20]
+    frames = [
+        pickle.dumps(blob, protocol=5),                     # BINBYTES, MEMOIZE, STOP
+        pickle.dumps(blob, protocol=3),
+        b"\x80\x05B" + struct.pack("<I", len(raw)) + raw + b".",                 # no MEMOIZE
+        b"\x80\x05\x8e" + struct.pack("<Q", len(raw)) + raw + b"\x94.",          # BINBYTES8
+        b"\x80\x05B" + struct.pack("<I", len(raw)) + raw + b"\x85.",             # TUPLE1: not bytes
+        b"\x80\x05B" + struct.pack("<I", len(raw)) + raw + b"\x94\x85.",         # 3-byte trailer
+    ]
+    expected = [blob, blob, raw, raw, (raw,), (raw,)]
+
+    def send_all():
+        for frame in frames:
+            a.sendall(struct.pack("!i", len(frame)) + frame)
+
+    thread = _send_in_thread(send_all)
+    for want in expected:
+        got = conn.recv()
+        assert type(got) is type(want) and got == want
+    thread.join()
+    a.close()
+    conn.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux" or sysconfig.get_config_var("Py_GIL_DISABLED"), reason=(
+    "counts this process's minor page faults (getrusage, Linux); free-threaded builds never recycle"))
+def test_dropped_large_result_is_refilled_without_paging_in_new_memory(pipe):
+    import resource
+
+    a, b = pipe
+    payload = b"r" * (16 << 20)  # 4096 pages
+
+    def faults_of_one_recv():
+        thread = _send_in_thread(a.send, payload)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        got = b.recv()
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        thread.join()
+        assert got == payload
+        return after - before
+
+    first = faults_of_one_recv()   # new memory: every page faulted in
+    second = faults_of_one_recv()  # the first result was dropped: its pages are refilled
+    assert first > 3000, first
+    assert second < first // 4, (first, second)

@@ -101,6 +101,23 @@ cdef class ConnectionCore:
     cdef public MessageLock _send_lock
     cdef public MessageLock _recv_lock
     cdef public int _fd
+    cdef public object _spare   # the last large bytes received, kept for its paged-in memory
+
+    def _receive_bytes(self, Py_ssize_t length, received):
+        """The rest of a large frame as one bytes object (receive_payload()),
+        read from the socket. If the caller has dropped the large bytes this
+        connection returned last time, its memory is filled instead of a new
+        block: paging in a fresh 64 MiB costs more than receiving it."""
+        cdef PyObject* reuse = NULL
+        cdef PyObject* spare = <PyObject*>self._spare
+        if spare != <PyObject*>None and pw_refcnt(spare) == 1:  # held by nobody else
+            pw_incref(spare)
+            reuse = spare
+        self._spare = None
+        result = _receive_payload(self._sock.recv_into, length, received, reuse)
+        if not FW_FREE_THREADED:  # a reference count proves nothing there
+            self._spare = result
+        return result
 
     def send(self, obj):
         """Send a picklable object (pickle protocol 5).

@@ -28,6 +28,9 @@ cdef extern from "Python.h":
     char* fw_bytes_data "PyBytes_AS_STRING"(PyObject* obj)
     void Py_XDECREF(PyObject* obj)
 
+cdef extern from "wire.h":
+    void fw_bytes_forget_hash(PyObject* obj)
+
 cdef extern from "sockio.h":
     int FW_FAST_SOCKETS
     int fw_fd_send_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
@@ -713,28 +716,43 @@ def receive_payload(recv_into, length, received=b""):
     Raises EOFError if recv_into returns 0 first, ValueError if `received`
     exceeds `length`; any exception of recv_into propagates.
     """
+    return _receive_payload(recv_into, length, received, NULL)
+
+
+cdef object _receive_payload(recv_into, Py_ssize_t length, received, PyObject* reuse):
+    """receive_payload(); `reuse`, if not NULL, is a bytes object whose only
+    reference the caller hands over (stolen, even on error): its memory, already
+    paged in, is filled instead of a new block's, up to its size; past that it
+    grows like a new one."""
     cdef Py_buffer view
-    cdef Py_ssize_t total, filled, size, n
-    cdef PyObject* raw = NULL
-    if length < 0:
-        raise ValueError("negative length")
-    total = length
-    acquire_readable(received, &view)
+    cdef Py_ssize_t filled, size, n
+    cdef PyObject* raw = reuse
     try:
-        filled = view.len
-        if filled > total:
-            raise ValueError("received more bytes than the frame length")
-        size = 2 * filled if 2 * filled > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
-        if size > total:
-            size = total
-        raw = fw_new_bytes(NULL, size)
-        memcpy(fw_bytes_data(raw), view.buf, filled)
-    finally:
-        release_view(&view)
-    try:
-        while filled < total:
+        if length < 0:
+            raise ValueError("negative length")
+        acquire_readable(received, &view)
+        try:
+            filled = view.len
+            if filled > length:
+                raise ValueError("received more bytes than the frame length")
+            if raw != NULL:
+                size = PyBytes_GET_SIZE(<object>raw)
+                if size > length or size < filled:
+                    size = length if size > length else filled
+                    if _PyBytes_Resize(&raw, size) < 0:  # pragma: no cover - raises MemoryError
+                        raise MemoryError()
+                fw_bytes_forget_hash(raw)  # refilled in place: its cached hash is stale
+            else:
+                size = 2 * filled if 2 * filled > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
+                if size > length:
+                    size = length
+                raw = fw_new_bytes(NULL, size)
+            memcpy(fw_bytes_data(raw), view.buf, filled)
+        finally:
+            release_view(&view)
+        while filled < length:
             if filled == size:
-                size = 2 * size if 2 * size < total else total
+                size = 2 * size if 2 * size < length else length
                 if _PyBytes_Resize(&raw, size) < 0:  # pragma: no cover - raises MemoryError
                     raise MemoryError()
             window = PyMemoryView_FromMemory(fw_bytes_data(raw) + filled, size - filled, PyBUF_WRITE)
@@ -747,6 +765,7 @@ def receive_payload(recv_into, length, received=b""):
             if n < 0 or n > size - filled:
                 raise ValueError("recv_into reported more bytes than the buffer holds")
             filled += n
-        return <object>raw
+        result = <object>raw
+        return result
     finally:
         Py_XDECREF(raw)

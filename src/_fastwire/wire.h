@@ -137,4 +137,24 @@ static inline void fw_gc_resume(int was_enabled) {
 #endif
 }
 
+/* A bytes object about to be refilled in place (its only reference is ours):
+ * forget the hash it may have cached for its old contents. _PyBytes_Resize
+ * does this too, but not when the size does not change. ob_shash is marked
+ * deprecated (3.11+) yet is still the field bytes_hash() caches into. */
+static inline void fw_bytes_forget_hash(PyObject *bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#elif defined(_MSC_VER)
+#pragma warning(push)
+#pragma warning(disable: 4996)
+#endif
+    ((PyBytesObject *)bytes)->ob_shash = -1;
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#elif defined(_MSC_VER)
+#pragma warning(pop)
+#endif
+}
+
 #endif /* FASTWIRE_WIRE_H */

@@ -20,7 +20,11 @@ message over 1 MiB is read straight into its final place: the caller's
 buffer (``recv_bytes_into``), the bytes returned (``recv_bytes``), or the
 objects ``recv`` decodes while reading, which grow with the bytes that
 arrive, never by what the pickle claims. Receiving 64 MiB then peaks at 1x
-the payload.
+the payload. A large ``bytes`` received (``recv_bytes``, or ``recv`` of a
+message that is one bytes object) is filled into the memory of the previous
+one if the caller has dropped it: paging in fresh memory costs more than the
+transfer. The connection keeps that one buffer until the next large message
+or ``close()``.
 
 Safe by default: :meth:`Connection.recv` decodes in fastwire.pickle's
 restricted mode (builtin value types plus the ``allowed=`` globals); only a
@@ -59,7 +63,6 @@ from .frames import (
     FramePrefix,
     FrameScanner,
     dumps_framed,
-    receive_payload,
 )
 from ._fastwire import FAST_SOCKETS, ConnectionCore, MessageLock
 
@@ -170,6 +173,7 @@ class Connection(ConnectionCore):
     def close(self):
         """Close the connection (idempotent)."""
         self._fd = -1  # first: the descriptor number may be reused once closed
+        self._spare = None
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -401,7 +405,7 @@ class Connection(ConnectionCore):
         """The rest of a large frame, read straight into the bytes object returned."""
         length, head = self._scanner.take_partial()
         try:
-            return receive_payload(self._sock.recv_into, length, head)
+            return self._receive_bytes(length, head)
         except BaseException:
             self.close()  # the frame is cut: the stream cannot be resynchronised
             raise
@@ -441,6 +445,9 @@ class Connection(ConnectionCore):
 
     def _load_streamed(self, length, received):
         """Decode a large frame while reading it, straight into the objects it makes."""
+        shape = _lone_bytes_pickle(received, length)
+        if shape is not None:
+            return self._load_lone_bytes(length, received, *shape)
         reader = _FrameReader(self._sock, length, received)
         try:
             obj = _pickle.load(reader, allowed=self._allowed)
@@ -459,6 +466,42 @@ class Connection(ConnectionCore):
         except BaseException:
             self.close()
             raise
+
+
+    def _load_lone_bytes(self, length, received, op_end, size, trailer_size):
+        """A frame that pickles one large bytes object, received like recv_bytes()
+        (into recycled memory when it can be), then checked against its trailer."""
+        try:
+            data = self._receive_bytes(size, received[op_end:op_end + size])
+            trailer = bytearray(received[op_end + size:])
+            if len(trailer) < trailer_size:
+                missing = bytearray(trailer_size - len(trailer))
+                _recv_exactly(self._sock, memoryview(missing))
+                trailer += missing
+        except BaseException:
+            self.close()  # the frame is cut: the stream cannot be resynchronised
+            raise
+        if trailer in (b".", b"\x94."):  # STOP, or MEMOIZE then STOP
+            return data
+        # Some other opcode follows the bytes: decode the frame the general way.
+        return _pickle.loads(bytes(received[:op_end]) + data + trailer, allowed=self._allowed)
+
+
+def _lone_bytes_pickle(received, length):
+    """If the frame's pickle is PROTO, BINBYTES/BINBYTES8 and a 1- or 2-byte
+    trailer (how every pickler writes one large bytes object), where its
+    payload starts, its size and the trailer's size; else None."""
+    if len(received) < 11 or received[0] != 0x80 or not 2 <= received[1] <= _pickle.HIGHEST_PROTOCOL:
+        return None
+    op = received[2]
+    if op == 0x42:    # BINBYTES: 4-byte little-endian size
+        op_end, size = 7, int.from_bytes(received[3:7], "little")
+    elif op == 0x8E:  # BINBYTES8
+        op_end, size = 11, int.from_bytes(received[3:11], "little")
+    else:
+        return None
+    trailer_size = length - op_end - size
+    return (op_end, size, trailer_size) if trailer_size in (1, 2) else None
 
 
 class _ChunkWriter:
