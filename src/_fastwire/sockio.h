@@ -50,47 +50,18 @@ static int fw_would_block(int err)
     return err == EAGAIN || err == EWOULDBLOCK;
 }
 
-/* Write all n bytes; 0, or -1 with an exception set. *sent counts the bytes
- * written either way (a caller must not reuse a stream cut mid-message). */
-static int fw_fd_send_all(int fd, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
-{
-    *sent = 0;
-    while (n > 0) {
-        ssize_t k = send(fd, buf, (size_t)n, MSG_DONTWAIT);
-        int err = k < 0 ? errno : 0;
-        if (k < 0 && fw_would_block(err)) {
-            Py_BEGIN_ALLOW_THREADS
-            k = send(fd, buf, (size_t)n, 0);
-            err = k < 0 ? errno : 0;
-            Py_END_ALLOW_THREADS
-        }
-        if (k < 0) {
-            if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0)
-                    return -1;
-                continue;
-            }
-            errno = err;
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-        buf += k;
-        n -= (Py_ssize_t)k;
-        *sent += (Py_ssize_t)k;
-    }
-    return 0;
-}
-
-/* One read of up to n bytes: how many arrived, 0 at end of stream, or -1 with
- * an exception set. */
-static Py_ssize_t fw_fd_recv(int fd, char *buf, Py_ssize_t n)
+/* One send(2) or recv(2) (`writing` chooses) of up to n bytes: first without
+ * blocking, holding the GIL, then, if the kernel would block, blocking without
+ * it. How many bytes moved (0 from recv: end of stream), or -1 with an
+ * exception set. */
+static Py_ssize_t fw_fd_io(int fd, char *buf, Py_ssize_t n, int writing)
 {
     for (;;) {
-        ssize_t k = recv(fd, buf, (size_t)n, MSG_DONTWAIT);
+        ssize_t k = writing ? send(fd, buf, (size_t)n, MSG_DONTWAIT) : recv(fd, buf, (size_t)n, MSG_DONTWAIT);
         int err = k < 0 ? errno : 0;
         if (k < 0 && fw_would_block(err)) {
             Py_BEGIN_ALLOW_THREADS
-            k = recv(fd, buf, (size_t)n, 0);
+            k = writing ? send(fd, buf, (size_t)n, 0) : recv(fd, buf, (size_t)n, 0);
             err = k < 0 ? errno : 0;
             Py_END_ALLOW_THREADS
         }
@@ -105,6 +76,29 @@ static Py_ssize_t fw_fd_recv(int fd, char *buf, Py_ssize_t n)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+}
+
+/* Write all n bytes; 0, or -1 with an exception set. *sent counts the bytes
+ * written either way (a caller must not reuse a stream cut mid-message). */
+static int fw_fd_send_all(int fd, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
+{
+    *sent = 0;
+    while (n > 0) {
+        Py_ssize_t k = fw_fd_io(fd, (char *)buf, n, 1);
+        if (k < 0)
+            return -1;
+        buf += k;
+        n -= k;
+        *sent += k;
+    }
+    return 0;
+}
+
+/* One read of up to n bytes: how many arrived, 0 at end of stream, or -1 with
+ * an exception set. */
+static Py_ssize_t fw_fd_recv(int fd, char *buf, Py_ssize_t n)
+{
+    return fw_fd_io(fd, buf, n, 0);
 }
 
 #endif /* _WIN32 */
