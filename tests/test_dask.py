@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import decimal
 import fractions
+import gc
 import os
 import pickle
 import signal
@@ -35,6 +36,8 @@ import dask  # noqa: E402
 from distributed import Client, LocalCluster, wait  # noqa: E402
 
 import fastwire.dask as fd  # noqa: E402
+import fastwire.pickle  # noqa: E402
+from fastwire.dask import _gc_pause as fd_gc_pause  # noqa: E402
 
 # Worker processes cannot import this test module by name: ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -299,6 +302,98 @@ def test_whole_containers_travel_as_one_frame():
         fd.whole("not a container")
 
 
+class CollectorProbe:
+    """Records, when unpickled, whether the cyclic garbage collector was on; may
+    first wait for an event (named in its state) so tests can overlap threads."""
+
+    seen: list = []
+    events: dict = {}
+
+    def __init__(self, wait_for=None):
+        self.wait_for = wait_for
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.wait_for is not None:
+            CollectorProbe.events[self.wait_for].wait(timeout=30)
+        CollectorProbe.seen.append(gc.isenabled())
+
+
+def probe_frames(size: int, wait_for=None) -> list:
+    """Frames of the family's shape for a probe plus ``size`` bytes of padding.
+
+    Written with fastwire.pickle directly: the family itself declines classes of
+    this module, which is registered for pickling by value."""
+    value = [CollectorProbe(wait_for), "p" * size]
+    return [fastwire.pickle.dumps(value, protocol=5)]
+
+
+@pytest.fixture
+def probe():
+    CollectorProbe.seen.clear()
+    CollectorProbe.events.clear()
+    assert gc.isenabled()
+    yield CollectorProbe
+    fd.register()  # the default pause setting
+    gc.enable()
+
+
+def test_large_pickles_are_rebuilt_with_the_collector_paused(probe):
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    fd.loads({"writeable": ()}, probe_frames(100))  # small: left alone
+    assert probe.seen == [False, True]
+    assert gc.isenabled()
+
+
+def test_collector_pause_can_be_turned_off(probe):
+    fd.register(pause_gc=False)
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    assert probe.seen == [True]
+
+
+def test_collector_disabled_by_the_user_stays_disabled(probe):
+    gc.disable()
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    assert probe.seen == [False] and not gc.isenabled()
+
+
+def test_collector_pause_lasts_until_the_last_concurrent_unpickling_ends(probe):
+    probe.events["first"] = threading.Event()
+    first = threading.Thread(target=fd.loads, args=({"writeable": ()},
+                                                    probe_frames(fd_gc_pause.PAUSE_FROM, "first")))
+    first.start()
+    # A second unpickling starts and finishes while the first is still running.
+    deadline = time.monotonic() + 30
+    while gc.isenabled() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    assert probe.seen == [False] and not gc.isenabled()
+    probe.events["first"].set()
+    first.join(timeout=30)
+    assert probe.seen == [False, False] and gc.isenabled()
+
+
+def test_collector_is_restored_when_unpickling_fails(probe):
+    truncated = fastwire.pickle.dumps("x" * fd_gc_pause.PAUSE_FROM, protocol=5)[:-1]
+    with pytest.raises(EOFError):  # what the standard library raises for it
+        pickle.loads(truncated)
+    with pytest.raises(EOFError):
+        fd.loads({"writeable": ()}, [truncated])
+    assert gc.isenabled()
+
+
+def test_pickle_path_opt_in_pauses_the_collector_too(probe):
+    import distributed.protocol.pickle as dask_pickle
+
+    [frame] = probe_frames(fd_gc_pause.PAUSE_FROM)
+    try:
+        fd.use_fastwire_pickle()
+        dask_pickle.loads(frame)
+    finally:
+        fd.use_fastwire_pickle(False)
+    assert probe.seen == [False] and gc.isenabled()
+
+
 def test_pickle_path_opt_in_is_reversible_and_wire_compatible():
     import distributed.protocol.pickle as dask_pickle
 
@@ -386,6 +481,20 @@ def test_preload_config_prepared_every_worker(client):
     assert len(lists) == 2
     for serializers, deserializers in lists.values():
         assert serializers == deserializers == list(fd.SERIALIZERS)
+    assert list(client.run(fd_gc_pause.enabled).values()) == [True, True]
+
+
+def test_collector_pause_setting_from_dask_configuration():
+    assert fd.Options.from_config().pause_gc is True
+    with dask.config.set({"fastwire.pause-gc": False}):
+        options = fd.Options.from_config()
+    assert options.pause_gc is False
+    try:
+        fd.setup_process(options)
+        assert not fd_gc_pause.enabled()
+    finally:
+        fd.register()
+    assert fd_gc_pause.enabled()
 
 
 def test_scatter_to_a_worker_and_gather_back_decode_with_the_family(client, two_workers):

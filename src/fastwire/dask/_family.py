@@ -18,13 +18,14 @@ the family never raises an error Dask would not have raised without it. The
 from __future__ import annotations
 
 import collections
-import pickle as _stdlib_pickle
 import threading
 from typing import Any, Iterable
 
 from cloudpickle import list_registry_pickle_by_value  # a dependency of distributed
 
-from .. import pickle as _fw_pickle
+from ..pickle import dumps as _fw_dumps
+from ..pickle import loads as _fw_loads
+from . import _gc_pause
 from ._whole import WHOLE_TYPES
 
 #: The family's name in Dask's registry and in every frame header it writes.
@@ -50,7 +51,8 @@ def _needs_by_value(frame0: bytes) -> bool:
     """True if the pickle names a module other processes cannot import by name."""
     if _MAIN in frame0:
         return True
-    return any(module.encode() in frame0 for module in list_registry_pickle_by_value())
+    registry = list_registry_pickle_by_value()  # almost always empty: skip the loop
+    return bool(registry) and any(module.encode() in frame0 for module in registry)
 
 
 def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
@@ -63,22 +65,20 @@ def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
     if type(x) in _LEFT_TO_DASK:
         raise NotImplementedError("Dask's own 'dask' family sends bytes-like values as frames")
     protocol = 5
-    if context and context.get("pickle-protocol") is not None:
-        # The peer negotiated an older protocol; out-of-band buffers need 5.
-        protocol = min(protocol, context["pickle-protocol"])
+    if context:
+        negotiated = context.get("pickle-protocol")
+        if negotiated is not None:
+            # The peer negotiated an older protocol; out-of-band buffers need 5.
+            protocol = min(protocol, negotiated)
+    # Out-of-band PickleBuffers are collected as they come (list.append returns
+    # None: "out of band") and turned into views afterwards: no closure per call,
+    # which matters when Dask calls this once per element of a plain list.
     frames: list = [None]
-    writeable: list[bool] = []
-
-    def buffer_callback(buffer: _stdlib_pickle.PickleBuffer) -> None:
-        view = memoryview(buffer)  # a view of the object's own memory: no copy
-        frames.append(view)
-        writeable.append(not view.readonly)
-
     try:
         if protocol >= 5:
-            frame0 = _fw_pickle.dumps(x, protocol=protocol, buffer_callback=buffer_callback)
+            frame0 = _fw_dumps(x, protocol=protocol, buffer_callback=frames.append)
         else:
-            frame0 = _fw_pickle.dumps(x, protocol=protocol)
+            frame0 = _fw_dumps(x, protocol=protocol)
     except Exception as exc:
         # Lambdas, local classes, locks ...: Dask's pickle family decides (it
         # retries with cloudpickle, or raises the error users already know).
@@ -86,6 +86,13 @@ def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
     if _needs_by_value(frame0):
         raise NotImplementedError(f"{type(x).__qualname__} refers to __main__ or a pickle-by-value module")
     frames[0] = frame0
+    if len(frames) == 1:
+        return {"writeable": ()}, frames
+    writeable = []
+    for i in range(1, len(frames)):
+        view = memoryview(frames[i])  # a view of the object's own memory: no copy
+        frames[i] = view
+        writeable.append(not view.readonly)
     return {"writeable": tuple(writeable)}, frames
 
 
@@ -117,26 +124,31 @@ def loads(header: dict, frames: list) -> Any:
     """
     if not frames:
         raise ValueError("fastwire frames: no pickle frame")
-    buffers = frames[1:]
+    count = len(frames) - 1
     writeable = header.get("writeable")
-    if not isinstance(writeable, (tuple, list)) or len(writeable) != len(buffers):
+    if not isinstance(writeable, (tuple, list)) or len(writeable) != count:
         listed = len(writeable) if isinstance(writeable, (tuple, list)) else "no"
-        raise ValueError(f"fastwire frames: header lists {listed} buffers but {len(buffers)} arrived")
-    views = [_with_writeable(_as_bytes_view(b), bool(w)) for b, w in zip(buffers, writeable)]
-    value = _fw_pickle.loads(frames[0], buffers=views, allowed=_allowed)
+        raise ValueError(f"fastwire frames: header lists {listed} buffers but {count} arrived")
+    buffers = ([_with_writeable(_as_bytes_view(b), bool(w)) for b, w in zip(frames[1:], writeable)]
+               if count else ())
+    value = _gc_pause.loads_paused(_fw_loads, frames[0], buffers=buffers, allowed=_allowed)
     decodes[FAMILY] += 1
     return value
 
 
-def register(allowed: Iterable[str | type] | None = None) -> None:
+def register(allowed: Iterable[str | type] | None = None, *, pause_gc: bool = True) -> None:
     """Register (or re-register) the ``"fastwire"`` family in this process's Dask registry.
 
     ``allowed``: restrict what the family decodes to builtin value types plus these
     globals (``"module.qualname"`` strings or the objects themselves), for processes
     that accept data from less-trusted peers; ``None`` (the default) decodes
     anything, like Dask's own pickle family. fastwire's :func:`~fastwire.dask.whole`
-    containers are always allowed. Registration is per process: every process that
-    decodes the family (client, scheduler, workers) must have run it, which importing
+    containers are always allowed. ``pause_gc``: rebuild pickles of 64 KiB or more
+    with Python's cyclic garbage collector paused (default True; see
+    ``fastwire.dask._gc_pause`` for why and what it means for other threads); it
+    applies to the family and to the :func:`~fastwire.dask.use_fastwire_pickle`
+    path. Registration is per process: every process that decodes the family
+    (client, scheduler, workers) must have run it, which importing
     :mod:`fastwire.dask` does with the defaults.
     """
     global _allowed
@@ -144,6 +156,7 @@ def register(allowed: Iterable[str | type] | None = None) -> None:
 
     with _lock:
         _allowed = None if allowed is None else frozenset(list(allowed) + list(WHOLE_TYPES))
+        _gc_pause.set_enabled(pause_gc)
         register_serialization_family(FAMILY, dumps, loads)
 
 
