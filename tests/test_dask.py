@@ -119,11 +119,7 @@ def test_differential_against_stdlib_pickle_and_dasks_pickle_family(value):
     wrapped = [value]  # a top-level bytes value is left to Dask's "dask" family
     expected = pickle.dumps(wrapped, protocol=5)
     dheader, dframes = serialize(wrapped, serializers=["pickle"], iterate_collection=False)
-    if b"__main__" in expected:
-        # The conservative __main__ check (Dask's own heuristic) declines it.
-        with pytest.raises(NotImplementedError):
-            fd.dumps(wrapped)
-        return
+    # Plain data names no module: the family always takes it (text "__main__" included).
     header, frames = fd.dumps(wrapped)
     # Oracle 1: frame 0 is what the standard library writes (byte-compatible).
     assert frames[0] == expected
@@ -131,15 +127,60 @@ def test_differential_against_stdlib_pickle_and_dasks_pickle_family(value):
     assert fd.loads(header, frames) == deserialize(dheader, dframes) == wrapped
 
 
-def test_regression_data_containing_main_text_falls_through_and_round_trips():
-    # Found by hypothesis: [b"__main__"] holds no reference to __main__, but the
-    # text check cannot tell; the value must still arrive intact through Dask.
-    value = [b"__main__", "__main__"]
-    with pytest.raises(NotImplementedError):
-        fd.dumps(value)
+def test_regression_data_containing_main_text_is_pickled_by_the_family():
+    # Found by hypothesis: [b"__main__"] holds no reference to __main__, but a
+    # text search of the pickle (Dask's own check) cannot tell and declined it.
+    # The encoder now reports the modules it referenced: the family takes it.
+    value = [b"__main__", "__main__", {"__main__": 1}]
     header, frames = serialize(value, serializers=fd.SERIALIZERS, iterate_collection=False)
-    assert header["serializer"] == "pickle"
+    assert header["serializer"] == "fastwire"
+    assert frames[0] == pickle.dumps(value, protocol=5)
     assert deserialize(header, frames) == value
+
+
+def test_encoder_names_the_modules_of_the_globals_it_wrote():
+    from fastwire._fastwire import _dumps_naming_modules
+
+    value = [fractions.Fraction(1, 2), decimal.Decimal("1.5"), {"plain": (1, "__main__")}]
+    data, modules = _dumps_naming_modules(value, 5)
+    assert data == pickle.dumps(value, protocol=5)
+    assert modules == {"fractions", "decimal"}
+    assert _dumps_naming_modules({"no": ["globals"]}, 4)[1] == set()
+    assert _dumps_naming_modules(value, 1) == (pickle.dumps(value, protocol=1), None)
+    buffers = []
+    array = np.arange(3)
+    data, modules = _dumps_naming_modules(array, 5, buffers.append)
+    assert len(buffers) == 1 and "numpy" in {m.partition(".")[0] for m in modules}
+
+
+def test_a_negotiated_stdlib_protocol_falls_back_to_the_text_check():
+    # Protocols 0-1 are written by the standard library, which reports no modules.
+    with pytest.raises(NotImplementedError):
+        fd.dumps([b"__main__"], context={"pickle-protocol": 1})
+    header, frames = fd.dumps([fractions.Fraction(1, 3)], context={"pickle-protocol": 1})
+    assert frames == [pickle.dumps([fractions.Fraction(1, 3)], protocol=1)]
+    assert fd.loads(header, frames) == [fractions.Fraction(1, 3)]
+
+
+def test_objects_of_a_package_pickled_by_value_fall_through_to_cloudpickle():
+    import email
+    import email.message
+
+    message = email.message.Message()
+    message["Subject"] = "by value"
+    assert fd.dumps(message)[0]["writeable"] == ()  # by reference: the family takes it
+    cloudpickle.register_pickle_by_value(email)  # the package covers its submodules
+    try:
+        with pytest.raises(NotImplementedError):
+            fd.dumps(message)
+        with pytest.raises(NotImplementedError):
+            fd.dumps({"nested": [message]})
+        header, frames = serialize(message, serializers=fd.SERIALIZERS)
+        assert header["serializer"] == "pickle"
+        assert deserialize(header, frames)["Subject"] == "by value"
+        assert fd.dumps([email.__name__])[0]["writeable"] == ()  # its name as data is only text
+    finally:
+        cloudpickle.unregister_pickle_by_value(email)
 
 
 def test_frame_zero_is_pickle_and_each_buffer_its_own_frame_without_copy():

@@ -11,8 +11,10 @@ Anything fastwire cannot pickle *by reference in a way another process can load*
 raises :class:`NotImplementedError`, which is Dask's signal to try the next family
 in the client's list (normally ``"pickle"``, which then falls back to cloudpickle):
 the family never raises an error Dask would not have raised without it. The
-``__main__`` check is textual, like Dask's own: data that merely contains the text
-``__main__`` also falls through, and still arrives intact.
+encoder reports the modules the pickle's globals come from, so the check is exact
+and costs no scan of the bytes: data that merely contains the text ``__main__``
+is pickled here (Dask's own pickle path searches the bytes and would hand it to
+cloudpickle).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Iterable
 
 from cloudpickle import list_registry_pickle_by_value  # a dependency of distributed
 
-from ..pickle import dumps as _fw_dumps
+from .._fastwire import _dumps_naming_modules
 from ..pickle import loads as _fw_loads
 from . import _gc_pause
 from ._whole import WHOLE_TYPES
@@ -34,7 +36,8 @@ FAMILY = "fastwire"
 # Modules a pickle may not reference if another process must load it by name:
 # ``__main__`` differs per process, and modules registered with cloudpickle's
 # ``register_pickle_by_value`` are deliberately absent on the workers.
-_MAIN = b"__main__"
+_MAIN_NAME = "__main__"
+_MAIN = _MAIN_NAME.encode()
 
 # Pickle keeps bytes and bytearray in band (a copy into frame 0); Dask's "dask"
 # family sends a top-level one as a frame of its own. Declining them lets it.
@@ -47,12 +50,29 @@ _allowed: frozenset | None = None
 decodes: collections.Counter = collections.Counter()
 
 
-def _needs_by_value(frame0: bytes) -> bool:
-    """True if the pickle names a module other processes cannot import by name."""
-    if _MAIN in frame0:
+def _by_value(module: str, registry) -> bool:
+    """Whether cloudpickle pickles ``module`` by value: it or a parent package is registered."""
+    while True:
+        if module in registry:
+            return True
+        parent = module.rpartition(".")[0]
+        if not parent:
+            return False
+        module = parent
+
+
+def _needs_by_value(modules: set | None, frame0: bytes) -> bool:
+    """True if the pickle refers to a module other processes cannot import by name.
+
+    ``modules`` are the module names the encoder looked globals up in. For the
+    protocols the standard library writes (0-1, only if a peer negotiates them)
+    it is None, and the bytes are searched instead, as Dask's own check does."""
+    registry = list_registry_pickle_by_value()
+    if modules is None:
+        return _MAIN in frame0 or any(module.encode() in frame0 for module in registry)
+    if _MAIN_NAME in modules:
         return True
-    registry = list_registry_pickle_by_value()  # almost always empty: skip the loop
-    return bool(registry) and any(module.encode() in frame0 for module in registry)
+    return bool(registry) and any(_by_value(module, registry) for module in modules)
 
 
 def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
@@ -75,15 +95,12 @@ def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
     # which matters when Dask calls this once per element of a plain list.
     frames: list = [None]
     try:
-        if protocol >= 5:
-            frame0 = _fw_dumps(x, protocol=protocol, buffer_callback=frames.append)
-        else:
-            frame0 = _fw_dumps(x, protocol=protocol)
+        frame0, modules = _dumps_naming_modules(x, protocol, frames.append if protocol >= 5 else None)
     except Exception as exc:
         # Lambdas, local classes, locks ...: Dask's pickle family decides (it
         # retries with cloudpickle, or raises the error users already know).
         raise NotImplementedError(f"fastwire cannot pickle {type(x).__qualname__}: {exc}") from exc
-    if _needs_by_value(frame0):
+    if _needs_by_value(modules, frame0):
         raise NotImplementedError(f"{type(x).__qualname__} refers to __main__ or a pickle-by-value module")
     frames[0] = frame0
     if len(frames) == 1:
