@@ -112,9 +112,9 @@ def install(client: Any, *, worker_transfers: bool = True, dask_pickle: bool = F
     workers that join later, through plugins). For the client's own hops to use
     the family, create it with ``serializers=SERIALIZERS, deserializers=SERIALIZERS``
     and call this before it sends or fetches any data (workers without the family
-    answer such a client with ``KeyError: 'fastwire'``). Raises whatever
-    ``client.register_plugin`` raises (for example if a worker cannot import
-    fastwire).
+    answer such a client with ``KeyError: 'fastwire'``). The keywords are the
+    fields of :class:`Options`. Raises whatever ``client.register_plugin`` raises
+    (for example if a worker cannot import fastwire).
     """
     options = Options(worker_transfers, dask_pickle, None if allowed is None else tuple(allowed), pause_gc)
     setup_process(options)
