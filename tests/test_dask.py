@@ -697,6 +697,21 @@ def test_restricted_family_on_workers_refuses_disallowed_globals_and_keeps_servi
 # ---- other ways to turn it on: plugin on a running cluster, the pickle-path opt-in,
 # ---- and `dask scheduler` / `dask worker --preload` processes.
 
+def test_install_can_turn_the_collector_pause_off_on_every_worker():
+    with LocalCluster(**{**CLUSTER_OPTIONS, "n_workers": 1}) as plain, \
+            Client(plain, serializers=fd.SERIALIZERS, deserializers=fd.SERIALIZERS) as c:
+        c.wait_for_workers(1)
+        try:
+            fd.install(c, pause_gc=False)
+            assert list(c.run(fd_gc_pause.enabled).values()) == [False]
+            assert c.run_on_scheduler(fd_gc_pause.enabled) is False
+            [future] = c.scatter([fd.whole(RECORDS)], direct=True)
+            assert future.result() == RECORDS
+        finally:
+            fd.register()  # this process (and LocalCluster's scheduler in it) back to the default
+    assert fd_gc_pause.enabled()
+
+
 def test_install_on_a_running_cluster_reaches_current_and_future_workers():
     with LocalCluster(**CLUSTER_OPTIONS) as plain, Client(plain) as admin:
         admin.wait_for_workers(2)
