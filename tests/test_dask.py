@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import decimal
 import fractions
+import gc
 import os
 import pickle
 import signal
@@ -35,6 +36,8 @@ import dask  # noqa: E402
 from distributed import Client, LocalCluster, wait  # noqa: E402
 
 import fastwire.dask as fd  # noqa: E402
+import fastwire.pickle  # noqa: E402
+from fastwire.dask import _gc_pause as fd_gc_pause  # noqa: E402
 
 # Worker processes cannot import this test module by name: ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -116,11 +119,7 @@ def test_differential_against_stdlib_pickle_and_dasks_pickle_family(value):
     wrapped = [value]  # a top-level bytes value is left to Dask's "dask" family
     expected = pickle.dumps(wrapped, protocol=5)
     dheader, dframes = serialize(wrapped, serializers=["pickle"], iterate_collection=False)
-    if b"__main__" in expected:
-        # The conservative __main__ check (Dask's own heuristic) declines it.
-        with pytest.raises(NotImplementedError):
-            fd.dumps(wrapped)
-        return
+    # Plain data names no module: the family always takes it (text "__main__" included).
     header, frames = fd.dumps(wrapped)
     # Oracle 1: frame 0 is what the standard library writes (byte-compatible).
     assert frames[0] == expected
@@ -128,15 +127,60 @@ def test_differential_against_stdlib_pickle_and_dasks_pickle_family(value):
     assert fd.loads(header, frames) == deserialize(dheader, dframes) == wrapped
 
 
-def test_regression_data_containing_main_text_falls_through_and_round_trips():
-    # Found by hypothesis: [b"__main__"] holds no reference to __main__, but the
-    # text check cannot tell; the value must still arrive intact through Dask.
-    value = [b"__main__", "__main__"]
-    with pytest.raises(NotImplementedError):
-        fd.dumps(value)
+def test_regression_data_containing_main_text_is_pickled_by_the_family():
+    # Found by hypothesis: [b"__main__"] holds no reference to __main__, but a
+    # text search of the pickle (Dask's own check) cannot tell and declined it.
+    # The encoder now reports the modules it referenced: the family takes it.
+    value = [b"__main__", "__main__", {"__main__": 1}]
     header, frames = serialize(value, serializers=fd.SERIALIZERS, iterate_collection=False)
-    assert header["serializer"] == "pickle"
+    assert header["serializer"] == "fastwire"
+    assert frames[0] == pickle.dumps(value, protocol=5)
     assert deserialize(header, frames) == value
+
+
+def test_encoder_names_the_modules_of_the_globals_it_wrote():
+    from fastwire._fastwire import _dumps_naming_modules
+
+    value = [fractions.Fraction(1, 2), decimal.Decimal("1.5"), {"plain": (1, "__main__")}]
+    data, modules = _dumps_naming_modules(value, 5)
+    assert pickle.loads(data) == value  # the stdlib reads it (bytes may differ: memo choices)
+    assert modules == {"fractions", "decimal"}
+    assert _dumps_naming_modules({"no": ["globals"]}, 4)[1] == set()
+    assert _dumps_naming_modules(value, 1) == (pickle.dumps(value, protocol=1), None)
+    buffers = []
+    array = np.arange(3)
+    data, modules = _dumps_naming_modules(array, 5, buffers.append)
+    assert len(buffers) == 1 and "numpy" in {m.partition(".")[0] for m in modules}
+
+
+def test_a_negotiated_stdlib_protocol_falls_back_to_the_text_check():
+    # Protocols 0-1 are written by the standard library, which reports no modules.
+    with pytest.raises(NotImplementedError):
+        fd.dumps([b"__main__"], context={"pickle-protocol": 1})
+    header, frames = fd.dumps([fractions.Fraction(1, 3)], context={"pickle-protocol": 1})
+    assert frames == [pickle.dumps([fractions.Fraction(1, 3)], protocol=1)]
+    assert fd.loads(header, frames) == [fractions.Fraction(1, 3)]
+
+
+def test_objects_of_a_package_pickled_by_value_fall_through_to_cloudpickle():
+    import email
+    import email.message
+
+    message = email.message.Message()
+    message["Subject"] = "by value"
+    assert fd.dumps(message)[0]["writeable"] == ()  # by reference: the family takes it
+    cloudpickle.register_pickle_by_value(email)  # the package covers its submodules
+    try:
+        with pytest.raises(NotImplementedError):
+            fd.dumps(message)
+        with pytest.raises(NotImplementedError):
+            fd.dumps({"nested": [message]})
+        header, frames = serialize(message, serializers=fd.SERIALIZERS)
+        assert header["serializer"] == "pickle"
+        assert deserialize(header, frames)["Subject"] == "by value"
+        assert fd.dumps([email.__name__])[0]["writeable"] == ()  # its name as data is only text
+    finally:
+        cloudpickle.unregister_pickle_by_value(email)
 
 
 def test_frame_zero_is_pickle_and_each_buffer_its_own_frame_without_copy():
@@ -299,6 +343,98 @@ def test_whole_containers_travel_as_one_frame():
         fd.whole("not a container")
 
 
+class CollectorProbe:
+    """Records, when unpickled, whether the cyclic garbage collector was on; may
+    first wait for an event (named in its state) so tests can overlap threads."""
+
+    seen: list = []
+    events: dict = {}
+
+    def __init__(self, wait_for=None):
+        self.wait_for = wait_for
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.wait_for is not None:
+            CollectorProbe.events[self.wait_for].wait(timeout=30)
+        CollectorProbe.seen.append(gc.isenabled())
+
+
+def probe_frames(size: int, wait_for=None) -> list:
+    """Frames of the family's shape for a probe plus ``size`` bytes of padding.
+
+    Written with fastwire.pickle directly: the family itself declines classes of
+    this module, which is registered for pickling by value."""
+    value = [CollectorProbe(wait_for), "p" * size]
+    return [fastwire.pickle.dumps(value, protocol=5)]
+
+
+@pytest.fixture
+def probe():
+    CollectorProbe.seen.clear()
+    CollectorProbe.events.clear()
+    assert gc.isenabled()
+    yield CollectorProbe
+    fd.register()  # the default pause setting
+    gc.enable()
+
+
+def test_large_pickles_are_rebuilt_with_the_collector_paused(probe):
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    fd.loads({"writeable": ()}, probe_frames(100))  # small: left alone
+    assert probe.seen == [False, True]
+    assert gc.isenabled()
+
+
+def test_collector_pause_can_be_turned_off(probe):
+    fd.register(pause_gc=False)
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    assert probe.seen == [True]
+
+
+def test_collector_disabled_by_the_user_stays_disabled(probe):
+    gc.disable()
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    assert probe.seen == [False] and not gc.isenabled()
+
+
+def test_collector_pause_lasts_until_the_last_concurrent_unpickling_ends(probe):
+    probe.events["first"] = threading.Event()
+    first = threading.Thread(target=fd.loads, args=({"writeable": ()},
+                                                    probe_frames(fd_gc_pause.PAUSE_FROM, "first")))
+    first.start()
+    # A second unpickling starts and finishes while the first is still running.
+    deadline = time.monotonic() + 30
+    while gc.isenabled() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    fd.loads({"writeable": ()}, probe_frames(fd_gc_pause.PAUSE_FROM))
+    assert probe.seen == [False] and not gc.isenabled()
+    probe.events["first"].set()
+    first.join(timeout=30)
+    assert probe.seen == [False, False] and gc.isenabled()
+
+
+def test_collector_is_restored_when_unpickling_fails(probe):
+    truncated = fastwire.pickle.dumps("x" * fd_gc_pause.PAUSE_FROM, protocol=5)[:-1]
+    with pytest.raises(EOFError):  # what the standard library raises for it
+        pickle.loads(truncated)
+    with pytest.raises(EOFError):
+        fd.loads({"writeable": ()}, [truncated])
+    assert gc.isenabled()
+
+
+def test_pickle_path_opt_in_pauses_the_collector_too(probe):
+    import distributed.protocol.pickle as dask_pickle
+
+    [frame] = probe_frames(fd_gc_pause.PAUSE_FROM)
+    try:
+        fd.use_fastwire_pickle()
+        dask_pickle.loads(frame)
+    finally:
+        fd.use_fastwire_pickle(False)
+    assert probe.seen == [False] and gc.isenabled()
+
+
 def test_pickle_path_opt_in_is_reversible_and_wire_compatible():
     import distributed.protocol.pickle as dask_pickle
 
@@ -386,6 +522,20 @@ def test_preload_config_prepared_every_worker(client):
     assert len(lists) == 2
     for serializers, deserializers in lists.values():
         assert serializers == deserializers == list(fd.SERIALIZERS)
+    assert list(client.run(fd_gc_pause.enabled).values()) == [True, True]
+
+
+def test_collector_pause_setting_from_dask_configuration():
+    assert fd.Options.from_config().pause_gc is True
+    with dask.config.set({"fastwire.pause-gc": False}):
+        options = fd.Options.from_config()
+    assert options.pause_gc is False
+    try:
+        fd.setup_process(options)
+        assert not fd_gc_pause.enabled()
+    finally:
+        fd.register()
+    assert fd_gc_pause.enabled()
 
 
 def test_scatter_to_a_worker_and_gather_back_decode_with_the_family(client, two_workers):
@@ -546,6 +696,21 @@ def test_restricted_family_on_workers_refuses_disallowed_globals_and_keeps_servi
 
 # ---- other ways to turn it on: plugin on a running cluster, the pickle-path opt-in,
 # ---- and `dask scheduler` / `dask worker --preload` processes.
+
+def test_install_can_turn_the_collector_pause_off_on_every_worker():
+    with LocalCluster(**{**CLUSTER_OPTIONS, "n_workers": 1}) as plain, \
+            Client(plain, serializers=fd.SERIALIZERS, deserializers=fd.SERIALIZERS) as c:
+        c.wait_for_workers(1)
+        try:
+            fd.install(c, pause_gc=False)
+            assert list(c.run(fd_gc_pause.enabled).values()) == [False]
+            assert c.run_on_scheduler(fd_gc_pause.enabled) is False
+            [future] = c.scatter([fd.whole(RECORDS)], direct=True)
+            assert future.result() == RECORDS
+        finally:
+            fd.register()  # this process (and LocalCluster's scheduler in it) back to the default
+    assert fd_gc_pause.enabled()
+
 
 def test_install_on_a_running_cluster_reaches_current_and_future_workers():
     with LocalCluster(**CLUSTER_OPTIONS) as plain, Client(plain) as admin:

@@ -416,6 +416,7 @@ cdef struct PwEnc:
     PyObject *dispatch_table   # NULL means copyreg.dispatch_table
     PyObject *buffer_callback
     PyObject *write            # file.write, or NULL when building bytes
+    PyObject *modules          # a set collecting the module names of globals, or NULL
 
 
 cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
@@ -1670,6 +1671,8 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
             name = obj.__name__
     path = pw_dotted_path(name)
     module_name = pw_which_module(obj, path)
+    if e.modules != NULL:
+        (<set>e.modules).add(module_name)
     try:
         module = pw_import(module_name)
     except Exception:
@@ -1837,6 +1840,24 @@ def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None):
     AttributeError the stdlib raises) for objects that cannot be pickled, and
     RecursionError for structures nested deeper than the recursion limit.
     """
+    return pw_dumps(obj, protocol, fix_imports, buffer_callback, None)
+
+
+def _dumps_naming_modules(obj, protocol, buffer_callback=None):
+    """``(dumps(obj, protocol, buffer_callback=...), modules)``: the pickle and the
+    set of module names its globals were looked up in, or None for protocols 0-1
+    (written by the standard library, which does not report them).
+
+    For fastwire.dask, which must know whether another process can load the
+    pickle by reference (no ``__main__``, no module pickled by value) without
+    scanning its bytes. Same errors as :func:`dumps`.
+    """
+    cdef set modules = set()
+    cdef bytes data = pw_dumps(obj, protocol, True, buffer_callback, modules)
+    return data, (modules if pw_resolve_protocol(protocol) >= 2 else None)
+
+
+cdef bytes pw_dumps(obj, protocol, fix_imports, buffer_callback, set modules):
     cdef int proto = pw_resolve_protocol(protocol)
     cdef PwEnc e
     cdef PwMemo memo
@@ -1851,6 +1872,7 @@ def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None):
     pw_enc_init(&e, proto, &memo)
     e.fix_imports = bool(fix_imports)
     e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
+    e.modules = <PyObject *>modules if modules is not None else NULL
     try:
         pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
         return pw_take_bytes(&e)

@@ -139,6 +139,11 @@ class PicklerMemoProxy:
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
 
+# For fastwire.dask: dumps() plus the module names its globals came from (None for protocols 0-1).
+def _dumps_naming_modules(
+    obj: Any, protocol: int | None, buffer_callback: Callable[[Any], Any] | None = None
+) -> tuple[bytes, set[str] | None]: ...
+
 # --- pickle (reader) -----------------------------------------------------------
 
 class UnpicklerMemoProxy:

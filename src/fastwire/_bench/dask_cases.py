@@ -48,12 +48,28 @@ def datasets() -> dict[str, object]:
     }
 
 
+def _collect_young(value):
+    """Run the collector's youngest generation while ``value`` is still alive.
+
+    A received value stays in memory while the program goes on (in a worker's
+    data), so the collector examines it at least once; a family that defers that
+    work (fastwire pauses the collector while unpickling, and the pass then comes
+    at the next allocation) must pay it inside its own timing, not in whatever
+    the benchmark runs next. For a family that did not defer it the youngest
+    generation holds at most a few hundred objects here: a negligible cost.
+    """
+    import gc
+
+    gc.collect(0)
+    return value
+
+
 def _round_trip(value, family: str):
     from distributed.protocol import deserialize, serialize
 
     def run():
         header, frames = serialize(value, serializers=[family], on_error="raise")
-        return deserialize(header, frames)
+        return _collect_young(deserialize(header, frames))
 
     return run
 
@@ -84,12 +100,144 @@ def array_is_zero_copy() -> bool:
     return sent and np.frombuffer(received[1], dtype=np.uint8).ctypes.data == out.ctypes.data
 
 
+def _seconds(fn, reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def round_trip_breakdown(reps: int = 5) -> dict:
+    """Where each family's round trip goes, per object-heavy data set (medians of
+    ``reps``, interleaved): the whole serialize + deserialize, and the codec alone
+    (dumps + loads of the same value, the cyclic GC on as Dask runs it, and for
+    fastwire also paused as its family runs it; each then collects the youngest
+    generation, see _collect_young). Family minus codec is the time in Dask's
+    serialize/deserialize and in the family functions' own code."""
+    import gc
+    import pickle
+
+    import fastwire.dask  # noqa: F401  (registers the family)
+    from fastwire import pickle as fw_pickle
+
+    def codec(module, value, pause):
+        def run():
+            data = module.dumps(value, protocol=5)
+            if pause:
+                gc.disable()
+            try:
+                out = module.loads(data)
+            finally:
+                gc.enable()
+            return _collect_young(out)
+        return run
+
+    out = {}
+    for name, value in datasets().items():
+        if name not in OBJECT_HEAVY:
+            continue
+        columns = {
+            "pickle family": _round_trip(value, "pickle"),
+            "stdlib codec, GC on": codec(pickle, value, False),
+            "fastwire family": _round_trip(value, "fastwire"),
+            "fastwire codec, GC on": codec(fw_pickle, value, False),
+            "fastwire codec, GC paused": codec(fw_pickle, value, True),
+        }
+        times: dict[str, list[float]] = {column: [] for column in columns}
+        for _ in range(reps):
+            for column, fn in columns.items():
+                # Each call starts from the same collector state (a full collection,
+                # untimed) so that no column pays a collection another one made due.
+                gc.collect()
+                times[column].extend(_seconds(fn, 1))
+        out[name] = {column: statistics.median(t) for column, t in times.items()}
+    return out
+
+
+def print_round_trip_breakdown(breakdown: dict) -> None:
+    print("\nWhere the round trip goes (ms, medians; outside = family minus its codec: Dask's "
+          "serialize/deserialize and the family functions):")
+    print(f"  {'data set':<26} {'pickle fam':>10} {'stdlib codec':>12} {'outside':>8}   "
+          f"{'fastwire fam':>12} {'fw codec GC on':>14} {'fw codec GC paused':>18} {'outside':>8}")
+    for name, t in breakdown.items():
+        ms = {k: v * 1e3 for k, v in t.items()}
+        print(f"  {name:<26} {ms['pickle family']:>10.1f} {ms['stdlib codec, GC on']:>12.1f} "
+              f"{ms['pickle family'] - ms['stdlib codec, GC on']:>8.1f}   {ms['fastwire family']:>12.1f} "
+              f"{ms['fastwire codec, GC on']:>14.1f} {ms['fastwire codec, GC paused']:>18.1f} "
+              f"{ms['fastwire family'] - ms['fastwire codec, GC paused']:>8.1f}")
+
+
+def family_seconds_per_record(family: str, calls: int = 20_000) -> float:
+    """One record through ``family``'s own dumps and loads (no Dask around it):
+    what the family costs per element when Dask serializes a list element by
+    element. Median of 3 runs of ``calls`` calls."""
+    from distributed.protocol.serialize import families
+
+    import fastwire.dask  # noqa: F401  (registers the family)
+
+    encode, decode, wants_context = families[family]
+    record = records(1)[0]
+
+    def run():
+        for _ in range(calls):
+            header, frames = encode(record, context=None) if wants_context else encode(record)
+            decode(header, frames)
+
+    return statistics.median(_seconds(run, 3)) / calls
+
+
+def message_split(family: str, serializers, value, reps: int = 3) -> tuple[float, float]:
+    """``value`` sent through Dask's message layer (dumps + loads, what one get_data
+    does), in this process: (median total seconds, seconds inside ``family``'s own
+    dumps and loads). The total is timed without the instrumentation."""
+    from distributed.protocol import dumps as message_dumps
+    from distributed.protocol import loads as message_loads
+    from distributed.protocol import to_serialize
+    from distributed.protocol.serialize import families
+
+    def send():
+        message_loads(message_dumps({"data": to_serialize(value)}, serializers=serializers),
+                      deserializers=serializers)
+
+    total = statistics.median(_seconds(send, reps))
+    spent = [0.0]
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return wrapper
+
+    original = families[family]
+    encode, decode, wants_context = original
+    families[family] = (timed(encode), timed(decode), wants_context)
+    try:
+        send()
+    finally:
+        families[family] = original
+    return total, spent[0]
+
+
 # ---- end to end on a real cluster -------------------------------------------------
 
 def make_records(n, wrap):
     import fastwire.dask
 
     made = records(n)
+    return fastwire.dask.whole(made) if wrap else made
+
+
+def make_small_ints(n, wrap):
+    """A list of n small ints: each element costs any family next to nothing, so
+    moving it as a plain list measures Dask's per-element machinery alone."""
+    import fastwire.dask
+
+    made = list(range(n))
     return fastwire.dask.whole(made) if wrap else made
 
 
@@ -122,10 +270,11 @@ def _clusters():
             yield default_client, fw_client
 
 
-def _transfer_seconds(client, n: int, wrap: bool) -> float:
-    """Make n records on one worker, then time a task on the other worker that needs them."""
+def _transfer_seconds(client, n: int, wrap: bool, make=make_records) -> float:
+    """Make n records (or what ``make`` makes) on one worker, then time a task on
+    the other worker that needs them."""
     w1, w2 = sorted(client.scheduler_info()["workers"])
-    source = client.submit(make_records, n, wrap, workers=[w1], pure=False)
+    source = client.submit(make, n, wrap, workers=[w1], pure=False)
     client.gather(client.submit(count, source, workers=[w1], pure=False))  # made, not moved yet
     start = time.perf_counter()
     moved = client.submit(count, source, workers=[w2], pure=False).result()
@@ -203,20 +352,35 @@ def cluster_report(reps: int = 5, n: int = 100_000, tasks: int = 20_000) -> dict
     from distributed.protocol import to_serialize
 
     plain_records = records(n)
-    report: dict = {"records": n, "reps": reps}
+    report: dict = {"records": n, "reps": reps, "round_trip_breakdown": round_trip_breakdown(reps)}
     with _clusters() as (default_client, fw_client):
         variants = {
-            "Dask default, plain list": (default_client, False),
-            "Dask default, whole(list)": (default_client, True),
-            "fastwire, plain list": (fw_client, False),
-            "fastwire, whole(list)": (fw_client, True),
+            "Dask default, plain list": (default_client, False, make_records),
+            "Dask default, whole(list)": (default_client, True, make_records),
+            "fastwire, plain list": (fw_client, False, make_records),
+            "fastwire, whole(list)": (fw_client, True, make_records),
+            # The same number of elements, each next to free for any family.
+            "fastwire, plain list of ints": (fw_client, False, make_small_ints),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(reps):
-            for name, (client, wrap) in variants.items():
-                times[name].append(_transfer_seconds(client, n, wrap))
+            for name, (client, wrap, make) in variants.items():
+                times[name].append(_transfer_seconds(client, n, wrap, make))
         report["worker_to_worker_seconds"] = {name: statistics.median(t) for name, t in times.items()}
         report["pickle_round_trip_seconds"] = statistics.median(_pickle_seconds(plain_records) for _ in range(reps))
+
+        # A plain list in one message, in this process: time in the family that
+        # encodes the elements vs everything else (Dask's per-element machinery).
+        import fastwire.dask as fd
+
+        report["family_seconds_per_record"] = {
+            "Dask default": family_seconds_per_record("pickle"),
+            "fastwire": family_seconds_per_record("fastwire"),
+        }
+        report["plain_list_message"] = {
+            "Dask default": message_split("pickle", None, plain_records),
+            "fastwire": message_split("fastwire", list(fd.SERIALIZERS), plain_records),
+        }
 
         # What one get_data does to a plain list, profiled in this process.
         profile = cProfile.Profile()
@@ -248,17 +412,39 @@ def cluster_report(reps: int = 5, n: int = 100_000, tasks: int = 20_000) -> dict
 
 
 def print_cluster_report(report: dict) -> None:
+    print_round_trip_breakdown(report["round_trip_breakdown"])
     moves = report["worker_to_worker_seconds"]
     base = moves["Dask default, plain list"]
     print(f"\nMoving {report['records']:,} records from one worker to a task on the other "
           f"(median of {report['reps']}, 2 workers x 1 thread):")
     for name, seconds in moves.items():
         print(f"  {name:<28} {seconds * 1e3:9.1f} ms   {base / seconds:6.2f}x vs Dask default")
+    n = report["records"]
+    per_record = report["family_seconds_per_record"]
+    fw_plain = moves["fastwire, plain list"]
+    print(f"  plain list: {base / n * 1e6:.1f} us per record (Dask default), {fw_plain / n * 1e6:.1f} us (fastwire); "
+          f"the families' own dumps+loads of one record: {per_record['Dask default'] * 1e6:.2f} us (pickle), "
+          f"{per_record['fastwire'] * 1e6:.2f} us (fastwire)")
+    print(f"  so a family that cost nothing would still leave {(fw_plain / n - per_record['fastwire']) * 1e6:.1f} us "
+          f"per record: {base / (fw_plain - n * per_record['fastwire']):.2f}x at most on a plain list; "
+          f"small ints, next to free for any family, move at "
+          f"{moves['fastwire, plain list of ints'] / n * 1e6:.1f} us per element")
     fw = moves["fastwire, whole(list)"]
     target = "meets" if base / fw >= 1.3 else "below"
     print(f"  fastwire setup vs Dask's default setup: {base / fw:.2f}x ({target} the 1.3x target); "
           f"codec alone (whole(list) both sides): {moves['Dask default, whole(list)'] / fw:.2f}x")
     print(f"  pickle.dumps + pickle.loads of the same list: {report['pickle_round_trip_seconds'] * 1e3:.1f} ms")
+    print(f"\nOne message carrying the plain list through Dask's message layer in this process "
+          f"(median of 3), per element:")
+    split = report["plain_list_message"]
+    for name, (total, in_family) in split.items():
+        print(f"  {name:<13} {total / n * 1e6:6.2f} us total, {in_family / n * 1e6:5.2f} us in the family's "
+              f"dumps+loads (with the collections triggered there), "
+              f"{(total - in_family) / n * 1e6:6.2f} us in Dask around it")
+    default_total = split["Dask default"][0]
+    fw_total, fw_family = split["fastwire"]
+    print(f"  ratio {default_total / fw_total:.2f}x; with a family that took no time at all: "
+          f"{default_total / (fw_total - fw_family):.2f}x at most")
     print("\nWhere a plain list's transfer goes (one get_data message, this process, by own time):")
     print(report["plain_list_message_profile"])
     m = report["map"]

@@ -39,11 +39,14 @@ class Options:
     :data:`SERIALIZERS` (default True). ``dask_pickle``: route Dask's own pickle
     path through fastwire.pickle (default False; see use_fastwire_pickle).
     ``allowed``: restricted decoding for the family (default None: unrestricted).
+    ``pause_gc``: rebuild large pickles with the cyclic garbage collector paused
+    (default True; see register).
     """
 
     worker_transfers: bool = True
     dask_pickle: bool = False
     allowed: tuple | None = None
+    pause_gc: bool = True
 
     @classmethod
     def from_config(cls) -> "Options":
@@ -55,12 +58,13 @@ class Options:
             worker_transfers=bool(dask.config.get("fastwire.worker-transfers", True)),
             dask_pickle=bool(dask.config.get("fastwire.dask-pickle", False)),
             allowed=None if allowed is None else tuple(allowed),
+            pause_gc=bool(dask.config.get("fastwire.pause-gc", True)),
         )
 
 
 def setup_process(options: Options = Options()) -> None:
     """Register the family in this process (and the pickle-path opt-in if asked)."""
-    register(allowed=options.allowed)
+    register(allowed=options.allowed, pause_gc=options.pause_gc)
     if options.dask_pickle:
         use_fastwire_pickle()
 
@@ -101,18 +105,18 @@ class FastwireSchedulerPlugin(SchedulerPlugin):
 
 
 def install(client: Any, *, worker_transfers: bool = True, dask_pickle: bool = False,
-            allowed=None) -> None:
+            allowed=None, pause_gc: bool = True) -> None:
     """Turn fastwire on for a running cluster from its client.
 
     Registers the family here, in the scheduler and on every worker (including
     workers that join later, through plugins). For the client's own hops to use
     the family, create it with ``serializers=SERIALIZERS, deserializers=SERIALIZERS``
     and call this before it sends or fetches any data (workers without the family
-    answer such a client with ``KeyError: 'fastwire'``). Raises whatever
-    ``client.register_plugin`` raises (for example if a worker cannot import
-    fastwire).
+    answer such a client with ``KeyError: 'fastwire'``). The keywords are the
+    fields of :class:`Options`. Raises whatever ``client.register_plugin`` raises
+    (for example if a worker cannot import fastwire).
     """
-    options = Options(worker_transfers, dask_pickle, None if allowed is None else tuple(allowed))
+    options = Options(worker_transfers, dask_pickle, None if allowed is None else tuple(allowed), pause_gc)
     setup_process(options)
     client.register_plugin(FastwireSchedulerPlugin(options))
     client.register_plugin(FastwireWorkerPlugin(options))
@@ -123,7 +127,7 @@ def dask_setup(server: Any) -> None:
     fastwire.dask`` or the ``distributed.{worker,scheduler,nanny}.preload`` config.
 
     Options come from Dask's configuration: ``fastwire.worker-transfers``,
-    ``fastwire.dask-pickle``, ``fastwire.allowed``.
+    ``fastwire.dask-pickle``, ``fastwire.allowed``, ``fastwire.pause-gc``.
     """
     from distributed import Worker
 

@@ -11,20 +11,23 @@ Anything fastwire cannot pickle *by reference in a way another process can load*
 raises :class:`NotImplementedError`, which is Dask's signal to try the next family
 in the client's list (normally ``"pickle"``, which then falls back to cloudpickle):
 the family never raises an error Dask would not have raised without it. The
-``__main__`` check is textual, like Dask's own: data that merely contains the text
-``__main__`` also falls through, and still arrives intact.
+encoder reports the modules the pickle's globals come from, so the check is exact
+and costs no scan of the bytes: data that merely contains the text ``__main__``
+is pickled here (Dask's own pickle path searches the bytes and would hand it to
+cloudpickle).
 """
 
 from __future__ import annotations
 
 import collections
-import pickle as _stdlib_pickle
 import threading
 from typing import Any, Iterable
 
 from cloudpickle import list_registry_pickle_by_value  # a dependency of distributed
 
-from .. import pickle as _fw_pickle
+from .._fastwire import _dumps_naming_modules
+from ..pickle import loads as _fw_loads
+from . import _gc_pause
 from ._whole import WHOLE_TYPES
 
 #: The family's name in Dask's registry and in every frame header it writes.
@@ -33,7 +36,8 @@ FAMILY = "fastwire"
 # Modules a pickle may not reference if another process must load it by name:
 # ``__main__`` differs per process, and modules registered with cloudpickle's
 # ``register_pickle_by_value`` are deliberately absent on the workers.
-_MAIN = b"__main__"
+_MAIN_NAME = "__main__"
+_MAIN = _MAIN_NAME.encode()
 
 # Pickle keeps bytes and bytearray in band (a copy into frame 0); Dask's "dask"
 # family sends a top-level one as a frame of its own. Declining them lets it.
@@ -46,11 +50,29 @@ _allowed: frozenset | None = None
 decodes: collections.Counter = collections.Counter()
 
 
-def _needs_by_value(frame0: bytes) -> bool:
-    """True if the pickle names a module other processes cannot import by name."""
-    if _MAIN in frame0:
+def _by_value(module: str, registry) -> bool:
+    """Whether cloudpickle pickles ``module`` by value: it or a parent package is registered."""
+    while True:
+        if module in registry:
+            return True
+        parent = module.rpartition(".")[0]
+        if not parent:
+            return False
+        module = parent
+
+
+def _needs_by_value(modules: set | None, frame0: bytes) -> bool:
+    """True if the pickle refers to a module other processes cannot import by name.
+
+    ``modules`` are the module names the encoder looked globals up in. For the
+    protocols the standard library writes (0-1, only if a peer negotiates them)
+    it is None, and the bytes are searched instead, as Dask's own check does."""
+    registry = list_registry_pickle_by_value()
+    if modules is None:
+        return _MAIN in frame0 or any(module.encode() in frame0 for module in registry)
+    if _MAIN_NAME in modules:
         return True
-    return any(module.encode() in frame0 for module in list_registry_pickle_by_value())
+    return bool(registry) and any(_by_value(module, registry) for module in modules)
 
 
 def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
@@ -63,29 +85,31 @@ def dumps(x: Any, context: dict | None = None) -> tuple[dict, list]:
     if type(x) in _LEFT_TO_DASK:
         raise NotImplementedError("Dask's own 'dask' family sends bytes-like values as frames")
     protocol = 5
-    if context and context.get("pickle-protocol") is not None:
-        # The peer negotiated an older protocol; out-of-band buffers need 5.
-        protocol = min(protocol, context["pickle-protocol"])
+    if context:
+        negotiated = context.get("pickle-protocol")
+        if negotiated is not None:
+            # The peer negotiated an older protocol; out-of-band buffers need 5.
+            protocol = min(protocol, negotiated)
+    # Out-of-band PickleBuffers are collected as they come (list.append returns
+    # None: "out of band") and turned into views afterwards: no closure per call,
+    # which matters when Dask calls this once per element of a plain list.
     frames: list = [None]
-    writeable: list[bool] = []
-
-    def buffer_callback(buffer: _stdlib_pickle.PickleBuffer) -> None:
-        view = memoryview(buffer)  # a view of the object's own memory: no copy
-        frames.append(view)
-        writeable.append(not view.readonly)
-
     try:
-        if protocol >= 5:
-            frame0 = _fw_pickle.dumps(x, protocol=protocol, buffer_callback=buffer_callback)
-        else:
-            frame0 = _fw_pickle.dumps(x, protocol=protocol)
+        frame0, modules = _dumps_naming_modules(x, protocol, frames.append if protocol >= 5 else None)
     except Exception as exc:
         # Lambdas, local classes, locks ...: Dask's pickle family decides (it
         # retries with cloudpickle, or raises the error users already know).
         raise NotImplementedError(f"fastwire cannot pickle {type(x).__qualname__}: {exc}") from exc
-    if _needs_by_value(frame0):
+    if _needs_by_value(modules, frame0):
         raise NotImplementedError(f"{type(x).__qualname__} refers to __main__ or a pickle-by-value module")
     frames[0] = frame0
+    if len(frames) == 1:
+        return {"writeable": ()}, frames
+    writeable = []
+    for i in range(1, len(frames)):
+        view = memoryview(frames[i])  # a view of the object's own memory: no copy
+        frames[i] = view
+        writeable.append(not view.readonly)
     return {"writeable": tuple(writeable)}, frames
 
 
@@ -117,26 +141,31 @@ def loads(header: dict, frames: list) -> Any:
     """
     if not frames:
         raise ValueError("fastwire frames: no pickle frame")
-    buffers = frames[1:]
+    count = len(frames) - 1
     writeable = header.get("writeable")
-    if not isinstance(writeable, (tuple, list)) or len(writeable) != len(buffers):
+    if not isinstance(writeable, (tuple, list)) or len(writeable) != count:
         listed = len(writeable) if isinstance(writeable, (tuple, list)) else "no"
-        raise ValueError(f"fastwire frames: header lists {listed} buffers but {len(buffers)} arrived")
-    views = [_with_writeable(_as_bytes_view(b), bool(w)) for b, w in zip(buffers, writeable)]
-    value = _fw_pickle.loads(frames[0], buffers=views, allowed=_allowed)
+        raise ValueError(f"fastwire frames: header lists {listed} buffers but {count} arrived")
+    buffers = ([_with_writeable(_as_bytes_view(b), bool(w)) for b, w in zip(frames[1:], writeable)]
+               if count else ())
+    value = _gc_pause.loads_paused(_fw_loads, frames[0], buffers=buffers, allowed=_allowed)
     decodes[FAMILY] += 1
     return value
 
 
-def register(allowed: Iterable[str | type] | None = None) -> None:
+def register(allowed: Iterable[str | type] | None = None, *, pause_gc: bool = True) -> None:
     """Register (or re-register) the ``"fastwire"`` family in this process's Dask registry.
 
     ``allowed``: restrict what the family decodes to builtin value types plus these
     globals (``"module.qualname"`` strings or the objects themselves), for processes
     that accept data from less-trusted peers; ``None`` (the default) decodes
     anything, like Dask's own pickle family. fastwire's :func:`~fastwire.dask.whole`
-    containers are always allowed. Registration is per process: every process that
-    decodes the family (client, scheduler, workers) must have run it, which importing
+    containers are always allowed. ``pause_gc``: rebuild pickles of 64 KiB or more
+    with Python's cyclic garbage collector paused (default True; see
+    ``fastwire.dask._gc_pause`` for why and what it means for other threads); it
+    applies to the family and to the :func:`~fastwire.dask.use_fastwire_pickle`
+    path. Registration is per process: every process that decodes the family
+    (client, scheduler, workers) must have run it, which importing
     :mod:`fastwire.dask` does with the defaults.
     """
     global _allowed
@@ -144,6 +173,7 @@ def register(allowed: Iterable[str | type] | None = None) -> None:
 
     with _lock:
         _allowed = None if allowed is None else frozenset(list(allowed) + list(WHOLE_TYPES))
+        _gc_pause.set_enabled(pause_gc)
         register_serialization_family(FAMILY, dumps, loads)
 
 

@@ -23,6 +23,7 @@ import pickle as _stdlib_pickle
 import threading
 
 from .. import pickle as _fw_pickle
+from . import _gc_pause
 from ._family import decodes
 
 #: Oldest and newest ``distributed`` releases the opt-in is tested on (the whole
@@ -53,8 +54,8 @@ class _FastwirePickleModule:
     @staticmethod
     def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=()):
         decodes[DASK_PICKLE_PATH] += 1
-        return _fw_pickle.loads(data, fix_imports=fix_imports, encoding=encoding,
-                                errors=errors, buffers=buffers)
+        return _gc_pause.loads_paused(_fw_pickle.loads, data, fix_imports=fix_imports,
+                                      encoding=encoding, errors=errors, buffers=buffers)
 
 
 _STAND_IN = _FastwirePickleModule()
