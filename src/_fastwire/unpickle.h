@@ -66,6 +66,14 @@ static inline PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n)
  * ASCII: check eight bytes at a time and copy, skipping the codec machinery.
  * Length 0 and 1 go through the codec so the interpreter's cached singletons
  * are returned, exactly as the stdlib does. */
+static inline PyObject *fw_new_ascii_str(const char *s, Py_ssize_t n)
+{
+    PyObject *str = PyUnicode_New(n, 127);
+    if (str != NULL)
+        memcpy(PyUnicode_DATA(str), s, (size_t)n);
+    return str;
+}
+
 #ifndef Py_GIL_DISABLED
 /* Short ASCII strings met again and again across loads (dict keys, field
  * names, enum-like values: a stream of messages repeats them in every one)
@@ -75,7 +83,13 @@ static inline PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n)
  * str) differs. Not on free-threaded builds, where the table would need a lock. */
 #define FW_STR_CACHE_SLOTS 512
 #define FW_STR_CACHE_MAX_LEN 24
+/* Data of unique strings (10,000 names) would only miss, and a miss costs a
+ * cache miss on the slot's old string: after this many misses in a row the
+ * cache is left alone for the next FW_STR_CACHE_REST strings. */
+#define FW_STR_CACHE_MISS_STREAK 64
+#define FW_STR_CACHE_REST 4096
 static PyObject *fw_str_cache[FW_STR_CACHE_SLOTS];
+static unsigned fw_str_cache_misses, fw_str_cache_resting;
 
 static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
 {
@@ -83,6 +97,10 @@ static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
      * bytes and the length; a collision only costs a miss. */
     uint64_t head = 0, tail = 0, h;
     PyObject *str, **slot;
+    if (fw_str_cache_resting) {
+        fw_str_cache_resting--;
+        return fw_new_ascii_str(s, n);
+    }
     memcpy(&head, s, n < 8 ? (size_t)n : 8);
     if (n > 8)
         memcpy(&tail, s + (n < 16 ? 8 : n - 8), n < 16 ? (size_t)(n - 8) : 8);
@@ -90,13 +108,17 @@ static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
     slot = &fw_str_cache[(h >> 32) & (FW_STR_CACHE_SLOTS - 1)];
     str = *slot;
     if (str != NULL && PyUnicode_GET_LENGTH(str) == n && memcmp(PyUnicode_DATA(str), s, (size_t)n) == 0) {
+        fw_str_cache_misses = 0;
         Py_INCREF(str);
         return str;
     }
-    str = PyUnicode_New(n, 127);
+    if (++fw_str_cache_misses >= FW_STR_CACHE_MISS_STREAK) {
+        fw_str_cache_misses = 0;
+        fw_str_cache_resting = FW_STR_CACHE_REST;
+    }
+    str = fw_new_ascii_str(s, n);
     if (str == NULL)
         return NULL;
-    memcpy(PyUnicode_DATA(str), s, (size_t)n);
     Py_INCREF(str);
     Py_XSETREF(*slot, str);
     return str;
@@ -117,16 +139,11 @@ static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
         for (; i < n; i++)
             acc |= p[i];
         if (!(acc & UINT64_C(0x8080808080808080))) {
-            PyObject *str;
 #ifndef Py_GIL_DISABLED
             if (n <= FW_STR_CACHE_MAX_LEN)
                 return fw_cached_ascii_str(s, n);
 #endif
-            str = PyUnicode_New(n, 127);
-            if (str == NULL)
-                return NULL;
-            memcpy(PyUnicode_DATA(str), s, (size_t)n);
-            return str;
+            return fw_new_ascii_str(s, n);
         }
     }
     return PyUnicode_DecodeUTF8(s, n, "surrogatepass");
