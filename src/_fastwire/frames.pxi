@@ -268,21 +268,25 @@ cdef object header_error(const Partial* partial, uint64_t max_frame_size):
         f"frame of {partial.error_length} bytes exceeds max_frame_size ({max_frame_size} bytes)")
 
 
-cdef Py_ssize_t scan_buffer(const PrefixSpec* spec, const unsigned char* base, Py_ssize_t pos,
-                            Py_ssize_t end, uint64_t max_frame_size, Py_ssize_t copy_threshold,
-                            object owner, list out, Partial* partial) except -1:
-    """Append the complete frames of base[pos:end] to out; the position after the last.
+cdef Py_ssize_t scan_spans(const PrefixSpec* spec, const unsigned char* base, Py_ssize_t pos,
+                           Py_ssize_t end, uint64_t max_frame_size, int64_t* offsets,
+                           int64_t* lengths, Py_ssize_t capacity, Py_ssize_t* count,
+                           Partial* partial) noexcept nogil:
+    """The scan core: record the complete frames of base[pos:end], at most
+    `capacity` of them, as payload offsets (from base) and lengths; return the
+    position after the last one recorded, with *count set.
 
-    Frames shorter than copy_threshold are copied into bytes; longer ones are
-    slices of memoryview(owner), whose byte 0 is base[0]. A bad header stops the
-    scan with partial.error set (the caller raises it when no frame came first).
+    The scan stops at an incomplete frame (partial.header_size and .length
+    describe it once its header is complete) or at a bad header (partial.error
+    set; the caller raises it when no frame came first). With neither set and
+    *count == capacity, more frames may follow: call again from the returned
+    position.
     """
-    cdef Py_ssize_t header_size, start
+    cdef Py_ssize_t header_size, n = 0
     cdef uint64_t length
-    cdef object view = None
     partial.header_size = 0
     partial.error = 0
-    while pos < end:
+    while n < capacity and pos < end:
         header_size = decode_header(spec, base + pos, end - pos, &length)
         if header_size == HEADER_INCOMPLETE:
             break
@@ -297,17 +301,60 @@ cdef Py_ssize_t scan_buffer(const PrefixSpec* spec, const unsigned char* base, P
             partial.header_size = header_size
             partial.length = length
             break
-        start = pos + header_size
-        pos = start + <Py_ssize_t>length
-        if <Py_ssize_t>length < copy_threshold:
-            out.append(PyBytes_FromStringAndSize(<const char*>(base + start), <Py_ssize_t>length))
-        else:
-            if view is None:
-                view = memoryview(owner)
-                if view.ndim != 1 or view.itemsize != 1:
-                    view = view.cast("B")
-            out.append(view[start:pos])
+        offsets[n] = pos + header_size
+        lengths[n] = <int64_t>length
+        pos += header_size + <Py_ssize_t>length
+        n += 1
+    count[0] = n
     return pos
+
+
+cdef object byte_view(object owner):
+    """memoryview(owner) as one dimension of bytes, whatever the exporter's format."""
+    view = memoryview(owner)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+cdef inline object frame_object(const unsigned char* base, Py_ssize_t start, Py_ssize_t length,
+                                Py_ssize_t copy_threshold, object view):
+    """One payload as the scanners hand it out: a bytes copy below copy_threshold,
+    else a slice of `view` (a byte_view whose byte 0 is base[0])."""
+    if length < copy_threshold:
+        return PyBytes_FromStringAndSize(<const char*>(base + start), length)
+    return view[start:start + length]
+
+
+# Frames the eager scan records before turning them into objects: enough to
+# amortise a call of the core, small enough for the stack.
+cdef enum:
+    EAGER_SPANS = 256
+
+
+cdef Py_ssize_t scan_buffer(const PrefixSpec* spec, const unsigned char* base, Py_ssize_t pos,
+                            Py_ssize_t end, uint64_t max_frame_size, Py_ssize_t copy_threshold,
+                            object owner, list out, Partial* partial) except -1:
+    """Append the complete frames of base[pos:end] to out; the position after the last.
+
+    Frames shorter than copy_threshold are copied into bytes; longer ones are
+    slices of memoryview(owner), whose byte 0 is base[0]. A bad header stops the
+    scan with partial.error set (the caller raises it when no frame came first).
+    """
+    cdef int64_t offsets[EAGER_SPANS]
+    cdef int64_t lengths[EAGER_SPANS]
+    cdef Py_ssize_t count, i
+    cdef object view = None
+    while True:
+        pos = scan_spans(spec, base, pos, end, max_frame_size, offsets, lengths, EAGER_SPANS,
+                         &count, partial)
+        for i in range(count):
+            if view is None and lengths[i] >= copy_threshold:
+                view = byte_view(owner)
+            out.append(frame_object(base, <Py_ssize_t>offsets[i], <Py_ssize_t>lengths[i],
+                                    copy_threshold, view))
+        if count < EAGER_SPANS:
+            return pos
 
 
 cdef uint64_t checked_limit(object max_frame_size) except? 0:
