@@ -570,3 +570,17 @@ def test_default_copy_threshold_gives_scan_frames_objects():
     index, _ = index_frames(stream, copy_threshold=DEFAULT_COPY_THRESHOLD)
     assert [type(f) for f in index] == [bytes, memoryview]
     assert [type(f) for f in index_frames(stream)[0]] == [memoryview, memoryview]
+
+
+def test_benchmark_rows_compare_equal_work():
+    """The frames bench rows time both sides doing the same work: same frames,
+    same consumed count, same sum of lengths (checked on a small stream)."""
+    from fastwire._bench import frame_cases
+
+    data = b"".join(encode_frame(bytes(range(n))) for n in range(0, 200, 7)) + b"\x00\x00\x00\x09abc"
+    frames, consumed = frame_cases.python_scan(data, data)
+    assert (frames, consumed) == scan_frames(data) == scan_frames(data, copy_threshold=0)
+    index, index_consumed = index_frames(data)
+    assert (list(index), index_consumed) == (frames, consumed)
+    total = frame_cases.python_scan_and_touch(data)
+    assert total == sum(map(len, frames)) == frame_cases.index_and_iterate(data) == frame_cases.index_and_decode(data)

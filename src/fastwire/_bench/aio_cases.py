@@ -47,6 +47,16 @@ class _StdlibEnds:
         self.server, (self.client_reader, self.client_writer), (self.reader, self.writer) = \
             loop.run_until_complete(connect())
 
+    def close(self):
+        async def close():
+            for writer in (self.client_writer, self.writer):
+                writer.close()
+                await writer.wait_closed()
+            self.server.close()
+            await self.server.wait_closed()
+        self.loop.run_until_complete(close())
+        self.loop.close()
+
     async def send(self, obj):
         payload = pickle.dumps(obj, protocol=5)
         self.client_writer.write(_HEADER.pack(len(payload)) + payload)
@@ -72,6 +82,16 @@ class _FastwireEnds:
 
         self.server, self.client, self.peer = loop.run_until_complete(connect())
 
+    def close(self):
+        async def close():
+            for stream in (self.client, self.peer):
+                stream.close()
+                await stream.wait_closed()
+            self.server.close()
+            await self.server.wait_closed()
+        self.loop.run_until_complete(close())
+        self.loop.close()
+
     async def send(self, obj):
         await self.client.send(obj)
 
@@ -85,7 +105,8 @@ class _FastwireEnds:
 def _round_trip(ends):
     async def one():
         await ends.send(SMALL)
-        await ends.recv()
+        if await ends.recv() != SMALL:  # both sides pay for this check
+            raise AssertionError("round trip changed the message")
     return lambda: ends.loop.run_until_complete(one())
 
 
@@ -98,8 +119,9 @@ def _batch(ends, *, use_send_many=False):
         else:
             for obj in batch:
                 await ends.send(obj)
-        for _ in batch:
-            await ends.recv()
+        for obj in batch:
+            if await ends.recv() != obj:
+                raise AssertionError("batch changed a message")
     return lambda: ends.loop.run_until_complete(sends_then_receives())
 
 
@@ -111,13 +133,15 @@ def _transfer(ends):
         sent = asyncio.ensure_future(ends.send(payload))
         received = await ends.recv()
         await sent
-        assert len(received) == BIG
+        if len(received) != BIG:
+            raise AssertionError("64 MiB transfer lost bytes")
     return lambda: ends.loop.run_until_complete(one())
 
 
-def pairs():
-    stdlib = _StdlibEnds(asyncio.new_event_loop())
-    fastwire = _FastwireEnds(asyncio.new_event_loop())
+def pairs(stdlib=None, fastwire=None):
+    """The pairs, over new connections unless given (_StdlibEnds, _FastwireEnds)."""
+    stdlib = stdlib or _StdlibEnds(asyncio.new_event_loop())
+    fastwire = fastwire or _FastwireEnds(asyncio.new_event_loop())
     return [
         Pair("aio: send+recv one 4-key dict", "aio", _round_trip(stdlib), _round_trip(fastwire), target=1.0),
         Pair(f"aio: {BATCH} dicts: send each, then recv each", "aio",
