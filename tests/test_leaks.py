@@ -188,7 +188,6 @@ def frames_cases():
         index, _ = frames.index_frames(data, copy_threshold=64)
         list(index)
         list(reversed(index[1::2]))
-        index.decode(len)
         b"x" * 40 in index
         index.count(b"nothing")
         index.offsets.tolist()

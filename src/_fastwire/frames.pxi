@@ -21,7 +21,6 @@ from libc.stdint cimport UINT64_MAX
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITE
 from cpython.bytes cimport _PyBytes_Resize
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 
 cdef extern from "Python.h":
@@ -688,24 +687,6 @@ cdef class FrameIndex:
                 return found
             found += 1
             i += 1
-
-    def decode(self, func):
-        """``[func(frame) for frame in index]``, without the iterator machinery.
-
-        Each frame is made as ``index[i]`` makes it. An exception of `func`
-        propagates; ValueError if `func` releases the index.
-        """
-        cdef Py_ssize_t i, n
-        cdef list out
-        self._check_held()
-        n = self._spans.count
-        out = PyList_New(n)  # NULL items until set; a list being dropped allows that
-        for i in range(n):
-            self._check_held()
-            item = func(self._frame(i))
-            Py_INCREF(item)
-            PyList_SET_ITEM(out, i, item)
-        return out
 
     @property
     def offsets(self):
