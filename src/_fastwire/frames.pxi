@@ -269,10 +269,26 @@ cdef object header_error(const Partial* partial, uint64_t max_frame_size):
         f"frame of {partial.error_length} bytes exceeds max_frame_size ({max_frame_size} bytes)")
 
 
-cdef Py_ssize_t scan_spans(const PrefixSpec* spec, const unsigned char* base, Py_ssize_t pos,
-                           Py_ssize_t end, uint64_t max_frame_size, int64_t* offsets,
-                           int64_t* lengths, Py_ssize_t capacity, Py_ssize_t* count,
-                           Partial* partial) noexcept nogil:
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define fw_prefetch(p) __builtin_prefetch((p), 0, 3)
+    #else
+    #define fw_prefetch(p) ((void)0)
+    #endif
+    """
+    # A hint to start loading a cache line into every cache level; it never faults.
+    void fw_prefetch(const void* p) noexcept nogil
+
+# How far ahead of the scan position the scan asks for bytes (see scan_spans).
+cdef enum:
+    SCAN_PREFETCH_DISTANCE = 512
+
+
+cdef inline Py_ssize_t scan_spans(const PrefixSpec* spec, const unsigned char* base,
+                                  Py_ssize_t pos, Py_ssize_t end, uint64_t max_frame_size,
+                                  int64_t* offsets, int64_t* lengths, Py_ssize_t capacity,
+                                  Py_ssize_t* count, Partial* partial) noexcept nogil:
     """The scan core: record the complete frames of base[pos:end], at most
     `capacity` of them, as payload offsets (from base) and lengths; return the
     position after the last one recorded, with *count set.
@@ -288,6 +304,14 @@ cdef Py_ssize_t scan_spans(const PrefixSpec* spec, const unsigned char* base, Py
     partial.header_size = 0
     partial.error = 0
     while n < capacity and pos < end:
+        # Each header's address depends on the previous header's value, so the
+        # CPU cannot run ahead; without the hint a scan of small frames waits on
+        # a cache miss per frame (measured on 1M 64-byte frames: index_frames
+        # 15 ms with it, 17 ms without; scan_frames 4% behind a loop that copied
+        # each payload as it went, whose copy pulled in the next header, against
+        # 6% without).
+        if end - pos > SCAN_PREFETCH_DISTANCE:
+            fw_prefetch(base + pos + SCAN_PREFETCH_DISTANCE)
         header_size = decode_header(spec, base + pos, end - pos, &length)
         if header_size == HEADER_INCOMPLETE:
             break
@@ -442,7 +466,7 @@ cdef class _Spans:
 
     cdef int reserve(self, Py_ssize_t capacity) noexcept nogil:
         """Resize both arrays to `capacity` (>= count); 0, or -1 if out of memory
-        (then both keep at least their old size, and `capacity` its old value)."""
+        (then `capacity` keeps its old value; the first `count` entries are kept either way)."""
         cdef int64_t* offsets
         cdef int64_t* lengths
         if capacity < 1:
@@ -517,9 +541,6 @@ cdef class _SpanColumn:
         buffer.strides = &self.spans.stride if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
         buffer.suboffsets = NULL
         buffer.internal = NULL
-
-    def __releasebuffer__(self, Py_buffer* buffer):
-        pass
 
 
 @cython.final
