@@ -8,7 +8,7 @@ the scanner must emit exactly the reference's payloads in order, raise
 FrameTooLarge / FrameError exactly when the reference finds a bad header
 (after the frames before it), keep every view it handed out unchanged, agree
 with scan_frames() on the whole stream, and never size its buffer from a
-declared length.
+declared length. index_frames() must agree too.
 """
 
 import _harness
@@ -110,6 +110,22 @@ def test_one_input(data):
             raise AssertionError(f"{where}: scan_frames gave {whole!r}, {whole_consumed}")
         if reference_error is not None and not expected:
             raise AssertionError(f"{where}: scan_frames accepted a {reference_error} header")
+
+    # index_frames: the same frames, consumed count and errors as the reference, made on access.
+    try:
+        index, index_consumed = frames.index_frames(stream, prefix, max_frame_size=max_frame_size,
+                                                    copy_threshold=copy_threshold)
+    except frames.FrameError as index_exc:
+        if expected:
+            raise AssertionError(f"{where}: index_frames raised {index_exc!r} before indexing frames")
+        check_error(where + " (index_frames)", reference_error, index_exc)
+    else:
+        if ([bytes(p) for p in index] != expected or index_consumed != consumed
+                or list(index.lengths) != [len(p) for p in expected]
+                or [bytes(p) for p in reversed(index)] != expected[::-1]):
+            raise AssertionError(f"{where}: index_frames gave {list(index)!r}, {index_consumed}")
+        if reference_error is not None and not expected:
+            raise AssertionError(f"{where}: index_frames accepted a {reference_error} header")
 
 
 if __name__ == "__main__":

@@ -183,7 +183,24 @@ def frames_cases():
             except frames.FrameTooLarge:
                 pass
 
+    def index_everything():
+        data = bytearray(stream)
+        index, _ = frames.index_frames(data, copy_threshold=64)
+        list(index)
+        list(reversed(index[1::2]))
+        b"x" * 40 in index
+        index.count(b"nothing")
+        index.offsets.tolist()
+        index.lengths.tolist()
+        index[-1]
+        with index:
+            pass
+        data.append(0)  # the index let go of it
+
     return {
+        "index_frames": (index_everything, [stream]),
+        "index_frames too large": (raising(frames.FrameTooLarge, frames.index_frames, bad, max_frame_size=10),
+                                   [bad]),
         "scan_frames": (lambda: frames.scan_frames(stream), [stream]),
         "scan_frames varint": (lambda: frames.scan_frames(b"\x03abc\x01z", "varint"), []),
         "FrameScanner.feed split": (feed_split, [stream]),
@@ -201,7 +218,7 @@ def frames_cases():
 
 CASES = [pytest.param("struct", name, id=f"struct: {name}") for name in struct_cases()]
 CASES += [pytest.param("pickle", name, id=f"pickle: {name}") for name in pickle_cases()]
-FRAME_CASE_NAMES = ["scan_frames", "scan_frames varint", "FrameScanner.feed split",
+FRAME_CASE_NAMES = ["index_frames", "index_frames too large", "scan_frames", "scan_frames varint", "FrameScanner.feed split",
                     "FrameScanner get_buffer/buffer_updated", "FrameScanner.take_partial",
                     "encode_frame", "frame_buffers", "FramePrefix.header", "scan_frames too large",
                     "FrameScanner broken", "FramePrefix bad", "header too big"]

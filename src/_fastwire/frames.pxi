@@ -16,11 +16,12 @@
 
 cimport cython
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memmove
+from libc.string cimport memcmp, memmove
 from libc.stdint cimport UINT64_MAX
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITE
 from cpython.bytes cimport _PyBytes_Resize
 from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 
 cdef extern from "Python.h":
     # Raw (owned-pointer) forms, so a bytes object can be resized while we hold its only reference.
@@ -268,21 +269,49 @@ cdef object header_error(const Partial* partial, uint64_t max_frame_size):
         f"frame of {partial.error_length} bytes exceeds max_frame_size ({max_frame_size} bytes)")
 
 
-cdef Py_ssize_t scan_buffer(const PrefixSpec* spec, const unsigned char* base, Py_ssize_t pos,
-                            Py_ssize_t end, uint64_t max_frame_size, Py_ssize_t copy_threshold,
-                            object owner, list out, Partial* partial) except -1:
-    """Append the complete frames of base[pos:end] to out; the position after the last.
-
-    Frames shorter than copy_threshold are copied into bytes; longer ones are
-    slices of memoryview(owner), whose byte 0 is base[0]. A bad header stops the
-    scan with partial.error set (the caller raises it when no frame came first).
+cdef extern from *:
     """
-    cdef Py_ssize_t header_size, start
+    #if defined(__GNUC__) || defined(__clang__)
+    #define fw_prefetch(p) __builtin_prefetch((p), 0, 3)
+    #else
+    #define fw_prefetch(p) ((void)0)
+    #endif
+    """
+    # A hint to start loading a cache line into every cache level; it never faults.
+    void fw_prefetch(const void* p) noexcept nogil
+
+# How far ahead of the scan position the scan asks for bytes (see scan_spans).
+cdef enum:
+    SCAN_PREFETCH_DISTANCE = 512
+
+
+cdef inline Py_ssize_t scan_spans(const PrefixSpec* spec, const unsigned char* base,
+                                  Py_ssize_t pos, Py_ssize_t end, uint64_t max_frame_size,
+                                  int64_t* offsets, int64_t* lengths, Py_ssize_t capacity,
+                                  Py_ssize_t* count, Partial* partial) noexcept nogil:
+    """The scan core: record the complete frames of base[pos:end], at most
+    `capacity` of them, as payload offsets (from base) and lengths; return the
+    position after the last one recorded, with *count set.
+
+    The scan stops at an incomplete frame (partial.header_size and .length
+    describe it once its header is complete) or at a bad header (partial.error
+    set; the caller raises it when no frame came first). With neither set and
+    *count == capacity, more frames may follow: call again from the returned
+    position.
+    """
+    cdef Py_ssize_t header_size, n = 0
     cdef uint64_t length
-    cdef object view = None
     partial.header_size = 0
     partial.error = 0
-    while pos < end:
+    while n < capacity and pos < end:
+        # Each header's address depends on the previous header's value, so the
+        # CPU cannot run ahead; without the hint a scan of small frames waits on
+        # a cache miss per frame (measured on 1M 64-byte frames: index_frames
+        # 15 ms with it, 17 ms without; scan_frames 4% behind a loop that copied
+        # each payload as it went, whose copy pulled in the next header, against
+        # 6% without).
+        if end - pos > SCAN_PREFETCH_DISTANCE:
+            fw_prefetch(base + pos + SCAN_PREFETCH_DISTANCE)
         header_size = decode_header(spec, base + pos, end - pos, &length)
         if header_size == HEADER_INCOMPLETE:
             break
@@ -297,17 +326,64 @@ cdef Py_ssize_t scan_buffer(const PrefixSpec* spec, const unsigned char* base, P
             partial.header_size = header_size
             partial.length = length
             break
-        start = pos + header_size
-        pos = start + <Py_ssize_t>length
-        if <Py_ssize_t>length < copy_threshold:
-            out.append(PyBytes_FromStringAndSize(<const char*>(base + start), <Py_ssize_t>length))
-        else:
-            if view is None:
-                view = memoryview(owner)
-                if view.ndim != 1 or view.itemsize != 1:
-                    view = view.cast("B")
-            out.append(view[start:pos])
+        offsets[n] = pos + header_size
+        lengths[n] = <int64_t>length
+        pos += header_size + <Py_ssize_t>length
+        n += 1
+    count[0] = n
     return pos
+
+
+cdef object byte_view(object owner):
+    """memoryview(owner) as one dimension of unsigned bytes, whatever the exporter's format.
+
+    Format 'B' whatever the exporter says ('b', 'c', '<I' ...), so a frame
+    compares equal to the bytes it holds, as a frame copied into bytes does.
+    """
+    view = memoryview(owner)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    return view
+
+
+cdef inline object frame_object(const unsigned char* base, Py_ssize_t start, Py_ssize_t length,
+                                Py_ssize_t copy_threshold, object view):
+    """One payload as the scanners hand it out: a bytes copy below copy_threshold,
+    else a slice of `view` (a byte_view whose byte 0 is base[0])."""
+    if length < copy_threshold:
+        return PyBytes_FromStringAndSize(<const char*>(base + start), length)
+    return view[start:start + length]
+
+
+# Frames the eager scan records before turning them into objects: enough to
+# amortise a call of the core, small enough for the stack.
+cdef enum:
+    EAGER_SPANS = 256
+
+
+cdef Py_ssize_t scan_buffer(const PrefixSpec* spec, const unsigned char* base, Py_ssize_t pos,
+                            Py_ssize_t end, uint64_t max_frame_size, Py_ssize_t copy_threshold,
+                            object owner, list out, Partial* partial) except -1:
+    """Append the complete frames of base[pos:end] to out; the position after the last.
+
+    Frames shorter than copy_threshold are copied into bytes; longer ones are
+    slices of memoryview(owner), whose byte 0 is base[0]. A bad header stops the
+    scan with partial.error set (the caller raises it when no frame came first).
+    """
+    cdef int64_t offsets[EAGER_SPANS]
+    cdef int64_t lengths[EAGER_SPANS]
+    cdef Py_ssize_t count, i
+    cdef object view = None
+    while True:
+        pos = scan_spans(spec, base, pos, end, max_frame_size, offsets, lengths, EAGER_SPANS,
+                         &count, partial)
+        for i in range(count):
+            if view is None and lengths[i] >= copy_threshold:
+                view = byte_view(owner)
+            out.append(frame_object(base, <Py_ssize_t>offsets[i], <Py_ssize_t>lengths[i],
+                                    copy_threshold, view))
+        if count < EAGER_SPANS:
+            return pos
 
 
 cdef uint64_t checked_limit(object max_frame_size) except? 0:
@@ -346,6 +422,397 @@ def scan_frames(data, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
     if partial.error and not frames:
         raise header_error(&partial, limit)
     return frames, consumed
+
+
+# --- the lazy frame index ----------------------------------------------------
+#
+# Making a Python object per frame costs far more than finding the frame: for
+# a million 64-byte frames the scan is ~3% of scan_frames' time, the rest is
+# allocating (and page-faulting in) a million objects. An index records only
+# the (offset, length) of each payload in two C arrays (16 bytes a frame) and
+# makes a frame object when one is asked for.
+
+# First capacity of the span arrays when the scan cannot project one yet.
+cdef Py_ssize_t _FIRST_SPAN_CAPACITY = 1024
+# From this many bytes on, index_frames scans without the GIL.
+cdef Py_ssize_t _NOGIL_SCAN_BYTES = 1024 * 1024
+cdef const char* _INT64_FORMAT = "q"
+
+
+# Not GC-tracked: it refers to no Python object.
+@cython.final
+@cython.no_gc
+cdef class _Spans:
+    """The payload (offset, length) pairs of an index: two malloc'd int64 arrays.
+
+    Its own object, so that the offsets/lengths memoryviews keep the arrays
+    alive without keeping the index (and its hold on the caller's buffer).
+    """
+
+    cdef int64_t* offsets       # from byte 0 of the indexed buffer
+    cdef int64_t* lengths
+    cdef Py_ssize_t count       # also each column's shape: fixed once the scan is done
+    cdef Py_ssize_t capacity
+    cdef Py_ssize_t stride
+
+    def __cinit__(self):
+        self.offsets = self.lengths = NULL
+        self.count = self.capacity = 0
+        self.stride = sizeof(int64_t)
+
+    def __dealloc__(self):
+        free(self.offsets)
+        free(self.lengths)
+
+    cdef int reserve(self, Py_ssize_t capacity) noexcept nogil:
+        """Resize both arrays to `capacity` (>= count); 0, or -1 if out of memory
+        (then `capacity` keeps its old value; the first `count` entries are kept either way)."""
+        cdef int64_t* offsets
+        cdef int64_t* lengths
+        if capacity < 1:
+            capacity = 1
+        offsets = <int64_t*>realloc(self.offsets, capacity * sizeof(int64_t))
+        if offsets == NULL:
+            return -1
+        self.offsets = offsets
+        lengths = <int64_t*>realloc(self.lengths, capacity * sizeof(int64_t))
+        if lengths == NULL:
+            return -1
+        self.lengths = lengths
+        self.capacity = capacity
+        return 0
+
+    cdef Py_ssize_t next_capacity(self, Py_ssize_t scanned, Py_ssize_t end) noexcept nogil:
+        """Room for the frames of a whole buffer of `end` bytes, projected from the
+        frames found in its first `scanned` bytes, so that a regular stream is
+        indexed with one allocation and no copying. The projection follows bytes
+        that are present (never a declared length) and stops at two bytes of
+        span per buffer byte; past that, or when it falls short, the arrays double."""
+        cdef Py_ssize_t doubled = 2 * self.capacity if self.capacity else _FIRST_SPAN_CAPACITY
+        cdef Py_ssize_t projected
+        if scanned <= 0 or self.count == 0:
+            return doubled
+        projected = <Py_ssize_t>(<double>self.count * end / scanned) + self.count // 16 + 64
+        if projected > doubled and projected <= end // 8:
+            return projected
+        return doubled
+
+    cdef int scan(self, const PrefixSpec* spec, const unsigned char* base, Py_ssize_t end,
+                  uint64_t max_frame_size, Partial* partial, Py_ssize_t* consumed) noexcept nogil:
+        """Record every complete frame of base[0:end]; 0, or -1 if out of memory."""
+        cdef Py_ssize_t pos = 0, added
+        while True:
+            if self.count == self.capacity:
+                if self.reserve(self.next_capacity(pos, end)):
+                    return -1
+            pos = scan_spans(spec, base, pos, end, max_frame_size, self.offsets + self.count,
+                             self.lengths + self.count, self.capacity - self.count, &added, partial)
+            self.count += added
+            if self.count < self.capacity:
+                consumed[0] = pos
+                return 0
+
+
+# Not GC-tracked: it refers only to a _Spans, which refers to nothing (see
+# _ReadOnlyArena for why an exporter must not be cleared before its views).
+@cython.final
+@cython.no_gc
+cdef class _SpanColumn:
+    """One array of a _Spans, exported read-only as int64 (format 'q')."""
+
+    cdef _Spans spans
+    cdef bint is_lengths
+
+    def __cinit__(self, _Spans spans, bint is_lengths):
+        self.spans = spans
+        self.is_lengths = is_lengths
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("FrameIndex offsets and lengths are read-only")
+        buffer.buf = self.spans.lengths if self.is_lengths else self.spans.offsets
+        buffer.obj = self
+        buffer.len = self.spans.count * sizeof(int64_t)
+        buffer.readonly = 1
+        buffer.itemsize = sizeof(int64_t)
+        buffer.format = <char*>_INT64_FORMAT if (flags & PyBUF_FORMAT) else NULL
+        buffer.ndim = 1
+        buffer.shape = &self.spans.count if (flags & PyBUF_ND) else NULL
+        buffer.strides = &self.spans.stride if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+
+
+@cython.final
+@cython.no_gc_clear  # __dealloc__ releases the buffer; a cycle is broken through another member
+cdef class FrameIndex:
+    """The complete frames of a buffer, found by :func:`index_frames`: a
+    read-only sequence whose items are made on access.
+
+    The index holds the caller's buffer (a buffer export, as a memoryview
+    holds one: a bytearray cannot be resized while the index is alive) and
+    one (offset, length) pair per frame, no Python object. ``index[i]``
+    (negative ``i`` counts from the end) and iteration give a payload as
+    :func:`scan_frames` with the same `copy_threshold` gives it: a memoryview
+    into the buffer, or a bytes copy if it is shorter than `copy_threshold`.
+    ``index[i:j:k]`` is a new FrameIndex over the same buffer.
+    :meth:`release` (or the end of a ``with`` block) lets go of the buffer
+    early; any later use raises ValueError. IndexError for a position out of
+    range, TypeError for a key that is neither an integer nor a slice.
+    """
+
+    cdef Py_buffer _buffer      # held from construction to release(): the bytes the spans point into
+    cdef bint _holding
+    cdef _Spans _spans
+    cdef Py_ssize_t _copy_threshold
+    cdef object _view           # byte_view of the buffer's owner, made for the first view handed out
+
+    def __cinit__(self):
+        self._holding = False
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("FrameIndex objects are made by index_frames()")
+
+    def __dealloc__(self):
+        self._let_go()
+
+    cdef void _let_go(self) noexcept:
+        if self._holding:
+            self._holding = False
+            PyBuffer_Release(&self._buffer)
+
+    cdef int _hold(self, object data) except -1:
+        # A real export even for bytes: it keeps the owner alive and unresizable.
+        PyObject_GetBuffer(data, &self._buffer, PyBUF_SIMPLE)
+        self._holding = True
+        return 0
+
+    cdef Py_ssize_t _fill(self, const PrefixSpec* spec, uint64_t max_frame_size,
+                          Partial* partial) except -1:
+        """Index the held buffer; the bytes consumed. A large buffer is scanned
+        without the GIL: the held export keeps it in place."""
+        cdef _Spans spans = _Spans()
+        cdef const unsigned char* base = <const unsigned char*>self._buffer.buf
+        cdef Py_ssize_t end = self._buffer.len, consumed = 0
+        cdef int failed
+        if end >= _NOGIL_SCAN_BYTES:
+            with nogil:
+                failed = spans.scan(spec, base, end, max_frame_size, partial, &consumed)
+        else:
+            failed = spans.scan(spec, base, end, max_frame_size, partial, &consumed)
+        if failed:
+            raise MemoryError()
+        if spans.capacity > spans.count + spans.count // 8 + 64:
+            spans.reserve(spans.count)  # give the slack back; a failed shrink keeps the block
+        self._spans = spans
+        return consumed
+
+    cdef int _check_held(self) except -1:
+        if not self._holding:
+            raise ValueError("operation forbidden on a released FrameIndex")
+        return 0
+
+    cdef object _frame(self, Py_ssize_t i):
+        """Frame i (0 <= i < count) as an object; the buffer must be held."""
+        cdef Py_ssize_t length = <Py_ssize_t>self._spans.lengths[i]
+        if self._view is None and length >= self._copy_threshold:
+            self._view = byte_view(self._buffer.obj)
+        return frame_object(<const unsigned char*>self._buffer.buf, <Py_ssize_t>self._spans.offsets[i],
+                            length, self._copy_threshold, self._view)
+
+    cdef bint _frame_equals(self, Py_ssize_t i, object value) except -1:
+        """frame i == value, as list.__contains__ compares (the buffer must be held)."""
+        cdef Py_ssize_t length
+        if PyBytes_CheckExact(value):
+            # A frame is bytes or a format-'B' view: either equals bytes with the same content.
+            length = <Py_ssize_t>self._spans.lengths[i]
+            return length == PyBytes_GET_SIZE(value) and memcmp(
+                PyBytes_AS_STRING(value), <const char*>self._buffer.buf + self._spans.offsets[i],
+                length) == 0
+        return self._frame(i) == value
+
+    def __len__(self):
+        self._check_held()
+        return self._spans.count
+
+    def __getitem__(self, key):
+        cdef Py_ssize_t i, start, stop, step
+        self._check_held()
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._spans.count)
+            return self._select(start, step, len(range(start, stop, step)))
+        if not PyIndex_Check(key):
+            raise TypeError(f"FrameIndex indices must be integers or slices, not {type(key).__name__}")
+        i = PyNumber_AsSsize_t(key, IndexError)
+        if i < 0:
+            i += self._spans.count
+        if i < 0 or i >= self._spans.count:
+            raise IndexError("FrameIndex index out of range")
+        return self._frame(i)
+
+    cdef FrameIndex _select(self, Py_ssize_t start, Py_ssize_t step, Py_ssize_t n):
+        cdef FrameIndex part = FrameIndex.__new__(FrameIndex)
+        cdef _Spans spans = _Spans()
+        cdef Py_ssize_t j
+        if spans.reserve(n):
+            raise MemoryError()
+        for j in range(n):
+            spans.offsets[j] = self._spans.offsets[start + j * step]
+            spans.lengths[j] = self._spans.lengths[start + j * step]
+        spans.count = n
+        part._hold(self._buffer.obj)
+        part._spans = spans
+        part._copy_threshold = self._copy_threshold
+        part._view = self._view
+        return part
+
+    def __iter__(self):
+        self._check_held()
+        return _FrameIndexIterator(self, 0, 1)
+
+    def __reversed__(self):
+        self._check_held()
+        return _FrameIndexIterator(self, self._spans.count - 1, -1)
+
+    cdef Py_ssize_t _find(self, object value, Py_ssize_t first, Py_ssize_t last) except -2:
+        """Position of the first frame in [first, last) equal to value, or -1."""
+        cdef Py_ssize_t i
+        for i in range(first, last):
+            self._check_held()  # each time: an __eq__ may have released the index
+            if self._frame_equals(i, value):
+                return i
+        return -1
+
+    def __contains__(self, value):
+        self._check_held()
+        return self._find(value, 0, self._spans.count) >= 0
+
+    def index(self, value, start=0, stop=None):
+        """Position of the first frame equal to `value` in ``[start:stop]``
+        (list.index's arguments); ValueError if there is none."""
+        cdef Py_ssize_t found
+        self._check_held()
+        first, last, _ = slice(start, stop).indices(self._spans.count)
+        found = self._find(value, first, last)
+        if found < 0:
+            raise ValueError("value is not in the FrameIndex")
+        return found
+
+    def count(self, value):
+        """How many frames equal `value`."""
+        cdef Py_ssize_t found = 0, i = 0
+        self._check_held()
+        while True:
+            i = self._find(value, i, self._spans.count)
+            if i < 0:
+                return found
+            found += 1
+            i += 1
+
+    @property
+    def offsets(self):
+        """Where each payload starts in the buffer: a read-only memoryview of
+        int64 (format 'q'), ready for ``numpy.frombuffer``. It keeps the span
+        arrays alive, not the buffer."""
+        self._check_held()
+        return memoryview(_SpanColumn(self._spans, False))
+
+    @property
+    def lengths(self):
+        """Each payload's length: a read-only memoryview of int64 (format 'q')."""
+        self._check_held()
+        return memoryview(_SpanColumn(self._spans, True))
+
+    @property
+    def obj(self):
+        """The object whose buffer the index holds."""
+        self._check_held()
+        return self._buffer.obj
+
+    @property
+    def copy_threshold(self):
+        """Frames shorter than this are made as bytes copies, the others as memoryviews."""
+        return self._copy_threshold
+
+    def release(self):
+        """Let go of the buffer now; views handed out keep their own hold on it.
+
+        Later use of the index raises ValueError; releasing again does nothing.
+        """
+        self._view = None
+        self._let_go()
+
+    def __enter__(self):
+        self._check_held()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    def __repr__(self):
+        if not self._holding:
+            return "<released FrameIndex>"
+        return f"<FrameIndex of {self._spans.count} frames in {type(self._buffer.obj).__name__}>"
+
+
+@cython.final
+cdef class _FrameIndexIterator:
+    cdef FrameIndex _index      # None once exhausted
+    cdef Py_ssize_t _next
+    cdef Py_ssize_t _step
+
+    def __cinit__(self, FrameIndex index, Py_ssize_t first, Py_ssize_t step):
+        self._index = index
+        self._next = first
+        self._step = step
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef FrameIndex index = self._index
+        cdef Py_ssize_t i = self._next
+        if index is None:
+            raise StopIteration
+        index._check_held()
+        if i < 0 or i >= index._spans.count:
+            self._index = None
+            raise StopIteration
+        self._next = i + self._step
+        return index._frame(i)
+
+
+def index_frames(data, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                 Py_ssize_t copy_threshold=0):
+    """Find the complete frames in a bytes-like object, and make none of them yet.
+
+    Returns ``(index, consumed)`` with the contract of :func:`scan_frames`
+    (complete frames only, a trailing partial frame left alone, `consumed` the
+    bytes they take with their headers), but `index` is a :class:`FrameIndex`:
+    it holds `data`'s buffer and one (offset, length) pair per frame, and makes
+    a frame when one is accessed. With the default ``copy_threshold=0`` every
+    frame is a memoryview into `data` (zero-copy); frames shorter than a
+    positive `copy_threshold` are bytes copies, exactly as scan_frames makes
+    them. Large buffers are scanned without holding the GIL.
+
+    Raises what scan_frames raises for the same arguments: FrameTooLarge if
+    the first frame declares more than `max_frame_size` bytes, FrameError for
+    a negative or malformed length (frames before a bad header are indexed
+    first; the next call raises), ValueError/TypeError for a bad `prefix` or
+    `max_frame_size`, TypeError/BufferError if `data` is not a contiguous
+    bytes-like object.
+    """
+    cdef FramePrefix fp = as_prefix(prefix)
+    cdef uint64_t limit = checked_limit(max_frame_size)
+    cdef FrameIndex index = FrameIndex.__new__(FrameIndex)
+    cdef Partial partial
+    cdef Py_ssize_t consumed
+    index._hold(data)
+    index._copy_threshold = copy_threshold
+    consumed = index._fill(&fp.spec, limit, &partial)
+    if partial.error and index._spans.count == 0:
+        raise header_error(&partial, limit)
+    return index, consumed
 
 
 def frame_buffers(payloads, prefix=">I"):

@@ -20,6 +20,7 @@ AREA_MODULES = {
     "pickle": ["fastwire._bench.pickle_dumps_cases", "fastwire._bench.pickle_loads_cases"],
     "frames": ["fastwire._bench.frame_cases"],
     "net": ["fastwire._bench.net_cases"],
+    "aio": ["fastwire._bench.aio_cases"],
 }
 
 
