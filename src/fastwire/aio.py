@@ -26,7 +26,7 @@ import collections
 from multiprocessing import AuthenticationError
 
 from . import pickle as _pickle
-from .frames import DEFAULT_MAX_FRAME_SIZE, FramePrefix, FrameScanner, encode_frame, frame_buffers
+from .frames import DEFAULT_MAX_FRAME_SIZE, FramePrefix, FrameScanner, dumps_framed
 from .net import _MAX_HANDSHAKE_MESSAGE, _RECEIVE, _check_authkey, answer_steps, challenge_steps
 
 __all__ = [
@@ -183,19 +183,16 @@ class ObjectStream:
 
     async def send(self, obj):
         """Send one object (pickle protocol 5); waits while the transport is paused."""
-        transport = self._writable_transport()
-        payload = _pickle.dumps(obj, protocol=5)
-        if len(payload) < COPY_THRESHOLD:
-            transport.write(encode_frame(payload, _PREFIX))
-        else:
-            _write_all(transport, (_PREFIX.header(len(payload)), payload))
+        # Pickled straight behind its frame header: one buffer, one write.
+        self._writable_transport().write(dumps_framed((obj,), _PREFIX, 5))
         await self._protocol.drain()
 
     async def send_many(self, objs):
         """Send every object of `objs` in order, in one transport write."""
         transport = self._writable_transport()
-        dumps = _pickle.dumps
-        _write_all(transport, frame_buffers([dumps(obj, protocol=5) for obj in objs], _PREFIX))
+        frames = dumps_framed(objs, _PREFIX, 5)  # every pickle behind its header, in one buffer
+        if frames:
+            transport.write(frames)
         await self._protocol.drain()
 
     async def send_bytes(self, data):
