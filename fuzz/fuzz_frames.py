@@ -98,35 +98,25 @@ def test_one_input(data):
     if [bytes(p) for p in emitted] != snapshots:
         raise AssertionError(f"{where}: a payload view changed after later feeds")
 
-    try:
-        whole, whole_consumed = frames.scan_frames(stream, prefix, max_frame_size=max_frame_size,
-                                                   copy_threshold=copy_threshold)
-    except frames.FrameError as whole_exc:
-        if expected:
-            raise AssertionError(f"{where}: scan_frames raised {whole_exc!r} before returning frames")
-        check_error(where + " (scan_frames)", reference_error, whole_exc)
-    else:
-        if [bytes(p) for p in whole] != expected or whole_consumed != consumed:
-            raise AssertionError(f"{where}: scan_frames gave {whole!r}, {whole_consumed}")
+    # scan_frames, and index_frames (frames made on access): the same frames,
+    # consumed count and errors as the reference.
+    for scan in (frames.scan_frames, frames.index_frames):
+        name = scan.__name__
+        try:
+            found, found_consumed = scan(stream, prefix, max_frame_size=max_frame_size,
+                                         copy_threshold=copy_threshold)
+        except frames.FrameError as exc:
+            if expected:
+                raise AssertionError(f"{where}: {name} raised {exc!r} before returning frames")
+            check_error(f"{where} ({name})", reference_error, exc)
+            continue
+        if [bytes(p) for p in found] != expected or found_consumed != consumed:
+            raise AssertionError(f"{where}: {name} gave {list(found)!r}, {found_consumed}")
         if reference_error is not None and not expected:
-            raise AssertionError(f"{where}: scan_frames accepted a {reference_error} header")
-
-    # index_frames: the same frames, consumed count and errors as the reference, made on access.
-    try:
-        index, index_consumed = frames.index_frames(stream, prefix, max_frame_size=max_frame_size,
-                                                    copy_threshold=copy_threshold)
-    except frames.FrameError as index_exc:
-        if expected:
-            raise AssertionError(f"{where}: index_frames raised {index_exc!r} before indexing frames")
-        check_error(where + " (index_frames)", reference_error, index_exc)
-    else:
-        if ([bytes(p) for p in index] != expected or index_consumed != consumed
-                or list(index.lengths) != [len(p) for p in expected]
-                or [bytes(p) for p in reversed(index)] != expected[::-1]):
-            raise AssertionError(f"{where}: index_frames gave {list(index)!r}, {index_consumed}")
-        if reference_error is not None and not expected:
-            raise AssertionError(f"{where}: index_frames accepted a {reference_error} header")
-
+            raise AssertionError(f"{where}: {name} accepted a {reference_error} header")
+        if scan is frames.index_frames and (list(found.lengths) != [len(p) for p in expected]
+                                            or [bytes(p) for p in reversed(found)] != expected[::-1]):
+            raise AssertionError(f"{where}: index_frames' lengths or reversed() disagree with its frames")
 
 if __name__ == "__main__":
     _harness.main(test_one_input)

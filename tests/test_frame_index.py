@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from frame_reference import max_payload, reference_header
 from fastwire.frames import (
     DEFAULT_COPY_THRESHOLD,
     FrameError,
@@ -104,24 +105,6 @@ def python_scan(data, prefix, max_frame_size):
 
 
 ORACLE_ERRORS = {Negative: FrameError, Overlong: FrameError, TooLarge: FrameTooLarge}
-
-
-def reference_header(prefix, n):
-    if prefix == "varint":
-        out = bytearray()
-        while n >= 0x80:
-            out.append(n & 0x7F | 0x80)
-            n >>= 7
-        return bytes(out) + bytes([n])
-    if prefix == "multiprocessing":
-        return struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", n)
-    return struct.pack(prefix, n)
-
-
-def max_payload(prefix):
-    if prefix in ("varint", "multiprocessing"):
-        return 300
-    return min(300, 2 ** (8 * struct.calcsize(prefix) - (1 if prefix[-1].islower() else 0)) - 1)
 
 
 @st.composite

@@ -9,6 +9,7 @@ from multiprocessing.connection import Connection as StdConnection
 import pytest
 from hypothesis import given, strategies as st
 
+from frame_reference import max_payload, reference_header, reference_varint
 from fastwire.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     FrameError,
@@ -22,34 +23,6 @@ from fastwire.frames import (
 
 STRUCT_PREFIXES = [">I", "<I", "!H", ">Q", "<Q", "=L", ">i", "<q", "B", "@I", "@N", "!h", "b"]
 ALL_PREFIXES = STRUCT_PREFIXES + ["multiprocessing", "varint"]
-
-
-def reference_varint(n):
-    """Unsigned LEB128, written from the protobuf encoding spec."""
-    out = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def reference_header(prefix, n):
-    if prefix == "varint":
-        return reference_varint(n)
-    if prefix == "multiprocessing":
-        # multiprocessing.connection._send_bytes
-        return struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", n)
-    return struct.pack(prefix, n)
-
-
-def max_payload(prefix):
-    if prefix in ("varint", "multiprocessing"):
-        return 300
-    return min(300, 2 ** (8 * struct.calcsize(prefix) - (1 if prefix[-1].islower() else 0)) - 1)
 
 
 def as_bytes(frames):

@@ -188,6 +188,17 @@ def family_seconds_per_record(family: str, calls: int = 20_000) -> float:
     return statistics.median(_seconds(run, 3)) / calls
 
 
+def _timed(fn, spent: list):
+    """fn, adding the seconds each call takes to spent[0]."""
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+    return wrapper
+
+
 def message_split(family: str, serializers, value, reps: int = 3) -> tuple[float, float]:
     """``value`` sent through Dask's message layer (dumps + loads, what one get_data
     does), in this process: (median total seconds, seconds inside ``family``'s own
@@ -204,18 +215,9 @@ def message_split(family: str, serializers, value, reps: int = 3) -> tuple[float
     total = statistics.median(_seconds(send, reps))
     spent = [0.0]
 
-    def timed(fn):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[0] += time.perf_counter() - start
-        return wrapper
-
     original = families[family]
     encode, decode, wants_context = original
-    families[family] = (timed(encode), timed(decode), wants_context)
+    families[family] = (_timed(encode, spent), _timed(decode, spent), wants_context)
     try:
         send()
     finally:
@@ -300,16 +302,7 @@ def _timed_dask_pickle():
     spent = [0.0]
     dumps, loads = dask_pickle.dumps, dask_pickle.loads
 
-    def timed(fn):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[0] += time.perf_counter() - start
-        return wrapper
-
-    dask_pickle.dumps, dask_pickle.loads = timed(dumps), timed(loads)
+    dask_pickle.dumps, dask_pickle.loads = _timed(dumps, spent), _timed(loads, spent)
     try:
         yield spent
     finally:
