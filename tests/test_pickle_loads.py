@@ -570,3 +570,24 @@ def test_short_strings_are_exact_whatever_the_string_cache_holds():
                 assert all(type(s) is str for s in loaded)
     for s in strings[:200]:
         assert fwpickle.loads(pickle.dumps(s, 5)) == s
+
+
+def test_tuples_of_atoms_are_untracked_as_the_collector_would():
+    # The oracle: the stdlib's objects after a full collection, which applies
+    # CPython's own rule (_PyTuple_MaybeUntrack). fastwire applies it at once.
+    import gc
+
+    values = [(1, 2.0, "x"), (1, [2]), ((1, 2), 3), ((1, [2]),), (None, b"b", 1j), ({"k": 1},),
+              (frozenset({1}),), ("s" * 100, 10 ** 30)]
+    data = pickle.dumps(values, 5)
+    expected = pickle.loads(data)
+    for _ in range(3):  # each pass untracks one more level of nesting
+        gc.collect()
+    got = fwpickle.loads(data)
+    assert got == expected
+    assert [gc.is_tracked(t) for t in got] == [gc.is_tracked(t) for t in expected]
+    # A tuple in a reference cycle stays tracked.
+    cycle = []
+    cycle.append((cycle,))
+    loaded = fwpickle.loads(pickle.dumps(cycle, 5))
+    assert loaded[0][0] is loaded and gc.is_tracked(loaded[0])

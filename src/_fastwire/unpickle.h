@@ -51,14 +51,35 @@ static inline PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n)
     return list;
 }
 
+/* CPython's own rule (_PyTuple_MaybeUntrack): an object that may hold a
+ * reference cycle is a tracked container, or an exact tuple still tracked. */
+static inline int fw_may_be_tracked(PyObject *obj)
+{
+    if (!PyObject_IS_GC(obj))
+        return 0;
+    if (PyTuple_CheckExact(obj))
+        return PyObject_GC_IsTracked(obj);
+    return 1;
+}
+
+/* A tuple of the n references (stolen). One holding only atoms (numbers,
+ * strings, untracked tuples) is untracked at once, as the collector would on
+ * its first pass over it: loads of many small records then leave the
+ * collector nothing to traverse, instead of a young generation full of them. */
 static inline PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n)
 {
     PyObject *tuple = PyTuple_New(n);
     Py_ssize_t i;
+    int atoms_only = 1;
     if (tuple == NULL)
         return NULL;
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n; i++) {
         PyTuple_SET_ITEM(tuple, i, items[i]);
+        if (atoms_only && fw_may_be_tracked(items[i]))
+            atoms_only = 0;
+    }
+    if (atoms_only && n > 0)
+        PyObject_GC_UnTrack(tuple);
     return tuple;
 }
 
