@@ -21,8 +21,10 @@ from cpython.pythread cimport (
 
 cdef FramePrefix _conn_prefix = FramePrefix("multiprocessing")
 cdef Py_ssize_t _conn_header_guess = pw_header_guess(&_conn_prefix.spec)
-# A bytes/bytearray at least this large is sent by the subclass without copying it.
+# A bytes/bytearray at least this large is sent without being copied, and a frame
+# at least this large is read straight into its final place (both by the subclass).
 cdef Py_ssize_t _CONN_STREAMED = 1024 * 1024
+STREAM_THRESHOLD = _CONN_STREAMED
 
 FAST_SOCKETS = bool(FW_FAST_SOCKETS)
 

@@ -226,6 +226,7 @@ def load(
 # --- connection.pxi: the compiled half of fastwire.net.Connection -------------------
 
 FAST_SOCKETS: bool
+STREAM_THRESHOLD: int
 
 class MessageLock:
     def acquire(self, blocking: bool = True) -> bool: ...

@@ -64,7 +64,7 @@ from .frames import (
     FrameScanner,
     dumps_framed,
 )
-from ._fastwire import FAST_SOCKETS, ConnectionCore, MessageLock
+from ._fastwire import FAST_SOCKETS, STREAM_THRESHOLD, ConnectionCore, MessageLock
 
 __all__ = [
     "AuthenticationError",
@@ -81,9 +81,9 @@ _PREFIX = FramePrefix("multiprocessing")
 # Payloads below this are copied out of the receive buffer (and concatenated with
 # their header on the way out); larger ones are views / scatter-gather (pyzmq's rule).
 COPY_THRESHOLD = 64 * 1024
-# recv() decodes a frame at least this large while reading it, straight into the
-# objects it makes, rather than assembling the frame first (which would double peak memory).
-STREAM_THRESHOLD = 1024 * 1024
+# STREAM_THRESHOLD (from the compiled core, which tests it too): recv() decodes a frame
+# at least this large while reading it, straight into the objects it makes, rather
+# than assembling the frame first (which would double peak memory).
 try:
     _IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
 except (AttributeError, ValueError, OSError):  # pragma: no cover - not on Linux
@@ -288,17 +288,9 @@ class Connection(ConnectionCore):
     # -- receiving -------------------------------------------------------------
 
     def _recv_slowly(self):
-        if self._sock is None or not self._readable:
-            self._live()
-            self._check_readable()
-        ready = self._ready
-        if ready:
-            try:
-                frame = ready.popleft()
-            except IndexError:  # another thread took it
-                return self._recv_arriving()
-            return _pickle.loads(frame, allowed=self._allowed)
-        return self._recv_arriving()
+        self._live()
+        self._check_readable()
+        return self._recv_arriving()  # it takes an already buffered frame first
 
     def _recv_arriving(self):
         """recv() when no complete frame is buffered: read until one is."""
