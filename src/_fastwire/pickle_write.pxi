@@ -61,6 +61,7 @@ cdef extern from "Python.h":
     PwType pw_function_type "PyFunction_Type"
     PwType pw_picklebuffer_type "PyPickleBuffer_Type"
     PwType pw_object_type "PyBaseObject_Type"
+    PwType pw_complex_type "PyComplex_Type"
 
     unsigned long PW_TPFLAGS_HEAPTYPE "Py_TPFLAGS_HEAPTYPE"
     unsigned long PW_TPFLAGS_BUILTIN_SUBCLASS_MASK "(Py_TPFLAGS_LONG_SUBCLASS | Py_TPFLAGS_LIST_SUBCLASS | Py_TPFLAGS_TUPLE_SUBCLASS | Py_TPFLAGS_BYTES_SUBCLASS | Py_TPFLAGS_UNICODE_SUBCLASS | Py_TPFLAGS_DICT_SUBCLASS | Py_TPFLAGS_BASE_EXC_SUBCLASS | Py_TPFLAGS_TYPE_SUBCLASS)"
@@ -88,6 +89,8 @@ cdef extern from "Python.h":
 
     long long pw_as_long_long "PyLong_AsLongLongAndOverflow"(PyObject *o, int *overflow)
     double pw_float_value "PyFloat_AS_DOUBLE"(PyObject *o)
+    double pw_complex_real "PyComplex_RealAsDouble"(PyObject *o)
+    double pw_complex_imag "PyComplex_ImagAsDouble"(PyObject *o)
     char *pw_bytes_data "PyBytes_AS_STRING"(PyObject *o)
     Py_ssize_t pw_bytes_size "PyBytes_GET_SIZE"(PyObject *o)
     PyObject *pw_bytes_new "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
@@ -137,6 +140,76 @@ cdef extern from *:
     }
     """
     bint pw_compact_long(PyObject *o, long long *out)
+
+
+cdef extern from *:
+    """
+    #include "datetime.h"
+    /* The datetime family's pickle state, read from the objects as
+       _datetimemodule.c's own __reduce_ex__ builds it: the packed data bytes
+       (date 4, time 6, datetime 10), with the fold bit set in the hour byte
+       of a time and the month byte of a datetime for protocols above 3, and
+       the tzinfo (borrowed; NULL when naive). Returns the state's length, or
+       0 when the type is not one of these exact types. */
+    static PyTypeObject *pw_date_type, *pw_time_type, *pw_datetime_type, *pw_delta_type;
+    static int pw_datetime_import(void) {
+        PyDateTime_IMPORT;
+        if (PyDateTimeAPI == NULL) return -1;
+        pw_date_type = PyDateTimeAPI->DateType;
+        pw_time_type = PyDateTimeAPI->TimeType;
+        pw_datetime_type = PyDateTimeAPI->DateTimeType;
+        pw_delta_type = PyDateTimeAPI->DeltaType;
+        return 0;
+    }
+    static int pw_datetime_state(PyObject *o, PyTypeObject *t, int proto,
+                                 unsigned char *out, PyObject **tzinfo) {
+        *tzinfo = NULL;
+        if (t == pw_datetime_type) {
+            memcpy(out, ((PyDateTime_DateTime *)o)->data, _PyDateTime_DATETIME_DATASIZE);
+            if (proto > 3 && PyDateTime_DATE_GET_FOLD(o)) out[2] |= 0x80;
+            if (((PyDateTime_DateTime *)o)->hastzinfo) *tzinfo = ((PyDateTime_DateTime *)o)->tzinfo;
+            return _PyDateTime_DATETIME_DATASIZE;
+        }
+        if (t == pw_date_type) {
+            memcpy(out, ((PyDateTime_Date *)o)->data, _PyDateTime_DATE_DATASIZE);
+            return _PyDateTime_DATE_DATASIZE;
+        }
+        if (t == pw_time_type) {
+            memcpy(out, ((PyDateTime_Time *)o)->data, _PyDateTime_TIME_DATASIZE);
+            if (proto > 3 && PyDateTime_TIME_GET_FOLD(o)) out[0] |= 0x80;
+            if (((PyDateTime_Time *)o)->hastzinfo) *tzinfo = ((PyDateTime_Time *)o)->tzinfo;
+            return _PyDateTime_TIME_DATASIZE;
+        }
+        return 0;
+    }
+    #define pw_delta_days(o) PyDateTime_DELTA_GET_DAYS(o)
+    #define pw_delta_seconds(o) PyDateTime_DELTA_GET_SECONDS(o)
+    #define pw_delta_microseconds(o) PyDateTime_DELTA_GET_MICROSECONDS(o)
+    """
+    PwType *pw_delta_type
+    int pw_datetime_import() except -1
+    int pw_datetime_state(PyObject *o, PwType *t, int proto, unsigned char *out, PyObject **tzinfo) noexcept
+    int pw_delta_days(PyObject *o)
+    int pw_delta_seconds(PyObject *o)
+    int pw_delta_microseconds(PyObject *o)
+
+
+cdef extern from *:
+    """
+    /* Bits and signed little-endian bytes of an int, without a Python-level
+       call: 3.13 made _PyLong_AsByteArray internal and added
+       PyLong_AsNativeBytes (flags 1: little endian, signed). */
+    static inline size_t pw_long_numbits(PyObject *v) { return _PyLong_NumBits(v); }
+    static inline int pw_long_as_le_bytes(PyObject *v, unsigned char *out, Py_ssize_t n) {
+    #if PY_VERSION_HEX >= 0x030D0000
+        return PyLong_AsNativeBytes(v, out, n, 1) < 0 ? -1 : 0;
+    #else
+        return _PyLong_AsByteArray((PyLongObject *)v, out, (size_t)n, 1, 1);
+    #endif
+    }
+    """
+    size_t pw_long_numbits(PyObject *v)
+    int pw_long_as_le_bytes(PyObject *v, unsigned char *out, Py_ssize_t n)
 
 
 cdef extern from *:
@@ -229,6 +302,7 @@ cdef Py_ssize_t PW_NO_BOUNDARY = <Py_ssize_t>((<size_t>-1) >> 1)
 
 cdef object pw_PicklingError = _pw_cpickle.PicklingError
 cdef object pw_copyreg_dispatch_table = _pw_copyreg.dispatch_table
+cdef object pw_copyreg_pickle_complex = getattr(_pw_copyreg, "pickle_complex", None)
 cdef object pw_extension_registry = _pw_copyreg._extension_registry
 cdef object pw_newobj = _pw_copyreg.__newobj__
 cdef object pw_partial = _pw_functools.partial
@@ -684,30 +758,24 @@ cdef inline int pw_save_int(PwEnc *e, PyObject *obj) except -1:
 cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
     cdef int overflow = 0
     cdef long long x = pw_as_long_long(obj, &overflow)
+    if x == -1 and not overflow and pw_err_occurred() != NULL:
+        return -1
+    if overflow:
+        return pw_put_big_int(e, obj)
+    return pw_put_long_long(e, x)
+
+
+cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
+    """The opcode pickle picks for any 64-bit int: BININT* within 32 bits,
+    else LONG1 with the minimal two's complement bytes, exactly as pickle's
+    encode_long: (bit_length(|x|) >> 3) + 1 bytes, one fewer when a negative
+    number's top byte is pure sign extension."""
     cdef char *p
     cdef unsigned char tmp[16]
     cdef uint64_t ux
     cdef int nbits, n
-    if x == -1 and not overflow and pw_err_occurred() != NULL:
-        return -1
-    if overflow:
-        return pw_save_big_int(e, <object>obj)
-    if 0 <= x <= 0xff:
-        return pw_write2(e, OP_BININT1, <unsigned char>x)
-    if 0 <= x <= 0xffff:
-        p = pw_reserve(e, 3)
-        p[0] = <char>OP_BININT2
-        p[1] = <char>(x & 0xff)
-        p[2] = <char>(x >> 8)
-        return 0
     if -0x80000000 <= x <= 0x7fffffff:
-        p = pw_reserve(e, 5)
-        p[0] = <char>OP_BININT
-        pw_store_le32(p + 1, <uint32_t>x)
-        return 0
-    # LONG1 with the minimal two's complement bytes, exactly as pickle's
-    # encode_long: (bit_length(|x|) >> 3) + 1 bytes, one fewer when a negative
-    # number's top byte is pure sign extension.
+        return pw_put_small_int(e, x)
     ux = <uint64_t>x if x >= 0 else (<uint64_t>0) - <uint64_t>x
     nbits = 64 - pw_clzll(ux)
     n = (nbits >> 3) + 1
@@ -715,41 +783,67 @@ cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
     memset(tmp + 8, 0xff if x < 0 else 0, 8)
     if x < 0 and n > 1 and tmp[n - 1] == 0xff and (tmp[n - 2] & 0x80):
         n -= 1
-    p = pw_reserve(e, 2 + n)
+    p = pw_claim(e, 2 + n)
+    if p == NULL:
+        return -1
     p[0] = <char>OP_LONG1
     p[1] = <char>n
     memcpy(p + 2, tmp, n)
     return 0
 
 
-cdef int pw_save_big_int(PwEnc *e, object value) except -1:
-    cdef Py_ssize_t n = (value.bit_length() >> 3) + 1
-    cdef bytes data = value.to_bytes(n, "little", signed=True)
-    cdef const unsigned char *d = <const unsigned char *>pw_bytes_data(<PyObject *>data)
+cdef int pw_put_big_int(PwEnc *e, PyObject *value) noexcept:
+    """LONG1/LONG4 for an int beyond 64 bits, its two's complement bytes
+    written straight into the output: pickle's encode_long computes
+    (bit_length >> 3) + 1 bytes of to_bytes(signed=True), then drops a
+    negative number's top byte when it is pure sign extension."""
+    cdef size_t nbits = pw_long_numbits(value)
+    cdef Py_ssize_t n, header
+    cdef unsigned char *d
     cdef char *p
-    if value < 0 and n > 1 and d[n - 1] == 0xff and (d[n - 2] & 0x80):
+    if nbits == <size_t>-1 and pw_err_occurred() != NULL:
+        return -1
+    if nbits >> 3 >= 0x7fffffff:
+        pw_set_error(<PyObject *>OverflowError, "int too large to pickle")
+        return -1
+    n = <Py_ssize_t>(nbits >> 3) + 1
+    header = 2 if n < 256 else 5
+    p = pw_claim(e, header + n)
+    if p == NULL:
+        return -1
+    d = <unsigned char *>(p + header)
+    if pw_long_as_le_bytes(value, d, n) < 0:
+        e.len -= header + n
+        return -1
+    if n > 1 and d[n - 1] == 0xff and (d[n - 2] & 0x80):
+        # Only a negative number has a 0xff top byte here: a positive one's
+        # (bit_length >> 3) + 1 bytes always leave its top byte below 0x80.
         n -= 1
-    if n < 256:
-        p = pw_reserve(e, 2 + n)
+        e.len -= 1
+        if n == 255:
+            # Trimmed to LONG1's range: the stdlib picks the opcode after trimming.
+            memmove(p + 2, p + 5, n)
+            e.len -= 3
+            header = 2
+    if header == 2:
         p[0] = <char>OP_LONG1
         p[1] = <char>n
-        memcpy(p + 2, d, n)
     else:
-        if n > 0x7fffffff:
-            raise OverflowError("int too large to pickle")
-        p = pw_reserve(e, 5 + n)
         p[0] = <char>OP_LONG4
         pw_store_le32(p + 1, <uint32_t>n)
-        memcpy(p + 5, d, n)
     return 0
 
 
 cdef inline int pw_save_float(PwEnc *e, PyObject *obj) noexcept:
+    return pw_save_float_value(e, pw_float_value(obj))
+
+
+cdef inline int pw_save_float_value(PwEnc *e, double value) noexcept:
     cdef char *p = pw_claim(e, 9)
     if p == NULL:
         return -1
     p[0] = <char>OP_BINFLOAT
-    fw_store_f64(p + 1, pw_float_value(obj), FW_HOST_LITTLE)   # big-endian on the wire
+    fw_store_f64(p + 1, value, FW_HOST_LITTLE)   # big-endian on the wire
     return 0
 
 
@@ -888,15 +982,22 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     write most items this way, without taking a reference."""
     cdef PwType *t = pw_type_of(obj)
     cdef long long x
-    cdef int r = 0
+    cdef int r = 0, overflow = 0
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
     if t == &pw_str_type:
         return pw_save_short_ascii(e, obj, 0)
     if t == &pw_long_type:
-        if not pw_compact_long(obj, &x):
-            return 0
-        r = pw_put_small_int(e, x)
+        if pw_compact_long(obj, &x):
+            r = pw_put_small_int(e, x)
+        else:
+            x = pw_as_long_long(obj, &overflow)
+            if overflow:
+                r = pw_put_big_int(e, obj)
+            elif x == -1 and pw_err_occurred() != NULL:
+                r = -1
+            else:
+                r = pw_put_long_long(e, x)
     elif t == &pw_float_type:
         r = pw_save_float(e, obj)
     elif obj == pw_none:
@@ -1284,10 +1385,15 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
         except KeyError:
             reduce_func = None
     if reduce_func is not None:
+        if reduce_func is pw_copyreg_pickle_complex and t == &pw_complex_type:
+            if pw_save_value_type(e, obj, t):
+                return 0
         rv = reduce_func(o)
     elif pw_is_subtype(t, &pw_type_type):
         return pw_save_global(e, o, None)
     else:
+        if pw_save_value_type(e, obj, t):
+            return 0
         if pw_plain_instance(t, obj) == 1:
             return pw_save_plain_instance(e, obj, t)
         try:
@@ -1305,6 +1411,75 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
             rv = reduce_func()
         pw_learn_plain_instance(t, obj, rv)
     return pw_save_reduce_value(e, obj, rv)
+
+
+# --- Immutable value types of the standard library --------------------------
+# complex (reduced by copyreg's pickle_complex) and the datetime family are
+# static types whose reduce values are fixed by CPython's code and cannot be
+# patched (their attributes are read-only), so the encoder writes what pw_save_reduce would write for that
+# value -- the class, the argument tuple, REDUCE or NEWOBJ, the memo entry --
+# without calling __reduce_ex__ and building the tuples. Only exact types,
+# and only when neither reducer_override nor a dispatch_table entry claimed
+# the object first.
+
+pw_datetime_import()
+
+
+cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
+    """1 if obj was an exact complex/date/time/datetime/timedelta and is now
+    written (memoized as the reduce path would), else 0 with nothing written."""
+    cdef unsigned char state[16]
+    cdef PyObject *tzinfo = NULL
+    cdef int n
+    cdef Py_ssize_t idx
+    cdef char *p
+    if e.proto < 3:
+        return 0                     # protocol 2 writes bytes through a reduce of its own
+    if t == &pw_complex_type:
+        # Only reached when copyreg's own pickle_complex is the registered
+        # reducer: (complex, (real, imag)).
+        pw_save(e, <PyObject *>t, 0)
+        if (pw_save_float_value(e, pw_complex_real(obj)) < 0
+                or pw_save_float_value(e, pw_complex_imag(obj)) < 0):
+            return -1
+        pw_write2(e, OP_TUPLE2, OP_REDUCE)
+    elif t == pw_delta_type:
+        # timedelta.__reduce__: (timedelta, (days, seconds, microseconds)).
+        pw_save(e, <PyObject *>t, 0)
+        if (pw_put_small_int(e, pw_delta_days(obj)) < 0
+                or pw_put_small_int(e, pw_delta_seconds(obj)) < 0
+                or pw_put_small_int(e, pw_delta_microseconds(obj)) < 0):
+            return -1
+        pw_write2(e, OP_TUPLE3, OP_REDUCE)
+    else:
+        n = pw_datetime_state(obj, t, e.proto, state, &tzinfo)
+        if n == 0:
+            return 0
+        # __reduce_ex__: (cls, (state_bytes,)) or (cls, (state_bytes, tzinfo)).
+        pw_save(e, <PyObject *>t, 0)
+        p = pw_reserve(e, 2 + n)
+        p[0] = <char>OP_SHORT_BINBYTES
+        p[1] = <char>n
+        memcpy(p + 2, state, n)
+        if tzinfo != NULL:
+            # The reduce tuple would hold a second reference: the same memo
+            # decision (pw_unique) as on the reduce path.
+            pw_incref(tzinfo)
+            try:
+                pw_save(e, tzinfo, 0)
+            finally:
+                pw_decref(tzinfo)
+            pw_write2(e, OP_TUPLE2, OP_REDUCE)
+        else:
+            pw_write2(e, OP_TUPLE1, OP_REDUCE)
+    idx = pw_memo_index(e, obj)
+    if idx >= 0:
+        pw_write1(e, OP_POP)
+        pw_memo_get(e, idx)
+        return 1
+    if pw_memo_put(e, obj) < 0:
+        return -1
+    return 1
 
 
 cdef int pw_save_reduce_value(PwEnc *e, PyObject *obj, object rv) except -1:
