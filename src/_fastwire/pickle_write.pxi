@@ -45,6 +45,7 @@ cdef extern from "Python.h":
         unsigned long tp_flags
         void *tp_new
         void *tp_getattro
+        void *tp_descr_set
         unsigned int tp_version_tag
 
     PwType pw_long_type "PyLong_Type"
@@ -111,6 +112,7 @@ cdef extern from "Python.h":
     PyObject *pw_dict_get "PyDict_GetItem"(PyObject *d, PyObject *key)
     Py_ssize_t pw_set_size "PySet_GET_SIZE"(PyObject *o)
     PyObject *pw_type_lookup "_PyType_Lookup"(PwType *t, PyObject *name)
+    object pw_heap_type_name "PyType_GetName"(PwType *t)
     bint pw_is_subtype "PyType_IsSubtype"(PwType *a, PwType *b)
     const Py_buffer *pw_picklebuffer_view "PyPickleBuffer_GetBuffer"(PyObject *o)
     bint pw_buffer_contiguous "PyBuffer_IsContiguous"(const Py_buffer *view, char order)
@@ -305,6 +307,7 @@ cdef object pw_copyreg_dispatch_table = _pw_copyreg.dispatch_table
 cdef object pw_copyreg_pickle_complex = getattr(_pw_copyreg, "pickle_complex", None)
 cdef object pw_extension_registry = _pw_copyreg._extension_registry
 cdef object pw_newobj = _pw_copyreg.__newobj__
+cdef object pw_newobj_ex = _pw_copyreg.__newobj_ex__
 cdef object pw_partial = _pw_functools.partial
 cdef object pw_codecs_encode = _pw_codecs.encode
 cdef object pw_reverse_name_mapping = _pw_compat_pickle.REVERSE_NAME_MAPPING
@@ -976,13 +979,15 @@ cdef int pw_save_bytes(PwEnc *e, PyObject *obj, int flags) except -1:
 
 cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     """Write obj and return 1 if it is an atom that cannot run user code: a
-    short ASCII str, a one-digit int, a float, None, True or False (and no
-    frame boundary or persistent_id call is due). Return 0, writing nothing,
+    short ASCII str, an int, a float, None, True, False, or a reference to an
+    object already in the memo (and no frame boundary or persistent_id call
+    is due). Return 0, writing nothing,
     for anything else (pw_save then handles it), -1 on error. Container loops
     write most items this way, without taking a reference."""
     cdef PwType *t = pw_type_of(obj)
     cdef long long x
     cdef int r = 0, overflow = 0
+    cdef Py_ssize_t idx
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
     if t == &pw_str_type:
@@ -1006,6 +1011,12 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
         r = pw_put1(e, OP_NEWTRUE)
     elif obj == pw_false:
         r = pw_put1(e, OP_NEWFALSE)
+    elif not pw_unique(obj, 0) and e.memo.used and not e.fast:
+        # A shared object seen before: the memo reference needs no user code.
+        idx = pw_memo_index(e, obj)
+        if idx < 0:
+            return 0
+        r = pw_memo_get(e, idx)
     else:
         return 0
     return -1 if r < 0 else 1
@@ -1048,6 +1059,8 @@ cdef int pw_save(PwEnc *e, PyObject *obj, int flags) except -1:
             return pw_memo_get(e, idx)
     if t == &pw_bytes_type:
         return pw_save_bytes(e, obj, flags)
+    if t == &pw_bytearray_type:
+        return pw_save_bytearray(e, obj)
     # Only containers and reducible objects recurse; atoms above stay cheap.
     if pw_enter_recursive_call(" while pickling an object"):
         return -1
@@ -1396,13 +1409,17 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
             return 0
         if pw_plain_instance(t, obj) == 1:
             return pw_save_plain_instance(e, obj, t)
-        try:
-            reduce_func = o.__reduce_ex__
-        except AttributeError:
-            reduce_func = None
-        if reduce_func is not None:
-            rv = reduce_func(e.proto)
+        if pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
+            rv = o.__reduce_ex__(e.proto)       # no bound method object
+            reduce_func = o
         else:
+            try:
+                reduce_func = o.__reduce_ex__
+            except AttributeError:
+                reduce_func = None
+            if reduce_func is not None:
+                rv = reduce_func(e.proto)
+        if reduce_func is None:
             try:
                 reduce_func = o.__reduce__
             except AttributeError:
@@ -1482,6 +1499,18 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
     return 1
 
 
+cdef inline bint pw_plain_method(PwType *t, PyObject *name) noexcept:
+    """True when looking `name` up on an instance of t cannot fail: t's
+    attribute lookup is object's, and the class attribute is found and is not
+    a data descriptor (whose __get__ could raise AttributeError and send the
+    stdlib on to __reduce__)."""
+    cdef PyObject *attr
+    if t.tp_getattro != pw_object_type.tp_getattro:
+        return False
+    attr = pw_type_lookup(t, name)
+    return attr != NULL and pw_type_of(attr).tp_descr_set == NULL
+
+
 cdef int pw_save_reduce_value(PwEnc *e, PyObject *obj, object rv) except -1:
     if isinstance(rv, str):
         return pw_save_global(e, <object>obj, rv)
@@ -1522,13 +1551,24 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
             % type(state_setter).__name__)
 
     if e.proto >= 2:
-        try:
-            name = func.__name__
-        except AttributeError:
-            name = None
-        if isinstance(name, str):
-            use_newobj_ex = name == "__newobj_ex__"
-            use_newobj = not use_newobj_ex and name == "__newobj__"
+        # The stdlib tells NEWOBJ by the callable's __name__; copyreg's own
+        # functions and a plain class (whose __name__ is its ht_name) are
+        # told without the attribute lookup and string comparisons.
+        if func is pw_newobj:
+            use_newobj = True
+        elif func is pw_newobj_ex:
+            use_newobj_ex = True
+        else:
+            if type(func) is type and ((<PwType *><PyObject *>func).tp_flags & PW_TPFLAGS_HEAPTYPE):
+                name = pw_heap_type_name(<PwType *><PyObject *>func)
+            else:
+                try:
+                    name = func.__name__
+                except AttributeError:
+                    name = None
+            if isinstance(name, str) and pw_str_length(<PyObject *>name) in (10, 13):
+                use_newobj_ex = name == "__newobj_ex__"
+                use_newobj = not use_newobj_ex and name == "__newobj__"
 
     if use_newobj_ex:
         if len(args) != 3:
@@ -1613,10 +1653,10 @@ cdef int pw_batch_list(PwEnc *e, object it) except -1:
     cdef Py_ssize_t n
     cdef object first, item
     while True:
-        first = next(it, pw_sentinel)
+        first = pw_next(it)
         if first is pw_sentinel:
             return 0
-        item = next(it, pw_sentinel)
+        item = pw_next(it)
         if item is pw_sentinel:
             pw_save(e, <PyObject *>first, 0)
             return pw_write1(e, OP_APPEND)
@@ -1628,7 +1668,7 @@ cdef int pw_batch_list(PwEnc *e, object it) except -1:
             n += 1
             if n == PW_BATCHSIZE:
                 break
-            item = next(it, pw_sentinel)
+            item = pw_next(it)
         pw_write1(e, OP_APPENDS)
         if n < PW_BATCHSIZE:
             return 0
@@ -1645,11 +1685,11 @@ cdef int pw_batch_dict(PwEnc *e, object it) except -1:
     cdef Py_ssize_t n
     cdef object first, item
     while True:
-        first = next(it, pw_sentinel)
+        first = pw_next(it)
         if first is pw_sentinel:
             return 0
         pw_dict_pair(first)
-        item = next(it, pw_sentinel)
+        item = pw_next(it)
         if item is pw_sentinel:
             pw_save(e, <PyObject *>first[0], 0)
             pw_save(e, <PyObject *>first[1], 0)
@@ -1665,13 +1705,33 @@ cdef int pw_batch_dict(PwEnc *e, object it) except -1:
             n += 1
             if n == PW_BATCHSIZE:
                 break
-            item = next(it, pw_sentinel)
+            item = pw_next(it)
         pw_write1(e, OP_SETITEMS)
         if n < PW_BATCHSIZE:
             return 0
 
 
 cdef object pw_sentinel = object()
+
+
+
+cdef extern from *:
+    """
+    /* next(it, sentinel) without the builtin's call overhead. */
+    static PyObject *pw_next_or(PyObject *it, PyObject *sentinel) {
+        PyObject *item = PyIter_Next(it);
+        if (item == NULL && !PyErr_Occurred()) {
+            Py_INCREF(sentinel);
+            return sentinel;
+        }
+        return item;
+    }
+    """
+    object pw_next_or(object it, object sentinel)
+
+
+cdef inline object pw_next(object it):
+    return pw_next_or(it, pw_sentinel)
 
 
 # --- Plain class instances --------------------------------------------------
