@@ -2187,7 +2187,34 @@ def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):
     `file` has no ``write`` attribute. Output is written in frames of about
     64 KiB, and large bytes-like payloads are passed to ``write`` directly.
     """
-    Pickler(file, protocol, fix_imports=fix_imports, buffer_callback=buffer_callback).dump(obj)
+    # What Pickler(file, ...).dump(obj) does, without building the Pickler:
+    # a fresh Pickler has no hooks and an empty memo, so a stack memo serves.
+    cdef int proto = pw_resolve_protocol(protocol)
+    cdef PwEnc e
+    cdef PwMemo memo
+    cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
+    cdef char stack_output[PW_STACK_OUTPUT]
+    cdef object write
+    if buffer_callback is not None and proto < 5:
+        raise ValueError("buffer_callback needs protocol >= 5")
+    try:
+        write = file.write
+    except AttributeError:
+        raise TypeError("file must have a 'write' attribute") from None
+    if proto < 2:
+        return _pw_cpickle.dump(obj, file, proto, fix_imports=fix_imports,
+                                buffer_callback=buffer_callback)
+    pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
+    pw_enc_init(&e, proto, &memo)
+    e.fix_imports = bool(fix_imports)
+    e.write = <PyObject *>write
+    e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
+    try:
+        pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
+        pw_flush(&e, False)
+    finally:
+        pw_enc_release(&e)
+        pw_memo_free(&memo)
 
 
 class _LowProtocolPickler(_pw_cpickle.Pickler):
