@@ -54,3 +54,22 @@ def test_dump_propagates_write_errors():
 
     with pytest.raises(OSError, match="disk full"):
         fw.dump([1, 2, 3], Broken(), 5)
+
+
+def test_dump_write_that_reenters_dump():
+    """file.write is user code: it may call dump() again on the same file while the
+    outer dump's output is being handed over. Each pickle still arrives whole."""
+    class Reentrant(io.BytesIO):
+        depth = 0
+
+        def write(self, data):
+            if self.depth == 0:
+                self.depth += 1
+                fw.dump(["inner"], self, 5)
+            return super().write(data)
+
+    f = Reentrant()
+    fw.dump({"outer": list(range(100))}, f, 5)
+    f.seek(0)
+    assert std.load(f) == ["inner"]
+    assert std.load(f) == {"outer": list(range(100))}

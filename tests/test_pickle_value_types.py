@@ -149,3 +149,29 @@ def test_pickler_dispatch_table_and_reducer_override_win(proto):
         out = io.BytesIO()
         cls(out, proto).dump(value)
         assert std.loads(out.getvalue()) == expected
+
+
+class Recursing(datetime.tzinfo):
+    """A tzinfo whose reduce pickles the value it belongs to again (and drops its reference)."""
+
+    holder = []
+
+    def utcoffset(self, dt):
+        return datetime.timedelta(hours=1)
+
+    def __reduce__(self):
+        if self.holder:
+            fw.dumps(self.holder.pop(), 5)       # re-enters the encoder with the datetime
+        return (Recursing, ())
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_tzinfo_reduce_that_pickles_the_datetime_again(proto):
+    value = datetime.datetime(2020, 5, 17, 12, tzinfo=Recursing())
+    Recursing.holder.append(value)
+    data = fw.dumps([value, value], proto)
+    loaded = std.loads(data)
+    assert loaded[0] is loaded[1] and loaded[0].replace(tzinfo=None) == datetime.datetime(2020, 5, 17, 12)
+    assert type(loaded[0].tzinfo) is Recursing
+    del value
+    assert Recursing.holder == []
