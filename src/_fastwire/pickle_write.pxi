@@ -1648,6 +1648,17 @@ cdef inline bint pw_is_iterator(object o):
     return pw_iter_check(o)
 
 
+cdef inline int pw_save_item(PwEnc *e, PyObject *obj) except -1:
+    """pw_save(e, obj, 0) with the container loops' fast path for atoms and
+    memo references first (the caller owns a reference to obj)."""
+    cdef int r = pw_save_atom(e, obj)
+    if r < 0:
+        return -1
+    if r == 0:
+        pw_save(e, obj, 0)
+    return 0
+
+
 cdef int pw_batch_list(PwEnc *e, object it) except -1:
     """APPEND/APPENDS for the listitems iterator of a reduce value."""
     cdef Py_ssize_t n
@@ -1658,13 +1669,13 @@ cdef int pw_batch_list(PwEnc *e, object it) except -1:
             return 0
         item = pw_next(it)
         if item is pw_sentinel:
-            pw_save(e, <PyObject *>first, 0)
+            pw_save_item(e, <PyObject *>first)
             return pw_write1(e, OP_APPEND)
         pw_write1(e, OP_MARK)
-        pw_save(e, <PyObject *>first, 0)
+        pw_save_item(e, <PyObject *>first)
         n = 1
         while item is not pw_sentinel:
-            pw_save(e, <PyObject *>item, 0)
+            pw_save_item(e, <PyObject *>item)
             n += 1
             if n == PW_BATCHSIZE:
                 break
@@ -1691,17 +1702,14 @@ cdef int pw_batch_dict(PwEnc *e, object it) except -1:
         pw_dict_pair(first)
         item = pw_next(it)
         if item is pw_sentinel:
-            pw_save(e, <PyObject *>first[0], 0)
-            pw_save(e, <PyObject *>first[1], 0)
+            pw_save_dict_item(e, <PyObject *>first[0], <PyObject *>first[1])
             return pw_write1(e, OP_SETITEM)
         pw_write1(e, OP_MARK)
-        pw_save(e, <PyObject *>first[0], 0)
-        pw_save(e, <PyObject *>first[1], 0)
+        pw_save_dict_item(e, <PyObject *>first[0], <PyObject *>first[1])
         n = 1
         while item is not pw_sentinel:
             pw_dict_pair(item)
-            pw_save(e, <PyObject *>item[0], 0)
-            pw_save(e, <PyObject *>item[1], 0)
+            pw_save_dict_item(e, <PyObject *>item[0], <PyObject *>item[1])
             n += 1
             if n == PW_BATCHSIZE:
                 break
