@@ -202,6 +202,9 @@ def _zmq_rate(family, directory, count):
     import zmq
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
+    # The only row whose sender may exit before the receiver is done: a lost
+    # message must end the row with an error, not hang it.
+    pull.setsockopt(zmq.RCVTIMEO, 60_000)
     if family == "AF_UNIX":
         endpoint = f"ipc://{directory}/z"
         pull.bind(endpoint)
@@ -218,6 +221,8 @@ def _zmq_rate(family, directory, count):
     finally:
         pull.close(linger=0)
         ctx.term()
+        if child.poll() is None and sys.exc_info()[0] is not None:
+            child.kill()
     # pyzmq's I/O thread works in both processes: its time is in process_time.
     return (count - 1) / _finish(child, elapsed)
 
