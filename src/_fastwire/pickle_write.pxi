@@ -300,6 +300,8 @@ cdef enum:
     PW_PERS_SAVE = 1                  # saving a persistent id: do not call persistent_id on it
     PW_HELD = 2                       # the caller holds one extra reference to obj
 
+# A C constant: a bare 0xffffffff literal in a comparison is a Python int to Cython.
+cdef uint64_t PW_MAX_MEMO_ID = 0xffffffffULL
 cdef Py_ssize_t PW_NO_BOUNDARY = <Py_ssize_t>((<size_t>-1) >> 1)
 
 cdef object pw_PicklingError = _pw_cpickle.PicklingError
@@ -686,7 +688,7 @@ cdef inline int pw_put_memo_op(PwEnc *e, unsigned char op1, unsigned char op4,
     cdef char *p
     if idx < 256:
         return pw_put2(e, op1, <unsigned char>idx)
-    if idx > 0xffffffff:
+    if <uint64_t>idx > PW_MAX_MEMO_ID:
         pw_set_error(<PyObject *>pw_PicklingError, "memo id too large")
         return -1
     p = pw_claim(e, 5)
@@ -769,16 +771,23 @@ cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
 
 
 cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
-    """The opcode pickle picks for any 64-bit int: BININT* within 32 bits,
-    else LONG1 with the minimal two's complement bytes, exactly as pickle's
+    """The opcode pickle picks for a 64-bit int of more than one digit
+    (|x| >= 2**30, so never BININT1/BININT2): BININT within 32 bits, else
+    LONG1 with the minimal two's complement bytes, exactly as pickle's
     encode_long: (bit_length(|x|) >> 3) + 1 bytes, one fewer when a negative
-    number's top byte is pure sign extension."""
+    number's top byte is pure sign extension. (Not calling pw_put_small_int
+    keeps that one inlined into the container loops.)"""
     cdef char *p
     cdef unsigned char tmp[16]
     cdef uint64_t ux
     cdef int nbits, n
     if -0x80000000 <= x <= 0x7fffffff:
-        return pw_put_small_int(e, x)
+        p = pw_claim(e, 5)
+        if p == NULL:
+            return -1
+        p[0] = <char>OP_BININT
+        pw_store_le32(p + 1, <uint32_t>x)
+        return 0
     ux = <uint64_t>x if x >= 0 else (<uint64_t>0) - <uint64_t>x
     nbits = 64 - pw_clzll(ux)
     n = (nbits >> 3) + 1
@@ -986,23 +995,15 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     write most items this way, without taking a reference."""
     cdef PwType *t = pw_type_of(obj)
     cdef long long x
-    cdef int r = 0, overflow = 0
-    cdef Py_ssize_t idx
+    cdef int r = 0
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
     if t == &pw_str_type:
         return pw_save_short_ascii(e, obj, 0)
     if t == &pw_long_type:
-        if pw_compact_long(obj, &x):
-            r = pw_put_small_int(e, x)
-        else:
-            x = pw_as_long_long(obj, &overflow)
-            if overflow:
-                r = pw_put_big_int(e, obj)
-            elif x == -1 and pw_err_occurred() != NULL:
-                r = -1
-            else:
-                r = pw_put_long_long(e, x)
+        if not pw_compact_long(obj, &x):
+            return 0                    # pw_save's wide-int path
+        r = pw_put_small_int(e, x)
     elif t == &pw_float_type:
         r = pw_save_float(e, obj)
     elif obj == pw_none:
@@ -1011,15 +1012,22 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
         r = pw_put1(e, OP_NEWTRUE)
     elif obj == pw_false:
         r = pw_put1(e, OP_NEWFALSE)
-    elif not pw_unique(obj, 0) and e.memo.used and not e.fast:
-        # A shared object seen before: the memo reference needs no user code.
-        idx = pw_memo_index(e, obj)
-        if idx < 0:
-            return 0
-        r = pw_memo_get(e, idx)
+    elif not pw_unique(obj, 0) and e.memo.used:
+        return pw_save_atom_memo_ref(e, obj)
     else:
         return 0
     return -1 if r < 0 else 1
+
+
+# The memo reference case of pw_save_atom, out of line so that its common
+# path (and pw_put_small_int within it) stays small enough to be inlined.
+
+cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
+    """A shared object seen before: the memo reference needs no user code."""
+    cdef Py_ssize_t idx = pw_memo_index(e, obj)
+    if idx < 0:
+        return 0
+    return -1 if pw_memo_get(e, idx) < 0 else 1
 
 
 cdef int pw_save_held(PwEnc *e, PyObject *obj) except -1:
@@ -1446,6 +1454,7 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
     """1 if obj was an exact complex/date/time/datetime/timedelta and is now
     written (memoized as the reduce path would), else 0 with nothing written."""
     cdef unsigned char state[16]
+    cdef object field
     cdef PyObject *tzinfo = NULL
     cdef int n
     cdef Py_ssize_t idx
@@ -1463,10 +1472,10 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
     elif t == pw_delta_type:
         # timedelta.__reduce__: (timedelta, (days, seconds, microseconds)).
         pw_save(e, <PyObject *>t, 0)
-        if (pw_put_small_int(e, pw_delta_days(obj)) < 0
-                or pw_put_small_int(e, pw_delta_seconds(obj)) < 0
-                or pw_put_small_int(e, pw_delta_microseconds(obj)) < 0):
-            return -1
+        # Through pw_save: another inlined call site of pw_put_small_int
+        # would tip the compiler into calling it out of line in every loop.
+        for field in (pw_delta_days(obj), pw_delta_seconds(obj), pw_delta_microseconds(obj)):
+            pw_save(e, <PyObject *>field, 0)
         pw_write2(e, OP_TUPLE3, OP_REDUCE)
     else:
         n = pw_datetime_state(obj, t, e.proto, state, &tzinfo)
