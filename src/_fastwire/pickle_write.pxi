@@ -1957,21 +1957,33 @@ def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):
 
 class _LowProtocolPickler(_pw_cpickle.Pickler):
     """The stdlib pickler used for protocols 0 and 1, forwarding the hooks of
-    the fastwire Pickler that owns it."""
+    the fastwire Pickler that owns it.
 
-    def __init__(self, owner, file, protocol, fix_imports):
+    It refers to its owner only while a dump runs: a lasting reference (or a
+    bound method of the owner kept as a hook) would make owner and pickler a
+    cycle, and everything pickled would then wait for the cycle collector
+    (bpo-39492 is the stdlib's test of exactly this)."""
+
+    def __init__(self, file, protocol, fix_imports):
         super().__init__(file, protocol, fix_imports=fix_imports)
-        self._owner = owner
+        self._owner = None
 
-    def sync_hooks(self):
-        owner = self._owner
-        persistent_id = getattr(owner, "persistent_id", None)
-        if persistent_id is not None:
-            self.persistent_id = persistent_id
+    def dump_for(self, owner, obj):
         dispatch_table = getattr(owner, "dispatch_table", None)
         if dispatch_table is not None:
             self.dispatch_table = dispatch_table
         self.fast = owner.fast
+        self._owner = owner
+        try:
+            self.dump(obj)
+        finally:
+            self._owner = None
+            if dispatch_table is not None:
+                del self.dispatch_table
+
+    def persistent_id(self, obj):
+        persistent_id = getattr(self._owner, "persistent_id", None)
+        return None if persistent_id is None else persistent_id(obj)
 
     def reducer_override(self, obj):
         override = getattr(self._owner, "reducer_override", None)
@@ -2003,6 +2015,12 @@ cdef class Pickler:
     cdef int _proto
     cdef bint _fix_imports
     cdef bint _initialized
+    # Claimed (fw_claim) by every call that reads or changes the memo or the
+    # settings: dump() runs user code (__reduce__, hooks, file.write) that may
+    # call __init__, clear_memo() or dump() on this very Pickler, or share it
+    # with another thread; those calls then raise instead of freeing the memo
+    # table or the writer under the running dump.
+    cdef int _busy
     cdef public bint fast
     cdef PwMemo _memo
     cdef PwMemoSlot _memo_inline[8]
@@ -2012,20 +2030,25 @@ cdef class Pickler:
         pw_memo_init(&self._memo, self._memo_inline, 8)
 
     def __init__(self, file, protocol=None, *, fix_imports=True, buffer_callback=None):
-        cdef int proto = pw_resolve_protocol(protocol)
-        if buffer_callback is not None and proto < 5:
-            raise ValueError("buffer_callback needs protocol >= 5")
+        cdef int proto
+        pw_claim_pickler(self, "__init__() called")
         try:
-            self._write = file.write
-        except AttributeError:
-            raise TypeError("file must have a 'write' attribute") from None
-        self._proto = proto
-        self._fix_imports = bool(fix_imports)
-        self._buffer_callback = buffer_callback
-        self.fast = False
-        pw_memo_clear(&self._memo)
-        self._low = _LowProtocolPickler(self, file, proto, fix_imports) if proto < 2 else None
-        self._initialized = True
+            proto = pw_resolve_protocol(protocol)
+            if buffer_callback is not None and proto < 5:
+                raise ValueError("buffer_callback needs protocol >= 5")
+            try:
+                self._write = file.write
+            except AttributeError:
+                raise TypeError("file must have a 'write' attribute") from None
+            self._proto = proto
+            self._fix_imports = bool(fix_imports)
+            self._buffer_callback = buffer_callback
+            self.fast = False
+            pw_memo_clear(&self._memo)
+            self._low = _LowProtocolPickler(file, proto, fix_imports) if proto < 2 else None
+            self._initialized = True
+        finally:
+            fw_release(&self._busy)
 
     def __dealloc__(self):
         pw_memo_free(&self._memo)
@@ -2040,38 +2063,50 @@ cdef class Pickler:
         """
         cdef PwEnc e
         cdef char stack_output[PW_STACK_OUTPUT]
-        cdef object persistent_id, reducer_override, dispatch_table
+        cdef object persistent_id, reducer_override, dispatch_table, write, buffer_callback
         if not self._initialized:
             raise pw_PicklingError(
                 "Pickler.__init__() was not called by %s.__init__()" % type(self).__name__)
-        if self._low is not None:
-            self._low.sync_hooks()
-            self._low.dump(obj)
-            return None
-        persistent_id = getattr(self, "persistent_id", None)
-        reducer_override = getattr(self, "reducer_override", None)
-        dispatch_table = getattr(self, "dispatch_table", None)
-        pw_enc_init(&e, self._proto, &self._memo)
-        e.fix_imports = self._fix_imports
-        e.fast = self.fast
-        e.write = <PyObject *>self._write
-        e.persistent_id = <PyObject *>persistent_id if persistent_id is not None else NULL
-        e.reducer_override = <PyObject *>reducer_override if reducer_override is not None else NULL
-        e.dispatch_table = <PyObject *>dispatch_table if dispatch_table is not None else NULL
-        e.buffer_callback = (<PyObject *>self._buffer_callback
-                             if self._buffer_callback is not None else NULL)
+        pw_claim_pickler(self, "dump() called")
         try:
-            pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
-            pw_flush(&e, False)
+            if self._low is not None:
+                (<object>self._low).dump_for(self, obj)
+                return None
+            # Owned by this frame: the encoder borrows them for the whole dump.
+            write = self._write
+            buffer_callback = self._buffer_callback
+            persistent_id = getattr(self, "persistent_id", None)
+            reducer_override = getattr(self, "reducer_override", None)
+            dispatch_table = getattr(self, "dispatch_table", None)
+            pw_enc_init(&e, self._proto, &self._memo)
+            e.fix_imports = self._fix_imports
+            e.fast = self.fast
+            e.write = <PyObject *>write
+            e.persistent_id = <PyObject *>persistent_id if persistent_id is not None else NULL
+            e.reducer_override = <PyObject *>reducer_override if reducer_override is not None else NULL
+            e.dispatch_table = <PyObject *>dispatch_table if dispatch_table is not None else NULL
+            e.buffer_callback = (<PyObject *>buffer_callback
+                                 if buffer_callback is not None else NULL)
+            try:
+                pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
+                pw_flush(&e, False)
+            finally:
+                pw_enc_release(&e)
         finally:
-            pw_enc_release(&e)
+            fw_release(&self._busy)
         return None
 
     def clear_memo(self):
-        """Forget every object pickled so far (shared objects are written again)."""
-        if self._low is not None:
-            self._low.clear_memo()
-        pw_memo_clear(&self._memo)
+        """Forget every object pickled so far (shared objects are written again).
+
+        Raises RuntimeError while a dump() of this Pickler is running."""
+        pw_claim_pickler(self, "clear_memo() called")
+        try:
+            if self._low is not None:
+                self._low.clear_memo()
+            pw_memo_clear(&self._memo)
+        finally:
+            fw_release(&self._busy)
 
     @property
     def memo(self):
@@ -2083,6 +2118,8 @@ cdef class Pickler:
 
     @memo.setter
     def memo(self, value):
+        cdef list entries
+        cdef Py_ssize_t index
         if self._low is not None:
             self._low.memo = value
             return
@@ -2091,24 +2128,45 @@ cdef class Pickler:
         if not isinstance(value, dict):
             raise TypeError("'memo' attribute must be a PicklerMemoProxy object or dict, not %s"
                             % type(value).__name__)
-        for entry in value.values():
-            if not (isinstance(entry, tuple) and len(entry) == 2):
+        entries = []
+        for entry in list((<dict>value).values()):
+            if not (isinstance(entry, tuple) and len(<tuple>entry) == 2):
                 raise TypeError("'memo' values must be 2-item tuples")
-        pw_memo_clear(&self._memo)
-        for index, obj in value.values():
-            pw_memo_set(&self._memo, <PyObject *>obj, index)
+            # The index's __index__ is user code: convert every entry before the
+            # memo is touched.
+            index = (<tuple>entry)[0]
+            entries.append((index, (<tuple>entry)[1]))
+        pw_claim_pickler(self, "memo assigned")
+        try:
+            pw_memo_clear(&self._memo)
+            for index, obj in entries:
+                pw_memo_set(&self._memo, <PyObject *>obj, index)
+        finally:
+            fw_release(&self._busy)
 
     cdef dict memo_items(self):
         cdef size_t i
         cdef dict out = {}
-        for i in range(self._memo.mask + 1):
-            if self._memo.slots[i].key != NULL:
-                obj = <object>self._memo.slots[i].key
-                out[id(obj)] = (self._memo.slots[i].index, obj)
+        pw_claim_pickler(self, "memo read")
+        try:
+            for i in range(self._memo.mask + 1):
+                if self._memo.slots[i].key != NULL:
+                    obj = <object>self._memo.slots[i].key
+                    out[id(obj)] = (self._memo.slots[i].index, obj)
+        finally:
+            fw_release(&self._busy)
         return out
 
     cdef Py_ssize_t memo_len(self):
         return self._memo.used
+
+
+cdef int pw_claim_pickler(Pickler p, str what) except -1:
+    """Claim `p` for the call `what`, or raise: the Pickler is in use (a dump
+    under way, on this thread through a callback or on another)."""
+    if not fw_claim(&p._busy):
+        raise RuntimeError(f"Pickler {what} while the Pickler is in use (a dump is running)")
+    return 0
 
 
 cdef class PicklerMemoProxy:
