@@ -16,17 +16,19 @@ dispatch tables, hooks) gets the one variant that puts fastwire on that side.
 ``InMemoryPickleTests`` calls ``pickle.dumps``/``pickle.loads`` from its methods
 rather than through attributes, so it is rebound by overriding those methods.
 
-Departures on purpose are skipped here by exact test name, each with the
-upstream issue that documents the stdlib's bug.
+No test is skipped here: fastwire passes every test of 3.11, 3.12 and 3.13.
+The skips pytest reports are CPython's own (32-bit-only tests, bigmem tests
+that need ``-M``, and the in-memory class's test that needs a Pickler class),
+the same as for the C pickle.
 """
 
 from __future__ import annotations
 
+import _pickle
 import inspect
 import pickle
 import unittest
 
-import _pickle
 import pytest
 
 import fastwire.pickle as fw
@@ -39,11 +41,6 @@ LOAD_SIDE = {_pickle.Unpickler: fw.Unpickler, _pickle.load: fw.load, _pickle.loa
 
 # Tests of C-pickle internals fastwire does not share.
 NOT_BOUND = {"SizeofTests"}
-
-# test name -> reason; each names the upstream issue of the stdlib behaviour
-# fastwire departs from on purpose.
-DEPARTURES: dict[str, str] = {}
-
 
 def _replacement(value, table):
     """fastwire's counterpart of `value` under `table`, or None if it has none."""
@@ -88,12 +85,6 @@ def _in_memory_methods(dump_side: bool, load_side: bool):
     return {"dumps": dumps, "loads": loads}
 
 
-def _skip_departures(body, cls):
-    for name, reason in DEPARTURES.items():
-        if hasattr(cls, name):
-            body[name] = unittest.skip(reason)(getattr(cls, name))
-
-
 def _bindings():
     """(name, class) for every fastwire binding of the running version's suite."""
     out = []
@@ -104,7 +95,6 @@ def _bindings():
             variants = {"fw": (True, True), "fwdump": (True, False), "fwload": (False, True)}
             for suffix, (d, lo) in variants.items():
                 body = {"__module__": __name__, **_in_memory_methods(d, lo)}
-                _skip_departures(body, cls)
                 out.append((f"Test_{name}_{suffix}", type(f"Test_{name}_{suffix}", (cls,), body)))
             continue
         dump_attrs = _bound_attributes(cls, DUMP_SIDE)
@@ -116,7 +106,6 @@ def _bindings():
             variants = {"fw": {**dump_attrs, **load_attrs}}
         for suffix, attrs in variants.items():
             body = {"__module__": __name__, "_fastwire_bound": tuple(sorted(attrs)), **attrs}
-            _skip_departures(body, cls)
             out.append((f"Test_{name}_{suffix}", type(f"Test_{name}_{suffix}", (cls,), body)))
     return out
 
@@ -147,8 +136,8 @@ def test_fastwire_is_the_code_under_test():
 def test_in_memory_binding_calls_fastwire():
     """The in-memory rebinding really reaches fastwire: a fastwire-only
     argument (allowed=) is accepted by the fw loads and refused by the stdlib's."""
-    cls = dict(BINDINGS)["Test_InMemoryPickleTests_fw"]
-    case = cls("test_bool")
-    assert case.loads(case.dumps([1], 5), allowed=()) == [1]
+    bindings = dict(BINDINGS)
+    fw_case = bindings["Test_InMemoryPickleTests_fw"]("test_misc")
+    assert fw_case.loads(fw_case.dumps([1], 5), allowed=()) == [1]
     with pytest.raises(TypeError):
-        dict(BINDINGS)["Test_InMemoryPickleTests_fwdump"]("test_bool").loads(b"N.", allowed=())
+        bindings["Test_InMemoryPickleTests_fwdump"]("test_misc").loads(b"N.", allowed=())

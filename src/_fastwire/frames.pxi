@@ -1174,7 +1174,8 @@ cdef Py_ssize_t _FIRST_PAYLOAD_BLOCK = 1024 * 1024
 
 @cython.final
 cdef class _ReceiveWindow:
-    """The writable buffer one recv_into()/readinto() call fills: the free tail
+    """The writable buffer behind the memoryview one recv_into()/readinto()
+    call fills: the free tail
     of the block receive_payload grows. It counts the buffers exported from it
     and refuses new ones once the call has returned, so the caller knows
     whether the callee kept one (``memoryview(b)`` saved somewhere). A kept
@@ -1286,9 +1287,16 @@ cdef object _receive_payload(recv_into, Py_ssize_t length, received, PyObject* r
                 if _PyBytes_Resize(&raw, size) < 0:  # pragma: no cover - raises MemoryError
                     raise MemoryError()
             window = _receive_window(raw, filled, size)
+            # recv_into gets a memoryview, as from the stdlib, but one whose
+            # buffer comes from the window, which counts what outlives the call.
+            window_view = memoryview(window)
             try:
-                n = recv_into(window)
+                n = recv_into(window_view)
             finally:
+                try:
+                    window_view.release()
+                except BufferError:  # recv_into exported from it and kept that
+                    pass
                 # Nothing may keep pointing into a block that realloc may move
                 # or that is returned as immutable bytes.
                 if window.close():

@@ -605,8 +605,11 @@ cdef class Unpickler:
 
     @property
     def persistent_load(self):
-        """The function called with each persistent id (unset by default)."""
+        """The function called with each persistent id (unset by default;
+        since 3.13 a default that raises UnpicklingError, as in the stdlib)."""
         if self.pers_func_set is None:
+            if _UNP_PY313:
+                return _unp_no_persistent_load
             raise AttributeError("persistent_load")
         return self.pers_func_set
 
@@ -617,6 +620,16 @@ cdef class Unpickler:
         if not callable(value):
             raise TypeError("persistent_load must be a callable taking one argument")
         self.pers_func_set = value
+
+
+# 3.13's Unpickler has a default persistent_load (raising); earlier ones none.
+cdef bint _UNP_PY313 = _unp_sys.version_info >= (3, 13)
+
+
+def _unp_no_persistent_load(pid):
+    """The default persistent_load (3.13+): persistent ids are not supported."""
+    raise UnpicklingError("A load persistent id instruction was encountered, "
+                          "but no persistent_load function was specified.")
 
 
 cdef int _unp_claim(Unpickler u, str what) except -1:
@@ -687,6 +700,8 @@ cdef int _unp_bind_hooks(Unpickler u) except -1:
         u.find_class_hook = None
     if u.pers_func is None:
         u.pers_func = getattr(u, "persistent_load", None)
+        if u.pers_func is _unp_no_persistent_load:
+            u.pers_func = None
     return 0
 
 

@@ -236,6 +236,9 @@ cdef object pw_codecs_encode = _pw_codecs.encode
 cdef object pw_reverse_name_mapping = _pw_compat_pickle.REVERSE_NAME_MAPPING
 cdef object pw_reverse_import_mapping = _pw_compat_pickle.REVERSE_IMPORT_MAPPING
 cdef object pw_getattr = getattr
+# 3.13 changed what _pickle writes or raises in a few places; fastwire follows
+# the running version.
+cdef bint PW_PY313 = _pw_sys.version_info >= (3, 13)
 
 # Interned names looked up on every class instance.
 cdef str PW_REDUCE_EX = "__reduce_ex__"
@@ -1276,25 +1279,27 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
         return pw_save_type(e, o)
     if t == &pw_function_type:
         return pw_save_global(e, o, None)
+    # A table entry of None is called like any other (TypeError), as by _pickle.
     if e.dispatch_table == NULL:
-        reduce_func = (<dict>pw_copyreg_dispatch_table).get(<object><PyObject *>t)
+        reduce_func = (<dict>pw_copyreg_dispatch_table).get(<object><PyObject *>t, pw_sentinel)
     else:
         try:
             reduce_func = (<object>e.dispatch_table)[<object><PyObject *>t]
         except KeyError:
-            reduce_func = None
-    if reduce_func is not None:
+            reduce_func = pw_sentinel
+    if reduce_func is not pw_sentinel:
         rv = reduce_func(o)
     elif pw_is_subtype(t, &pw_type_type):
         return pw_save_global(e, o, None)
     else:
         if pw_plain_instance(t, obj) == 1:
             return pw_save_plain_instance(e, obj, t)
+        # __reduce_ex__ = None is called (TypeError), as by _pickle.
         try:
             reduce_func = o.__reduce_ex__
         except AttributeError:
-            reduce_func = None
-        if reduce_func is not None:
+            reduce_func = pw_sentinel
+        if reduce_func is not pw_sentinel:
             rv = reduce_func(e.proto)
         else:
             try:
@@ -1688,13 +1693,20 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
         raise pw_PicklingError(
             "Can't pickle %r: it's not the same object as %s.%s" % (obj, module_name, name))
 
-    code = (<dict>pw_extension_registry).get((module_name, name))
-    if code is not None:
-        if not isinstance(code, int):
-            raise pw_PicklingError("Can't pickle %r: extension code %r isn't an integer" % (obj, code))
-        if code <= 0 or code > 0x7fffffff:
-            raise pw_PicklingError("Can't pickle %r: extension code %d is out of range" % (obj, code))
-        code_value = code
+    code = (<dict>pw_extension_registry).get((module_name, name), pw_sentinel)
+    if code is not pw_sentinel:
+        # _pickle's checks, in its order: an integer (3.13: any __index__),
+        # a C long (OverflowError), then the range.
+        if PW_PY313:
+            code_value = code
+            if code_value <= 0 or code_value > 0x7fffffff:
+                raise RuntimeError("extension code %d is out of range" % code_value)
+        else:
+            if not isinstance(code, int):
+                raise pw_PicklingError("Can't pickle %r: extension code %r isn't an integer" % (obj, code))
+            code_value = code
+            if code_value <= 0 or code_value > 0x7fffffff:
+                raise pw_PicklingError("Can't pickle %r: extension code %d is out of range" % (obj, code))
         if code_value <= 0xff:
             return pw_write2(e, OP_EXT1, <unsigned char>code_value)
         if code_value <= 0xffff:
@@ -1714,12 +1726,28 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
         pw_save(e, <PyObject *>module_name, 0)
         pw_save(e, <PyObject *>name, 0)
         pw_write1(e, OP_STACK_GLOBAL)
+    elif parent is not module and PW_PY313:
+        # Nested qualified name below protocol 4, as 3.13 writes it:
+        # getattr(getattr(toplevel, a), b) with the top level by name, so a
+        # class reachable from itself (C.ref = C) does not recurse.
+        pw_save_getattr_chain(e, module_name, path)
     elif parent is not module:
-        # Nested qualified name below protocol 4: getattr(parent, lastname).
+        # Nested qualified name below protocol 4 (3.11-3.12): getattr(parent, lastname).
         pw_save_reduce(e, (pw_getattr, (parent, lastname)), NULL)
     else:
         pw_write_global_opcode(e, module_name, name)
     return pw_memo_put(e, <PyObject *>obj)
+
+
+cdef int pw_save_getattr_chain(PwEnc *e, object module_name, list path) except -1:
+    cdef Py_ssize_t i, n = len(path)
+    for i in range(1, n):
+        pw_save(e, <PyObject *>pw_getattr, 0)
+    pw_write_global_opcode(e, module_name, path[0])
+    for i in range(1, n):
+        pw_save(e, <PyObject *>path[i], 0)
+        pw_write2(e, OP_TUPLE2, OP_REDUCE)
+    return 0
 
 
 cdef int pw_write_global_opcode(PwEnc *e, object module_name, object name) except -1:
@@ -1982,12 +2010,12 @@ class _LowProtocolPickler(_pw_cpickle.Pickler):
                 del self.dispatch_table
 
     def persistent_id(self, obj):
-        persistent_id = getattr(self._owner, "persistent_id", None)
+        persistent_id = pw_persistent_id_hook(self._owner)
         return None if persistent_id is None else persistent_id(obj)
 
     def reducer_override(self, obj):
-        override = getattr(self._owner, "reducer_override", None)
-        return NotImplemented if override is None else override(obj)
+        override = getattr(self._owner, "reducer_override", pw_sentinel)
+        return NotImplemented if override is pw_sentinel else override(obj)
 
 
 cdef class Pickler:
@@ -2012,6 +2040,7 @@ cdef class Pickler:
     cdef dict __dict__
     cdef object _write
     cdef object _buffer_callback
+    cdef object _persistent_id_set  # assigned through the persistent_id attribute
     cdef int _proto
     cdef bint _fix_imports
     cdef bint _initialized
@@ -2075,15 +2104,17 @@ cdef class Pickler:
             # Owned by this frame: the encoder borrows them for the whole dump.
             write = self._write
             buffer_callback = self._buffer_callback
-            persistent_id = getattr(self, "persistent_id", None)
-            reducer_override = getattr(self, "reducer_override", None)
+            persistent_id = pw_persistent_id_hook(self)
+            reducer_override = getattr(self, "reducer_override", pw_sentinel)
             dispatch_table = getattr(self, "dispatch_table", None)
             pw_enc_init(&e, self._proto, &self._memo)
             e.fix_imports = self._fix_imports
             e.fast = self.fast
             e.write = <PyObject *>write
             e.persistent_id = <PyObject *>persistent_id if persistent_id is not None else NULL
-            e.reducer_override = <PyObject *>reducer_override if reducer_override is not None else NULL
+            # Set to None, it is called (TypeError), as by _pickle.
+            e.reducer_override = (<PyObject *>reducer_override
+                                  if reducer_override is not pw_sentinel else NULL)
             e.dispatch_table = <PyObject *>dispatch_table if dispatch_table is not None else NULL
             e.buffer_callback = (<PyObject *>buffer_callback
                                  if buffer_callback is not None else NULL)
@@ -2095,6 +2126,25 @@ cdef class Pickler:
         finally:
             fw_release(&self._busy)
         return None
+
+    @property
+    def persistent_id(self):
+        """The function called with each object to pickle: a persistent id
+        (written instead of the object) or None. Unset by default; since 3.13
+        a default that returns None, as in the stdlib."""
+        if self._persistent_id_set is not None:
+            return self._persistent_id_set
+        if PW_PY313:
+            return pw_no_persistent_id
+        raise AttributeError("persistent_id")
+
+    @persistent_id.setter
+    def persistent_id(self, value):
+        self._persistent_id_set = value
+
+    @persistent_id.deleter
+    def persistent_id(self):
+        self._persistent_id_set = None
 
     def clear_memo(self):
         """Forget every object pickled so far (shared objects are written again).
@@ -2159,6 +2209,17 @@ cdef class Pickler:
 
     cdef Py_ssize_t memo_len(self):
         return self._memo.used
+
+
+def pw_no_persistent_id(obj):
+    """The default persistent_id (3.13+): no object has a persistent id."""
+    return None
+
+
+cdef object pw_persistent_id_hook(owner):
+    """owner's persistent_id, or None when it is the do-nothing default."""
+    persistent_id = getattr(owner, "persistent_id", None)
+    return None if persistent_id is pw_no_persistent_id else persistent_id
 
 
 cdef int pw_claim_pickler(Pickler p, str what) except -1:
