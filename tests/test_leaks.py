@@ -26,6 +26,7 @@ from fastwire import pickle as fw_pickle
 from fastwire import struct as fw_struct
 
 from fastwire import frames
+
 # FASTWIRE_LEAK_ITERATIONS lowers the count under valgrind (scripts/valgrind-tests).
 ITERATIONS = int(os.environ.get("FASTWIRE_LEAK_ITERATIONS", "1000"))
 WARMUP = 50
