@@ -545,7 +545,9 @@ cdef class Unpickler:
         """Read one pickle from the file and return the object it describes.
 
         Raises EOFError at the end of the stream, UnpicklingError (or the
-        stdlib's exception for the same case) for bad data.
+        stdlib's exception for the same case) for bad data, and RuntimeError
+        if this Unpickler is already in use (a callback of a running load, or
+        another thread, calling load(), __init__() or the memo).
         """
         if not self.initialized:
             raise UnpicklingError(f"Unpickler.__init__() was not called by "

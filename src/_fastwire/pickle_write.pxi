@@ -1575,6 +1575,10 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
     cdef object o = <object>obj
     cdef object d
     cdef bint verdict
+    if FW_FREE_THREADED:
+        # An entry is three fields; two threads learning types that share a
+        # slot could leave one type paired with the other's verdict.
+        return 0
     if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or not pw_version_valid(t):
         return 0                                  # nothing could be cached
     if entry.type == t and entry.version == t.tp_version_tag:
@@ -2088,7 +2092,9 @@ cdef class Pickler:
         Raises PicklingError (or the TypeError / AttributeError the stdlib
         raises) for unpicklable objects and RecursionError for too-deep
         nesting; nothing is written to the file for a pickle that failed
-        before its first 64 KiB frame was complete.
+        before its first 64 KiB frame was complete. Raises RuntimeError if
+        this Pickler is already in use (a callback of a running dump, or
+        another thread, calling dump(), __init__() or the memo).
         """
         cdef PwEnc e
         cdef char stack_output[PW_STACK_OUTPUT]
