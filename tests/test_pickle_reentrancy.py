@@ -586,6 +586,24 @@ def test_buffers_iteration_calls_loads():
     assert fw.loads(LATIN, encoding="latin1", buffers=nested) == pickle.loads(LATIN, encoding="latin1")
 
 
+def test_buffers_next_reenters_mid_load():
+    """next() on buffers= runs at each NEXT_BUFFER, mid-decode: a nested loads
+    gets its own decoder; the Unpickler being decoded refuses re-entry."""
+    bufs = [pickle.PickleBuffer(b"one"), pickle.PickleBuffer(b"two")]
+    data = pickle.dumps([bufs[0], "mid", bufs[1]], 5, buffer_callback=lambda b: False)
+
+    def feeding(action):
+        for b in [b"one", b"two"]:
+            action()
+            yield b
+    nested = feeding(lambda: fw.loads(LATIN, encoding="latin1"))
+    assert fw.loads(data, buffers=nested) == pickle.loads(data, buffers=[b"one", b"two"])
+    holder = {}
+    u = holder["u"] = fw.Unpickler(io.BytesIO(data), buffers=feeding(lambda: holder["u"].__init__(io.BytesIO(b"N."))))
+    with pytest.raises(RuntimeError, match=BUSY):
+        u.load()
+
+
 def test_fix_imports_bool_calls_loads():
     class Truthy:
         def __bool__(self):
