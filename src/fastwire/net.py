@@ -630,6 +630,12 @@ def _deadline(timeout):
     return time.monotonic() + timeout
 
 
+def _remaining(deadline):
+    """Seconds left before `deadline` (None: no deadline), as a timeout that is
+    already over rather than an invalid one once it has passed."""
+    return None if deadline is None else max(deadline - time.monotonic(), 1e-9)
+
+
 def _wait_readable(sock, deadline):
     """Wait until `sock` is readable; TimeoutError once `deadline` has passed."""
     remaining = deadline - time.monotonic()
@@ -708,6 +714,16 @@ _MAX_DIGEST_LEN = max(len(d) for d in _ALLOWED_DIGESTS)
 _LEGACY_LENGTHS = (20, 16)
 
 
+# Every handshake waits this long at most, by default: an idle or trickling
+# peer must not hold a Listener's accept() (or an aio server's task) forever.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+# What an unauthenticated peer can make a handshake read raise, besides
+# AuthenticationError: cut streams, timeouts, oversize messages (OSError, EOFError),
+# bad length prefixes (FrameError/FrameTooLarge are ValueErrors), and digests
+# this build of hashlib cannot compute (ValueError).
+_HANDSHAKE_FAILURES = (OSError, EOFError, ValueError)
+
+
 def _digest_name_and_payload(message):
     if len(message) in _LEGACY_LENGTHS:
         return "", message
@@ -717,6 +733,15 @@ def _digest_name_and_payload(message):
             return message[1:curly].decode("ascii"), message[curly + 1:]
     raise AuthenticationError(
         "unsupported message length, missing digest prefix, or unsupported digest")
+
+
+def _digest_of(message, allow_md5):
+    """The digest the peer's challenge or response uses ('md5' for a bare, legacy one);
+    AuthenticationError if it is MD5 and `allow_md5` is false."""
+    digest_name = _digest_name_and_payload(message)[0] or "md5"
+    if digest_name == "md5" and not allow_md5:
+        raise AuthenticationError("the peer uses HMAC-MD5, refused (allow_md5=False)")
+    return digest_name
 
 
 def _response(authkey, message):
@@ -745,6 +770,12 @@ def _check_authkey(authkey):
         raise TypeError("authkey should be a byte string")
 
 
+def _check_handshake_timeout(timeout):
+    if timeout is not None and not timeout > 0:
+        raise ValueError("handshake_timeout must be None or > 0")
+    return timeout
+
+
 # The handshake is written once, as generators of I/O steps: each yields the
 # bytes to send, or _RECEIVE to be sent the next message back; run_handshake
 # drives them over a Connection, fastwire.aio over a stream.
@@ -752,12 +783,24 @@ _RECEIVE = None
 _MAX_HANDSHAKE_MESSAGE = 256
 
 
-def challenge_steps(authkey, digest_name="sha256"):
-    """Challenge the peer to prove it knows `authkey` (AuthenticationError if not)."""
+def challenge_steps(authkey, digest_name="sha256", *, allow_md5=True):
+    """Challenge the peer to prove it knows `authkey` (AuthenticationError if not).
+
+    With ``allow_md5=False`` a response in HMAC-MD5 (every peer before 3.12)
+    is refused like a wrong one. ValueError at once for a `digest_name` the
+    protocol does not offer (or "md5" with ``allow_md5=False``).
+    """
+    if digest_name.encode("ascii") not in _ALLOWED_DIGESTS or (digest_name == "md5" and not allow_md5):
+        raise ValueError(f"digest_name {digest_name!r} is not offered")
+    return _challenge_steps(authkey, digest_name, allow_md5)
+
+
+def _challenge_steps(authkey, digest_name, allow_md5):
     message = b"{%s}%s" % (digest_name.encode("ascii"), os.urandom(_MESSAGE_LENGTH))
     yield _CHALLENGE + message
     response = yield _RECEIVE
     try:
+        _digest_of(response, allow_md5)
         _verify(authkey, message, response)
     except AuthenticationError:
         yield _FAILURE
@@ -765,42 +808,78 @@ def challenge_steps(authkey, digest_name="sha256"):
     yield _WELCOME
 
 
-def answer_steps(authkey):
-    """Prove to the peer that we know `authkey` (AuthenticationError if it disagrees)."""
+def answer_steps(authkey, *, allow_md5=True):
+    """Prove to the peer that we know `authkey` (AuthenticationError if it disagrees).
+
+    With ``allow_md5=False`` a challenge asking for HMAC-MD5 (every peer
+    before 3.12) is refused: AuthenticationError, nothing is answered.
+    """
     message = yield _RECEIVE
     if not message.startswith(_CHALLENGE):
         raise AuthenticationError("protocol error, expected a challenge")
     message = message[len(_CHALLENGE):]
     if len(message) < 20:
         raise AuthenticationError(f"challenge too short: {len(message)} bytes")
+    _digest_of(message, allow_md5)
     yield _response(authkey, message)
     if (yield _RECEIVE) != _WELCOME:
         raise AuthenticationError("digest sent was rejected")
 
 
-def run_handshake(connection, steps):
-    """Drive handshake steps over a Connection (messages over 256 bytes are refused)."""
+def handshake_failure(exc):
+    """The AuthenticationError a handshake raises for `exc`, an error the peer
+    caused (one of _HANDSHAKE_FAILURES): a server that catches
+    AuthenticationError survives every unauthenticated peer."""
+    return AuthenticationError(f"authentication handshake failed: {exc!r}")
+
+
+def run_handshake(connection, steps, timeout=None):
+    """Drive handshake steps over a Connection (messages over 256 bytes are refused).
+
+    `timeout` bounds the whole handshake. Every failure, whatever the peer
+    did, raises AuthenticationError (chained to the error it caused).
+    """
+    deadline = _deadline(timeout)
     reply = None
     try:
         while True:
             out = steps.send(reply)
             if out is _RECEIVE:
-                reply = connection.recv_bytes(_MAX_HANDSHAKE_MESSAGE)
+                reply = connection.recv_bytes(_MAX_HANDSHAKE_MESSAGE, timeout=_remaining(deadline))
             else:
                 connection.send_bytes(out)
                 reply = None
     except StopIteration:
         pass
+    except _HANDSHAKE_FAILURES as exc:
+        raise handshake_failure(exc) from exc
 
 
-def deliver_challenge(connection, authkey, digest_name="sha256"):
-    """Challenge the peer on `connection`; AuthenticationError if it lacks `authkey`."""
-    run_handshake(connection, challenge_steps(authkey, digest_name))
+def deliver_challenge(connection, authkey, digest_name="sha256", *, allow_md5=True, timeout=None):
+    """Challenge the peer on `connection`; AuthenticationError if it lacks `authkey`,
+    answers in HMAC-MD5 while ``allow_md5=False``, or fails in any other way
+    (`timeout`, seconds: a deadline for the whole exchange)."""
+    run_handshake(connection, challenge_steps(authkey, digest_name, allow_md5=allow_md5), timeout)
 
 
-def answer_challenge(connection, authkey):
-    """Answer the peer's challenge on `connection`; AuthenticationError if refused."""
-    run_handshake(connection, answer_steps(authkey))
+def answer_challenge(connection, authkey, *, allow_md5=True, timeout=None):
+    """Answer the peer's challenge on `connection`; AuthenticationError if refused,
+    if it asks for HMAC-MD5 while ``allow_md5=False``, or on any other failure
+    (`timeout`, seconds: a deadline for the whole exchange)."""
+    run_handshake(connection, answer_steps(authkey, allow_md5=allow_md5), timeout)
+
+
+def _authenticate(conn, authkey, *, server, allow_md5, timeout):
+    """Both challenges over a new Connection (the server challenges first), within
+    one deadline; the connection is closed if they fail."""
+    deadline = _deadline(timeout)
+    steps = (challenge_steps(authkey, allow_md5=allow_md5), answer_steps(authkey, allow_md5=allow_md5))
+    try:
+        for step in (steps if server else steps[::-1]):
+            run_handshake(conn, step, _remaining(deadline))
+    except BaseException:
+        conn.close()
+        raise
 
 
 # -- endpoints ---------------------------------------------------------------------
@@ -838,15 +917,21 @@ class Listener:
     Same signature as ``multiprocessing.connection.Listener`` plus the
     :class:`Connection` options (`trusted`, `allowed`, `max_frame_size`) given
     to every accepted connection. With `authkey`, accept() runs the challenge
-    handshake and raises AuthenticationError for a peer with another key.
+    handshake and raises AuthenticationError (the connection closed) for any
+    peer that does not complete it: another key, garbage, a cut stream, or
+    no answer within `handshake_timeout` seconds (None: wait forever).
+    ``allow_md5=False`` refuses HMAC-MD5 both ways (peers before 3.12).
     """
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *, trusted=False,
-                 allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+                 allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                 handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True):
         family = _family(address, family)
         address = address or _arbitrary_address(family)
         if authkey is not None:
             _check_authkey(authkey)
+        self._handshake_timeout = _check_handshake_timeout(handshake_timeout)
+        self._allow_md5 = allow_md5
         sock = socket.socket(_FAMILIES[family])
         try:
             if os.name == "posix":
@@ -875,12 +960,10 @@ class Listener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(sock, **self._options)
         if self._authkey is not None:
-            try:
-                deliver_challenge(conn, self._authkey)
-                answer_challenge(conn, self._authkey)
-            except BaseException:
-                conn.close()
-                raise
+            timeout = self._handshake_timeout
+            conn.settimeout(timeout)  # bounds the handshake's writes; its reads share one deadline
+            _authenticate(conn, self._authkey, server=True, allow_md5=self._allow_md5, timeout=timeout)
+            conn.settimeout(None)
         return conn
 
     def close(self):
@@ -916,15 +999,19 @@ def _is_abstract(address):
 
 
 def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
-           max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None):
+           max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None,
+           handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True):
     """Connect to a Listener (fastwire's or the standard library's); a :class:`Connection`.
 
-    `timeout` bounds the connect and every later call. With `authkey`, runs the
-    challenge handshake (AuthenticationError on a key mismatch).
+    `timeout` bounds the connect and every later read or write. With `authkey`,
+    runs the challenge handshake: AuthenticationError (the connection closed)
+    on a key mismatch or any other failure, including no answer within
+    `handshake_timeout` seconds. ``allow_md5=False`` refuses HMAC-MD5 both ways.
     """
     family = _family(address, family)
     if authkey is not None:
         _check_authkey(authkey)
+    _check_handshake_timeout(handshake_timeout)
     sock = socket.socket(_FAMILIES[family])
     try:
         sock.settimeout(timeout)
@@ -936,12 +1023,10 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
         raise
     conn = Connection(sock, trusted=trusted, allowed=allowed, max_frame_size=max_frame_size)
     if authkey is not None:
-        try:
-            answer_challenge(conn, authkey)
-            deliver_challenge(conn, authkey)
-        except BaseException:
-            conn.close()
-            raise
+        if handshake_timeout is not None and (timeout is None or handshake_timeout < timeout):
+            conn.settimeout(handshake_timeout)  # bounds the handshake's writes
+        _authenticate(conn, authkey, server=False, allow_md5=allow_md5, timeout=handshake_timeout)
+        conn.settimeout(timeout)
     return conn
 
 
