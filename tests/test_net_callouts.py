@@ -13,6 +13,7 @@ it, no byte read from it. Every test is registered in docs/callouts.md.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import signal
 import socket
@@ -190,19 +191,40 @@ def test_recv_bytes_into_buffer_callout_closes(pipe):
     reuse.assert_untouched()
 
 
+class StillBlocked(AssertionError):
+    """Raised by the alarm's later firings: the call went on after the connection was closed."""
+
+
+@contextlib.contextmanager
+def alarm_closing(conn, reuse):
+    """SIGALRM after 0.2 s closes `conn` (and reuses its descriptor); should the call
+    still be blocked a second later (on the descriptor's new owner), the next alarm
+    fails it, so a regression fails instead of hanging."""
+    fired = []
+
+    def handler(*_):
+        fired.append(1)
+        if len(fired) == 1:
+            reuse(conn)
+        else:
+            raise StillBlocked("the call kept blocking after its connection was closed")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2, 1.0)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_signal_handler_closes_during_a_blocking_send(pipe):
     """EINTR in the compiled send loop runs the handler, which closes the connection;
     the retry must not write to the descriptor's next owner."""
     a, b = pipe
     reuse = Reuse()
-    previous = signal.signal(signal.SIGALRM, lambda *_: reuse(a))
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        with pytest.raises(OSError, match="handle is closed"):
-            a.send(b"x" * 900_000)  # compiled path; blocks: the peer does not read
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with alarm_closing(a, reuse), pytest.raises(OSError, match="handle is closed"):
+        a.send(b"x" * 900_000)  # compiled path; blocks: the peer does not read
     reuse.assert_untouched()
 
 
@@ -212,14 +234,8 @@ def test_signal_handler_closes_during_a_blocking_send(pipe):
 def test_signal_handler_closes_during_a_blocking_recv(pipe):
     a, b = pipe
     reuse = Reuse()
-    previous = signal.signal(signal.SIGALRM, lambda *_: reuse(b))
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        with pytest.raises(OSError, match="handle is closed"):
-            b.recv()  # compiled path; blocks: nothing was sent
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with alarm_closing(b, reuse), pytest.raises(OSError, match="handle is closed"):
+        b.recv()  # compiled path; blocks: nothing was sent
     reuse.assert_untouched()
 
 
