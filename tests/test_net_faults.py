@@ -311,6 +311,18 @@ def test_recv_timeout_mid_message_over_1_mib_closes_the_connection(tcp_pair):
     assert conn.closed  # the frame is cut: the stream cannot be resynchronised
 
 
+def test_recv_timeout_does_not_bound_decoding_a_frame_that_has_arrived(tcp_pair):
+    # docs/security.md: a timeout bounds waiting for bytes, not decoding.
+    peer, conn = tcp_pair
+    value = [{"k": i, "v": str(i)} for i in range(20_000)]
+    data = msg(value)
+    assert len(data) < net.STREAM_THRESHOLD
+    peer.sendall(data)
+    while not conn.poll(5):
+        pass
+    assert conn.recv(timeout=1e-9) == value  # a deadline already over when decoding starts
+
+
 @pytest.mark.parametrize("timeout", [0, -1.0])
 def test_recv_timeout_must_be_positive(tcp_pair, timeout):
     peer, conn = tcp_pair

@@ -180,6 +180,7 @@ def test_a_server_loop_catching_authentication_error_survives_every_hostile_peer
     for peer in peers:
         peer.join(10)
     assert served == ["hello"]
+    assert not any(peer.is_alive() for peer in peers)  # each one was disconnected
 
 
 def open_descriptors():
