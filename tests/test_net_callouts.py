@@ -96,7 +96,7 @@ def test_send_reduce_closes_and_the_descriptor_is_reused(pipe, how):
 
 
 def test_send_reduce_closes_from_another_thread(pipe):
-    a, b = pipe
+    a, _b = pipe
     reuse = Reuse()
 
     def close_elsewhere():
@@ -152,7 +152,7 @@ class ClosingOffset(int):
 
 
 def test_send_bytes_offset_comparison_closes(pipe):
-    a, b = pipe
+    a, _b = pipe
     reuse = Reuse()
     with pytest.raises(OSError, match="handle is closed"):
         a.send_bytes(b"payload", ClosingOffset(1, lambda: reuse(a)))
@@ -161,7 +161,7 @@ def test_send_bytes_offset_comparison_closes(pipe):
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ in Python classes is 3.12+ (PEP 688)")
 def test_send_bytes_buffer_callout_closes(pipe):
-    a, b = pipe
+    a, _b = pipe
     reuse = Reuse()
 
     class ClosingBuffer:
@@ -221,7 +221,7 @@ def alarm_closing(conn, reuse):
 def test_signal_handler_closes_during_a_blocking_send(pipe):
     """EINTR in the compiled send loop runs the handler, which closes the connection;
     the retry must not write to the descriptor's next owner."""
-    a, b = pipe
+    a, _b = pipe
     reuse = Reuse()
     with alarm_closing(a, reuse), pytest.raises(OSError, match="handle is closed"):
         a.send(b"x" * 900_000)  # compiled path; blocks: the peer does not read
@@ -232,7 +232,7 @@ def test_signal_handler_closes_during_a_blocking_send(pipe):
 
 
 def test_signal_handler_closes_during_a_blocking_recv(pipe):
-    a, b = pipe
+    _a, b = pipe
     reuse = Reuse()
     with alarm_closing(b, reuse), pytest.raises(OSError, match="handle is closed"):
         b.recv()  # compiled path; blocks: nothing was sent
@@ -345,7 +345,7 @@ class ClosingTimeout(float):
 
 @pytest.mark.parametrize("call", ["poll", "recv", "recv_bytes"])
 def test_timeout_comparison_closes(pipe, call):
-    a, b = pipe
+    _a, b = pipe
     reuse = Reuse()
     timeout = ClosingTimeout(1.0, lambda: reuse(b))
     with pytest.raises(OSError, match="handle is closed"):
@@ -354,7 +354,7 @@ def test_timeout_comparison_closes(pipe, call):
 
 
 def test_close_from_another_thread_during_a_blocking_recv_with_deadline(pipe):
-    a, b = pipe
+    _a, b = pipe
     reuse = Reuse()
     timer = threading.Timer(0.2, reuse, args=(b,))
     timer.start()

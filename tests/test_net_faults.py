@@ -325,7 +325,7 @@ def test_recv_timeout_does_not_bound_decoding_a_frame_that_has_arrived(tcp_pair)
 
 @pytest.mark.parametrize("timeout", [0, -1.0])
 def test_recv_timeout_must_be_positive(tcp_pair, timeout):
-    peer, conn = tcp_pair
+    _peer, conn = tcp_pair
     with pytest.raises(ValueError):
         conn.recv(timeout=timeout)
 

@@ -42,7 +42,14 @@ serialised by one lock and receives by another (:class:`MessageLock`: a thread
 waiting for one cannot be interrupted by a signal), so each message is written
 and read whole, one sender and one receiver thread never wait for each other,
 and the messages of one sending thread arrive in the order it sent them.
-``close()`` must not race with a send or receive in progress.
+A call that finds its connection closed mid-way (by a callback it ran, a
+signal handler or another thread) raises ``OSError("handle is closed")`` and
+never touches the descriptor number again.
+
+Unauthenticated peers cannot stall a server: the handshake has one deadline
+(``handshake_timeout``, 10 s by default) and every way it can fail raises
+AuthenticationError; ``allow_md5=False`` refuses legacy HMAC-MD5. A socket
+timeout bounds each read; ``recv(timeout=)`` bounds a whole receive.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from multiprocessing import AuthenticationError, BufferTooShort
 from multiprocessing import connection as _std_connection
 
 from . import pickle as _pickle
+from ._fastwire import FAST_SOCKETS, STREAM_THRESHOLD, ConnectionCore, MessageLock
 from .frames import (
     DEFAULT_MAX_FRAME_SIZE,
     FrameError,
@@ -67,15 +75,14 @@ from .frames import (
     FrameScanner,
     dumps_framed,
 )
-from ._fastwire import FAST_SOCKETS, STREAM_THRESHOLD, ConnectionCore, MessageLock
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_FRAME_SIZE",
     "AuthenticationError",
     "BufferTooShort",
     "Client",
     "Connection",
-    "DEFAULT_HANDSHAKE_TIMEOUT",
-    "DEFAULT_MAX_FRAME_SIZE",
     "Listener",
     "Pipe",
     "wait",
