@@ -13,6 +13,7 @@ default stays compatible with real standard-library peers of 3.8 to 3.13.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import struct
@@ -231,6 +232,24 @@ def test_handshake_timeout_default_is_documented_and_configurable():
     for bad in (0, -1.0):
         with pytest.raises(ValueError):
             net.Listener(("127.0.0.1", 0), authkey=KEY, handshake_timeout=bad)
+
+
+def test_client_waits_for_a_server_that_starts_the_handshake_late():
+    """A client's handshake has no deadline by default: a server begins it only when it
+    calls accept(), which a busy one may do long after the connect."""
+    assert inspect.signature(net.Client).parameters["handshake_timeout"].default is None
+    with net.Listener(("127.0.0.1", 0), authkey=KEY) as listener:
+        result = []
+        client = threading.Thread(
+            target=lambda: result.append(net.Client(listener.address, authkey=KEY, timeout=30)),
+            daemon=True)
+        client.start()
+        time.sleep(1.5)  # the client is connected and waiting for the challenge
+        with listener.accept() as conn:
+            client.join(10)
+            result[0].send("late")
+            assert conn.recv() == "late"
+        result[0].close()
 
 
 def test_client_handshake_timeout_bounds_a_silent_server():

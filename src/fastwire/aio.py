@@ -11,7 +11,7 @@ safety defaults apply: ``recv()`` decodes in restricted mode unless the stream
 was opened with ``trusted=True``, and a frame longer than ``max_frame_size``
 aborts the connection with :class:`~fastwire.frames.FrameTooLarge`.
 
-The handshake is bounded: a peer that has not completed it within
+The handshake is bounded: a peer that has not completed it within a server's
 ``handshake_timeout`` seconds (default 10) is disconnected, and every way a
 handshake can fail (a wrong key, garbage, a message over 256 bytes, a cut
 stream, the timeout) raises AuthenticationError. ``allow_md5=False``
@@ -335,12 +335,13 @@ async def _connected(connect, factory, options, authkey):
 
 async def open_connection(host=None, port=None, *, authkey=None, trusted=False, allowed=(),
                           max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                          handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, **kwds):
+                          handshake_timeout=None, allow_md5=True, **kwds):
     """Connect over TCP; an :class:`ObjectStream`. Extra keywords go to ``loop.create_connection``.
 
     With `authkey`, runs the multiprocessing challenge handshake first:
     AuthenticationError (the connection closed) on a key mismatch or any other
-    failure, including no answer within `handshake_timeout` seconds.
+    failure, including no answer within `handshake_timeout` seconds (None, the
+    default: no deadline, as a server may start the handshake late).
     """
     options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
     loop = asyncio.get_running_loop()
@@ -350,7 +351,7 @@ async def open_connection(host=None, port=None, *, authkey=None, trusted=False, 
 
 async def open_unix_connection(path=None, *, authkey=None, trusted=False, allowed=(),
                                max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                               handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, **kwds):
+                               handshake_timeout=None, allow_md5=True, **kwds):
     """Connect to a Unix socket; an :class:`ObjectStream` (like :func:`open_connection`)."""
     options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
     loop = asyncio.get_running_loop()

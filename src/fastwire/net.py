@@ -1006,14 +1006,16 @@ def _is_abstract(address):
 
 
 def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
-           max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None,
-           handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True):
+           max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None, handshake_timeout=None,
+           allow_md5=True):
     """Connect to a Listener (fastwire's or the standard library's); a :class:`Connection`.
 
     `timeout` bounds the connect and every later read or write. With `authkey`,
     runs the challenge handshake: AuthenticationError (the connection closed)
     on a key mismatch or any other failure, including no answer within
-    `handshake_timeout` seconds. ``allow_md5=False`` refuses HMAC-MD5 both ways.
+    `handshake_timeout` seconds. That is None (no deadline) by default, unlike
+    Listener's: a server starts the handshake only when it calls accept(),
+    which may be late. ``allow_md5=False`` refuses HMAC-MD5 both ways.
     """
     family = _family(address, family)
     if authkey is not None:
