@@ -596,10 +596,12 @@ class _FrameReader:
         return b"".join(parts)
 
     def peek(self, n=0):
-        """Buffered bytes, without consuming them (reading once if none are buffered)."""
+        """Buffered bytes (at most `n` if it is positive), without consuming them;
+        reads once if none are buffered."""
         if self._pos == len(self._head) and self._unread:
             self._refill()
-        return bytes(self._head[self._pos:])
+        end = len(self._head) if n <= 0 else min(len(self._head), self._pos + n)
+        return bytes(self._head[self._pos:end])
 
     def readline(self, size=-1):
         parts = []
