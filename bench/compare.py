@@ -16,12 +16,13 @@ A ratio below a target above 1.0 is reported but fails only with
 
 Usage::
 
-    python bench/compare.py NEW.json                # NEW against bench/baseline.json
+    python bench/compare.py NEW.json                # NEW against this Python's baseline
+                                                    # (bench/baseline-3.X.json, else baseline.json)
     python bench/compare.py OLD.json NEW.json       # NEW against OLD
     python bench/compare.py NEW.json --remeasured AGAIN.json
                                                     # judged on the median of both
     python bench/compare.py --quick                 # measure now (the .ci/run gate)
-    python bench/compare.py --update-baseline       # re-measure, rewrite bench/baseline.json
+    python bench/compare.py --update-baseline       # re-measure, rewrite this Python's baseline-3.X.json
                                                     # (run it against an installed build: tiny
                                                     # pairs shift ~15% between builds)
 
@@ -43,7 +44,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BASELINE = BENCH_DIR / "baseline.json"
+
+
+def baseline_for(version: tuple[int, int] = sys.version_info[:2]) -> Path:
+    """The baseline of one Python version: ratios differ between versions (the
+    stdlib's C pickle and the interpreter change under both sides), so each
+    version is judged against its own measurements, bench/baseline-3.X.json.
+    bench/baseline.json serves a version that has none yet."""
+    own = BENCH_DIR / f"baseline-{version[0]}.{version[1]}.json"
+    return own if own.exists() else BENCH_DIR / "baseline.json"
+
+
+BASELINE = baseline_for()
 DEFAULT_TOLERANCE = 0.15
 # What a ratio measurement can resolve on a shared machine: "slower than the
 # stdlib" means a ratio below 1.0 by more than this.
@@ -328,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.update_baseline:
+        if args.baseline == BASELINE and BASELINE.name == "baseline.json":
+            args.baseline = BENCH_DIR / f"baseline-{sys.version_info[0]}.{sys.version_info[1]}.json"
         if args.files:
             ratios, source = load_ratios(args.files[-1]), str(args.files[-1])
         else:
