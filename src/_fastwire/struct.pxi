@@ -551,7 +551,7 @@ cdef class CompiledFormat:
         acquire_writable(<object>args[0], &view)
         try:
             offset = PyNumber_AsSsize_t(<object>args[1], IndexError)
-            offset = record_offset(offset, self.size, view.len, "pack_into", "packing", "no space to pack")
+            offset = record_offset(offset, self.size, view.len, True)
             # Pack into staging memory first so a value that fails to convert
             # leaves the caller's buffer untouched (the stdlib leaves it half written).
             if self.size <= 256:
@@ -589,8 +589,7 @@ cdef class CompiledFormat:
             # Converted only now: a bad buffer is reported before a bad offset,
             # in the order the stdlib's argument parsing checks them.
             offset = PyNumber_AsSsize_t(offset_arg, OverflowError)
-            offset = record_offset(offset, self.size, view.len,
-                                   "unpack_from", "unpacking", "not enough data to unpack")
+            offset = record_offset(offset, self.size, view.len, False)
             return self.unpack_at(<const char*>view.buf + offset)
         finally:
             release_view(&view)
@@ -649,24 +648,37 @@ cdef class CompiledFormat:
             release_view(&view)
 
 
-cdef Py_ssize_t record_offset(Py_ssize_t offset, Py_ssize_t size, Py_ssize_t length, str method,
-                              str verb, str no_room) except? -1:
+cdef inline Py_ssize_t record_offset(Py_ssize_t offset, Py_ssize_t size, Py_ssize_t length,
+                                     bint packing) except -1:
     """The start of a `size`-byte record at `offset` (negative: from the end) of
     a `length`-byte buffer, or struct.error with _struct.c's message."""
     if offset < 0:
         # Neither sum can overflow: offset < 0 <= size, length.
-        if offset + size > 0:
-            raise StructError(f"{no_room} {size} bytes at offset {offset}")
-        if offset + length < 0:
-            raise StructError(f"offset {offset} out of range for {length}-byte buffer")
+        if offset + size > 0 or offset + length < 0:
+            return raise_record_bounds(offset, size, length, packing)
         offset += length
     if length - offset < size:
-        # As Python ints: size + offset can exceed PY_SSIZE_T_MAX (_struct.c
-        # prints it as size_t).
-        raise StructError(
-            f"{method} requires a buffer of at least {<object>size + <object>offset} bytes for "
-            f"{verb} {size} bytes at offset {offset} (actual buffer size is {length})")
+        return raise_record_bounds(offset, size, length, packing)
     return offset
+
+
+cdef Py_ssize_t raise_record_bounds(Py_ssize_t offset, Py_ssize_t size, Py_ssize_t length,
+                                    bint packing) except -1:
+    if offset < 0:
+        if offset + size > 0:
+            no_room = "no space to pack" if packing else "not enough data to unpack"
+            raise StructError(f"{no_room} {size} bytes at offset {offset}")
+        raise StructError(f"offset {offset} out of range for {length}-byte buffer")
+    # As Python ints: size + offset can exceed PY_SSIZE_T_MAX (_struct.c
+    # prints it as size_t).
+    needed = <object>size + <object>offset
+    if packing:
+        raise StructError(
+            f"pack_into requires a buffer of at least {needed} bytes for packing {size} bytes "
+            f"at offset {offset} (actual buffer size is {length})")
+    raise StructError(
+        f"unpack_from requires a buffer of at least {needed} bytes for unpacking {size} bytes "
+        f"at offset {offset} (actual buffer size is {length})")
 
 
 cdef CompiledFormat compile_format(object format):
@@ -782,7 +794,7 @@ cdef class Struct:
             raise RuntimeError("Struct was not initialised by __init__()")
         return compiled
 
-    cdef CompiledFormat claim(self):
+    cdef inline CompiledFormat claim(self):
         """The format for one call, claimed before the call runs any user code;
         release() ends the claim."""
         cdef CompiledFormat compiled
@@ -794,7 +806,7 @@ cdef class Struct:
             raise RuntimeError("Struct was not initialised by __init__()")
         return compiled
 
-    cdef void release(self) noexcept:
+    cdef inline void release(self) noexcept:
         with cython.critical_section(self):
             self._busy -= 1
 
