@@ -832,20 +832,6 @@ cdef class Struct:
             compiled = self.compiled
         return object.__sizeof__(self) + (compiled.ncodes * sizeof(FormatCode) if compiled is not None else 0)
 
-    cdef bytes _pack_array(self, PyObject** args, Py_ssize_t nargs):
-        cdef CompiledFormat compiled = self.claim()
-        try:
-            return compiled.pack_array(args, nargs)
-        finally:
-            self.release()
-
-    cdef int _pack_into(self, PyObject** args, Py_ssize_t nargs) except -1:
-        cdef CompiledFormat compiled = self.claim()
-        try:
-            return compiled.pack_into(args, nargs)
-        finally:
-            self.release()
-
     def unpack(self, buffer, /):
         """unpack(buffer) -> tuple
 
@@ -1047,11 +1033,21 @@ def iter_unpack(format, buffer, /):
 # The *args entry points, installed as METH_FASTCALL functions (see fastcall.h).
 
 cdef object struct_pack_fastcall(object self, PyObject** args, Py_ssize_t nargs):
-    return (<Struct>self)._pack_array(args, nargs)
+    cdef Struct owner = <Struct>self
+    cdef CompiledFormat compiled = owner.claim()
+    try:
+        return compiled.pack_array(args, nargs)
+    finally:
+        owner.release()
 
 
 cdef object struct_pack_into_fastcall(object self, PyObject** args, Py_ssize_t nargs):
-    (<Struct>self)._pack_into(args, nargs)
+    cdef Struct owner = <Struct>self
+    cdef CompiledFormat compiled = owner.claim()
+    try:
+        compiled.pack_into(args, nargs)
+    finally:
+        owner.release()
     return None
 
 
