@@ -23,8 +23,8 @@ import fastwire.struct
 # Imported before the swap: they (and what they import) must bind the real
 # struct module, not fastwire's.
 pytest.importorskip("test.support", reason="this Python was built without its test package")
-import test.support.import_helper  # noqa: E402,F401
-import test.support.script_helper  # noqa: E402,F401
+import test.support.import_helper
+import test.support.script_helper  # noqa: F401
 
 
 def load_cpython_test_struct():

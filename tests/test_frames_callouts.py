@@ -17,7 +17,13 @@ import sys
 
 import pytest
 
-from fastwire.frames import FrameScanner, FrameTooLarge, encode_frame, index_frames, scan_frames
+from fastwire.frames import (
+    FrameScanner,
+    FrameTooLarge,
+    encode_frame,
+    index_frames,
+    scan_frames,
+)
 
 needs_buffer_protocol = pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ is Python 3.12+")
 

@@ -23,7 +23,7 @@ FORMATS = ["b", "<h", "<i", "<iHd", "@iq", "7s", "3p", "1p", "10s", "11s", "x", 
 def outcome(call):
     try:
         return ("ok", call())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any exception is an outcome to compare
         return ("raise", type(exc), str(exc))
 
 
@@ -76,10 +76,10 @@ def test_unpack_and_batches_at_every_length(fmt):
     size = std.calcsize(fmt)
     for length in sorted({0, max(size - 1, 0), size, size + 1, 2 * size - 1, 2 * size, 2 * size + 1}):
         data = bytes(range(length))
-        assert outcome(lambda: fw.unpack(fmt, data)) == outcome(lambda: std.unpack(fmt, data))
-        expected = outcome(lambda: list(std.iter_unpack(fmt, data)))
-        assert outcome(lambda: list(fw.iter_unpack(fmt, data)))[:2] == expected[:2]
-        many = outcome(lambda: fw.Struct(fmt).unpack_many(data))
+        assert outcome(lambda d=data: fw.unpack(fmt, d)) == outcome(lambda d=data: std.unpack(fmt, d))
+        expected = outcome(lambda d=data: list(std.iter_unpack(fmt, d)))
+        assert outcome(lambda d=data: list(fw.iter_unpack(fmt, d)))[:2] == expected[:2]
+        many = outcome(lambda d=data: fw.Struct(fmt).unpack_many(d))
         assert many[:2] == expected[:2]
 
 
@@ -110,7 +110,7 @@ def test_range_error_messages_follow_the_running_python(order, code):
         pytest.skip("'n' and 'N' exist only in native mode")
     fmt = order + code
     for value in RANGE_VALUES:
-        assert outcome(lambda: fw.pack(fmt, value)) == outcome(lambda: std.pack(fmt, value)), value
+        assert outcome(lambda v=value: fw.pack(fmt, v)) == outcome(lambda v=value: std.pack(fmt, v)), value
 
 
 class Recorder:
@@ -123,8 +123,8 @@ class Recorder:
 
 
 @pytest.mark.parametrize("fmt,rows", [
-    ("<%ds" % (sys.maxsize // 4), 5),        # rows x size exceeds sys.maxsize
-    ("<%ds" % (sys.maxsize // 2 - 1), 1),    # fits the limit, cannot be allocated
+    (f"<{sys.maxsize // 4}s", 5),        # rows x size exceeds sys.maxsize
+    (f"<{sys.maxsize // 2 - 1}s", 1),    # fits the limit, cannot be allocated
 ])
 def test_pack_many_raises_memoryerror_before_packing(fmt, rows):
     """docs/limits.md: pack_many raises MemoryError, before anything is packed,

@@ -40,7 +40,7 @@ class Callback:
     def _run(self):
         try:
             self.outcomes.append(("ok", self.action()))
-        except Exception as exc:  # recorded: the test asserts on it
+        except Exception as exc:  # noqa: BLE001 - recorded: the test asserts on it
             self.outcomes.append(("raise", type(exc)))
 
     def __index__(self):
@@ -311,7 +311,7 @@ def collector_on_every_allocation():
 def test_finalizers_churning_the_module_cache(collector_on_every_allocation):
     """Module-level calls while finalizers run pack/calcsize with other formats
     and clear the cache: each call packs with its own format's codes."""
-    formats = ["<%dh" % n for n in range(1, 8)] + ["<%dq" % n for n in range(1, 8)]
+    formats = [f"<{n}h" for n in range(1, 8)] + [f"<{n}q" for n in range(1, 8)]
 
     def churn():
         for fmt in formats[::3]:
