@@ -123,14 +123,32 @@ class Recorder:
 
 
 @pytest.mark.parametrize("fmt,rows", [
-    (f"<{sys.maxsize // 4}s", 5),        # rows x size exceeds sys.maxsize
-    (f"<{sys.maxsize // 2 - 1}s", 1),    # fits the limit, cannot be allocated
+    (f"<{sys.maxsize // 4}si", 4),       # the first row count whose rows x size exceeds sys.maxsize
+    (f"<{sys.maxsize // 4}si", 5),
+    (f"<{sys.maxsize // 2 - 1}si", 1),   # fits the limit, cannot be allocated
 ])
 def test_pack_many_raises_memoryerror_before_packing(fmt, rows):
     """docs/limits.md: pack_many raises MemoryError, before anything is packed,
     when rows x size is too large."""
-    s = fw.Struct(fmt + "i")
+    s = fw.Struct(fmt)
+    assert rows != 4 or sys.maxsize // s.size + 1 == rows
     recorders = [Recorder() for _ in range(rows)]
     with pytest.raises(MemoryError):
         s.pack_many([(b"x", r) for r in recorders])
     assert [r.converted for r in recorders] == [0] * rows
+
+
+@pytest.mark.parametrize("fmt", ["<7s2x", "<1s2x", "<0s2x", "<3p2x", "<1p2x", "<255p2x", "<256p2x"])
+def test_string_fields_at_every_value_length(fmt):
+    """'s' and 'p' values one shorter, as long as and one longer than the field
+    (a truncation off by one writes into the padding after it). "0p" is left
+    out: the stdlib writes outside that field (gh-124248, test_struct_hostile.py)."""
+    size = std.calcsize(fmt) - 2
+    for n in sorted({0, max(size - 2, 0), max(size - 1, 0), size, size + 1, size + 2, 300}):
+        value = bytes(range(1, n + 1)) if n < 256 else b"v" * n
+        expected = outcome(lambda v=value: std.pack(fmt, v))
+        assert outcome(lambda v=value: fw.pack(fmt, v)) == expected, n
+        target = bytearray(size + 4)
+        assert outcome(lambda v=value: fw.pack_into(fmt, target, 1, v))[0] == "ok"
+        assert bytes(target) == b"\0" + expected[1] + b"\0", n
+        assert outcome(lambda: fw.unpack(fmt, expected[1])) == outcome(lambda: std.unpack(fmt, expected[1]))
