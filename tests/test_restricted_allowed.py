@@ -66,8 +66,17 @@ REFUSED_NAMES = [
 ]
 
 
+def loads(data):
+    """An application's own loader: refused by its name, not by where it lives."""
+    return pickle.loads(data)
+
+
+def evaluate_expression(text):
+    return eval(text)
+
+
 def _refused_objects():
-    objects = [fastwire.pickle.loads, fastwire.pickle.load, fastwire.pickle.Unpickler,
+    objects = [loads, evaluate_expression, fastwire.pickle.loads, fastwire.pickle.load, fastwire.pickle.Unpickler,
                pickle.loads, pickle.Unpickler, marshal.loads, shelve.open, os.system,
                os.popen, os.execv, subprocess.Popen, subprocess.getoutput, runpy.run_path,
                importlib.import_module, types.FunctionType, types.CodeType,

@@ -201,6 +201,8 @@ cdef extern from "restrict.h":
     ctypedef int (*fw_classify_fn)(void *ctx, PyObject *obj) except -1
     Py_ssize_t fw_atom_weight(PyObject *o) noexcept
     Py_ssize_t fw_sat_add(Py_ssize_t a, Py_ssize_t b) noexcept
+    Py_ssize_t fw_add_atom_weights(PyObject **items, Py_ssize_t n, Py_ssize_t step,
+                                   Py_ssize_t *sum) noexcept
     int fw_measure(PyObject *root, int max_depth, int mode, fw_classify_fn classify,
                    void *ctx, PyObject *exc_type, Py_ssize_t *size, int *depth) except -1
 
@@ -538,7 +540,7 @@ cdef enum:
 cdef int _unp_charge(Unpickler u, obj, int how) except -1:
     """Count the work of hashing, passing or returning obj against the
     load's budget, refusing it before the work is done."""
-    cdef Py_ssize_t size = fw_atom_weight(<PyObject *>obj), limit, consumed
+    cdef Py_ssize_t size = fw_atom_weight(<PyObject *>obj)
     cdef int depth
     cdef Allowed r = u.restriction
     if size < 0:
@@ -546,6 +548,12 @@ cdef int _unp_charge(Unpickler u, obj, int how) except -1:
                    _unp_classify_result if how == UNP_CHARGE_RESULT else _unp_classify_any,
                    <void *>u, <PyObject *>UnpicklingError, &size, &depth)
     u.work = fw_sat_add(u.work, size)
+    return _unp_check_work(u)
+
+
+cdef int _unp_check_work(Unpickler u) except -1:
+    cdef Py_ssize_t limit, consumed
+    cdef Allowed r = u.restriction
     consumed = _unp_consumed(u) + UNP_WORK_FLOOR
     limit = consumed * r.work_factor if consumed < PY_SSIZE_T_MAX // 4 // r.work_factor \
         else PY_SSIZE_T_MAX // 4
@@ -563,9 +571,12 @@ cdef int _unp_charge_range(Unpickler u, Py_ssize_t start, Py_ssize_t stop,
     """Charge stack items start, start+step, ... before they are used."""
     cdef Py_ssize_t i = start
     while i < stop:
-        _unp_charge(u, <object>u.stack[i], how)
-        i += step
-    return 0
+        # Atoms (most keys) are summed in C; anything else is measured.
+        i += fw_add_atom_weights(u.stack + i, stop - i, step, &u.work)
+        if i < stop:
+            _unp_charge(u, <object>u.stack[i], how)
+            i += step
+    return _unp_check_work(u)
 
 
 cdef int _unp_note_made(Unpickler u, obj) except -1:
@@ -2060,7 +2071,11 @@ cdef object _unp_decode(Unpickler u):
     result = _unp_pop(u)
     if u.restriction is not None:
         # Whatever the load built may now be hashed, compared or printed
-        # by the caller: it must fit the same bounds.
+        # by the caller: it must fit the same bounds.  loads() forgets its
+        # memo now rather than after returning, so that a container only
+        # its parent holds is seen to be unshared (restrict.h).
+        if u.file_read is None:
+            _unp_memo_clear(u)
         _unp_charge(u, result, UNP_CHARGE_RESULT)
         u.made = None
     return result

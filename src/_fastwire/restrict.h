@@ -62,6 +62,21 @@ static inline Py_ssize_t fw_atom_weight(PyObject *o)
     return -1;
 }
 
+/* Add the weights of items[0], items[step], ... below items[n] to *sum while
+ * they are atoms; return the index of the first that is not (n if none). */
+static inline Py_ssize_t fw_add_atom_weights(PyObject **items, Py_ssize_t n, Py_ssize_t step,
+                                             Py_ssize_t *sum)
+{
+    Py_ssize_t i, w;
+    for (i = 0; i < n; i += step) {
+        w = fw_atom_weight(items[i]);
+        if (w < 0)
+            return i;
+        *sum = fw_sat_add(*sum, w);
+    }
+    return n;
+}
+
 enum { FW_LEAF, FW_TUPLE, FW_LIST, FW_DICT, FW_SET };
 
 typedef struct {
@@ -99,7 +114,7 @@ static inline size_t fw_seen_slot(PyObject *key, Py_ssize_t cap)
 
 static int fw_seen_grow(fw_walk *w)
 {
-    Py_ssize_t cap = w->seen_cap ? w->seen_cap * 2 : 64, i;
+    Py_ssize_t cap = w->seen_cap ? w->seen_cap * 2 : 16, i;
     fw_seen_entry *grown = (fw_seen_entry *)PyMem_Calloc((size_t)cap, sizeof(fw_seen_entry));
     if (grown == NULL) {
         PyErr_NoMemory();
@@ -229,9 +244,10 @@ static int fw_open(fw_walk *w, PyObject *o, int max_depth, int mode, fw_classify
 #ifdef Py_GIL_DISABLED
     shared = 1;     /* reference counts are not a snapshot here */
 #else
-    /* Held once (by the parent being measured): nothing else can reach it
-     * twice, so it needs no table entry. */
-    shared = Py_REFCNT(o) > 1 || w->nframes == 0;
+    /* Held once by the parent being measured (a child also carries the
+     * walk's own temporary reference): nothing else can reach it twice, so
+     * it needs no table entry. */
+    shared = Py_REFCNT(o) > (w->nframes > 0 ? 2 : 1);
 #endif
     if (shared) {
         fw_seen_entry *e = fw_seen_find(w, o, &inserted);
@@ -268,9 +284,11 @@ static int fw_open(fw_walk *w, PyObject *o, int max_depth, int mode, fw_classify
         w->frames_cap = cap;
     }
     f = &w->frames[w->nframes];
-    memset(f, 0, sizeof(*f));
     Py_INCREF(o);
     f->obj = o;
+    f->iter = NULL;
+    f->pending = NULL;
+    f->pos = 0;
     f->inst_dict = inst_dict;
     f->kind = kind;
     f->shared = shared;
@@ -286,21 +304,29 @@ static int fw_open(fw_walk *w, PyObject *o, int max_depth, int mode, fw_classify
     return 1;
 }
 
-/* The next child of f as a new reference: 1 = *child set, 0 = no more. */
+/* Add f's atom children to its size and return its next other child as a
+ * new reference: 1 = *child set, 0 = no more, -1 = error.  Atoms are most
+ * children, so they are summed here without a frame or a call. */
 static int fw_next_child(fw_frame *f, PyObject **child)
 {
-    PyObject *k, *v;
+    PyObject *k, *v, *item;
+    Py_ssize_t w, n;
     switch (f->kind) {
     case FW_TUPLE:
-        if (f->pos < PyTuple_GET_SIZE(f->obj)) {
-            *child = Py_NewRef(PyTuple_GET_ITEM(f->obj, f->pos++));
-            return 1;
-        }
-        break;
     case FW_LIST:
-        if (f->pos < PyList_GET_SIZE(f->obj)) {
-            *child = Py_NewRef(PyList_GET_ITEM(f->obj, f->pos++));
-            return 1;
+        n = f->kind == FW_TUPLE ? PyTuple_GET_SIZE(f->obj) : PyList_GET_SIZE(f->obj);
+        while (f->pos < n) {
+            item = f->kind == FW_TUPLE ? PyTuple_GET_ITEM(f->obj, f->pos)
+                                       : PyList_GET_ITEM(f->obj, f->pos);
+            f->pos++;
+            w = fw_atom_weight(item);
+            if (w < 0) {
+                *child = Py_NewRef(item);
+                return 1;
+            }
+            f->size = fw_sat_add(f->size, w);
+            if (f->kind == FW_LIST)
+                n = PyList_GET_SIZE(f->obj);
         }
         break;
     case FW_DICT:
@@ -309,16 +335,35 @@ static int fw_next_child(fw_frame *f, PyObject **child)
             f->pending = NULL;
             return 1;
         }
-        if (PyDict_Next(f->obj, &f->pos, &k, &v)) {
-            f->pending = Py_NewRef(v);
-            *child = Py_NewRef(k);
-            return 1;
+        while (PyDict_Next(f->obj, &f->pos, &k, &v)) {
+            w = fw_atom_weight(v);
+            if (w >= 0)
+                f->size = fw_sat_add(f->size, w);
+            else
+                f->pending = Py_NewRef(v);
+            w = fw_atom_weight(k);
+            if (w < 0) {
+                *child = Py_NewRef(k);
+                return 1;
+            }
+            f->size = fw_sat_add(f->size, w);
+            if (f->pending != NULL) {
+                *child = f->pending;
+                f->pending = NULL;
+                return 1;
+            }
         }
         break;
     case FW_SET:
-        *child = PyIter_Next(f->iter);
-        if (*child != NULL)
-            return 1;
+        while ((item = PyIter_Next(f->iter)) != NULL) {
+            w = fw_atom_weight(item);
+            if (w < 0) {
+                *child = item;
+                return 1;
+            }
+            f->size = fw_sat_add(f->size, w);
+            Py_DECREF(item);
+        }
         if (PyErr_Occurred())
             return -1;
         Py_CLEAR(f->iter);
