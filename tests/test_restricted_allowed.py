@@ -269,3 +269,26 @@ def test_passing_the_class_object_imports_nothing(tmp_path):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "imported: []" in proc.stdout and "by name: needs the import" in proc.stdout
+
+
+class Guarded:
+    """An allowed class that keeps an object of a type nobody allowed."""
+
+    def __init__(self, value):
+        self.value = value
+        self.lock = __import__("threading").Lock()
+
+    def __reduce__(self):
+        return Guarded, (self.value,)
+
+
+def test_what_allowed_classes_make_themselves_is_left_alone():
+    got = fwpickle.loads(pickle.dumps([Guarded([1, 2])]), allowed=[Guarded])
+    assert got[0].value == [1, 2] and got[0].lock.acquire(blocking=False)
+
+
+def test_a_value_type_global_smuggled_into_an_allowed_instance_is_refused():
+    data = b"\x80\x02" + f"c{__name__}\nPoint\n".encode() + b")\x81}X\x01\x00\x00\x00xcbuiltins\nint\nsb."
+    assert pickle.loads(data).x is int
+    with pytest.raises(pickle.UnpicklingError, match="builtins.int"):
+        fwpickle.loads(data, allowed=[Point])

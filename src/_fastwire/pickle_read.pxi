@@ -232,6 +232,7 @@ _unp_value_globals[("_codecs", "encode")] = _unp_codecs.encode
 _unp_value_globals[("copyreg", "_reconstructor")] = _unp_copyreg._reconstructor
 # By identity: a metaclass __eq__ must not make a class pass for int.
 cdef dict _unp_value_type_ids = {id(t): t for t in _UNP_VALUE_TYPES}
+cdef dict _unp_value_global_ids = {id(g): g for g in _unp_value_globals.values()}
 # What value constructors may take: anything they do with these is C code
 # whose cost the measured size bounds.
 cdef tuple _unp_exact_containers = (list, tuple, dict, set, frozenset)
@@ -519,13 +520,18 @@ cdef int _unp_classify_any(void *ctx, PyObject *o) except -1:
 cdef int _unp_classify_result(void *ctx, PyObject *o) except -1:
     """What a restricted load may hand out besides builtin values: allowed
     globals, instances of allowed classes, what allowed callables returned,
-    and the caller's own buffers and persistent objects."""
+    and the caller's own buffers and persistent objects.  The only other
+    objects a pickle can produce are the value-type globals (Allowed's
+    check_call refuses object()); anything else found here was made by
+    allowed code (a lock an allowed class keeps) and is left alone."""
     u = <Unpickler>ctx
     obj = <object>o
     if u.restriction.is_trusted(obj):
         return 0
     if u.restriction.is_trusted(type(obj)) or (u.made is not None and id(obj) in u.made):
         return 1
+    if _unp_value_global_ids.get(id(obj)) is not obj:
+        return 0
     raise UnpicklingError(f"restricted unpickling (allowed=) does not hand out "
                           f"{_unp_describe(obj)}: only builtin values, the globals listed "
                           "in allowed= and what they build")
