@@ -292,3 +292,35 @@ def test_a_value_type_global_smuggled_into_an_allowed_instance_is_refused():
     assert pickle.loads(data).x is int
     with pytest.raises(pickle.UnpicklingError, match="builtins.int"):
         fwpickle.loads(data, allowed=[Point])
+
+
+REENTERED = []
+ARMED = []
+
+
+class _NamesByReentering(type):
+    @property
+    def __module__(cls):
+        if ARMED:
+            entries = ARMED.pop()
+            # The restriction being built for these entries is not finished:
+            # the nested load builds its own from the same tuple.
+            REENTERED.append(fwpickle.loads(pickle.dumps([Reentrant(), (2,)]), allowed=entries))
+        return __name__
+
+
+class Reentrant(metaclass=_NamesByReentering):
+    def __eq__(self, other):
+        return type(other) is Reentrant
+
+    __hash__ = object.__hash__
+
+
+def test_an_entry_whose_name_reenters_loads_gets_clean_results():
+    payload = pickle.dumps([Reentrant(), "x"])
+    entries = (Reentrant,)                        # a tuple no restriction was built from yet
+    REENTERED.clear()
+    ARMED[:] = [entries]
+    outer = fwpickle.loads(payload, allowed=entries)
+    assert outer == [Reentrant(), "x"]
+    assert REENTERED == [[Reentrant(), (2,)]]
