@@ -274,11 +274,13 @@ cdef frozenset _unp_refused_names = frozenset({
     "system", "load", "loads", "load_module", "unsafe_load", "full_load", "compile",
     "open", "run", "call", "run_path", "run_module", "check_call", "check_output",
     "getoutput", "getstatusoutput", "fork", "kill", "breakpoint", "globals", "locals",
-    "vars", "input", "help", "dir",
+    "vars", "input", "help", "dir", "__import__", "import_module", "import_string",
 })
-cdef tuple _unp_refused_stems = ("exec", "eval", "spawn", "popen", "import", "getattr",
-                                 "setattr", "delattr", "attrgetter", "itemgetter",
-                                 "methodcaller", "pickle", "marshal")
+# Name beginnings and parts that say "runs code" or "reaches attributes",
+# narrow enough to leave data classes (Retrieval, Important...) alone.
+cdef tuple _unp_refused_prefixes = ("exec", "eval", "spawn", "popen")
+cdef tuple _unp_refused_parts = ("getattr", "setattr", "delattr", "attrgetter", "itemgetter",
+                                 "methodcaller")
 cdef frozenset _unp_refused_builtin_classes = frozenset({"type", "object", "super"})
 
 # Every callable found in an imported module the rule refuses, by id: an
@@ -304,9 +306,11 @@ cdef str _unp_refusal(module, qualname):
         low = last.lower()
         if last in _unp_refused_names:
             return f"{last!r} names a loader, process or file opener"
-        for stem in _unp_refused_stems:
+        if low.startswith(_unp_refused_prefixes):
+            return f"{last!r} names a way to run code"
+        for stem in _unp_refused_parts:
             if stem in low:
-                return f"{last!r} names a way to run code or reach attributes"
+                return f"{last!r} names a way to reach attributes"
         if top == "builtins":
             first = q.partition(".")[0]
             obj = _unp_builtins.__dict__.get(first)
