@@ -51,8 +51,16 @@ static inline Py_ssize_t fw_atom_weight(PyObject *o)
     PyTypeObject *t = Py_TYPE(o);
     if (t == &PyUnicode_Type)
         return 1 + ((PyUnicode_GET_LENGTH(o) * (Py_ssize_t)PyUnicode_KIND(o)) >> 3);
-    if (t == &PyLong_Type)
+    if (t == &PyLong_Type) {
+#if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)o))
+            return 1;
+#else
+        if (Py_ABS(Py_SIZE(o)) <= 1)
+            return 1;
+#endif
         return 1 + (Py_ssize_t)(_PyLong_NumBits(o) >> 6);
+    }
     if (o == Py_None || t == &PyFloat_Type || t == &PyBool_Type || t == &PyComplex_Type)
         return 1;
     if (t == &PyBytes_Type)
@@ -98,12 +106,29 @@ typedef struct {
     int done;
 } fw_seen_entry;
 
+/* Most measured objects are small: their frames and table live here, and a
+ * walk allocates only when it outgrows them. */
+#define FW_INLINE_FRAMES 16
+#define FW_INLINE_SEEN 8
+
 typedef struct {
     fw_frame *frames;
     Py_ssize_t nframes, frames_cap;
     fw_seen_entry *seen;
     Py_ssize_t seen_used, seen_cap;
+    fw_frame frames_inline[FW_INLINE_FRAMES];
+    fw_seen_entry seen_inline[FW_INLINE_SEEN];
 } fw_walk;
+
+static void fw_walk_init(fw_walk *w)
+{
+    w->frames = w->frames_inline;
+    w->nframes = 0;
+    w->frames_cap = FW_INLINE_FRAMES;
+    w->seen = NULL;         /* seen_inline is cleared on first use */
+    w->seen_used = 0;
+    w->seen_cap = 0;
+}
 
 static inline size_t fw_seen_slot(PyObject *key, Py_ssize_t cap)
 {
@@ -114,8 +139,16 @@ static inline size_t fw_seen_slot(PyObject *key, Py_ssize_t cap)
 
 static int fw_seen_grow(fw_walk *w)
 {
-    Py_ssize_t cap = w->seen_cap ? w->seen_cap * 2 : 16, i;
-    fw_seen_entry *grown = (fw_seen_entry *)PyMem_Calloc((size_t)cap, sizeof(fw_seen_entry));
+    Py_ssize_t cap, i;
+    fw_seen_entry *grown;
+    if (w->seen == NULL) {
+        memset(w->seen_inline, 0, sizeof(w->seen_inline));
+        w->seen = w->seen_inline;
+        w->seen_cap = FW_INLINE_SEEN;
+        return 0;
+    }
+    cap = w->seen_cap * 2;
+    grown = (fw_seen_entry *)PyMem_Calloc((size_t)cap, sizeof(fw_seen_entry));
     if (grown == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -128,7 +161,8 @@ static int fw_seen_grow(fw_walk *w)
             grown[s] = w->seen[i];
         }
     }
-    PyMem_Free(w->seen);
+    if (w->seen != w->seen_inline)
+        PyMem_Free(w->seen);
     w->seen = grown;
     w->seen_cap = cap;
     return 0;
@@ -167,8 +201,10 @@ static void fw_walk_free(fw_walk *w)
 {
     while (w->nframes > 0)
         fw_frame_release(&w->frames[--w->nframes]);
-    PyMem_Free(w->frames);
-    PyMem_Free(w->seen);
+    if (w->frames != w->frames_inline)
+        PyMem_Free(w->frames);
+    if (w->seen != w->seen_inline)
+        PyMem_Free(w->seen);
 }
 
 static int fw_depth_error(PyObject *exc_type, int max_depth)
@@ -273,8 +309,16 @@ static int fw_open(fw_walk *w, PyObject *o, int max_depth, int mode, fw_classify
         return fw_depth_error(exc_type, max_depth);
     }
     if (w->nframes == w->frames_cap) {
-        Py_ssize_t cap = w->frames_cap ? w->frames_cap * 2 : 32;
-        fw_frame *grown = (fw_frame *)PyMem_Realloc(w->frames, (size_t)cap * sizeof(fw_frame));
+        Py_ssize_t cap = w->frames_cap * 2;
+        fw_frame *grown;
+        if (w->frames == w->frames_inline) {
+            grown = (fw_frame *)PyMem_Malloc((size_t)cap * sizeof(fw_frame));
+            if (grown != NULL)
+                memcpy(grown, w->frames, (size_t)w->nframes * sizeof(fw_frame));
+        }
+        else {
+            grown = (fw_frame *)PyMem_Realloc(w->frames, (size_t)cap * sizeof(fw_frame));
+        }
         if (grown == NULL) {
             Py_XDECREF(inst_dict);
             PyErr_NoMemory();
@@ -388,7 +432,7 @@ static int fw_measure(PyObject *root, int max_depth, int mode, fw_classify_fn cl
     Py_ssize_t csize;
     int cdepth, r;
 
-    memset(&w, 0, sizeof(w));
+    fw_walk_init(&w);
     r = fw_open(&w, root, max_depth, mode, classify, ctx, exc_type, size, depth);
     if (r <= 0) {
         fw_walk_free(&w);
