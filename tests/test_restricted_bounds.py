@@ -362,8 +362,20 @@ def impostor_factory():
 def test_value_types_are_matched_by_identity_not_equality():
     data = b"\x80\x02" + _main_global("impostor_factory") + b")R)R."   # impostor_factory()()
     assert pickle.loads(data).__class__ is Impostor
-    with pytest.raises(pickle.UnpicklingError, match="Impostor"):
+    with pytest.raises(pickle.UnpicklingError, match="REDUCE of '.*Impostor' is not allowed"):
         fwpickle.loads(data, allowed=[impostor_factory])
+
+
+def impostor_instance():
+    return Impostor()
+
+
+def test_arguments_are_matched_as_builtin_values_by_identity():
+    # set(x) is allowed for builtin containers x; an object whose class's
+    # metaclass says it equals list must not pass for one.
+    data = (b"\x80\x02cbuiltins\nset\n" + _main_global("impostor_instance") + b")R\x85R.")
+    with pytest.raises(pickle.UnpicklingError, match="set\\(\\) of .*Impostor"):
+        fwpickle.loads(data, allowed=[impostor_instance])
 
 
 # --- over a real connection: the server survives and keeps serving ------------------------

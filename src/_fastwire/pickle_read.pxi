@@ -233,9 +233,13 @@ _unp_value_globals[("copyreg", "_reconstructor")] = _unp_copyreg._reconstructor
 # By identity: a metaclass __eq__ must not make a class pass for int.
 cdef dict _unp_value_type_ids = {id(t): t for t in _UNP_VALUE_TYPES}
 cdef dict _unp_value_global_ids = {id(g): g for g in _unp_value_globals.values()}
-# What value constructors may take: anything they do with these is C code
-# whose cost the measured size bounds.
-cdef tuple _unp_exact_containers = (list, tuple, dict, set, frozenset)
+
+
+cdef inline bint _unp_is_exact_container(t):
+    """What value constructors may take besides atoms: anything they do with
+    these is C code whose cost the measured size bounds.  By identity, as
+    above."""
+    return t is list or t is tuple or t is dict or t is set or t is frozenset
 
 # Codec names an allowed value constructor may be asked for: all built into
 # the interpreter, so a hostile pickle cannot make a codec lookup import an
@@ -486,7 +490,7 @@ cdef class Allowed:
 
     cdef int _check_value_args(self, func, tuple args, str what) except -1:
         for arg in args:
-            if fw_atom_weight(<PyObject *>arg) < 0 and type(arg) not in _unp_exact_containers:
+            if fw_atom_weight(<PyObject *>arg) < 0 and not _unp_is_exact_container(type(arg)):
                 raise UnpicklingError(f"{what}: {func.__name__}() of {_unp_describe(arg)} is "
                                       "not allowed in restricted mode (only of builtin values)")
         return 0
@@ -592,7 +596,7 @@ cdef int _unp_charge_range(Unpickler u, Py_ssize_t start, Py_ssize_t stop,
 cdef int _unp_note_made(Unpickler u, obj) except -1:
     """Remember an object restricted mode may hand out although its type was
     not listed (what an allowed function returned, a caller's buffer)."""
-    if fw_atom_weight(<PyObject *>obj) >= 0 or type(obj) in _unp_exact_containers \
+    if fw_atom_weight(<PyObject *>obj) >= 0 or _unp_is_exact_container(type(obj)) \
             or u.restriction.is_trusted(type(obj)):
         return 0
     if u.made is None:
