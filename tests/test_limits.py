@@ -154,8 +154,10 @@ DEPTH = 1_000_000
 
 
 @pytest.mark.parametrize("shape", ["lists", "tuples", "dicts", "frozensets"])
-@pytest.mark.parametrize("restricted", [False, True], ids=["full", "allowed=()"])
-def test_loads_of_million_deep_nesting_is_clean(shape, restricted):
+def test_loads_of_million_deep_nesting_is_clean(shape):
+    """Trusted mode builds it, as the stdlib does, without C recursion (and
+    frees it through CPython's trashcan); restricted mode refuses it by
+    max_depth (tests/test_restricted_bounds.py)."""
     # Built by hand: the opcodes are what any producer could send.
     builders = {
         "lists": "b'\\x80\\x02' + b']' * D + b'a' * (D - 1) + b'.'",
@@ -163,19 +165,17 @@ def test_loads_of_million_deep_nesting_is_clean(shape, restricted):
         "dicts": "b'\\x80\\x02}' + b'K\\x00}' * (D - 1) + b's' * (D - 1) + b'.'",
         "frozensets": "b'\\x80\\x04' + b'(' * D + b'\\x91' * D + b'.'",
     }
-    kwargs = "allowed=()" if restricted else ""
     results = run_child(f"""
         from fastwire import pickle
         D = {DEPTH}
         data = {builders[shape]}
         try:
-            value = pickle.loads(data, {kwargs})
+            value = pickle.loads(data)
             print("result outcome=ok")
         except Exception as exc:
             print(f"result outcome={{type(exc).__name__}}")
     """, timeout=300)
-    assert results["result"]["outcome"] in {"ok", "RecursionError", "UnpicklingError", "MemoryError",
-                                            "ValueError", "EOFError", "IndexError"}
+    assert results["result"]["outcome"] == "ok"
 
 
 @pytest.mark.parametrize("shape", ["list", "dict", "tuple"])
