@@ -577,9 +577,9 @@ def test_preload_config_prepared_every_worker(client):
 
 def test_setup_worker_keeps_serializer_lists_the_worker_was_given():
     own = ["msgpack", "pickle"]
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None, serializers=own,
+    with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0", serializers=own,
                       deserializers=own) as given, \
-            LocalCluster(n_workers=1, processes=False, dashboard_address=None) as default:
+            LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as default:
         [explicit] = given.workers.values()
         [implicit] = default.workers.values()
         fd.setup_worker(explicit)
