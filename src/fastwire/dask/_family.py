@@ -28,6 +28,8 @@ import collections
 import io
 import sys
 import threading
+import types
+import weakref
 from typing import Any, Iterable
 
 import cloudpickle  # a dependency of distributed
@@ -59,14 +61,14 @@ def _by_value(module: str, registry) -> bool:
         module = parent
 
 
-def _importable_by_name(obj) -> bool:
+def _importable_by_name(obj, registry) -> bool:
     """True if cloudpickle would write the class or function ``obj`` by name too.
 
     The common case, answered in a few attribute look-ups: a top-level attribute
-    of an imported module that is not ``__main__`` nor registered to be pickled by
-    value. Everything else (nested names, ``<lambda>``, ``<locals>``, builtins such
-    as ``mappingproxy`` that no module holds by name) is left to cloudpickle's own
-    test."""
+    of an imported module that is not ``__main__`` nor (``registry``: cloudpickle's
+    by-value modules) registered to be pickled by value. Everything else (nested
+    names, ``<lambda>``, ``<locals>``, builtins such as ``mappingproxy`` that no
+    module holds by name) is left to cloudpickle's own test."""
     module_name = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if type(module_name) is not str or type(qualname) is not str or module_name == "__main__" \
@@ -75,8 +77,26 @@ def _importable_by_name(obj) -> bool:
     module = sys.modules.get(module_name)
     if module is None or getattr(module, qualname, None) is not obj:
         return False
-    registry = cloudpickle.list_registry_pickle_by_value()
     return not (registry and _by_value(module_name, registry))
+
+
+_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+# Code objects are immutable, so their reduction (a tuple of their attributes, about
+# a third of the work of sending a function by value) is the same every time a task
+# function is sent. Kept per code object (by identity: equal code objects may differ
+# in co_filename) for as long as it lives.
+_code_reductions: dict = {}
+
+
+def _code_reduce(code):
+    """cloudpickle's reduction of a code object, computed once per code object."""
+    entry = _code_reductions.get(id(code))
+    if entry is not None and entry[0]() is code:
+        return entry[1]
+    reduction = _CODE_REDUCE(code)
+    key = id(code)
+    _code_reductions[key] = (weakref.ref(code, lambda _, key=key: _code_reductions.pop(key, None)), reduction)
+    return reduction
 
 
 class _ByValue:
@@ -89,15 +109,19 @@ class _ByValue:
     then share one globals dict on arrival.
     """
 
-    __slots__ = ("_pickler", "_protocol")
-    dispatch_table = cloudpickle.Pickler.dispatch_table
+    __slots__ = ("_pickler", "_protocol", "_registry")
+    dispatch_table = collections.ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
 
     def __init__(self, protocol: int):
         self._pickler = None
         self._protocol = protocol
+        self._registry = None
 
     def reducer_override(self, obj):
-        if _importable_by_name(obj):
+        registry = self._registry
+        if registry is None:
+            registry = self._registry = cloudpickle.list_registry_pickle_by_value()
+        if _importable_by_name(obj, registry):
             return NotImplemented
         pickler = self._pickler
         if pickler is None:
