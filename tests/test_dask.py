@@ -331,6 +331,19 @@ def test_script_classes_lambdas_closures_and_local_classes_travel_by_value(make)
             assert out == value
 
 
+def _subtracting_closure(factor):
+    return lambda x: x - factor
+
+
+def test_a_function_is_sent_with_the_code_it_has_now():
+    # Code reductions are kept per code object: a function whose code was
+    # replaced is sent with its new code, not the reduction of its old one.
+    function = _closure(2)
+    assert fd.loads(*fd.dumps(function))(3) == 6
+    function.__code__ = _subtracting_closure(0).__code__
+    assert fd.loads(*fd.dumps(function))(3) == 1
+
+
 def test_unserializable_value_raises_what_dask_raises():
     lock = threading.Lock()
     errors = []
