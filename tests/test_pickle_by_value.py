@@ -260,3 +260,34 @@ def test_reducer_override_that_raises_reenters_mutates_or_loops(script):
 
     with pytest.raises(pickle.PicklingError, match="string or tuple"):
         fw.dumps([script.Ledger(1, "a", 1.0)], 5, by_value=Hostile(nonsense))
+
+
+def test_regression_by_value_nesting_is_bounded_before_the_c_stack_runs_out():
+    # A reducer whose every reduction holds another class to reduce crashed
+    # CPython 3.13 (C stack overflow near 6,500 levels: each level re-enters
+    # Python from C, which 3.13 counts against its 10,000-deep C limit only).
+    class Nested:
+        pass
+
+    class Endless:
+        dispatch_table = None
+
+        def reducer_override(self, obj):
+            return (type, ("Nested", (type("Deeper", (), {}),), {}))
+
+    with pytest.raises(RecursionError, match="nested more than 500 deep"):
+        fw.dumps([Nested], 5, by_value=Endless())
+
+
+def test_a_chain_of_functions_each_calling_the_next_travels_by_value():
+    chain = types.ModuleType("fastwire_by_value_chain")
+    source = "".join(f"def f{i}(x):\n    return f{i + 1}(x + 1)\n" for i in range(100))
+    exec(source + "def f100(x):\n    return x\n", chain.__dict__)
+    sys.modules[chain.__name__] = chain
+    cloudpickle.register_pickle_by_value(chain)
+    try:
+        data = fw.dumps(chain.f0, 5, by_value=by_value())  # 100 reductions, one inside the next
+    finally:
+        cloudpickle.unregister_pickle_by_value(chain)
+        del sys.modules[chain.__name__]
+    assert pickle.loads(data)(0) == 100

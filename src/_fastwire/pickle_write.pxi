@@ -219,6 +219,10 @@ cdef enum:
     PW_FAST_NESTING_LIMIT = 50        # depth at which fast mode starts tracking cycles
     PW_STACK_OUTPUT = 1024            # dumps() assembles small pickles on the C stack
     PW_INLINE_MEMO = 16               # memo slots on the C stack for dumps()
+    # Each nested by-value reduction re-enters Python from C; 3.13 counts such
+    # re-entries against its C limit only (10,000), far more than the C stack
+    # holds for this cycle, so the encoder bounds the nesting itself.
+    PW_BY_VALUE_NESTING_LIMIT = 500
 
 # save() flags
 cdef enum:
@@ -418,6 +422,7 @@ cdef struct PwEnc:
     PyObject *write            # file.write, or NULL when building bytes
     PyObject *by_value_reduce  # by_value.reducer_override, or NULL (see dumps)
     PyObject *by_value_table   # by_value.dispatch_table, used inside what it returns
+    int by_value_depth         # by-value reductions being written, one inside another
 
 
 cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
@@ -1666,17 +1671,23 @@ cdef int pw_save_by_value(PwEnc *e, object obj) except -1:
     0 if NotImplemented. The memo answers every later reference, so the
     reducer runs once per distinct class or function per pickle, never per
     instance."""
-    cdef object rv = (<object>e.by_value_reduce)(obj)
+    cdef object rv
     cdef PyObject *own_table
+    if e.by_value_depth >= PW_BY_VALUE_NESTING_LIMIT:
+        raise RecursionError("classes and functions by value nested more than %d deep while pickling"
+                             % PW_BY_VALUE_NESTING_LIMIT)
+    rv = (<object>e.by_value_reduce)(obj)
     if rv is NotImplemented:
         return 0
     # What a by-value reduction holds (code, cells, class dicts) needs the
     # reducer's own dispatch table; data outside it keeps the encoder's.
     own_table = e.dispatch_table
     e.dispatch_table = e.by_value_table
+    e.by_value_depth += 1
     try:
         pw_save_reduce_value(e, <PyObject *>obj, rv)
     finally:
+        e.by_value_depth -= 1
         e.dispatch_table = own_table
     return 1
 
