@@ -130,7 +130,7 @@ def test_differential_against_stdlib_pickle_and_dasks_pickle_family(value):
 def test_regression_data_containing_main_text_is_pickled_by_the_family():
     # Found by hypothesis: [b"__main__"] holds no reference to __main__, but a
     # text search of the pickle (Dask's own check) cannot tell and declined it.
-    # The encoder now reports the modules it referenced: the family takes it.
+    # The family decides per class and function, never by searching the bytes.
     value = [b"__main__", "__main__", {"__main__": 1}]
     header, frames = serialize(value, serializers=fd.SERIALIZERS, iterate_collection=False)
     assert header["serializer"] == "fastwire"
@@ -138,49 +138,64 @@ def test_regression_data_containing_main_text_is_pickled_by_the_family():
     assert deserialize(header, frames) == value
 
 
-def test_encoder_names_the_modules_of_the_globals_it_wrote():
-    from fastwire._fastwire import _dumps_naming_modules
-
-    value = [fractions.Fraction(1, 2), decimal.Decimal("1.5"), {"plain": (1, "__main__")}]
-    data, modules = _dumps_naming_modules(value, 5)
-    assert pickle.loads(data) == value  # the stdlib reads it (bytes may differ: memo choices)
-    assert modules == {"fractions", "decimal"}
-    assert _dumps_naming_modules({"no": ["globals"]}, 4)[1] == set()
-    assert _dumps_naming_modules(value, 1) == (pickle.dumps(value, protocol=1), None)
-    buffers = []
-    array = np.arange(3)
-    data, modules = _dumps_naming_modules(array, 5, buffers.append)
-    assert len(buffers) == 1 and "numpy" in {m.partition(".")[0] for m in modules}
+def test_a_negotiated_protocol_below_2_is_left_to_dasks_pickle_family():
+    # Protocols 0-1 (the standard library's) cannot carry classes by value.
+    for protocol in (0, 1):
+        with pytest.raises(NotImplementedError):
+            fd.dumps([fractions.Fraction(1, 3)], context={"pickle-protocol": protocol})
+    header, frames = fd.dumps([fractions.Fraction(1, 3)], context={"pickle-protocol": 2})
+    assert fd.loads(header, frames) == pickle.loads(frames[0]) == [fractions.Fraction(1, 3)]
 
 
-def test_a_negotiated_stdlib_protocol_falls_back_to_the_text_check():
-    # Protocols 0-1 are written by the standard library, which reports no modules.
-    with pytest.raises(NotImplementedError):
-        fd.dumps([b"__main__"], context={"pickle-protocol": 1})
-    header, frames = fd.dumps([fractions.Fraction(1, 3)], context={"pickle-protocol": 1})
-    assert frames == [pickle.dumps([fractions.Fraction(1, 3)], protocol=1)]
-    assert fd.loads(header, frames) == [fractions.Fraction(1, 3)]
+def pickled_by_value(frame) -> bool:
+    """Whether a pickle rebuilds a class by value (cloudpickle's skeleton class)."""
+    import pickletools
+
+    return any(arg == "_make_skeleton_class" for _, arg, _ in pickletools.genops(bytes(frame)))
 
 
-def test_objects_of_a_package_pickled_by_value_fall_through_to_cloudpickle():
-    import email
-    import email.message
+LOAD_FRAMES_ELSEWHERE = """
+import pickle, sys
+import fastwire.dask
+frames = pickle.loads(sys.stdin.buffer.read())
+assert not any(name.startswith("byvalue_pkg") for name in sys.modules)
+value = fastwire.dask.loads({"writeable": ()}, frames)
+print(type(value["point"]).__name__, value["point"].norm2(), value["scale"](value["point"]).x)
+"""
 
-    message = email.message.Message()
-    message["Subject"] = "by value"
-    assert fd.dumps(message)[0]["writeable"] == ()  # by reference: the family takes it
-    cloudpickle.register_pickle_by_value(email)  # the package covers its submodules
+
+def test_objects_of_a_package_registered_by_value_travel_by_value_in_the_family(tmp_path, monkeypatch):
+    package = tmp_path / "byvalue_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "shapes.py").write_text(
+        "import dataclasses\n\n"
+        "@dataclasses.dataclass\nclass Point:\n    x: int\n    y: int\n\n"
+        "    def norm2(self):\n        return self.x * self.x + self.y * self.y\n\n"
+        "def scale(p, k=3):\n    return Point(p.x * k, p.y * k)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import byvalue_pkg
+    from byvalue_pkg import shapes
+
+    value = {"point": shapes.Point(3, 4), "scale": shapes.scale}
+    header, frames = fd.dumps(value)
+    assert not pickled_by_value(frames[0])  # by reference
+    cloudpickle.register_pickle_by_value(byvalue_pkg)  # the package covers its submodules
     try:
-        with pytest.raises(NotImplementedError):
-            fd.dumps(message)
-        with pytest.raises(NotImplementedError):
-            fd.dumps({"nested": [message]})
-        header, frames = serialize(message, serializers=fd.SERIALIZERS)
-        assert header["serializer"] == "pickle"
-        assert deserialize(header, frames)["Subject"] == "by value"
-        assert fd.dumps([email.__name__])[0]["writeable"] == ()  # its name as data is only text
+        header, frames = serialize(value, serializers=fd.SERIALIZERS, iterate_collection=False)
+        assert header["serializer"] == "fastwire" and pickled_by_value(frames[0])
+        header, frames = fd.dumps([byvalue_pkg.__name__])  # its name as data is only text
+        assert not pickled_by_value(frames[0])
+        header, frames = fd.dumps(value)
     finally:
-        cloudpickle.unregister_pickle_by_value(email)
+        cloudpickle.unregister_pickle_by_value(byvalue_pkg)
+        for name in ("byvalue_pkg.shapes", "byvalue_pkg"):
+            sys.modules.pop(name, None)
+    # A fresh interpreter that cannot import the package loads it.
+    done = subprocess.run([sys.executable, "-c", LOAD_FRAMES_ELSEWHERE], input=pickle.dumps(frames),
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == ["Point", "25", "9"]
 
 
 def test_frame_zero_is_pickle_and_each_buffer_its_own_frame_without_copy():
@@ -197,14 +212,40 @@ def test_frame_zero_is_pickle_and_each_buffer_its_own_frame_without_copy():
     assert np.array_equal(result["a"], first) and bytes(result["b"]) == bytes(second) and result["c"] == 7
 
 
-@pytest.mark.parametrize("value", [b"b" * 100_000, bytearray(b"a" * 100_000), memoryview(b"m" * 100_000)])
-def test_top_level_bytes_like_go_to_dasks_zero_copy_family(value):
+@pytest.mark.parametrize("value", [b"b" * 100_000, bytearray(b"a" * 100_000), memoryview(b"m" * 100_000),
+                                   np.arange(100_000.0)])
+def test_values_dask_has_a_serializer_for_go_to_dasks_zero_copy_family(value):
     with pytest.raises(NotImplementedError):
         fd.dumps(value)
     header, frames = serialize(value, serializers=fd.SERIALIZERS)
     assert header["serializer"] == "dask"
     assert data_address(frames[0]) == data_address(value)
-    assert bytes(deserialize(header, frames)) == bytes(value)
+    assert bytes(memoryview(deserialize(header, frames))) == bytes(memoryview(value))
+
+
+def test_a_broadcast_array_keeps_dasks_small_frames():
+    # Dask sends the base of a zero-strided view, not the materialised array.
+    view = np.broadcast_to(np.float64(1.5), (1000, 1000))
+    header, frames = serialize(view, serializers=fd.SERIALIZERS)
+    assert header["serializer"] == "dask" and sum(memoryview(f).nbytes for f in frames) == 8
+    out = deserialize(header, frames)
+    assert out.shape == (1000, 1000) and out.strides == (0, 0) and out[999, 999] == 1.5
+
+
+def test_a_serializer_dask_gains_later_is_deferred_to_from_then_on():
+    from distributed.protocol.serialize import dask_deserialize, dask_serialize
+
+    class Sized:
+        def __init__(self, n):
+            self.n = n
+
+    assert fd.dumps(Sized(3))  # no Dask serializer: the family takes it
+    dask_serialize.register(Sized)(lambda x: ({"n": x.n}, []))
+    dask_deserialize.register(Sized)(lambda header, frames: Sized(header["n"]))
+    with pytest.raises(NotImplementedError):
+        fd.dumps(Sized(3))
+    header, frames = serialize(Sized(4), serializers=fd.SERIALIZERS)
+    assert header["serializer"] == "dask" and deserialize(header, frames).n == 4
 
 
 def test_nested_bytes_stay_in_band_as_in_the_stdlib():
@@ -232,10 +273,10 @@ def test_writability_restored_like_dasks_pickle_family():
     readonly = np.arange(10.0)
     readonly.setflags(write=False)
     for array in (writable, readonly):
-        header, frames = fd.dumps(array)
+        header, frames = fd.dumps([array])  # an array alone goes to Dask's own serializer
         # A transport may hand back read-only memory (bytes) or writable memory.
         for delivered in ([frames[0], bytes(frames[1])], [frames[0], bytearray(frames[1])]):
-            out = fd.loads(header, delivered)
+            [out] = fd.loads(header, delivered)
             assert out.flags.writeable == array.flags.writeable
             assert np.array_equal(out, array)
             # Dask's own pickle family makes the same choice for the same input.
@@ -267,19 +308,40 @@ def _local_class():
     return Local()
 
 
+def _closure(factor):
+    return lambda x: x * factor
+
+
 @pytest.mark.parametrize("make", [
     lambda: (lambda x: x + 1),
+    lambda: _closure(7),
     lambda: main_module_class()(5),
     _local_class,
 ])
-def test_what_needs_cloudpickle_falls_through_to_dasks_pickle(make):
+def test_script_classes_lambdas_closures_and_local_classes_travel_by_value(make):
     value = make()
-    with pytest.raises(NotImplementedError):
-        fd.dumps(value)
     header, frames = serialize(value, serializers=fd.SERIALIZERS)
-    assert header["serializer"] == "pickle"
-    out = deserialize(header, frames)
-    assert type(out).__name__ == type(value).__name__
+    assert header["serializer"] == "fastwire"
+    # The stdlib reads it (cloudpickle's reconstructors are importable here).
+    for out in (deserialize(header, frames), pickle.loads(frames[0])):
+        assert type(out).__name__ == type(value).__name__
+        if callable(value):
+            assert out(6) == value(6)
+        if hasattr(value, "value"):
+            assert out == value
+
+
+def _subtracting_closure(factor):
+    return lambda x: x - factor
+
+
+def test_a_function_is_sent_with_the_code_it_has_now():
+    # Code reductions are kept per code object: a function whose code was
+    # replaced is sent with its new code, not the reduction of its old one.
+    function = _closure(2)
+    assert fd.loads(*fd.dumps(function))(3) == 6
+    function.__code__ = _subtracting_closure(0).__code__
+    assert fd.loads(*fd.dumps(function))(3) == 1
 
 
 def test_unserializable_value_raises_what_dask_raises():
@@ -308,7 +370,7 @@ def test_restricted_decoding_always_allows_whole_containers(restricted_family):
 
 
 def test_header_that_does_not_match_the_frames_is_refused():
-    header, frames = fd.dumps(np.arange(4))
+    header, frames = fd.dumps([np.arange(4)])
     with pytest.raises(ValueError, match="buffers"):
         fd.loads({"writeable": ()}, frames)
     with pytest.raises(ValueError, match="buffers"):
@@ -322,9 +384,9 @@ def test_header_that_does_not_match_the_frames_is_refused():
 
 
 def test_older_negotiated_protocol_keeps_buffers_in_band():
-    header, frames = fd.dumps(np.arange(4), context={"pickle-protocol": 4})
+    header, frames = fd.dumps([np.arange(4)], context={"pickle-protocol": 4})
     assert len(frames) == 1 and header["writeable"] == ()
-    assert np.array_equal(fd.loads(header, frames), np.arange(4))
+    assert np.array_equal(fd.loads(header, frames)[0], np.arange(4))
 
 
 def test_whole_containers_travel_as_one_frame():
@@ -363,8 +425,9 @@ class CollectorProbe:
 def probe_frames(size: int, wait_for=None) -> list:
     """Frames of the family's shape for a probe plus ``size`` bytes of padding.
 
-    Written with fastwire.pickle directly: the family itself declines classes of
-    this module, which is registered for pickling by value."""
+    Written with fastwire.pickle directly, by reference: the family would send
+    this module's classes by value (the module is registered for it), and a class
+    rebuilt from its value has no shared ``seen`` list to record in."""
     value = [CollectorProbe(wait_for), "p" * size]
     return [fastwire.pickle.dumps(value, protocol=5)]
 
@@ -525,6 +588,19 @@ def test_preload_config_prepared_every_worker(client):
     assert list(client.run(fd_gc_pause.enabled).values()) == [True, True]
 
 
+def test_setup_worker_keeps_serializer_lists_the_worker_was_given():
+    own = ["msgpack", "pickle"]
+    with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0", serializers=own,
+                      deserializers=own) as given, \
+            LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as default:
+        [explicit] = given.workers.values()
+        [implicit] = default.workers.values()
+        fd.setup_worker(explicit)
+        fd.setup_worker(implicit)
+        assert explicit.rpc.serializers == explicit.rpc.deserializers == own
+        assert implicit.rpc.serializers == implicit.rpc.deserializers == list(fd.SERIALIZERS)
+
+
 def test_collector_pause_setting_from_dask_configuration():
     assert fd.Options.from_config().pause_gc is True
     with dask.config.set({"fastwire.pause-gc": False}):
@@ -612,7 +688,8 @@ def test_numpy_arrays_keep_contents_and_writability_across_processes(client, two
     before = worker_counts(client)
     seen = client.gather([client.submit(describe_array, f, workers=[w2], pure=False) for f in futures])
     assert seen == [("<i8", (100_000,), True, expected_sum), ("<i8", (100_000,), False, expected_sum)]
-    assert worker_delta(before, worker_counts(client), w2) == {"fastwire": 2}
+    # Arrays travel in Dask's own "dask" family, which the family defers to.
+    assert worker_delta(before, worker_counts(client), w2) == {"dask": 2}
     back_writable, back_readonly = client.gather(futures, direct=True)
     assert np.array_equal(back_writable, writable) and back_writable.flags.writeable
     assert np.array_equal(back_readonly, readonly) and not back_readonly.flags.writeable
@@ -629,7 +706,7 @@ def test_256_mib_array_moves_client_worker_worker_client(client, two_workers):
     [future] = client.scatter([big], workers=[w1], direct=True)
     before = worker_counts(client)
     assert client.submit(checksum, future, workers=[w2], pure=False).result() == (count * (count - 1) // 2, 256 << 20)
-    assert worker_delta(before, worker_counts(client), w2) == {"fastwire": 1}
+    assert worker_delta(before, worker_counts(client), w2) == {"dask": 1}
     back = client.gather(future, direct=True)
     assert back.nbytes == 256 << 20 and np.array_equal(back, big)
     del back, big
@@ -641,7 +718,7 @@ def use_mixed(values):
             type(values["main"]).__name__, values["main"].value)
 
 
-def test_values_fastwire_declines_fall_through_to_dasks_pickle_and_cloudpickle(client, two_workers):
+def test_each_value_takes_its_family_across_processes(client, two_workers):
     w1, w2 = two_workers
     mixed = {
         "array": np.arange(1000),
@@ -651,9 +728,10 @@ def test_values_fastwire_declines_fall_through_to_dasks_pickle_and_cloudpickle(c
     }
     before = worker_counts(client)
     [future] = client.scatter([mixed], workers=[w1], direct=True)
-    assert worker_delta(before, worker_counts(client), w1) == {"fastwire": 2, "pickle": 2}
+    # The array in Dask's own family; the rest, lambda and __main__ class included, in fastwire's.
+    assert worker_delta(before, worker_counts(client), w1) == {"fastwire": 3, "dask": 1}
     assert client.submit(use_mixed, future, workers=[w2], pure=False).result() == (499500, 50, 42, "MainRecord", 5)
-    assert worker_delta(before, worker_counts(client), w2) == {"fastwire": 2, "pickle": 2}
+    assert worker_delta(before, worker_counts(client), w2) == {"fastwire": 3, "dask": 1}
     back = client.gather(future, direct=True)
     assert back["function"](2) == 6 and back["main"].value == 5 and back["records"] == RECORDS[:50]
 

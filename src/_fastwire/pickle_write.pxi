@@ -294,6 +294,10 @@ cdef enum:
     PW_FAST_NESTING_LIMIT = 50        # depth at which fast mode starts tracking cycles
     PW_STACK_OUTPUT = 1024            # dumps() assembles small pickles on the C stack
     PW_INLINE_MEMO = 16               # memo slots on the C stack for dumps()
+    # Each nested by-value reduction re-enters Python from C; 3.13 counts such
+    # re-entries against its C limit only (10,000), far more than the C stack
+    # holds for this cycle, so the encoder bounds the nesting itself.
+    PW_BY_VALUE_NESTING_LIMIT = 500
 
 # save() flags
 cdef enum:
@@ -498,7 +502,9 @@ cdef struct PwEnc:
     PyObject *dispatch_table   # NULL means copyreg.dispatch_table
     PyObject *buffer_callback
     PyObject *write            # file.write, or NULL when building bytes
-    PyObject *modules          # a set collecting the module names of globals, or NULL
+    PyObject *by_value_reduce  # by_value.reducer_override, or NULL (see dumps)
+    PyObject *by_value_table   # by_value.dispatch_table, used inside what it returns
+    int by_value_depth         # by-value reductions being written, one inside another
 
 
 cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
@@ -1919,20 +1925,48 @@ cdef object pw_which_module(object obj, list path):
     return "__main__"
 
 
+cdef int pw_save_by_value(PwEnc *e, object obj) except -1:
+    """Offer a class or function that is about to be written by name to the
+    by_value reducer: 1 if it returned a reduction (written, obj memoized),
+    0 if NotImplemented. The memo answers every later reference, so the
+    reducer runs once per distinct class or function per pickle, never per
+    instance."""
+    cdef object rv
+    cdef PyObject *own_table
+    if e.by_value_depth >= PW_BY_VALUE_NESTING_LIMIT:
+        raise RecursionError("classes and functions by value nested more than %d deep while pickling"
+                             % PW_BY_VALUE_NESTING_LIMIT)
+    rv = (<object>e.by_value_reduce)(obj)
+    if rv is NotImplemented:
+        return 0
+    # What a by-value reduction holds (code, cells, class dicts) needs the
+    # reducer's own dispatch table; data outside it keeps the encoder's.
+    own_table = e.dispatch_table
+    e.dispatch_table = e.by_value_table
+    e.by_value_depth += 1
+    try:
+        pw_save_reduce_value(e, <PyObject *>obj, rv)
+    finally:
+        e.by_value_depth -= 1
+        e.dispatch_table = own_table
+    return 1
+
+
 cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
     cdef list path
     cdef object module_name, module, found, parent, lastname, code
     cdef long code_value
     cdef char *p
     if name is None:
+        # obj is itself a class or function (not a __reduce__ string).
+        if e.by_value_reduce != NULL and pw_save_by_value(e, obj):
+            return 0
         try:
             name = obj.__qualname__
         except AttributeError:
             name = obj.__name__
     path = pw_dotted_path(name)
     module_name = pw_which_module(obj, path)
-    if e.modules != NULL:
-        (<set>e.modules).add(module_name)
     try:
         module = pw_import(module_name)
     except Exception:
@@ -2112,7 +2146,7 @@ cdef object pw_take_bytes(PwEnc *e):
     return result
 
 
-def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None):
+def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None, by_value=None):
     """Return the pickled representation of `obj` as bytes.
 
     Same contract as :func:`pickle.dumps`: `protocol` defaults to
@@ -2122,32 +2156,36 @@ def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None):
     `buffer_callback` below protocol 5, PicklingError (or the TypeError /
     AttributeError the stdlib raises) for objects that cannot be pickled, and
     RecursionError for structures nested deeper than the recursion limit.
+
+    `by_value` (fastwire's extension; protocols 2-5, else ValueError) writes
+    classes and functions by value instead of by name. It is an object with a
+    ``reducer_override(obj)`` method and a ``dispatch_table`` mapping, such as
+    a ``cloudpickle.Pickler``. Each class or function the pickle would write
+    by name is offered to ``reducer_override`` once (the memo answers later
+    references, so the call is per distinct class, never per instance); it
+    returns ``NotImplemented`` to keep the name, or a ``__reduce__`` value
+    that is written in its place, with ``dispatch_table`` consulted for what
+    that value contains. Instances are still written by the compiled encoder.
+    Whatever ``reducer_override`` raises propagates.
     """
-    return pw_dumps(obj, protocol, fix_imports, buffer_callback, None)
+    return pw_dumps(obj, protocol, fix_imports, buffer_callback, by_value)
 
 
-def _dumps_naming_modules(obj, protocol, buffer_callback=None):
-    """``(dumps(obj, protocol, buffer_callback=...), modules)``: the pickle and the
-    set of module names its globals were looked up in, or None for protocols 0-1
-    (written by the standard library, which does not report them).
-
-    For fastwire.dask, which must know whether another process can load the
-    pickle by reference (no ``__main__``, no module pickled by value) without
-    scanning its bytes. Same errors as :func:`dumps`.
-    """
-    cdef set modules = set()
-    cdef bytes data = pw_dumps(obj, protocol, True, buffer_callback, modules)
-    return data, (modules if pw_resolve_protocol(protocol) >= 2 else None)
-
-
-cdef bytes pw_dumps(obj, protocol, fix_imports, buffer_callback, set modules):
+cdef bytes pw_dumps(obj, protocol, fix_imports, buffer_callback, by_value):
     cdef int proto = pw_resolve_protocol(protocol)
     cdef PwEnc e
     cdef PwMemo memo
     cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
     cdef char stack_output[PW_STACK_OUTPUT]
+    # Held here for the whole dump: the encoder borrows them.
+    cdef object by_value_reduce = None, by_value_table = None
     if buffer_callback is not None and proto < 5:
         raise ValueError("buffer_callback needs protocol >= 5")
+    if by_value is not None:
+        if proto < 2:
+            raise ValueError("by_value needs protocol >= 2")
+        by_value_reduce = by_value.reducer_override
+        by_value_table = by_value.dispatch_table
     if proto < 2:
         return _pw_cpickle.dumps(obj, proto, fix_imports=fix_imports,
                                  buffer_callback=buffer_callback)
@@ -2155,7 +2193,9 @@ cdef bytes pw_dumps(obj, protocol, fix_imports, buffer_callback, set modules):
     pw_enc_init(&e, proto, &memo)
     e.fix_imports = bool(fix_imports)
     e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
-    e.modules = <PyObject *>modules if modules is not None else NULL
+    if by_value is not None:
+        e.by_value_reduce = <PyObject *>by_value_reduce
+        e.by_value_table = <PyObject *>by_value_table if by_value_table is not None else NULL
     try:
         pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
         return pw_take_bytes(&e)

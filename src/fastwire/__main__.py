@@ -147,7 +147,8 @@ def _bench_dask(args) -> int:
     if reason:
         print(reason, file=sys.stderr)
         return 1
-    results = [_bench.measure(pair, rounds=args.rounds) for pair in dask_cases.pairs()]
+    timer = time.process_time if args.timer == "process" else time.perf_counter
+    results = [_bench.measure(pair, rounds=args.rounds, timer=timer) for pair in dask_cases.pairs()]
     zero_copy = dask_cases.array_is_zero_copy()
     report = dask_cases.cluster_report()
     if args.json:
@@ -155,11 +156,10 @@ def _bench_dask(args) -> int:
                    "array_zero_copy": zero_copy, "cluster": report}, sys.stdout, indent=2)
         print()
         return 0
-    print(f"fastwire bench --dask on {_machine()} (speedup = Dask pickle family time / fastwire family time)")
+    print(f"fastwire bench --dask on {_machine()}, {args.timer} time "
+          f"(speedup = Dask pickle family time / fastwire family time)")
     _print_table(results)
-    heavy = [r.speedup for r in results if r.name.split(": ", 1)[1] in dask_cases.OBJECT_HEAVY]
-    print(f"geometric mean on the object-heavy data sets: {_bench.geometric_mean(heavy):.2f}x (target 2.0x); "
-          f"64 MiB array zero-copy both ways: {'yes' if zero_copy else 'NO'}")
+    dask_cases.print_summary(results, zero_copy)
     dask_cases.print_cluster_report(report)
     return 0
 

@@ -133,12 +133,17 @@ from typing import Protocol
 class _WritableFile(Protocol):
     def write(self, data: bytes, /) -> Any: ...
 
+class _ByValueReducer(Protocol):  # e.g. a cloudpickle.Pickler
+    dispatch_table: Mapping[type, Callable[[Any], Any]] | None
+    def reducer_override(self, obj: Any, /) -> Any: ...
+
 def dumps(
     obj: Any,
     protocol: int | None = None,
     *,
     fix_imports: bool = True,
     buffer_callback: Callable[[Any], Any] | None = None,
+    by_value: _ByValueReducer | None = None,
 ) -> bytes: ...
 def dump(
     obj: Any,
@@ -175,11 +180,6 @@ class PicklerMemoProxy:
     def copy(self) -> dict[int, tuple[int, Any]]: ...
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
-
-# For fastwire.dask: dumps() plus the module names its globals came from (None for protocols 0-1).
-def _dumps_naming_modules(
-    obj: Any, protocol: int | None, buffer_callback: Callable[[Any], Any] | None = None
-) -> tuple[bytes, set[str] | None]: ...
 
 # --- pickle (reader) -----------------------------------------------------------
 

@@ -71,11 +71,15 @@ def setup_process(options: Options = Options()) -> None:
 
 def setup_worker(worker: Any, options: Options = Options()) -> None:
     """Prepare one worker: register the family and, if asked, use it for transfers
-    this worker requests from other workers (``worker.rpc`` lists)."""
+    this worker requests from other workers (``worker.rpc`` lists). Lists the
+    worker was given explicitly (``Worker(serializers=...)``) are left as they are:
+    they are the user's choice, which may name a family of their own."""
     setup_process(options)
     if options.worker_transfers:
-        worker.rpc.serializers = list(SERIALIZERS)
-        worker.rpc.deserializers = list(SERIALIZERS)
+        if worker.rpc.serializers is None:
+            worker.rpc.serializers = list(SERIALIZERS)
+        if worker.rpc.deserializers is None:
+            worker.rpc.deserializers = list(SERIALIZERS)
 
 
 class FastwireWorkerPlugin(WorkerPlugin):
