@@ -7,6 +7,7 @@ imported, and a function that records every call.
 
 import copyreg
 import io
+import os
 import pickle
 import sys
 
@@ -249,6 +250,17 @@ def test_allowed_rejects_names_that_defeat_it():
         fwpickle.loads(b"N.", allowed="tests.pickle_read_catalogue.Plain")
     with pytest.raises(ValueError):
         fwpickle.loads(b"N.", allowed=["nodot"])
+
+
+@pytest.mark.parametrize("entry", [eval, exec, getattr, __import__, os.system],
+                         ids=lambda f: f.__name__)
+def test_allowed_rejects_callables_that_defeat_it_passed_as_objects(entry):
+    # The object form must meet the same refusal as the "module.name" form:
+    # a pickle naming builtins.eval would otherwise get the caller's eval.
+    with pytest.raises(ValueError, match=entry.__name__):
+        fwpickle.loads(b"N.", allowed=[entry])
+    with pytest.raises(ValueError, match=entry.__name__):
+        fwpickle.Unpickler(io.BytesIO(b"N."), allowed=(entry,))
 
 
 def test_subclass_find_class_is_only_asked_about_allowed_names(canary):
