@@ -9,16 +9,12 @@ first line. Shell blocks (```sh) are not run: they install or start programs.
 A block is left out only when the line before its fence is a MyST comment
 ``% docs-test: skip <reason>`` (``<!-- docs-test: skip <reason> -->`` in the
 README, which GitHub renders); the reason is printed with the page's result.
-A page whose examples import a fastwire module that is not importable in this
-build is skipped with a reason naming that module (parts still on their
-branches); once merged, the page runs. A page may also name a compiled part it
-describes with ``% docs-test: requires fastwire._fastwire.Unpickler`` (the
-facade of an unmerged part can exist as an interim stand-in).
+Every part is merged, so nothing else is left out: a page whose examples
+import a fastwire module that fails to import fails like any other error.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
 SKIP = re.compile(r"^(?:% docs-test: skip (?P<reason>\S.*)|<!-- docs-test: skip (?P<html>\S.*) -->)$")
-FASTWIRE_MODULE = re.compile(r"\bfastwire\.(?P<name>[a-z_]+)|\bfrom fastwire import (?P<names>[\w, ]+)")
 
 
 def code_blocks(path: Path):
@@ -55,38 +50,6 @@ def code_blocks(path: Path):
         code = "\n".join(line[indent:] for line in lines[start:i])
         yield start + 1, language, code, (skip["reason"] or skip["html"]) if skip else None
         i += 1
-
-
-REQUIRES = re.compile(r"^% docs-test: requires (?P<name>fastwire(?:\.\w+)+)$", re.M)
-
-
-def missing_requirements(page_text: str) -> list[str]:
-    missing = []
-    for match in REQUIRES.finditer(page_text):
-        module, _, attribute = match["name"].rpartition(".")
-        try:
-            getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError):
-            missing.append(match["name"])
-    return missing
-
-
-def missing_fastwire_modules(code: str) -> list[str]:
-    wanted = set()
-    for match in FASTWIRE_MODULE.finditer(code):
-        if match["name"]:
-            wanted.add(match["name"])
-        else:
-            wanted.update(n.strip() for n in match["names"].split(",") if n.strip())
-    missing = []
-    for name in sorted(wanted):
-        module = f"fastwire.{name}"
-        try:
-            if importlib.util.find_spec(module) is None and not hasattr(importlib.import_module("fastwire"), name):
-                missing.append(module)
-        except ImportError:
-            missing.append(module)
-    return missing
 
 
 # Runs in the child: each block compiled with its page and line for tracebacks,
@@ -128,10 +91,6 @@ def test_every_python_example_on_the_page_runs(page, tmp_path):
         blocks.append((f"{page_id(page)}:{line}", code))
     if not blocks:
         pytest.skip("; ".join(skipped))
-    missing = sorted({m for _, code in blocks for m in missing_fastwire_modules(code)})
-    missing += missing_requirements(page.read_text(encoding="utf-8"))
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not importable in this build (its branch is not merged yet)")
     # The child imports the very fastwire this process imports (installed, or
     # src/ when PYTHONPATH says so); it runs in a scratch directory so examples
     # that write files or Unix sockets leave nothing behind.
