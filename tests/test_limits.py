@@ -11,15 +11,18 @@ Struct repeat counts are covered in test_struct_hostile.py
 """
 
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
+from multiprocessing import AuthenticationError
 
 import pytest
 
 import fastwire
-
-from fastwire import frames
+from fastwire import frames, net
+from fastwire.struct import Struct
+from tests.test_callouts import defined_tests
 
 FASTWIRE_PATH = os.path.dirname(os.path.dirname(os.path.abspath(fastwire.__file__)))
 MiB = 1024 * 1024
@@ -263,3 +266,148 @@ def test_frame_above_max_frame_size_is_refused_at_the_header():
     """)
     assert results["feed"]["outcome"] == "FrameTooLarge"
     assert int(results["feed"]["peak"]) < MiB
+
+
+def test_frame_too_large_leaves_the_scanner_refusing_later_calls():
+    # The stream position is lost past an oversized header: every later call
+    # raises the same error rather than decoding the payload as headers.
+    scanner = frames.FrameScanner(">I", max_frame_size=10)
+    with pytest.raises(frames.FrameTooLarge):
+        scanner.feed((11).to_bytes(4, "big") + b"x" * 11 + (1).to_bytes(4, "big") + b"y")
+    for call in (lambda: scanner.feed(b""), lambda: scanner.feed((1).to_bytes(4, "big") + b"z"),
+                 scanner.get_buffer):
+        with pytest.raises(frames.FrameTooLarge):
+            call()
+
+
+# --- struct ---------------------------------------------------------------------
+
+def test_pack_many_past_sys_maxsize_raises_memoryerror_before_packing():
+    converted = []
+
+    class Recorder:
+        def __index__(self):
+            converted.append(self)
+            return 1
+
+    record = Struct(f"{sys.maxsize // 2}xB")
+    with pytest.raises(MemoryError):
+        record.pack_many([(Recorder(),), (Recorder(),)])
+    assert converted == []
+    # One row fits the same bound: the refusal is the product, not the size.
+    assert Struct("4xB").pack_many([(Recorder(),)]) == b"\0" * 4 + b"\1"
+
+
+# --- net ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [257, 1000])
+def test_authentication_message_over_256_bytes_raises_authenticationerror(size):
+    challenger, answerer = net.Pipe()
+    with challenger, answerer:
+        message = b"#CHALLENGE#{sha256}"
+        challenger.send_bytes(message + b"x" * (size - len(message)))
+        with pytest.raises(AuthenticationError):
+            net.answer_challenge(answerer, b"key")
+
+
+def test_authentication_message_of_256_bytes_is_read():
+    challenger, answerer = net.Pipe()
+    with challenger, answerer:
+        message = b"#CHALLENGE#{sha256}"
+        challenger.send_bytes(message + b"x" * (256 - len(message)))
+        challenger.send_bytes(b"#WELCOME#")
+        net.answer_challenge(answerer, b"key")      # the reply goes into the pipe's buffer
+        assert challenger.recv_bytes().startswith(b"{sha256}")
+
+
+# --- docs/limits.md: every row is backed by the tests named here ----------------
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# "part | limit" (the row's first two cells, as written) -> the tests that prove it.
+LIMIT_TESTS = {
+    "`fastwire.struct` | compiled-format cache of the module functions": [
+        "tests/test_struct_api.py::test_format_cache_is_bounded_at_100_entries",
+        "tests/test_struct_api.py::test_clearcache_releases_cached_formats"],
+    "`fastwire.struct` | a format's total size (repeat counts)": [
+        "tests/test_struct_hostile.py::test_size_overflow_is_struct_error"],
+    "`fastwire.struct` | compiling a format": [
+        "tests/test_struct_hostile.py::test_huge_repeat_counts_cost_nothing_until_packed",
+        "tests/test_struct_hostile.py::test_format_compile_cost_follows_format_length"],
+    "`Struct.pack_many` | rows × size": [
+        "tests/test_limits.py::test_pack_many_past_sys_maxsize_raises_memoryerror_before_packing"],
+    "`Struct.unpack_many` | buffer length": [
+        "tests/test_struct_batches.py::test_unpack_many_needs_a_multiple_of_size"],
+    "`fastwire.pickle` (reading) | length fields (`BINBYTES8`, `BINUNICODE8`, `FRAME` ...)": [
+        "tests/test_limits.py::test_pickle_declared_length_allocates_nothing",
+        "tests/test_pickle_loads.py::test_large_payload_from_file_is_read_in_bounded_chunks"],
+    "`fastwire.pickle` (reading) | memo indices": [
+        "tests/test_limits.py::test_memo_index_allocates_nothing"],
+    "`fastwire.pickle` (reading) | nesting depth": [
+        "tests/test_limits.py::test_trusted_loads_of_million_deep_nesting_builds_it_like_the_stdlib",
+        "tests/test_limits.py::test_restricted_loads_of_million_deep_nesting_is_refused_at_max_depth"],
+    "`fastwire.pickle` (reading, `allowed=`) | size arguments of value constructors": [
+        "tests/test_limits.py::test_restricted_mode_does_not_build_bytearray_from_a_size",
+        "tests/test_pickle_restricted.py::test_value_constructors_cannot_allocate_or_import_by_surprise"],
+    "`fastwire.pickle` (writing) | nesting depth": [
+        "tests/test_limits.py::test_dumps_of_deep_structure_raises_recursionerror"],
+    "`fastwire.frames` | `max_frame_size`": [
+        "tests/test_frames.py::test_default_max_frame_size",
+        "tests/test_frames.py::test_oversized_header_raises_at_once",
+        "tests/test_limits.py::test_frame_too_large_leaves_the_scanner_refusing_later_calls"],
+    "`fastwire.frames` | negative or malformed length (signed prefixes, over-long varints)": [
+        "tests/test_frames.py::test_bad_length_prefix_raises"],
+    "`fastwire.frames` | payload too long for the prefix (encoding)": [
+        "tests/test_frames.py::test_headers_match_reference"],
+    "`fastwire.frames` | scanner buffer": [
+        "tests/test_frames.py::test_window_grows_with_received_bytes_only",
+        "tests/test_limits.py::test_frame_declared_length_allocates_nothing"],
+    "`fastwire.net` | `max_frame_size`": [
+        "tests/test_net.py::test_oversized_frame_raises_and_closes"],
+    "`fastwire.net` | `recv_bytes(maxlength)`": [
+        "tests/test_net.py::test_recv_bytes_maxlength_matches_stdlib"],
+    "`fastwire.net` | `recv_bytes_into(buf)`": [
+        "tests/test_net.py::test_recv_bytes_into_matches_stdlib"],
+    "`fastwire.net` | authentication messages": [
+        "tests/test_limits.py::test_authentication_message_of_256_bytes_is_read",
+        "tests/test_limits.py::test_authentication_message_over_256_bytes_raises_authenticationerror"],
+    "`fastwire.net` | time per call": [
+        "tests/test_net.py::test_timeout_keeps_received_bytes",
+        "tests/test_net_faults.py::test_writer_timeout_closes_the_connection"],
+    "`fastwire.net` | what `recv()` builds": [
+        "tests/test_net.py::test_recv_refuses_globals_by_default_and_stream_continues"],
+    "`fastwire.aio` | frame size before the `authkey` handshake is done": [
+        "tests/test_aio.py::test_handshake_refuses_a_big_message_before_authentication"],
+    "`fastwire.aio` | `max_frame_size`": [
+        "tests/test_aio.py::test_oversized_frame_aborts"],
+    "`fastwire.aio` | complete messages buffered, not yet received": [
+        "tests/test_aio.py::test_regression_flow_control_both_ways_gh_127655"],
+    "`fastwire.aio` | what `recv()` builds": [
+        "tests/test_aio.py::test_restricted_by_default_trusted_on_request"],
+    "`fastwire.dask` | what the `\"fastwire\"` family builds": [
+        "tests/test_dask.py::test_restricted_family_on_workers_refuses_disallowed_globals_and_keeps_serving"],
+}
+
+
+def limit_rows():
+    lines = (ROOT / "docs" / "limits.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| part | limit | default (how to change it) | past the limit |")
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        yield f"{cells[0]} | {cells[1]}"
+
+
+def test_every_row_of_the_limits_page_names_its_tests():
+    rows = list(limit_rows())
+    assert len(rows) > 20
+    assert sorted(set(rows) - set(LIMIT_TESTS)) == [], "rows of docs/limits.md with no tests named here"
+    assert sorted(set(LIMIT_TESTS) - set(rows)) == [], "tests named here for rows no longer in docs/limits.md"
+
+
+@pytest.mark.parametrize("row", sorted(LIMIT_TESTS))
+def test_limit_row_names_existing_tests(row):
+    for test in LIMIT_TESTS[row]:
+        file, name = test.split("::")
+        assert name in defined_tests(ROOT / file), f"{row}: {file} defines no {name}"

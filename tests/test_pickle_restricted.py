@@ -220,6 +220,24 @@ def test_build_never_sets_attributes_on_a_class():
     assert cat.Plain.__dict__["__eq__"] is before
 
 
+class Meta(type):
+    pass
+
+
+class WithMeta(metaclass=Meta):
+    pass
+
+
+def test_build_never_sets_attributes_on_a_class_even_when_its_metaclass_is_allowed():
+    # The class is an instance of an allowed class (Meta); BUILD on it would
+    # still set class attributes, which no allowed= entry asks for.
+    data = (b"\x80\x02" + _global(WithMeta.__module__, "WithMeta", 2)
+            + b"}X\x06\x00\x00\x00__eq__K\x01sb.")
+    with pytest.raises(pickle.UnpicklingError, match="BUILD"):
+        fwpickle.loads(data, allowed=[WithMeta, Meta])
+    assert "__eq__" not in WithMeta.__dict__
+
+
 def test_build_on_value_types_is_refused():
     with pytest.raises(pickle.UnpicklingError, match="BUILD"):
         fwpickle.loads(b"\x80\x02]}b.", allowed=())
@@ -236,6 +254,7 @@ def test_build_on_value_types_is_refused():
     (b"\x80\x02c__builtin__\ngetattr\n.", "getattr"),
     (b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueR.", "os.system"),
     (b"\x80\x02cbuiltins\neval\n.", "eval"),
+    (b"\x80\x02cbuiltins\ntype\nX\x01\x00\x00\x00A)}\x87R.", "type"),
 ])
 def test_value_constructors_cannot_allocate_or_import_by_surprise(data, what):
     with pytest.raises(pickle.UnpicklingError):
@@ -285,3 +304,29 @@ def test_python2_names_are_checked_after_renaming():
     assert fwpickle.loads(data, allowed=()) == {1}
     with pytest.raises(pickle.UnpicklingError, match="__builtin__.set"):
         fwpickle.loads(data, allowed=(), fix_imports=False)
+
+
+class NotImportable:
+    """A class whose module cannot be imported: only the object itself finds it."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return type(other) is NotImportable and other.value == self.value
+
+
+NotImportable.__module__ = "fastwire_tests_no_such_module"
+
+
+@pytest.mark.parametrize("data", [
+    b"\x80\x02cfastwire_tests_no_such_module\nNotImportable\n)\x81}X\x05\x00\x00\x00valueK\x07sb.",
+    b"\x80\x04\x8c\x1dfastwire_tests_no_such_module\x8c\rNotImportable\x93)\x81}\x8c\x05valueK\x07sb.",
+], ids=["GLOBAL", "STACK_GLOBAL"])
+def test_passing_the_class_object_imports_nothing(data):
+    before = set(sys.modules)
+    assert fwpickle.loads(data, allowed=[NotImportable]) == NotImportable(7)
+    assert set(sys.modules) == before
+    # By name, the same pickle needs the import, which fails: the object was used.
+    with pytest.raises(ModuleNotFoundError):
+        fwpickle.loads(data, allowed=["fastwire_tests_no_such_module.NotImportable"])
