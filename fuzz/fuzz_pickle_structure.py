@@ -23,9 +23,10 @@ operations are the ones hostile pickles are made of:
 Input layout: a mode byte, a count byte ``k`` (mod 17), ``k`` callback
 actions, then the recipe (read to the end, at most 200 steps). The mode is
 ``loads(data, allowed=...)`` or the re-entrant Unpickler, restricted
-(``allowed=``) or trusted. Trusted mode runs only where
-it is safe: its recipes are clamped (nesting 2,000, doublings 16, small ints),
-since unbounded structure is what restricted mode exists to refuse.
+(``allowed=``) or trusted. Trusted mode runs only where it is safe: its
+recipes are clamped (nesting 2,000, doublings 16, small ints), and a recipe
+whose shared structure still expands past 65,536 nodes is not run, since
+unbounded structure is what restricted mode exists to refuse.
 
 Checks, per input:
 
@@ -68,6 +69,7 @@ DEEP_RESTRICTED = 1 << 18
 DEEP_TRUSTED = 2000
 DOUBLINGS_RESTRICTED = 40
 DOUBLINGS_TRUSTED = 16
+TRUSTED_SIZE = 1 << 16
 MEMORY_PER_BYTE = 256
 MEMORY_BASE = 4 << 20
 
@@ -103,20 +105,40 @@ class Recipe:
         self.trusted = trusted
         self.out = bytearray()
         self.stack = []
-        self.memo = []          # (index, kind) of each PUT
+        self.shapes = []        # (expanded size, depth) of each stack item
+        self.memo = {}          # index -> (kind, shape) of what was PUT there
         self.memo_keys = set()  # what MEMOIZE counts
         self.levels = 0         # doublings so far
         self.depth = 0          # nesting added by chains so far
-        self.hostile = False    # set by steps whose result the stdlib cannot be asked for
+        self.flagged = False    # set by steps whose result the stdlib cannot be asked for
+        self.max_size = self.max_depth = 0
         self.proto = 4 if self.input.byte() & 1 else 2
 
+    @property
+    def hostile(self):
+        """Work or structure the stdlib oracle cannot be asked to repeat
+        (shared structure expands past 10,000 nodes, nesting past 100)."""
+        return self.flagged or self.max_size > 10_000 or self.max_depth > 100
+
     # one opcode run and its effect on the model
-    def emit(self, code, pops=0, push=None):
+    def emit(self, code, pops=0, push=None, shape=None):
         self.out += code
+        popped = self.shapes[-pops:] if pops else []
         if pops:
             del self.stack[-pops:]
+            del self.shapes[-pops:]
+        if popped and shape is None:
+            shape = (1 + sum(size for size, _ in popped), 1 + max(depth for _, depth in popped))
         if push:
             self.stack.append(push)
+            self.shapes.append(shape or (1, 0))
+        elif popped and code != b"0" and self.shapes:
+            # APPEND, SETITEM, ADDITEMS: the popped items go into the new top.
+            size, depth = self.shapes[-1]
+            self.shapes[-1] = (size + shape[0] - 1, max(depth, shape[1]))
+        if self.shapes:
+            self.max_size = max(self.max_size, self.shapes[-1][0])
+            self.max_depth = max(self.max_depth, self.shapes[-1][1])
 
     def put(self):
         """PUT the top at the next index (MEMOIZE, BINPUT or LONG_BINPUT, as
@@ -130,11 +152,12 @@ class Recipe:
                 idx = MEMO_INDICES[self.input.byte() % len(MEMO_INDICES)]
             self.emit(b"q" + bytes([idx]) if idx < 256 else b"r" + idx.to_bytes(4, "little"))
         self.memo_keys.add(idx)
-        self.memo.append((idx, self.stack[-1]))
+        self.memo[idx] = (self.stack[-1], self.shapes[-1])
         return idx
 
-    def get(self, idx, kind):
-        self.emit(b"h" + bytes([idx]) if idx < 256 else b"j" + idx.to_bytes(4, "little"), push=kind)
+    def get(self, idx):
+        kind, shape = self.memo[idx]
+        self.emit(b"h" + bytes([idx]) if idx < 256 else b"j" + idx.to_bytes(4, "little"), push=kind, shape=shape)
 
     def atom(self):
         kind = self.input.byte() % 7
@@ -147,7 +170,7 @@ class Recipe:
             if self.trusted:
                 value &= 0xFFFF
             else:
-                self.hostile |= value > 0xFFFF
+                self.flagged |= value > 0xFFFF
             self.emit(b"J" + value.to_bytes(4, "little"), push="v")
         elif kind in (3, 4):
             word = WORDS[self.input.byte() % len(WORDS)]
@@ -168,17 +191,17 @@ class Recipe:
         if n < 1 or 3 * n + len(self.out) > MAX_PICKLE:
             return
         self.depth += n
-        self.hostile |= n > 100
         if shape == 0:
             if not self.stack:
                 self.emit(b")", push="T")
-            self.emit(b"\x85" * n, pops=1, push="T")
+            size, depth = self.shapes[-1]
+            self.emit(b"\x85" * n, pops=1, push="T", shape=(size + n, depth + n))
         elif shape == 1:
-            self.emit(b"]" * n + b"a" * (n - 1), push="L")
+            self.emit(b"]" * n + b"a" * (n - 1), push="L", shape=(n, n))
         elif shape == 2:
-            self.emit(b"}" + b"K\x00}" * (n - 1) + b"s" * (n - 1), push="D")
+            self.emit(b"}" + b"K\x00}" * (n - 1) + b"s" * (n - 1), push="D", shape=(2 * n, n))
         elif self.proto >= 4:
-            self.emit(b"(" * n + b"\x91" * n, push="v")
+            self.emit(b"(" * n + b"\x91" * n, push="v", shape=(n, n))
 
     def doublings(self):
         if not self.stack:
@@ -187,17 +210,16 @@ class Recipe:
         levels = min(self.input.byte() % 48, limit)
         self.levels += levels
         as_list = self.input.byte() & 1
-        self.hostile |= levels > 8
         for _ in range(levels):
             idx = self.put()
             if as_list:
                 self.emit(b"0", pops=1)
                 self.emit(b"](", push="L")
-                self.get(idx, "v")
-                self.get(idx, "v")
+                self.get(idx)
+                self.get(idx)
                 self.emit(b"e", pops=2)
             else:
-                self.get(idx, "v")
+                self.get(idx)
                 self.emit(b"\x86", pops=2, push="T")
 
     def use_top(self):
@@ -209,21 +231,21 @@ class Recipe:
         self.emit(b"0", pops=1)
         if how == 0:
             self.emit(b"}", push="D")
-            self.get(idx, "v")
+            self.get(idx)
             self.emit(b"N", push="v")
             self.emit(b"s", pops=2)
         elif how == 1 and self.proto >= 4:
             self.emit(b"\x8f(", push="S")
-            self.get(idx, "v")
+            self.get(idx)
             self.emit(b"\x90", pops=1)
         elif how == 2 and self.proto >= 4:
             self.emit(b"(")
-            self.get(idx, "v")
+            self.get(idx)
             self.emit(b"\x91", pops=1, push="v")
         else:
-            self.hostile = True
+            self.flagged = True
             self.emit(b"cbuiltins\nstr\n", push="G")
-            self.get(idx, "v")
+            self.get(idx)
             self.emit(b"\x85R", pops=2, push="s")
 
     def call(self):
@@ -233,11 +255,11 @@ class Recipe:
         module, name = GLOBALS[self.input.byte() % len(GLOBALS)]
         if self.trusted and (module, name) in HARMFUL:
             return
-        self.hostile |= self.stack[-1] == "P" or name not in (b"Pair", b"frozenset", b"set", b"complex")
+        self.flagged |= self.stack[-1] == "P" or name not in (b"Pair", b"frozenset", b"set", b"complex")
         idx = self.put()
         self.emit(b"0", pops=1)
         self.emit(b"c" + module + b"\n" + name + b"\n", push="G")
-        self.get(idx, "T")
+        self.get(idx)
         newobj = self.input.byte() & 1
         made = "P" if name in (b"Pair", b"_reconstructor") else "v"
         self.emit(b"\x81" if newobj else b"R", pops=2, push=made)
@@ -246,11 +268,11 @@ class Recipe:
         """A global as a value (a class to hand to copyreg._reconstructor, say)."""
         module, name = GLOBALS[self.input.byte() % len(GLOBALS)]
         if not (self.trusted and (module, name) in HARMFUL):
-            self.hostile = True
+            self.flagged = True
             self.emit(b"c" + module + b"\n" + name + b"\n", push="v")
 
     def persistent(self):
-        self.hostile = True
+        self.flagged = True
         self.emit(b"K" + bytes([self.input.byte()]) + b"Q", push="v")
 
     def step(self):
@@ -272,8 +294,7 @@ class Recipe:
         elif op == 7 and self.stack:
             self.put()
         elif op == 8 and self.memo:
-            idx, kind = self.memo[self.input.byte() % len(self.memo)]
-            self.get(idx, kind)
+            self.get(list(self.memo)[self.input.byte() % len(self.memo)])
         elif op == 9:
             self.deep()
         elif op == 10:
@@ -305,9 +326,10 @@ class Recipe:
 
 
 def build(data, trusted):
-    """(pickle, hostile) for a recipe."""
+    """(pickle, hostile, safe to load trusted) for a recipe."""
     recipe = Recipe(data, trusted)
-    return recipe.build(), recipe.hostile
+    pickled = recipe.build()
+    return pickled, recipe.hostile, recipe.max_size <= TRUSTED_SIZE and recipe.max_depth <= DEEP_TRUSTED
 
 
 # --- re-entrant callbacks -----------------------------------------------------------
@@ -430,7 +452,9 @@ def test_one_input(data):
     mode = data[0] % len(MODES)
     restricted = mode in (0, 1)
     actions = data[2:2 + data[1] % 17] if len(data) > 1 else b""
-    pickled, hostile = build(data[2 + len(actions):], trusted=not restricted)
+    pickled, hostile, safe = build(data[2 + len(actions):], trusted=not restricted)
+    if not (restricted or safe):
+        return      # unbounded structure is what only restricted mode must survive
     where = f"{MODES[mode]}, pickle of {len(pickled)} bytes {pickled[:80]!r}"
 
     modules_before = set(sys.modules)
