@@ -164,6 +164,25 @@ def test_bad_length_prefix_raises(prefix, header):
         scanner.feed(b"more")
 
 
+@pytest.mark.parametrize("prefix, header", [
+    (">i", struct.pack(">i", -1)),
+    ("<q", struct.pack("<q", -5)),
+    ("multiprocessing", struct.pack("!i", -2)),
+    ("multiprocessing", struct.pack("!i", -(2**31))),
+])
+def test_negative_length_is_malformed_not_too_large(prefix, header):
+    # A negative length is refused as malformed whatever max_frame_size is; read
+    # as unsigned it would be a large frame (refused only by a small limit, and
+    # waited for under a large one).
+    limit = 2**63
+    with pytest.raises(FrameError) as refused:
+        scan_frames(header + b"payload", prefix, max_frame_size=limit)
+    assert not isinstance(refused.value, FrameTooLarge)
+    with pytest.raises(FrameError) as refused:
+        FrameScanner(prefix, max_frame_size=limit).feed(header)
+    assert not isinstance(refused.value, FrameTooLarge)
+
+
 def test_frames_before_a_bad_header_are_delivered_first():
     stream = encode_frame(b"one", ">i") + encode_frame(b"two", ">i") + struct.pack(">i", -7)
     frames, consumed = scan_frames(stream, ">i")
