@@ -412,3 +412,24 @@ def test_limit_row_names_existing_tests(row):
     for test in LIMIT_TESTS[row]:
         file, name = test.split("::")
         assert name in defined_tests(ROOT / file), f"{row}: {file} defines no {name}"
+
+
+# --- fuzz_pickle_structure: its seeds and every finding replay cleanly ------------
+
+STRUCTURE_TARGET = ROOT / "fuzz" / "fuzz_pickle_structure.py"
+STRUCTURE_FINDINGS = sorted(p.name for p in (ROOT / "fuzz" / "crashes" / "pickle_structure").iterdir())
+
+
+@pytest.mark.parametrize("name", ["corpus", *STRUCTURE_FINDINGS])
+def test_regression_structure_fuzz_inputs_load_within_their_bounds(name):
+    """Each reproducer in fuzz/crashes/pickle_structure/ (listed in its README:
+    deep nesting hashed, memo DAGs hashed or str()-ed, namedtuple call
+    arguments), and the seed corpus, replayed through the target's checks (no
+    crash, time and memory bounds, no import in restricted mode) in a child
+    interpreter, so a crash is a failed test."""
+    path = ROOT / "fuzz" / ("corpus/pickle_structure" if name == "corpus" else f"crashes/pickle_structure/{name}")
+    env = dict(os.environ, PYTHONPATH=FASTWIRE_PATH + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, str(STRUCTURE_TARGET), "--replay", str(path)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert "all passed" in result.stdout
