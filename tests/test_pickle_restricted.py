@@ -306,27 +306,27 @@ def test_python2_names_are_checked_after_renaming():
         fwpickle.loads(data, allowed=(), fix_imports=False)
 
 
-class NotImportable:
+class ElsewhereOnly:
     """A class whose module cannot be imported: only the object itself finds it."""
 
     def __init__(self, value):
         self.value = value
 
     def __eq__(self, other):
-        return type(other) is NotImportable and other.value == self.value
+        return type(other) is ElsewhereOnly and other.value == self.value
 
 
-NotImportable.__module__ = "fastwire_tests_no_such_module"
+ElsewhereOnly.__module__ = "fastwire_tests_no_such_module"
 
 
 @pytest.mark.parametrize("data", [
-    b"\x80\x02cfastwire_tests_no_such_module\nNotImportable\n)\x81}X\x05\x00\x00\x00valueK\x07sb.",
-    b"\x80\x04\x8c\x1dfastwire_tests_no_such_module\x8c\rNotImportable\x93)\x81}\x8c\x05valueK\x07sb.",
+    b"\x80\x02cfastwire_tests_no_such_module\nElsewhereOnly\n)\x81}X\x05\x00\x00\x00valueK\x07sb.",
+    b"\x80\x04\x8c\x1dfastwire_tests_no_such_module\x8c\rElsewhereOnly\x93)\x81}\x8c\x05valueK\x07sb.",
 ], ids=["GLOBAL", "STACK_GLOBAL"])
 def test_passing_the_class_object_imports_nothing(data):
     before = set(sys.modules)
-    assert fwpickle.loads(data, allowed=[NotImportable]) == NotImportable(7)
+    assert fwpickle.loads(data, allowed=[ElsewhereOnly]) == ElsewhereOnly(7)
     assert set(sys.modules) == before
     # By name, the same pickle needs the import, which fails: the object was used.
     with pytest.raises(ModuleNotFoundError):
-        fwpickle.loads(data, allowed=["fastwire_tests_no_such_module.NotImportable"])
+        fwpickle.loads(data, allowed=["fastwire_tests_no_such_module.ElsewhereOnly"])
