@@ -169,12 +169,14 @@ def test_bad_length_prefix_raises(prefix, header):
     ("<q", struct.pack("<q", -5)),
     ("multiprocessing", struct.pack("!i", -2)),
     ("multiprocessing", struct.pack("!i", -(2**31))),
+    ("varint", b"\xff" * 9 + b"\x02"),    # bit 64: a length that would wrap
+    ("varint", b"\x80" * 9 + b"\x7f"),
 ])
-def test_negative_length_is_malformed_not_too_large(prefix, header):
-    # A negative length is refused as malformed whatever max_frame_size is; read
-    # as unsigned it would be a large frame (refused only by a small limit, and
-    # waited for under a large one).
-    limit = 2**63
+def test_malformed_length_is_refused_as_malformed_not_too_large(prefix, header):
+    # A negative or over-long length is malformed whatever max_frame_size is;
+    # read as unsigned or wrapped it would be a large frame instead (refused
+    # only by a small limit, waited for under the largest one).
+    limit = 2**64 - 1
     with pytest.raises(FrameError) as refused:
         scan_frames(header + b"payload", prefix, max_frame_size=limit)
     assert not isinstance(refused.value, FrameTooLarge)
