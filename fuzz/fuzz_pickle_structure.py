@@ -300,7 +300,10 @@ class Recipe:
         elif op == 10:
             self.doublings()
         elif op == 11:
-            self.use_top() if self.input.byte() & 1 else self.call()
+            if self.input.byte() & 1:
+                self.use_top()
+            else:
+                self.call()
         elif op == 12:
             which = self.input.byte() % 3
             if which == 0:
