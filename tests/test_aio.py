@@ -285,8 +285,9 @@ def test_handshake_refuses_a_big_message_before_authentication():
     address = raw_server(lambda conn: (conn.sendall((100_000).to_bytes(4, "big")), conn.recv(1)))
 
     async def main():
-        with pytest.raises(FrameTooLarge):
+        with pytest.raises(AuthenticationError) as caught:
             await aio.open_connection(*address, authkey=b"k")
+        assert isinstance(caught.value.__cause__, FrameTooLarge)
 
     run(main())
 

@@ -251,3 +251,130 @@ def test_regression_frame_views_collected_in_a_cycle_n1():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "all passed" in result.stdout
+
+
+# -- whole-call deadlines --------------------------------------------------------------------
+
+
+def trickle_frame(sock, data, interval, stop):
+    """Send `data` one byte every `interval` seconds until done or `stop` is set."""
+    try:
+        for byte in data:
+            if stop.wait(interval):
+                return
+            sock.sendall(bytes([byte]))
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("call", ["recv", "recv_bytes", "recv_bytes_into"])
+def test_recv_timeout_is_a_deadline_for_the_whole_call_against_a_trickling_peer(tcp_pair, call):
+    """settimeout() bounds each read: a byte every 0.1 s keeps a read-bounded call alive
+    for ever. timeout= bounds the call: it raises TimeoutError with the message unfinished."""
+    peer, conn = tcp_pair
+    stop = threading.Event()
+    data = msg("x" * 200)
+    thread = threading.Thread(target=trickle_frame, args=(peer, data, 0.1, stop))
+    thread.start()
+    try:
+        conn.settimeout(1.0)  # each read gets a byte within 0.1 s: this alone never fires
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            if call == "recv_bytes_into":
+                conn.recv_bytes_into(bytearray(1000), timeout=0.5)
+            else:
+                getattr(conn, call)(timeout=0.5)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(10)
+    # The whole message needs 0.1 s per byte, 21 s in all; the call gave up long before.
+    assert elapsed < len(data) * 0.1 / 2
+
+
+def test_recv_timeout_keeps_the_bytes_received_so_far(tcp_pair):
+    peer, conn = tcp_pair
+    data = msg({"k": list(range(50))})
+    peer.sendall(data[:10])
+    with pytest.raises(TimeoutError):
+        conn.recv(timeout=0.2)
+    peer.sendall(data[10:])
+    assert conn.recv(timeout=5) == {"k": list(range(50))}
+
+
+def test_recv_timeout_mid_message_over_1_mib_closes_the_connection(tcp_pair):
+    peer, conn = tcp_pair
+    data = msg(b"b" * (3 << 20))
+    peer.sendall(data[:len(data) // 2])
+    with pytest.raises(TimeoutError):
+        conn.recv(timeout=0.3)
+    assert conn.closed  # the frame is cut: the stream cannot be resynchronised
+
+
+def test_recv_timeout_does_not_bound_decoding_a_frame_that_has_arrived(tcp_pair):
+    # docs/security.md: a timeout bounds waiting for bytes, not decoding.
+    peer, conn = tcp_pair
+    value = [{"k": i, "v": str(i)} for i in range(20_000)]
+    data = msg(value)
+    assert len(data) < net.STREAM_THRESHOLD
+    peer.sendall(data)
+    while not conn.poll(5):
+        pass
+    assert conn.recv(timeout=1e-9) == value  # a deadline already over when decoding starts
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0])
+def test_recv_timeout_must_be_positive(tcp_pair, timeout):
+    _peer, conn = tcp_pair
+    with pytest.raises(ValueError):
+        conn.recv(timeout=timeout)
+
+
+# -- large protocol-0 frames -------------------------------------------------------------------
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts the reads made through the socket module."""
+
+    reads = 0
+
+    def recv_into(self, *args, **kwargs):
+        CountingSocket.reads += 1
+        return super().recv_into(*args, **kwargs)
+
+
+def counting_pair():
+    a, b = socket.socketpair()
+    counted = CountingSocket(a.family, a.type, fileno=a.detach())
+    CountingSocket.reads = 0
+    return counted, b
+
+
+TEXT_FRAMES = {
+    "one_long_string": lambda: pickle.dumps("a" * (4 << 20), protocol=0),
+    "str_opcode": lambda: b"S'" + b"a" * (4 << 20) + b"'\n.",
+    "many_short_lines": lambda: pickle.dumps(list(range(300_000)), protocol=0),
+    "text_keys_and_floats": lambda: pickle.dumps({f"key{i}": i / 7 for i in range(60_000)}, protocol=0),
+    "protocol_1_with_long_ints": lambda: pickle.dumps([10**40 + i for i in range(80_000)], protocol=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_FRAMES))
+def test_large_text_frame_is_read_in_chunks_not_a_byte_at_a_time(name):
+    """A frame over 1 MiB is decoded while it arrives; its text lines must be read in
+    chunks. Bounded by the count of reads (a byte at a time made one per byte), and
+    the result checked against pickle.loads of the same bytes."""
+    payload = TEXT_FRAMES[name]()
+    assert len(payload) > net.STREAM_THRESHOLD
+    counted, peer = counting_pair()
+    conn = net.Connection(counted, trusted=True)
+    sender = threading.Thread(target=peer.sendall, args=(frame(payload),))
+    sender.start()
+    try:
+        got = conn.recv()
+    finally:
+        sender.join(30)
+        conn.close()
+        peer.close()
+    assert got == pickle.loads(payload)
+    assert CountingSocket.reads <= len(payload) // 16384 + 20  # a byte at a time: millions

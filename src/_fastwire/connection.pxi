@@ -89,9 +89,12 @@ cdef class MessageLock:
 cdef class ConnectionCore:
     """The compiled half of :class:`fastwire.net.Connection`; not for direct use.
 
-    The subclass sets every attribute in its ``__init__``. ``_fd`` is the
-    socket's descriptor while the fast path may use it (a blocking socket
-    without timeout, on POSIX), else -1; the subclass keeps it current.
+    The subclass sets every attribute in its ``__init__``, once (it refuses to
+    re-initialise: a call in progress holds the scanner, deque and locks it
+    read). ``_fd`` is the socket's descriptor while the fast path may use it (a
+    blocking socket without timeout, on POSIX), else -1; the subclass keeps it
+    current and stores -1 there before it closes the socket. The fast path
+    reads it only after every callout and right before each system call.
     """
 
     cdef public object _sock
@@ -105,9 +108,9 @@ cdef class ConnectionCore:
     cdef public int _fd
     cdef public object _spare   # the last large bytes received, kept for its paged-in memory
 
-    def _receive_bytes(self, Py_ssize_t length, received):
+    def _receive_bytes(self, Py_ssize_t length, received, recv_into=None):
         """The rest of a large frame as one bytes object (receive_payload()),
-        read from the socket. If the caller has dropped the large bytes this
+        read with `recv_into` (default: the socket's). If the caller has dropped the large bytes this
         connection returned last time, its memory is filled instead of a new
         block: paging in a fresh 64 MiB costs more than receiving it."""
         cdef PyObject* reuse = NULL
@@ -116,7 +119,9 @@ cdef class ConnectionCore:
             pw_incref(spare)
             reuse = spare
         self._spare = None
-        result = _receive_payload(self._sock.recv_into, length, received, reuse)
+        if recv_into is None:
+            recv_into = self._sock.recv_into
+        result = _receive_payload(recv_into, length, received, reuse)
         if not FW_FREE_THREADED:  # a reference count proves nothing there
             self._spare = result
         return result
@@ -134,8 +139,8 @@ cdef class ConnectionCore:
         cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
         cdef char stack_output[PW_STACK_OUTPUT]
         cdef Py_ssize_t sent = 0
-        cdef int fd = self._fd
-        if fd < 0 or not self._writable or (
+        cdef MessageLock lock
+        if self._fd < 0 or not self._writable or (
                 (type(obj) is bytes or type(obj) is bytearray) and len(obj) >= _CONN_STREAMED):
             return self._send_slowly(obj)
         pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
@@ -143,22 +148,32 @@ cdef class ConnectionCore:
         e.buf = stack_output
         e.cap = PW_STACK_OUTPUT
         try:
+            # Pickling runs Python (__reduce__, persistent_id, ...), which may close
+            # the connection or give it a timeout: the descriptor is read only after.
             pw_append_frame(&e, <PyObject *>obj, &_conn_prefix.spec, _conn_header_guess)
-            self._send_lock.take()
+            if self._fd < 0:
+                return self._send_frames(PyBytes_FromStringAndSize(e.buf, e.len))
+            lock = self._send_lock  # owned: a callback cannot take it away mid-call
+            lock.take()
             try:
-                fw_fd_send_all(fd, e.buf, e.len, &sent)
+                fw_fd_send_all(&self._fd, e.buf, e.len, &sent)
             except BaseException:
                 if sent:
                     self.close()
                 raise
             finally:
-                self._send_lock.give()
+                lock.give()
         finally:
             pw_enc_release(&e)
             pw_memo_free(&memo)
 
-    def recv(self):
+    def recv(self, timeout=None):
         """Receive one object.
+
+        `timeout` (seconds, None by default) is a deadline for the whole call:
+        TimeoutError unless the whole message has arrived within it, however
+        slowly its bytes trickle in (the socket's own timeout bounds each
+        read only). It bounds waiting, not decoding.
 
         Decoded in restricted mode unless the connection is trusted. Raises
         EOFError when the peer has closed (also in the middle of a frame: no
@@ -170,9 +185,10 @@ cdef class ConnectionCore:
         """
         cdef object ready = self._ready
         cdef FrameScanner scanner = self._scanner
-        cdef int fd = self._fd
-        if self._sock is None or not self._readable:
-            return self._recv_slowly()
+        cdef MessageLock lock
+        cdef bint slowly = False
+        if self._sock is None or not self._readable or timeout is not None:
+            return self._recv_slowly(timeout)
         # A frame already received needs no lock: popleft() hands it to one caller.
         if ready:
             try:
@@ -180,9 +196,10 @@ cdef class ConnectionCore:
             except IndexError:  # another thread took it
                 return self._recv_slowly()
             return unp_loads_default(frame, self._allowed)
-        if fd < 0:
+        if self._fd < 0:
             return self._recv_slowly()
-        self._recv_lock.take()
+        lock = self._recv_lock  # owned: a callback cannot take it away mid-call
+        lock.take()
         try:
             while True:
                 if ready:
@@ -191,8 +208,11 @@ cdef class ConnectionCore:
                         break
                     except IndexError:  # a lock-free recv() in another thread took it
                         continue
+                if self._fd < 0:  # given a timeout (or closed) by another thread meanwhile
+                    slowly = True
+                    break
                 try:
-                    frames = scanner._recv_fd(fd)
+                    frames = scanner._recv_fd(&self._fd)
                 except FrameError:
                     self.close()
                     raise
@@ -211,5 +231,7 @@ cdef class ConnectionCore:
                     # Decoded while it arrives, straight into the objects it makes.
                     return self._load_streamed(*scanner.take_partial())
         finally:
-            self._recv_lock.give()
+            lock.give()
+        if slowly:
+            return self._recv_slowly()
         return unp_loads_default(frame, self._allowed)

@@ -34,8 +34,8 @@ cdef extern from "wire.h":
 
 cdef extern from "sockio.h":
     int FW_FAST_SOCKETS
-    int fw_fd_send_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
-    Py_ssize_t fw_fd_recv(int fd, char* buf, Py_ssize_t n) except -1
+    int fw_fd_send_all(const int* fdp, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
+    Py_ssize_t fw_fd_recv(const int* fdp, char* buf, Py_ssize_t n) except -1
 
 DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
 DEFAULT_COPY_THRESHOLD = 64 * 1024
@@ -1075,12 +1075,13 @@ cdef class FrameScanner:
                 want = rest
         return self._ensure_space(want)
 
-    cdef object _recv_fd(self, int fd):
-        """recv_from() straight on a blocking socket's file descriptor (sockio.h):
-        the frames completed, or None at end of stream."""
+    cdef object _recv_fd(self, const int* fdp):
+        """recv_from() straight on a blocking socket's file descriptor, read from
+        *fdp just before the system call (sockio.h): the frames completed, or None
+        at end of stream."""
         cdef Py_ssize_t n
         self._open_window(-1)
-        n = fw_fd_recv(fd, self._arena.data + self._end, self._arena.size - self._end)
+        n = fw_fd_recv(fdp, self._arena.data + self._end, self._arena.size - self._end)
         if n == 0:
             return None
         self._end += n

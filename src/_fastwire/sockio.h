@@ -10,6 +10,13 @@
  * kernel would block is the GIL released for a blocking call. EINTR is retried
  * after running signal handlers (PEP 475), as the socket module does.
  *
+ * The descriptor is passed by address and read afresh before every system
+ * call, holding the GIL: Python code that runs in between (a signal handler
+ * on EINTR, another thread while the GIL was released for a blocking call)
+ * may have closed the connection, and a closed descriptor's number is soon
+ * reused by an unrelated socket. The owner stores -1 there before it closes
+ * the socket, so a stale number is never written to or read from.
+ *
  * POSIX only: on Windows FW_FAST_SOCKETS is 0 and fastwire.net keeps using
  * the socket methods (a SOCKET is not a file descriptor there).
  */
@@ -22,17 +29,17 @@
 
 #define FW_FAST_SOCKETS 0
 
-static int fw_fd_send_all(int fd, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
+static int fw_fd_send_all(const int *fdp, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
 {
-    (void)fd; (void)buf; (void)n;
+    (void)fdp; (void)buf; (void)n;
     *sent = 0;
     PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
     return -1;
 }
 
-static Py_ssize_t fw_fd_recv(int fd, char *buf, Py_ssize_t n)
+static Py_ssize_t fw_fd_recv(const int *fdp, char *buf, Py_ssize_t n)
 {
-    (void)fd; (void)buf; (void)n;
+    (void)fdp; (void)buf; (void)n;
     PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
     return -1;
 }
@@ -50,13 +57,26 @@ static int fw_would_block(int err)
     return err == EAGAIN || err == EWOULDBLOCK;
 }
 
+/* The descriptor at *fdp, or -1 with multiprocessing.connection's OSError
+ * for a closed connection set. */
+static int fw_fd_current(const int *fdp)
+{
+    int fd = __atomic_load_n(fdp, __ATOMIC_ACQUIRE);
+    if (fd < 0)
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+    return fd;
+}
+
 /* One send(2) or recv(2) (`writing` chooses) of up to n bytes: first without
  * blocking, holding the GIL, then, if the kernel would block, blocking without
  * it. How many bytes moved (0 from recv: end of stream), or -1 with an
  * exception set. */
-static Py_ssize_t fw_fd_io(int fd, char *buf, Py_ssize_t n, int writing)
+static Py_ssize_t fw_fd_io(const int *fdp, char *buf, Py_ssize_t n, int writing)
 {
     for (;;) {
+        int fd = fw_fd_current(fdp);
+        if (fd < 0)
+            return -1;
         ssize_t k = writing ? send(fd, buf, (size_t)n, MSG_DONTWAIT) : recv(fd, buf, (size_t)n, MSG_DONTWAIT);
         int err = k < 0 ? errno : 0;
         if (k < 0 && fw_would_block(err)) {
@@ -80,11 +100,11 @@ static Py_ssize_t fw_fd_io(int fd, char *buf, Py_ssize_t n, int writing)
 
 /* Write all n bytes; 0, or -1 with an exception set. *sent counts the bytes
  * written either way (a caller must not reuse a stream cut mid-message). */
-static int fw_fd_send_all(int fd, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
+static int fw_fd_send_all(const int *fdp, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
 {
     *sent = 0;
     while (n > 0) {
-        Py_ssize_t k = fw_fd_io(fd, (char *)buf, n, 1);
+        Py_ssize_t k = fw_fd_io(fdp, (char *)buf, n, 1);
         if (k < 0)
             return -1;
         buf += k;
@@ -96,9 +116,9 @@ static int fw_fd_send_all(int fd, const char *buf, Py_ssize_t n, Py_ssize_t *sen
 
 /* One read of up to n bytes: how many arrived, 0 at end of stream, or -1 with
  * an exception set. */
-static Py_ssize_t fw_fd_recv(int fd, char *buf, Py_ssize_t n)
+static Py_ssize_t fw_fd_recv(const int *fdp, char *buf, Py_ssize_t n)
 {
-    return fw_fd_io(fd, buf, n, 0);
+    return fw_fd_io(fdp, buf, n, 0);
 }
 
 #endif /* _WIN32 */

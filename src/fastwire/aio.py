@@ -9,8 +9,13 @@ header) and ``authkey=`` runs its challenge handshake, so a stream talks to a
 :mod:`fastwire.net` or standard-library Connection on the other end. The same
 safety defaults apply: ``recv()`` decodes in restricted mode unless the stream
 was opened with ``trusted=True``, and a frame longer than ``max_frame_size``
-(256 bytes during the handshake) aborts the connection with
-:class:`~fastwire.frames.FrameTooLarge`.
+aborts the connection with :class:`~fastwire.frames.FrameTooLarge`.
+
+The handshake is bounded: a peer that has not completed it within a server's
+``handshake_timeout`` seconds (default 10) is disconnected, and every way a
+handshake can fail (a wrong key, garbage, a message over 256 bytes, a cut
+stream, the timeout) raises AuthenticationError. ``allow_md5=False``
+refuses HMAC-MD5 both ways.
 
 Received bytes land in place: the protocol is an ``asyncio.BufferedProtocol``
 whose buffer is the :class:`~fastwire.frames.FrameScanner`'s own. Flow control
@@ -27,7 +32,17 @@ from multiprocessing import AuthenticationError
 
 from . import pickle as _pickle
 from .frames import DEFAULT_MAX_FRAME_SIZE, FramePrefix, FrameScanner, dumps_framed
-from .net import _MAX_HANDSHAKE_MESSAGE, _RECEIVE, _check_authkey, answer_steps, challenge_steps
+from .net import (
+    _HANDSHAKE_FAILURES,
+    _MAX_HANDSHAKE_MESSAGE,
+    _RECEIVE,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    _check_authkey,
+    _check_handshake_timeout,
+    answer_steps,
+    challenge_steps,
+    handshake_failure,
+)
 
 __all__ = [
     "ObjectStream",
@@ -240,10 +255,8 @@ class ObjectStream:
 
 
 async def _handshake(stream, steps):
-    """Drive fastwire.net's handshake steps over a stream; close it on failure."""
-    scanner = stream._protocol._scanner
-    limit = scanner.max_frame_size
-    scanner.max_frame_size = _MAX_HANDSHAKE_MESSAGE  # an unauthenticated peer gets nothing bigger in
+    """Drive fastwire.net's handshake steps over a stream (AuthenticationError for
+    every failure the peer causes)."""
     reply = None
     try:
         while True:
@@ -254,19 +267,30 @@ async def _handshake(stream, steps):
                 await stream.send_bytes(out)
                 reply = None
     except StopIteration:
-        scanner.max_frame_size = limit
+        pass
+    except _HANDSHAKE_FAILURES as exc:
+        raise handshake_failure(exc) from exc
+
+
+async def _authenticate(stream, authkey, *, server, options):
+    """Both challenges (the server's first) within handshake_timeout; the stream is
+    closed if they fail."""
+    scanner = stream._protocol._scanner
+    limit = scanner.max_frame_size
+    scanner.max_frame_size = _MAX_HANDSHAKE_MESSAGE  # an unauthenticated peer gets nothing bigger in
+    allow_md5 = options["allow_md5"]
+    steps = (challenge_steps(authkey, allow_md5=allow_md5), answer_steps(authkey, allow_md5=allow_md5))
+    try:
+        async with asyncio.timeout(options["handshake_timeout"]):
+            for step in (steps if server else steps[::-1]):
+                await _handshake(stream, step)
+    except TimeoutError as exc:
+        stream.close()
+        raise handshake_failure(exc) from exc
     except BaseException:
         stream.close()
         raise
-
-
-async def _authenticate(stream, authkey, *, server):
-    if server:
-        await _handshake(stream, challenge_steps(authkey))
-        await _handshake(stream, answer_steps(authkey))
-    else:
-        await _handshake(stream, answer_steps(authkey))
-        await _handshake(stream, challenge_steps(authkey))
+    scanner.max_frame_size = limit
 
 
 def _write_all(transport, buffers):
@@ -294,8 +318,9 @@ def _factory(options, on_connect=None):
     return lambda: _FrameProtocol(options["max_frame_size"], options["read_limit"], on_connect)
 
 
-def _options(trusted, allowed, max_frame_size, read_limit):
-    return dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size, read_limit=read_limit)
+def _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5):
+    return dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size, read_limit=read_limit,
+                handshake_timeout=_check_handshake_timeout(handshake_timeout), allow_md5=allow_md5)
 
 
 async def _connected(connect, factory, options, authkey):
@@ -304,18 +329,21 @@ async def _connected(connect, factory, options, authkey):
     _, protocol = await connect(factory)
     stream = ObjectStream(protocol, trusted=options["trusted"], allowed=options["allowed"])
     if authkey is not None:
-        await _authenticate(stream, authkey, server=False)
+        await _authenticate(stream, authkey, server=False, options=options)
     return stream
 
 
 async def open_connection(host=None, port=None, *, authkey=None, trusted=False, allowed=(),
-                          max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT, **kwds):
+                          max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
+                          handshake_timeout=None, allow_md5=True, **kwds):
     """Connect over TCP; an :class:`ObjectStream`. Extra keywords go to ``loop.create_connection``.
 
-    With `authkey`, runs the multiprocessing challenge handshake first
-    (AuthenticationError on a key mismatch, and the connection is closed).
+    With `authkey`, runs the multiprocessing challenge handshake first:
+    AuthenticationError (the connection closed) on a key mismatch or any other
+    failure, including no answer within `handshake_timeout` seconds (None, the
+    default: no deadline, as a server may start the handshake late).
     """
-    options = _options(trusted, allowed, max_frame_size, read_limit)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
     loop = asyncio.get_running_loop()
     return await _connected(lambda f: loop.create_connection(f, host, port, **kwds),
                             _factory(options), options, authkey)
@@ -323,9 +351,9 @@ async def open_connection(host=None, port=None, *, authkey=None, trusted=False, 
 
 async def open_unix_connection(path=None, *, authkey=None, trusted=False, allowed=(),
                                max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                               **kwds):
+                               handshake_timeout=None, allow_md5=True, **kwds):
     """Connect to a Unix socket; an :class:`ObjectStream` (like :func:`open_connection`)."""
-    options = _options(trusted, allowed, max_frame_size, read_limit)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
     loop = asyncio.get_running_loop()
     return await _connected(lambda f: loop.create_unix_connection(f, path, **kwds),
                             _factory(options), options, authkey)
@@ -338,8 +366,8 @@ def _on_connect_calling(client_connected_cb, options, authkey):
 
     async def serve(stream):
         try:
-            await _authenticate(stream, authkey, server=True)
-        except (AuthenticationError, EOFError, OSError, ValueError):
+            await _authenticate(stream, authkey, server=True, options=options)
+        except AuthenticationError:
             return  # refused (the stream is closed); the callback never sees this peer
         result = client_connected_cb(stream)
         if asyncio.iscoroutine(result):
@@ -359,21 +387,23 @@ def _on_connect_calling(client_connected_cb, options, authkey):
 
 async def start_server(client_connected_cb, host=None, port=None, *, authkey=None, trusted=False,
                        allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                       **kwds):
+                       handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, **kwds):
     """Serve over TCP: ``client_connected_cb(stream)`` (a function or coroutine) for each client.
 
-    With `authkey`, each client must pass the challenge handshake first; a
-    refused client is disconnected and never reaches the callback. Returns the
+    With `authkey`, each client must pass the challenge handshake first, within
+    `handshake_timeout` seconds (None: no limit); a refused or silent client is
+    disconnected and never reaches the callback. Returns the
     ``asyncio.Server``. Extra keywords go to ``loop.create_server``.
     """
-    options = _options(trusted, allowed, max_frame_size, read_limit)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
     on_connect = _on_connect_calling(client_connected_cb, options, authkey)
     return await asyncio.get_running_loop().create_server(_factory(options, on_connect), host, port, **kwds)
 
 
 async def start_unix_server(client_connected_cb, path=None, *, authkey=None, trusted=False, allowed=(),
-                            max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT, **kwds):
+                            max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
+                            handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, **kwds):
     """Serve on a Unix socket: like :func:`start_server`."""
-    options = _options(trusted, allowed, max_frame_size, read_limit)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
     on_connect = _on_connect_calling(client_connected_cb, options, authkey)
     return await asyncio.get_running_loop().create_unix_server(_factory(options, on_connect), path, **kwds)

@@ -42,14 +42,24 @@ serialised by one lock and receives by another (:class:`MessageLock`: a thread
 waiting for one cannot be interrupted by a signal), so each message is written
 and read whole, one sender and one receiver thread never wait for each other,
 and the messages of one sending thread arrive in the order it sent them.
-``close()`` must not race with a send or receive in progress.
+A call that finds its connection closed mid-way (by a callback it ran, a
+signal handler or another thread) raises ``OSError("handle is closed")`` and
+never touches the descriptor number again.
+
+Unauthenticated peers cannot stall a server: the handshake has one deadline
+(``handshake_timeout``, 10 s by default) and every way it can fail raises
+AuthenticationError; ``allow_md5=False`` refuses legacy HMAC-MD5. A socket
+timeout bounds each read; ``recv(timeout=)`` bounds a whole receive.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import hmac
+import operator
 import os
+import re
 import select
 import socket
 import time
@@ -57,6 +67,7 @@ from multiprocessing import AuthenticationError, BufferTooShort
 from multiprocessing import connection as _std_connection
 
 from . import pickle as _pickle
+from ._fastwire import FAST_SOCKETS, STREAM_THRESHOLD, ConnectionCore, MessageLock
 from .frames import (
     DEFAULT_MAX_FRAME_SIZE,
     FrameError,
@@ -64,14 +75,14 @@ from .frames import (
     FrameScanner,
     dumps_framed,
 )
-from ._fastwire import FAST_SOCKETS, STREAM_THRESHOLD, ConnectionCore, MessageLock
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_FRAME_SIZE",
     "AuthenticationError",
     "BufferTooShort",
     "Client",
     "Connection",
-    "DEFAULT_MAX_FRAME_SIZE",
     "Listener",
     "Pipe",
     "wait",
@@ -90,6 +101,10 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - not on Linux
     _IOV_MAX = 16
 
 _CHUNK = 1024 * 1024
+# How much a large frame's reader takes from the socket at once for a line or a
+# peek (the unpickler's prefetch is 128 KiB): bounded, whatever the frame claims.
+_LINE_CHUNK = 256 * 1024
+_NEWLINE = re.compile(b"\n")  # re searches a memoryview in place; bytes.find would need a copy
 
 
 class Connection(ConnectionCore):
@@ -101,10 +116,14 @@ class Connection(ConnectionCore):
     in `allowed`; ``trusted=True`` runs any pickle. Frames longer than
     `max_frame_size` are refused. The socket's timeout applies to every call
     (``TimeoutError``); a non-blocking socket raises ValueError here.
+    A Connection is initialised once: calling ``__init__`` again raises
+    RuntimeError (a call in progress holds the state it set up).
     """
 
     def __init__(self, sock, readable=True, writable=True, *, trusted=False, allowed=(),
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+        if self._scanner is not None:
+            raise RuntimeError("a fastwire.net.Connection cannot be initialised twice")
         if not isinstance(sock, socket.socket):
             sock = socket.socket(fileno=sock.__index__())
         if not readable and not writable:
@@ -287,22 +306,22 @@ class Connection(ConnectionCore):
 
     # -- receiving -------------------------------------------------------------
 
-    def _recv_slowly(self):
+    def _recv_slowly(self, timeout=None):
         self._live()
         self._check_readable()
-        return self._recv_arriving()  # it takes an already buffered frame first
+        return self._recv_arriving(_deadline(timeout))  # it takes an already buffered frame first
 
-    def _recv_arriving(self):
+    def _recv_arriving(self, deadline=None):
         """recv() when no complete frame is buffered: read until one is."""
         ready = self._ready
         with self._recv_lock:
             while True:
                 while not ready:
-                    self._fill()
+                    self._fill(deadline=deadline)
                     if not ready:
                         length = self._scanner.partial_frame_size
                         if length is not None and length >= STREAM_THRESHOLD:
-                            return self._load_streamed(*self._scanner.take_partial())
+                            return self._load_streamed(*self._scanner.take_partial(), deadline)
                 try:
                     frame = ready.popleft()
                 except IndexError:  # a lock-free recv() in another thread took it
@@ -310,29 +329,34 @@ class Connection(ConnectionCore):
                 break
         return _pickle.loads(frame, allowed=self._allowed)
 
-    def recv_bytes(self, maxlength=None):
+    def recv_bytes(self, maxlength=None, *, timeout=None):
         """Receive one message as bytes.
 
         Raises OSError("bad message length") if it is longer than `maxlength`
         (the connection then stops being readable, as in the standard
         library), EOFError/FrameTooLarge/TimeoutError as recv() does.
+        `timeout` is a deadline for the whole call, as in recv().
         """
         self._live()
         self._check_readable()
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
+        deadline = _deadline(timeout)
         with self._recv_lock:
-            frame = self._next_frame(maxlength)
+            frame = self._next_frame(maxlength, deadline)
         return frame if type(frame) is bytes else bytes(frame)
 
-    def recv_bytes_into(self, buf, offset=0):
+    def recv_bytes_into(self, buf, offset=0, *, timeout=None):
         """Receive one message into the writable bytes-like `buf` at byte `offset`.
 
         Returns its size. Raises BufferTooShort (carrying the whole message)
-        if it does not fit, ValueError for a bad offset.
+        if it does not fit, ValueError for a bad offset. `timeout` is a
+        deadline for the whole call, as in recv().
         """
         self._live()
         self._check_readable()
+        offset = operator.index(offset)  # once, before any lock: __index__ runs Python
+        deadline = _deadline(timeout)
         with memoryview(buf) as m:
             itemsize = m.itemsize
             bytesize = itemsize * len(m)
@@ -342,7 +366,7 @@ class Connection(ConnectionCore):
                 raise ValueError("offset too large")
             with self._recv_lock, m.cast("B") as target:
                 while not self._ready:
-                    self._fill()
+                    self._fill(deadline=deadline)
                     length = self._scanner.partial_frame_size
                     if (not self._ready and length is not None and length >= STREAM_THRESHOLD
                             and offset + length <= bytesize):
@@ -350,7 +374,8 @@ class Connection(ConnectionCore):
                         length, head = self._scanner.take_partial()
                         target[offset:offset + len(head)] = head
                         try:
-                            _recv_exactly(self._sock, target[offset + len(head):offset + length])
+                            _recv_exactly(self._live(), target[offset + len(head):offset + length],
+                                          deadline)
                         except BaseException:
                             self.close()  # the frame is cut: the stream cannot be resynchronised
                             raise
@@ -372,7 +397,7 @@ class Connection(ConnectionCore):
         with self._recv_lock:
             while not self._ready:
                 remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                if not _readable(self._sock, remaining):
+                if not _readable(self._live(), remaining):
                     return False
                 if not self._fill(nonblocking=True):
                     return True  # end of stream: recv() raises EOFError at once
@@ -380,24 +405,24 @@ class Connection(ConnectionCore):
                     return False
             return True
 
-    def _next_frame(self, maxlength):
+    def _next_frame(self, maxlength, deadline=None):
         while not self._ready:
-            self._fill()
+            self._fill(deadline=deadline)
             length = None if self._ready else self._scanner.partial_frame_size
             if length is not None:
                 if maxlength is not None and length > maxlength:
                     self._bad_message_length()
                 if length >= STREAM_THRESHOLD:
-                    return self._receive_large()
+                    return self._receive_large(deadline)
         if maxlength is not None and len(self._ready[0]) > maxlength:
             self._bad_message_length()
         return self._ready.popleft()
 
-    def _receive_large(self):
+    def _receive_large(self, deadline=None):
         """The rest of a large frame, read straight into the bytes object returned."""
         length, head = self._scanner.take_partial()
         try:
-            return self._receive_bytes(length, head)
+            return self._receive_bytes(length, head, _recv_into_by(self._live(), deadline))
         except BaseException:
             self.close()  # the frame is cut: the stream cannot be resynchronised
             raise
@@ -409,38 +434,43 @@ class Connection(ConnectionCore):
             self.close()
         raise OSError("bad message length")
 
-    def _fill(self, nonblocking=False):
-        """One read into the scanner; queue the frames it completed. False at end of stream."""
-        sock = self._sock
-        if sock is None:
-            self._live()  # raises
+    def _fill(self, nonblocking=False, deadline=None):
+        """One read into the scanner; queue the frames it completed. False at end of stream.
+
+        With a `deadline` (time.monotonic()), TimeoutError once it has passed
+        with no byte to read; the bytes received so far stay buffered.
+        """
+        sock = self._live()
+        waited = deadline is not None
+        if waited:
+            _wait_readable(sock, deadline)
         try:
-            if nonblocking:
+            if nonblocking or waited:
                 try:
                     frames = self._scanner.recv_from(sock, socket.MSG_DONTWAIT)
-                except BlockingIOError:
+                except BlockingIOError:  # nothing yet (or a spurious wake-up)
                     return True
-                if frames is None:
-                    return False
             else:
                 frames = self._scanner.recv_from(sock)
-                if frames is None:
-                    if self._scanner.pending:
-                        self.close()
-                        raise EOFError("the peer closed the connection in the middle of a message")
-                    raise EOFError
         except FrameError:
             self.close()
             raise
+        if frames is None:
+            if nonblocking:
+                return False  # poll(): recv() will raise at once
+            if self._scanner.pending:
+                self.close()
+                raise EOFError("the peer closed the connection in the middle of a message")
+            raise EOFError
         self._ready.extend(frames)
         return True
 
-    def _load_streamed(self, length, received):
+    def _load_streamed(self, length, received, deadline=None):
         """Decode a large frame while reading it, straight into the objects it makes."""
         shape = _lone_bytes_pickle(received, length)
         if shape is not None:
-            return self._load_lone_bytes(length, received, *shape)
-        reader = _FrameReader(self._sock, length, received)
+            return self._load_lone_bytes(length, received, *shape, deadline)
+        reader = _FrameReader(self._live(), length, received, deadline)
         try:
             obj = _pickle.load(reader, allowed=self._allowed)
         except (EOFError, OSError):
@@ -460,15 +490,16 @@ class Connection(ConnectionCore):
             raise
 
 
-    def _load_lone_bytes(self, length, received, op_end, size, trailer_size):
+    def _load_lone_bytes(self, length, received, op_end, size, trailer_size, deadline=None):
         """A frame that pickles one large bytes object, received like recv_bytes()
         (into recycled memory when it can be), then checked against its trailer."""
         try:
-            data = self._receive_bytes(size, received[op_end:op_end + size])
+            sock = self._live()
+            data = self._receive_bytes(size, received[op_end:op_end + size], _recv_into_by(sock, deadline))
             trailer = bytearray(received[op_end + size:])
             if len(trailer) < trailer_size:
                 missing = bytearray(trailer_size - len(trailer))
-                _recv_exactly(self._sock, memoryview(missing))
+                _recv_exactly(sock, memoryview(missing), deadline)
                 trailer += missing
         except BaseException:
             self.close()  # the frame is cut: the stream cannot be resynchronised
@@ -510,13 +541,16 @@ class _FrameReader:
     """The payload of one frame as a binary file, read from the socket on demand.
 
     It never returns a byte beyond the frame, and allocates only for bytes
-    that have arrived (reads are made in chunks of at most 1 MiB), except
-    readinto() which fills the caller's (already allocated) buffer.
+    that have arrived, in chunks of at most 1 MiB (256 KiB for lines and
+    peeks), except readinto() which fills the caller's (already allocated)
+    buffer. ``peek()`` and a buffered ``readline()`` let the unpickler decode
+    text opcodes from whole chunks, never a system call per byte.
     """
 
-    def __init__(self, sock, length, received):
+    def __init__(self, sock, length, received, deadline=None):
         self._sock = sock
-        self._head = received         # payload bytes the scanner already had
+        self._deadline = deadline
+        self._head = received         # payload bytes received, not yet consumed from _pos
         self._pos = 0
         self._unread = length - len(received)  # payload bytes still on the socket
 
@@ -524,8 +558,17 @@ class _FrameReader:
         return len(self._head) - self._pos + self._unread
 
     def _recv_into(self, view):
-        _recv_exactly(self._sock, view)
+        _recv_exactly(self._sock, view, self._deadline)
         self._unread -= len(view)
+
+    def _refill(self):
+        """Replace the consumed head with the next bytes that arrive (one read)."""
+        chunk = memoryview(bytearray(min(self._unread, _LINE_CHUNK)))
+        n = _recv_into_by(self._sock, self._deadline)(chunk)
+        if n == 0:
+            raise EOFError("the peer closed the connection in the middle of a message")
+        self._unread -= n
+        self._head, self._pos = chunk[:n], 0
 
     def readinto(self, b):
         with memoryview(b) as m, m.cast("B") as target:
@@ -552,17 +595,33 @@ class _FrameReader:
             rest -= len(chunk)
         return b"".join(parts)
 
+    def peek(self, n=0):
+        """Buffered bytes (at most `n` if it is positive), without consuming them;
+        reads once if none are buffered."""
+        if self._pos == len(self._head) and self._unread:
+            self._refill()
+        end = len(self._head) if n <= 0 else min(len(self._head), self._pos + n)
+        return bytes(self._head[self._pos:end])
+
     def readline(self, size=-1):
-        # Only text pickles (protocol 0) read lines; byte at a time is fine there.
-        line = bytearray()
-        while size < 0 or len(line) < size:
-            byte = self.read(1)
-            if not byte:
+        parts = []
+        got = 0
+        while size is None or size < 0 or got < size:
+            if self._pos == len(self._head):
+                if not self._unread:
+                    break
+                self._refill()
+            end = len(self._head)
+            if size is not None and size >= 0:
+                end = min(end, self._pos + size - got)
+            newline = _NEWLINE.search(self._head, self._pos, end)
+            stop = newline.end() if newline else end
+            parts.append(self._head[self._pos:stop])
+            got += stop - self._pos
+            self._pos = stop
+            if newline:
                 break
-            line += byte
-            if byte == b"\n":
-                break
-        return bytes(line)
+        return b"".join(parts)
 
     def skip_rest(self):
         self._pos = len(self._head)
@@ -571,11 +630,51 @@ class _FrameReader:
             self._recv_into(scratch[:min(self._unread, len(scratch))])
 
 
-def _recv_exactly(sock, view):
+def _deadline(timeout):
+    """The time.monotonic() by which a call given `timeout` seconds must finish (None: never)."""
+    if timeout is None:
+        return None
+    if not timeout > 0:
+        raise ValueError("timeout must be None or > 0")
+    return time.monotonic() + timeout
+
+
+def _remaining(deadline):
+    """Seconds left before `deadline` (None: no deadline), as a timeout that is
+    already over rather than an invalid one once it has passed."""
+    return None if deadline is None else max(deadline - time.monotonic(), 1e-9)
+
+
+def _wait_readable(sock, deadline):
+    """Wait until `sock` is readable; TimeoutError once `deadline` has passed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not _readable(sock, remaining):
+        raise TimeoutError("timed out")
+
+
+def _recv_some(sock, deadline, view):
+    """One read into `view` of the bytes that arrive before `deadline`."""
+    while True:
+        _wait_readable(sock, deadline)
+        try:
+            return sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:  # a spurious wake-up
+            continue
+
+
+def _recv_into_by(sock, deadline):
+    """`sock.recv_into`, or with a deadline, a recv_into that raises TimeoutError after it."""
+    if deadline is None:
+        return sock.recv_into
+    return functools.partial(_recv_some, sock, deadline)
+
+
+def _recv_exactly(sock, view, deadline=None):
     """Fill the writable byte view from the socket; EOFError if the peer closes first."""
+    recv_into = _recv_into_by(sock, deadline)
     got, n = 0, len(view)
     while got < n:
-        k = sock.recv_into(view[got:])
+        k = recv_into(view[got:])
         if k == 0:
             raise EOFError("the peer closed the connection in the middle of a message")
         got += k
@@ -624,6 +723,16 @@ _MAX_DIGEST_LEN = max(len(d) for d in _ALLOWED_DIGESTS)
 _LEGACY_LENGTHS = (20, 16)
 
 
+# Every handshake waits this long at most, by default: an idle or trickling
+# peer must not hold a Listener's accept() (or an aio server's task) forever.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+# What an unauthenticated peer can make a handshake read raise, besides
+# AuthenticationError: cut streams, timeouts, oversize messages (OSError, EOFError),
+# bad length prefixes (FrameError/FrameTooLarge are ValueErrors), and digests
+# this build of hashlib cannot compute (ValueError).
+_HANDSHAKE_FAILURES = (OSError, EOFError, ValueError)
+
+
 def _digest_name_and_payload(message):
     if len(message) in _LEGACY_LENGTHS:
         return "", message
@@ -633,6 +742,15 @@ def _digest_name_and_payload(message):
             return message[1:curly].decode("ascii"), message[curly + 1:]
     raise AuthenticationError(
         "unsupported message length, missing digest prefix, or unsupported digest")
+
+
+def _digest_of(message, allow_md5):
+    """The digest the peer's challenge or response uses ('md5' for a bare, legacy one);
+    AuthenticationError if it is MD5 and `allow_md5` is false."""
+    digest_name = _digest_name_and_payload(message)[0] or "md5"
+    if digest_name == "md5" and not allow_md5:
+        raise AuthenticationError("the peer uses HMAC-MD5, refused (allow_md5=False)")
+    return digest_name
 
 
 def _response(authkey, message):
@@ -661,6 +779,12 @@ def _check_authkey(authkey):
         raise TypeError("authkey should be a byte string")
 
 
+def _check_handshake_timeout(timeout):
+    if timeout is not None and not timeout > 0:
+        raise ValueError("handshake_timeout must be None or > 0")
+    return timeout
+
+
 # The handshake is written once, as generators of I/O steps: each yields the
 # bytes to send, or _RECEIVE to be sent the next message back; run_handshake
 # drives them over a Connection, fastwire.aio over a stream.
@@ -668,12 +792,24 @@ _RECEIVE = None
 _MAX_HANDSHAKE_MESSAGE = 256
 
 
-def challenge_steps(authkey, digest_name="sha256"):
-    """Challenge the peer to prove it knows `authkey` (AuthenticationError if not)."""
+def challenge_steps(authkey, digest_name="sha256", *, allow_md5=True):
+    """Challenge the peer to prove it knows `authkey` (AuthenticationError if not).
+
+    With ``allow_md5=False`` a response in HMAC-MD5 (every peer before 3.12)
+    is refused like a wrong one. ValueError at once for a `digest_name` the
+    protocol does not offer (or "md5" with ``allow_md5=False``).
+    """
+    if digest_name.encode("ascii") not in _ALLOWED_DIGESTS or (digest_name == "md5" and not allow_md5):
+        raise ValueError(f"digest_name {digest_name!r} is not offered")
+    return _challenge_steps(authkey, digest_name, allow_md5)
+
+
+def _challenge_steps(authkey, digest_name, allow_md5):
     message = b"{%s}%s" % (digest_name.encode("ascii"), os.urandom(_MESSAGE_LENGTH))
     yield _CHALLENGE + message
     response = yield _RECEIVE
     try:
+        _digest_of(response, allow_md5)
         _verify(authkey, message, response)
     except AuthenticationError:
         yield _FAILURE
@@ -681,42 +817,78 @@ def challenge_steps(authkey, digest_name="sha256"):
     yield _WELCOME
 
 
-def answer_steps(authkey):
-    """Prove to the peer that we know `authkey` (AuthenticationError if it disagrees)."""
+def answer_steps(authkey, *, allow_md5=True):
+    """Prove to the peer that we know `authkey` (AuthenticationError if it disagrees).
+
+    With ``allow_md5=False`` a challenge asking for HMAC-MD5 (every peer
+    before 3.12) is refused: AuthenticationError, nothing is answered.
+    """
     message = yield _RECEIVE
     if not message.startswith(_CHALLENGE):
         raise AuthenticationError("protocol error, expected a challenge")
     message = message[len(_CHALLENGE):]
     if len(message) < 20:
         raise AuthenticationError(f"challenge too short: {len(message)} bytes")
+    _digest_of(message, allow_md5)
     yield _response(authkey, message)
     if (yield _RECEIVE) != _WELCOME:
         raise AuthenticationError("digest sent was rejected")
 
 
-def run_handshake(connection, steps):
-    """Drive handshake steps over a Connection (messages over 256 bytes are refused)."""
+def handshake_failure(exc):
+    """The AuthenticationError a handshake raises for `exc`, an error the peer
+    caused (one of _HANDSHAKE_FAILURES): a server that catches
+    AuthenticationError survives every unauthenticated peer."""
+    return AuthenticationError(f"authentication handshake failed: {exc!r}")
+
+
+def run_handshake(connection, steps, timeout=None):
+    """Drive handshake steps over a Connection (messages over 256 bytes are refused).
+
+    `timeout` bounds the whole handshake. Every failure, whatever the peer
+    did, raises AuthenticationError (chained to the error it caused).
+    """
+    deadline = _deadline(timeout)
     reply = None
     try:
         while True:
             out = steps.send(reply)
             if out is _RECEIVE:
-                reply = connection.recv_bytes(_MAX_HANDSHAKE_MESSAGE)
+                reply = connection.recv_bytes(_MAX_HANDSHAKE_MESSAGE, timeout=_remaining(deadline))
             else:
                 connection.send_bytes(out)
                 reply = None
     except StopIteration:
         pass
+    except _HANDSHAKE_FAILURES as exc:
+        raise handshake_failure(exc) from exc
 
 
-def deliver_challenge(connection, authkey, digest_name="sha256"):
-    """Challenge the peer on `connection`; AuthenticationError if it lacks `authkey`."""
-    run_handshake(connection, challenge_steps(authkey, digest_name))
+def deliver_challenge(connection, authkey, digest_name="sha256", *, allow_md5=True, timeout=None):
+    """Challenge the peer on `connection`; AuthenticationError if it lacks `authkey`,
+    answers in HMAC-MD5 while ``allow_md5=False``, or fails in any other way
+    (`timeout`, seconds: a deadline for the whole exchange)."""
+    run_handshake(connection, challenge_steps(authkey, digest_name, allow_md5=allow_md5), timeout)
 
 
-def answer_challenge(connection, authkey):
-    """Answer the peer's challenge on `connection`; AuthenticationError if refused."""
-    run_handshake(connection, answer_steps(authkey))
+def answer_challenge(connection, authkey, *, allow_md5=True, timeout=None):
+    """Answer the peer's challenge on `connection`; AuthenticationError if refused,
+    if it asks for HMAC-MD5 while ``allow_md5=False``, or on any other failure
+    (`timeout`, seconds: a deadline for the whole exchange)."""
+    run_handshake(connection, answer_steps(authkey, allow_md5=allow_md5), timeout)
+
+
+def _authenticate(conn, authkey, *, server, allow_md5, timeout):
+    """Both challenges over a new Connection (the server challenges first), within
+    one deadline; the connection is closed if they fail."""
+    deadline = _deadline(timeout)
+    steps = (challenge_steps(authkey, allow_md5=allow_md5), answer_steps(authkey, allow_md5=allow_md5))
+    try:
+        for step in (steps if server else steps[::-1]):
+            run_handshake(conn, step, _remaining(deadline))
+    except BaseException:
+        conn.close()
+        raise
 
 
 # -- endpoints ---------------------------------------------------------------------
@@ -754,15 +926,21 @@ class Listener:
     Same signature as ``multiprocessing.connection.Listener`` plus the
     :class:`Connection` options (`trusted`, `allowed`, `max_frame_size`) given
     to every accepted connection. With `authkey`, accept() runs the challenge
-    handshake and raises AuthenticationError for a peer with another key.
+    handshake and raises AuthenticationError (the connection closed) for any
+    peer that does not complete it: another key, garbage, a cut stream, or
+    no answer within `handshake_timeout` seconds (None: wait forever).
+    ``allow_md5=False`` refuses HMAC-MD5 both ways (peers before 3.12).
     """
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *, trusted=False,
-                 allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+                 allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                 handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True):
         family = _family(address, family)
         address = address or _arbitrary_address(family)
         if authkey is not None:
             _check_authkey(authkey)
+        self._handshake_timeout = _check_handshake_timeout(handshake_timeout)
+        self._allow_md5 = allow_md5
         sock = socket.socket(_FAMILIES[family])
         try:
             if os.name == "posix":
@@ -791,12 +969,10 @@ class Listener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(sock, **self._options)
         if self._authkey is not None:
-            try:
-                deliver_challenge(conn, self._authkey)
-                answer_challenge(conn, self._authkey)
-            except BaseException:
-                conn.close()
-                raise
+            timeout = self._handshake_timeout
+            conn.settimeout(timeout)  # bounds the handshake's writes; its reads share one deadline
+            _authenticate(conn, self._authkey, server=True, allow_md5=self._allow_md5, timeout=timeout)
+            conn.settimeout(None)
         return conn
 
     def close(self):
@@ -832,15 +1008,21 @@ def _is_abstract(address):
 
 
 def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
-           max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None):
+           max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None, handshake_timeout=None,
+           allow_md5=True):
     """Connect to a Listener (fastwire's or the standard library's); a :class:`Connection`.
 
-    `timeout` bounds the connect and every later call. With `authkey`, runs the
-    challenge handshake (AuthenticationError on a key mismatch).
+    `timeout` bounds the connect and every later read or write. With `authkey`,
+    runs the challenge handshake: AuthenticationError (the connection closed)
+    on a key mismatch or any other failure, including no answer within
+    `handshake_timeout` seconds. That is None (no deadline) by default, unlike
+    Listener's: a server starts the handshake only when it calls accept(),
+    which may be late. ``allow_md5=False`` refuses HMAC-MD5 both ways.
     """
     family = _family(address, family)
     if authkey is not None:
         _check_authkey(authkey)
+    _check_handshake_timeout(handshake_timeout)
     sock = socket.socket(_FAMILIES[family])
     try:
         sock.settimeout(timeout)
@@ -852,12 +1034,10 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
         raise
     conn = Connection(sock, trusted=trusted, allowed=allowed, max_frame_size=max_frame_size)
     if authkey is not None:
-        try:
-            answer_challenge(conn, authkey)
-            deliver_challenge(conn, authkey)
-        except BaseException:
-            conn.close()
-            raise
+        if handshake_timeout is not None and (timeout is None or handshake_timeout < timeout):
+            conn.settimeout(handshake_timeout)  # bounds the handshake's writes
+        _authenticate(conn, authkey, server=False, allow_md5=allow_md5, timeout=handshake_timeout)
+        conn.settimeout(timeout)
     return conn
 
 
