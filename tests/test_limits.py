@@ -371,14 +371,28 @@ LIMIT_TESTS = {
         "tests/test_net.py::test_recv_bytes_into_matches_stdlib"],
     "`fastwire.net` | authentication messages": [
         "tests/test_limits.py::test_authentication_message_of_256_bytes_is_read",
+        "tests/test_net_handshake.py::test_a_1000_byte_authentication_message_raises_authentication_error",
         "tests/test_limits.py::test_authentication_message_over_256_bytes_raises_authenticationerror"],
-    "`fastwire.net` | time per call": [
+    "`fastwire.net` | time for the `authkey` handshake": [
+        "tests/test_net_handshake.py::test_handshake_timeout_default_is_documented_and_configurable",
+        "tests/test_net_handshake.py::test_handshake_timeout_an_idle_peer_does_not_block_a_later_client",
+        "tests/test_net_handshake.py::test_client_handshake_timeout_bounds_a_silent_server"],
+    "`fastwire.net` | HMAC-MD5 in the handshake": [
+        "tests/test_net_handshake.py::test_allow_md5_false_refuses_a_bare_md5_response",
+        "tests/test_net_handshake.py::test_digest_policy_with_stdlib_clients"],
+    "`fastwire.net` | time per read or write": [
         "tests/test_net.py::test_timeout_keeps_received_bytes",
+        "tests/test_net_faults.py::test_recv_timeout_mid_message_over_1_mib_closes_the_connection",
         "tests/test_net_faults.py::test_writer_timeout_closes_the_connection"],
+    "`fastwire.net` | time per receive call, whole": [
+        "tests/test_net_faults.py::test_recv_timeout_is_a_deadline_for_the_whole_call_against_a_trickling_peer",
+        "tests/test_net_faults.py::test_recv_timeout_keeps_the_bytes_received_so_far"],
     "`fastwire.net` | what `recv()` builds": [
         "tests/test_net.py::test_recv_refuses_globals_by_default_and_stream_continues"],
     "`fastwire.aio` | frame size before the `authkey` handshake is done": [
         "tests/test_aio.py::test_handshake_refuses_a_big_message_before_authentication"],
+    "`fastwire.aio` | time for the `authkey` handshake": [
+        "tests/test_net_handshake.py::test_aio_handshake_timeout_releases_an_idle_peer"],
     "`fastwire.aio` | `max_frame_size`": [
         "tests/test_aio.py::test_oversized_frame_aborts"],
     "`fastwire.aio` | complete messages buffered, not yet received": [
