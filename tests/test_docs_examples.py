@@ -9,8 +9,8 @@ first line. Shell blocks (```sh) are not run: they install or start programs.
 A block is left out only when the line before its fence is a MyST comment
 ``% docs-test: skip <reason>`` (``<!-- docs-test: skip <reason> -->`` in the
 README, which GitHub renders); the reason is printed with the page's result.
-Every part is merged, so nothing else is left out: a page whose examples
-import a fastwire module that fails to import fails like any other error.
+Nothing else is left out: a page whose examples import a fastwire module that
+fails to import fails like any other error.
 """
 
 from __future__ import annotations
@@ -78,6 +78,23 @@ def page_id(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def run_blocks(blocks, cwd):
+    """Run (where, code) blocks in order in one fresh interpreter, as __main__.
+
+    The child imports the very fastwire this process imports (installed, or
+    src/ when PYTHONPATH says so); it runs in a scratch directory so examples
+    that write files or Unix sockets leave nothing behind."""
+    import fastwire
+
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(fastwire.__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER], input=json.dumps(blocks), text=True,
+        capture_output=True, cwd=cwd, timeout=300, env=env,
+    )
+
+
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_every_python_example_on_the_page_runs(page, tmp_path):
     blocks = []
@@ -91,18 +108,16 @@ def test_every_python_example_on_the_page_runs(page, tmp_path):
         blocks.append((f"{page_id(page)}:{line}", code))
     if not blocks:
         pytest.skip("; ".join(skipped))
-    # The child imports the very fastwire this process imports (installed, or
-    # src/ when PYTHONPATH says so); it runs in a scratch directory so examples
-    # that write files or Unix sockets leave nothing behind.
-    import fastwire
-
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(fastwire.__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", RUNNER], input=json.dumps(blocks), text=True,
-        capture_output=True, cwd=tmp_path, timeout=300, env=env,
-    )
+    result = run_blocks(blocks, tmp_path)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     for reason in skipped:  # recorded, visible with -rs only through the report below
         print("not run:", reason)
+
+
+def test_an_example_whose_fastwire_import_fails_fails_its_page(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n```python\nfrom fastwire import no_such_part\n```\n", encoding="utf-8")
+    blocks = [(f"page.md:{line}", code) for line, _, code, _ in code_blocks(page)]
+    result = run_blocks(blocks, tmp_path)
+    assert result.returncode != 0
+    assert "no_such_part" in result.stderr
