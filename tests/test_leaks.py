@@ -144,6 +144,23 @@ def restricted_refusals():
     }
 
 
+class Reinit:
+    """__reduce__ re-initialises the pickler running it: refused."""
+    target = None
+
+    def __reduce__(self):
+        Reinit.target.__init__(io.BytesIO(), 4)
+        return (int, (1,))
+
+
+class Setstate:
+    """__setstate__ clears the memo of the unpickler running it: refused."""
+    target = None
+
+    def __setstate__(self, state):
+        Setstate.target.memo.clear()
+
+
 def pickle_cases():
     value = {"a": [1, 2.5, None, True], "b": (b"x" * 100, "y" * 100), "c": {1, 2}, "d": bytearray(b"z")}
     data = {p: fw_pickle.dumps(value, protocol=p) for p in range(fw_pickle.HIGHEST_PROTOCOL + 1)}
@@ -156,6 +173,36 @@ def pickle_cases():
         unpickler = fw_pickle.Unpickler(io.BytesIO(stream), allowed=())
         for _ in range(3):
             unpickler.load()
+
+    def reinit_pickler():
+        Reinit.target = fw_pickle.Pickler(io.BytesIO(), 4)
+        try:
+            Reinit.target.dump([Reinit(), value])
+        finally:
+            Reinit.target = None
+
+    setstate = Setstate()
+    setstate.state = 1   # an instance with state, so BUILD calls __setstate__
+    setstate_data = fw_pickle.dumps([setstate], 4)
+
+    def reinit_unpickler():
+        Setstate.target = fw_pickle.Unpickler(io.BytesIO(setstate_data))
+        try:
+            Setstate.target.load()
+        finally:
+            Setstate.target = None
+
+    class NestedLoads:
+        def __iter__(self):
+            fw_pickle.loads(data[2])
+            return iter(())
+    nested = NestedLoads()
+
+    class KeepsViews(io.BytesIO):
+        def readinto(self, b):
+            self.kept = memoryview(b)
+            return super().readinto(b)
+    large = fw_pickle.dumps(b"L" * ((1 << 20) + 7), protocol=4)
 
     return {
         "dumps": (lambda: fw_pickle.dumps(value, protocol=5), [value]),
@@ -173,6 +220,11 @@ def pickle_cases():
         "dumps unpicklable": (raising((TypeError, AttributeError, fw_pickle.PicklingError),
                                       fw_pickle.dumps, lambda: None), []),
         **restricted_refusals(),
+        "Pickler re-initialised mid-dump": (raising(RuntimeError, reinit_pickler), [value]),
+        "Unpickler memo cleared mid-load": (raising(RuntimeError, reinit_unpickler), [setstate_data]),
+        "loads nested in buffers= iteration": (
+            lambda: fw_pickle.loads(data[2], encoding="latin1", buffers=nested), [data[2], nested]),
+        "load with readinto keeping its view": (lambda: fw_pickle.load(KeepsViews(large)), [large]),
     }
 
 

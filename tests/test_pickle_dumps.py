@@ -678,3 +678,18 @@ def test_dumps_framed_errors():
         dumps_framed(5, ">I")
     assert dumps_framed([], ">I") == b""
     assert dumps_framed(iter([1]), ">I", 5) == encode_frame(fw.dumps(1, 5), ">I")
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize("count", [255, 256, 257, 65535, 65536, 65537])
+def test_memo_indices_across_size_boundaries(protocol, count):
+    """Shared objects numbered past each memo-index width (BINPUT/BINGET hold
+    one byte, LONG_BINPUT/LONG_BINGET four): the same bytes as the stdlib, and
+    every reference back loads as the same object."""
+    shared = [[i] for i in range(count)]
+    value = [shared, shared[-1], shared[255 % count], shared[count // 2], shared[0]]
+    data = fw.dumps(value, protocol)
+    assert data == std.dumps(value, protocol)
+    loaded = std.loads(data)
+    assert loaded[1] is loaded[0][-1] and loaded[2] is loaded[0][255 % count]
+    assert loaded[3] is loaded[0][count // 2] and loaded[4] is loaded[0][0]

@@ -13,6 +13,8 @@ cdef extern from "wire.h":
     size_t FW_SIZE_T_ALIGN, FW_FLOAT_ALIGN, FW_DOUBLE_ALIGN, FW_VOID_P_ALIGN, FW_BOOL_ALIGN
     int FW_HOST_LITTLE
     int FW_FREE_THREADED
+    bint fw_claim(int *busy) noexcept
+    void fw_release(int *busy) noexcept
     void fw_store_u16(char *p, uint16_t v, int swap) nogil
     void fw_store_u32(char *p, uint32_t v, int swap) nogil
     void fw_store_u64(char *p, uint64_t v, int swap) nogil

@@ -18,9 +18,8 @@ cimport cython
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memmove
 from libc.stdint cimport UINT64_MAX
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITE
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.bytes cimport _PyBytes_Resize
-from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 
 cdef extern from "Python.h":
@@ -1174,6 +1173,71 @@ cdef class _ReadOnlyArena:
 cdef Py_ssize_t _FIRST_PAYLOAD_BLOCK = 1024 * 1024
 
 
+@cython.final
+cdef class _ReceiveWindow:
+    """The writable buffer behind the memoryview one recv_into()/readinto()
+    call fills: the free tail
+    of the block receive_payload grows. It counts the buffers exported from it
+    and refuses new ones once the call has returned, so the caller knows
+    whether the callee kept one (``memoryview(b)`` saved somewhere). A kept
+    view would write into the bytes object handed out as immutable, and into
+    freed memory once realloc moves the block; the block then goes to the
+    window, which lives as long as that view, and receiving goes on in a copy."""
+
+    cdef char* data
+    cdef Py_ssize_t size
+    cdef Py_ssize_t itemsize
+    cdef Py_ssize_t exports
+    cdef bint closed
+    cdef object block      # owns `data` once a view of it outlived the call
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        with cython.critical_section(self):
+            if self.closed:
+                raise BufferError("this receive buffer was only valid during the call it was passed to")
+            buffer.buf = self.data
+            buffer.obj = self
+            buffer.len = self.size
+            buffer.readonly = 0
+            buffer.itemsize = 1
+            buffer.format = <char*>_BYTE_FORMAT if (flags & PyBUF_FORMAT) else NULL
+            buffer.ndim = 1
+            buffer.shape = &self.size if (flags & PyBUF_ND) else NULL
+            buffer.strides = &self.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+            buffer.suboffsets = NULL
+            buffer.internal = NULL
+            self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        with cython.critical_section(self):
+            self.exports -= 1
+
+    cdef bint close(self) noexcept:
+        """End the call: no new exports; True if an export is still held."""
+        with cython.critical_section(self):
+            self.closed = True
+            return self.exports != 0
+
+
+cdef inline _ReceiveWindow _receive_window(PyObject* raw, Py_ssize_t start, Py_ssize_t size):
+    cdef _ReceiveWindow window = _ReceiveWindow.__new__(_ReceiveWindow)
+    window.data = fw_bytes_data(raw) + start
+    window.size = size - start
+    window.itemsize = 1
+    return window
+
+
+cdef PyObject* _abandon_block(_ReceiveWindow window, PyObject* raw, Py_ssize_t size) except NULL:
+    """`window`'s caller kept a view of `raw`: give the window our reference
+    (the block lives as long as the view) and return a private copy of its
+    `size` bytes to go on receiving into."""
+    cdef PyObject* fresh
+    window.block = <object>raw    # first, so a failed copy below still leaves the block owned
+    fresh = fw_new_bytes(fw_bytes_data(raw), size)
+    Py_XDECREF(raw)
+    return fresh
+
+
 def receive_payload(recv_into, length, received=b""):
     """Read the rest of a frame into one new bytes object, as the bytes arrive.
 
@@ -1223,11 +1287,21 @@ cdef object _receive_payload(recv_into, Py_ssize_t length, received, PyObject* r
                 size = 2 * size if 2 * size < length else length
                 if _PyBytes_Resize(&raw, size) < 0:  # pragma: no cover - raises MemoryError
                     raise MemoryError()
-            window = PyMemoryView_FromMemory(fw_bytes_data(raw) + filled, size - filled, PyBUF_WRITE)
+            window = _receive_window(raw, filled, size)
+            # recv_into gets a memoryview, as from the stdlib, but one whose
+            # buffer comes from the window, which counts what outlives the call.
+            window_view = memoryview(window)
             try:
-                n = recv_into(window)
+                n = recv_into(window_view)
             finally:
-                window.release()  # nothing may keep pointing into a block that realloc may move
+                try:
+                    window_view.release()
+                except BufferError:  # recv_into exported from it and kept that
+                    pass
+                # Nothing may keep pointing into a block that realloc may move
+                # or that is returned as immutable bytes.
+                if window.close():
+                    raw = _abandon_block(window, raw, size)
             if n == 0:
                 raise EOFError("the peer closed the connection in the middle of a message")
             if n < 0 or n > size - filled:

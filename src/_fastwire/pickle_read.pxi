@@ -380,12 +380,26 @@ cdef class UnpicklerMemoProxy:
         self.owner = owner
 
     def copy(self):
-        """Return the memo as a new dict {index: object}."""
-        return _unp_memo_as_dict(self.owner)
+        """Return the memo as a new dict {index: object}.
+
+        Raises RuntimeError while the Unpickler is loading."""
+        cdef Unpickler u = self.owner
+        _unp_claim(u, "memo read")
+        try:
+            return _unp_memo_as_dict(u)
+        finally:
+            fw_release(&u.busy)
 
     def clear(self):
-        """Forget every memoized object."""
-        _unp_memo_clear(self.owner)
+        """Forget every memoized object.
+
+        Raises RuntimeError while the Unpickler is loading."""
+        cdef Unpickler u = self.owner
+        _unp_claim(u, "memo cleared")
+        try:
+            _unp_memo_clear(u)
+        finally:
+            fw_release(&u.busy)
 
     def __reduce__(self):
         return dict, (self.copy(),)
@@ -480,7 +494,12 @@ cdef class Unpickler:
     cdef object pers_func
     cdef object pers_func_set       # assigned through the persistent_load attribute
     cdef _Restriction restriction
-    cdef bint busy
+    # Claimed (fw_claim) by load(), loads() on the shared decoder, __init__ and
+    # every memo operation, before any of them runs Python: a decode calls
+    # user code (find_class, persistent_load, file reads, __setstate__,
+    # finalizers) that may re-enter this object or hand it to another thread,
+    # and must then meet a refusal, not a reconfigured or freed decoder.
+    cdef int busy
     cdef bint initialized
     cdef char *line
     cdef Py_ssize_t line_cap
@@ -501,12 +520,16 @@ cdef class Unpickler:
         readline = getattr(file, "readline", None)
         if read is None or readline is None:
             raise TypeError("file must have 'read' and 'readline' attributes")
-        _unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
-        self.file_read = read
-        self.file_readline = readline
-        self.file_readinto = readinto
-        self.file_peek = peek
-        self.initialized = True
+        _unp_claim(self, "__init__() called")
+        try:
+            _unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
+            self.file_read = read
+            self.file_readline = readline
+            self.file_readinto = readinto
+            self.file_peek = peek
+            self.initialized = True
+        finally:
+            fw_release(&self.busy)
 
     def __dealloc__(self):
         _unp_clear_stack(self, 0)
@@ -522,24 +545,26 @@ cdef class Unpickler:
         """Read one pickle from the file and return the object it describes.
 
         Raises EOFError at the end of the stream, UnpicklingError (or the
-        stdlib's exception for the same case) for bad data.
+        stdlib's exception for the same case) for bad data, and RuntimeError
+        if this Unpickler is already in use (a callback of a running load, or
+        another thread, calling load(), __init__() or the memo).
         """
         if not self.initialized:
             raise UnpicklingError(f"Unpickler.__init__() was not called by "
                                   f"{type(self).__name__}.__init__()")
-        if self.busy:
-            raise RuntimeError("Unpickler.load() is already running")
-        _unp_bind_hooks(self)
-        self.busy = True
+        _unp_claim(self, "load() called")
         try:
+            _unp_bind_hooks(self)
             return _unp_decode(self)
         finally:
-            self.busy = False
-            _unp_clear_stack(self, 0)
-            fw_intern_cache_clear(&self.interns)
-            _unp_finish_file(self)
-            self.find_class_hook = None
-            self.pers_func = None
+            try:
+                _unp_clear_stack(self, 0)
+                fw_intern_cache_clear(&self.interns)
+                _unp_finish_file(self)
+            finally:
+                self.find_class_hook = None
+                self.pers_func = None
+                fw_release(&self.busy)
 
     def find_class(self, module_name, global_name):
         """Return the object *global_name* of module *module_name*.
@@ -566,20 +591,27 @@ cdef class Unpickler:
             raise TypeError(f"'memo' attribute must be an UnpicklerMemoProxy object "
                             f"or dict, not {type(value).__name__}")
         items = []
-        for key, obj in (<dict>value).items():
+        for key, obj in list((<dict>value).items()):
             if not isinstance(key, int):
                 raise TypeError("memo key must be integers")
             if key < 0:
                 raise ValueError("memo key must be positive integers.")
-            items.append((key, obj))
-        _unp_memo_clear(self)
-        for key, obj in items:
-            _unp_memo_put(self, key, <PyObject *>obj, True)
+            items.append((<Py_ssize_t>key, obj))
+        _unp_claim(self, "memo assigned")
+        try:
+            _unp_memo_clear(self)
+            for key, obj in items:
+                _unp_memo_put(self, key, <PyObject *>obj, True)
+        finally:
+            fw_release(&self.busy)
 
     @property
     def persistent_load(self):
-        """The function called with each persistent id (unset by default)."""
+        """The function called with each persistent id (unset by default;
+        since 3.13 a default that raises UnpicklingError, as in the stdlib)."""
         if self.pers_func_set is None:
+            if _UNP_PY313:
+                return _unp_no_persistent_load
             raise AttributeError("persistent_load")
         return self.pers_func_set
 
@@ -590,6 +622,24 @@ cdef class Unpickler:
         if not callable(value):
             raise TypeError("persistent_load must be a callable taking one argument")
         self.pers_func_set = value
+
+
+# 3.13's Unpickler has a default persistent_load (raising); earlier ones none.
+cdef bint _UNP_PY313 = _unp_sys.version_info >= (3, 13)
+
+
+def _unp_no_persistent_load(pid):
+    """The default persistent_load (3.13+): persistent ids are not supported."""
+    raise UnpicklingError("A load persistent id instruction was encountered, "
+                          "but no persistent_load function was specified.")
+
+
+cdef int _unp_claim(Unpickler u, str what) except -1:
+    """Claim `u` for the call `what`, or raise: it is in use (a load under way,
+    on this thread through a callback or on another)."""
+    if not fw_claim(&u.busy):
+        raise RuntimeError(f"Unpickler {what} while the Unpickler is in use (a load is running)")
+    return 0
 
 
 cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
@@ -612,23 +662,28 @@ cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
     return 0
 
 
-# The last restriction built from a tuple or frozenset: a connection passes the
-# same immutable allowed= to every loads(), and building a _Restriction costs a
-# third of decoding a small message.
-cdef object _unp_cached_allowed = None
-cdef _Restriction _unp_cached_restriction = None
+# The last restriction built from a tuple or frozenset, as one (allowed,
+# restriction) pair: a connection passes the same immutable allowed= to every
+# loads(), and building a _Restriction costs a third of decoding a small
+# message. One reference read and one written, so no interleaving (a callback
+# run while _Restriction iterates `allowed`, a nested loads) can pair one
+# allowed= with another's restriction. Without the GIL even that single read
+# could meet a concurrent replacement, so free-threaded builds do not cache.
+cdef tuple _unp_cached_restriction = None
 
 
 cdef _Restriction _unp_restriction_for(allowed):
-    global _unp_cached_allowed, _unp_cached_restriction
+    global _unp_cached_restriction
+    cdef tuple cached
     if allowed is None:
         return None
-    if allowed is _unp_cached_allowed:
-        return _unp_cached_restriction
+    if not FW_FREE_THREADED:
+        cached = _unp_cached_restriction
+        if cached is not None and cached[0] is allowed:
+            return <_Restriction>cached[1]
     restriction = _Restriction(allowed)
-    if type(allowed) is tuple or type(allowed) is frozenset:
-        _unp_cached_allowed = allowed
-        _unp_cached_restriction = restriction
+    if not FW_FREE_THREADED and (type(allowed) is tuple or type(allowed) is frozenset):
+        _unp_cached_restriction = (allowed, restriction)
     return restriction
 
 
@@ -647,6 +702,8 @@ cdef int _unp_bind_hooks(Unpickler u) except -1:
         u.find_class_hook = None
     if u.pers_func is None:
         u.pers_func = getattr(u, "persistent_load", None)
+        if u.pers_func is _unp_no_persistent_load:
+            u.pers_func = None
     return 0
 
 
@@ -967,6 +1024,8 @@ cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint truste
             memset(p + u.memo_cap, 0, (cap - u.memo_cap) * sizeof(PyObject *))
             u.memo = p
             u.memo_cap = cap
+            if u.memo_sparse is not None:
+                _unp_memo_densify(u)
         else:
             # Far beyond anything the input could have numbered densely (the
             # stdlib would allocate a huge array here, gh-115952).
@@ -986,6 +1045,31 @@ cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint truste
         u.memo_len += 1
         if idx >= u.memo_hi:
             u.memo_hi = idx + 1
+    return 0
+
+
+cdef int _unp_memo_densify(Unpickler u) except -1:
+    """Move the sparse entries the grown dense array now covers into it.
+
+    The memo keeps one invariant: an index below memo_cap lives in the dense
+    array, any other in memo_sparse. An index first PUT far ahead (sparse) and
+    reached later by dense growth must move, or a GET would miss it and a
+    re-PUT would leave two values for one index."""
+    cdef Py_ssize_t idx
+    cdef PyObject *old
+    for key in [k for k in u.memo_sparse if <Py_ssize_t>k < u.memo_cap]:
+        idx = key
+        value = u.memo_sparse.pop(key)
+        old = u.memo[idx]
+        c_incref(<PyObject *>value)
+        u.memo[idx] = <PyObject *>value
+        if old != NULL:  # cannot happen while the invariant held; keep counts right anyway
+            u.memo_len -= 1
+            c_decref(old)
+        if idx >= u.memo_hi:
+            u.memo_hi = idx + 1
+    if not u.memo_sparse:
+        u.memo_sparse = None
     return 0
 
 
@@ -1779,40 +1863,52 @@ def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffe
     cdef Unpickler u
     if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
         return unp_loads_default(data, allowed)
-    u = _unp_shared
-    if u.busy:
-        u = Unpickler.__new__(Unpickler)
-    _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
-    return _unp_loads_with(u, data)
+    # Claim first, configure second: configuring runs Python (bool(fix_imports),
+    # iterating buffers= and allowed=) that may call loads() again.
+    u = _unp_claim_decoder()
+    try:
+        _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+        _unp_set_memory_input(u, data)
+        return _unp_decode(u)
+    finally:
+        _unp_end_loads(u)
 
 
 cdef object unp_loads_default(data, allowed):
     """loads(data, allowed=allowed) with every other argument at its default."""
-    cdef Unpickler u = _unp_shared
-    if u.busy:
-        u = Unpickler.__new__(Unpickler)
-    # Keep the defaults the shared decoder already has.
-    if u.encoding_is_bytes or u.buffers is not None \
-            or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
-        _unp_configure(u, True, "ASCII", "strict", (), None)
-    u.restriction = _unp_restriction_for(allowed)
-    return _unp_loads_with(u, data)
-
-
-cdef object _unp_loads_with(Unpickler u, data):
-    _unp_set_memory_input(u, data)
-    u.busy = True
+    cdef Unpickler u = _unp_claim_decoder()
     try:
+        # Keep the defaults the shared decoder already has.
+        if u.encoding_is_bytes or u.buffers is not None \
+                or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
+            _unp_configure(u, True, "ASCII", "strict", (), None)
+        u.restriction = _unp_restriction_for(allowed)
+        _unp_set_memory_input(u, data)
         return _unp_decode(u)
     finally:
-        _unp_clear_stack(u, 0)
-        _unp_memo_clear(u)
-        fw_intern_cache_clear(&u.interns)
-        _unp_release_input(u)
-        _unp_trim(u)
-        u.buffers = None
-        u.restriction = None
-        u.busy = False
+        _unp_end_loads(u)
+
+
+cdef inline Unpickler _unp_claim_decoder():
+    """The shared decoder, claimed; a fresh one (claimed) while it is in use."""
+    cdef Unpickler u = _unp_shared
+    if not fw_claim(&u.busy):
+        u = Unpickler.__new__(Unpickler)
+        fw_claim(&u.busy)
+    return u
+
+
+cdef void _unp_end_loads(Unpickler u) noexcept:
+    """Empty a loads() decoder and release its claim, last: the references
+    dropped here run finalizers, which must still find it busy."""
+    _unp_clear_stack(u, 0)
+    _unp_memo_clear(u)
+    fw_intern_cache_clear(&u.interns)
+    _unp_release_input(u)
+    _unp_trim(u)
+    u.buffers = None
+    u.restriction = None
+    fw_release(&u.busy)
 
 
 def load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(),

@@ -236,6 +236,9 @@ cdef object pw_codecs_encode = _pw_codecs.encode
 cdef object pw_reverse_name_mapping = _pw_compat_pickle.REVERSE_NAME_MAPPING
 cdef object pw_reverse_import_mapping = _pw_compat_pickle.REVERSE_IMPORT_MAPPING
 cdef object pw_getattr = getattr
+# 3.13 changed what _pickle writes or raises in a few places; fastwire follows
+# the running version.
+cdef bint PW_PY313 = _pw_sys.version_info >= (3, 13)
 
 # Interned names looked up on every class instance.
 cdef str PW_REDUCE_EX = "__reduce_ex__"
@@ -1276,25 +1279,27 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
         return pw_save_type(e, o)
     if t == &pw_function_type:
         return pw_save_global(e, o, None)
+    # A table entry of None is called like any other (TypeError), as by _pickle.
     if e.dispatch_table == NULL:
-        reduce_func = (<dict>pw_copyreg_dispatch_table).get(<object><PyObject *>t)
+        reduce_func = (<dict>pw_copyreg_dispatch_table).get(<object><PyObject *>t, pw_sentinel)
     else:
         try:
             reduce_func = (<object>e.dispatch_table)[<object><PyObject *>t]
         except KeyError:
-            reduce_func = None
-    if reduce_func is not None:
+            reduce_func = pw_sentinel
+    if reduce_func is not pw_sentinel:
         rv = reduce_func(o)
     elif pw_is_subtype(t, &pw_type_type):
         return pw_save_global(e, o, None)
     else:
         if pw_plain_instance(t, obj) == 1:
             return pw_save_plain_instance(e, obj, t)
+        # __reduce_ex__ = None is called (TypeError), as by _pickle.
         try:
             reduce_func = o.__reduce_ex__
         except AttributeError:
-            reduce_func = None
-        if reduce_func is not None:
+            reduce_func = pw_sentinel
+        if reduce_func is not pw_sentinel:
             rv = reduce_func(e.proto)
         else:
             try:
@@ -1570,6 +1575,10 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
     cdef object o = <object>obj
     cdef object d
     cdef bint verdict
+    if FW_FREE_THREADED:
+        # An entry is three fields; two threads learning types that share a
+        # slot could leave one type paired with the other's verdict.
+        return 0
     if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or not pw_version_valid(t):
         return 0                                  # nothing could be cached
     if entry.type == t and entry.version == t.tp_version_tag:
@@ -1688,13 +1697,20 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
         raise pw_PicklingError(
             "Can't pickle %r: it's not the same object as %s.%s" % (obj, module_name, name))
 
-    code = (<dict>pw_extension_registry).get((module_name, name))
-    if code is not None:
-        if not isinstance(code, int):
-            raise pw_PicklingError("Can't pickle %r: extension code %r isn't an integer" % (obj, code))
-        if code <= 0 or code > 0x7fffffff:
-            raise pw_PicklingError("Can't pickle %r: extension code %d is out of range" % (obj, code))
-        code_value = code
+    code = (<dict>pw_extension_registry).get((module_name, name), pw_sentinel)
+    if code is not pw_sentinel:
+        # _pickle's checks, in its order: an integer (3.13: any __index__),
+        # a C long (OverflowError), then the range.
+        if PW_PY313:
+            code_value = code
+            if code_value <= 0 or code_value > 0x7fffffff:
+                raise RuntimeError("extension code %d is out of range" % code_value)
+        else:
+            if not isinstance(code, int):
+                raise pw_PicklingError("Can't pickle %r: extension code %r isn't an integer" % (obj, code))
+            code_value = code
+            if code_value <= 0 or code_value > 0x7fffffff:
+                raise pw_PicklingError("Can't pickle %r: extension code %d is out of range" % (obj, code))
         if code_value <= 0xff:
             return pw_write2(e, OP_EXT1, <unsigned char>code_value)
         if code_value <= 0xffff:
@@ -1714,12 +1730,28 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
         pw_save(e, <PyObject *>module_name, 0)
         pw_save(e, <PyObject *>name, 0)
         pw_write1(e, OP_STACK_GLOBAL)
+    elif parent is not module and PW_PY313:
+        # Nested qualified name below protocol 4, as 3.13 writes it:
+        # getattr(getattr(toplevel, a), b) with the top level by name, so a
+        # class reachable from itself (C.ref = C) does not recurse.
+        pw_save_getattr_chain(e, module_name, path)
     elif parent is not module:
-        # Nested qualified name below protocol 4: getattr(parent, lastname).
+        # Nested qualified name below protocol 4 (3.11-3.12): getattr(parent, lastname).
         pw_save_reduce(e, (pw_getattr, (parent, lastname)), NULL)
     else:
         pw_write_global_opcode(e, module_name, name)
     return pw_memo_put(e, <PyObject *>obj)
+
+
+cdef int pw_save_getattr_chain(PwEnc *e, object module_name, list path) except -1:
+    cdef Py_ssize_t i, n = len(path)
+    for i in range(1, n):
+        pw_save(e, <PyObject *>pw_getattr, 0)
+    pw_write_global_opcode(e, module_name, path[0])
+    for i in range(1, n):
+        pw_save(e, <PyObject *>path[i], 0)
+        pw_write2(e, OP_TUPLE2, OP_REDUCE)
+    return 0
 
 
 cdef int pw_write_global_opcode(PwEnc *e, object module_name, object name) except -1:
@@ -1957,25 +1989,37 @@ def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):
 
 class _LowProtocolPickler(_pw_cpickle.Pickler):
     """The stdlib pickler used for protocols 0 and 1, forwarding the hooks of
-    the fastwire Pickler that owns it."""
+    the fastwire Pickler that owns it.
 
-    def __init__(self, owner, file, protocol, fix_imports):
+    It refers to its owner only while a dump runs: a lasting reference (or a
+    bound method of the owner kept as a hook) would make owner and pickler a
+    cycle, and everything pickled would then wait for the cycle collector
+    (bpo-39492 is the stdlib's test of exactly this)."""
+
+    def __init__(self, file, protocol, fix_imports):
         super().__init__(file, protocol, fix_imports=fix_imports)
-        self._owner = owner
+        self._owner = None
 
-    def sync_hooks(self):
-        owner = self._owner
-        persistent_id = getattr(owner, "persistent_id", None)
-        if persistent_id is not None:
-            self.persistent_id = persistent_id
+    def dump_for(self, owner, obj):
         dispatch_table = getattr(owner, "dispatch_table", None)
         if dispatch_table is not None:
             self.dispatch_table = dispatch_table
         self.fast = owner.fast
+        self._owner = owner
+        try:
+            self.dump(obj)
+        finally:
+            self._owner = None
+            if dispatch_table is not None:
+                del self.dispatch_table
+
+    def persistent_id(self, obj):
+        persistent_id = pw_persistent_id_hook(self._owner)
+        return None if persistent_id is None else persistent_id(obj)
 
     def reducer_override(self, obj):
-        override = getattr(self._owner, "reducer_override", None)
-        return NotImplemented if override is None else override(obj)
+        override = getattr(self._owner, "reducer_override", pw_sentinel)
+        return NotImplemented if override is pw_sentinel else override(obj)
 
 
 cdef class Pickler:
@@ -2000,9 +2044,16 @@ cdef class Pickler:
     cdef dict __dict__
     cdef object _write
     cdef object _buffer_callback
+    cdef object _persistent_id_set  # assigned through the persistent_id attribute
     cdef int _proto
     cdef bint _fix_imports
     cdef bint _initialized
+    # Claimed (fw_claim) by every call that reads or changes the memo or the
+    # settings: dump() runs user code (__reduce__, hooks, file.write) that may
+    # call __init__, clear_memo() or dump() on this very Pickler, or share it
+    # with another thread; those calls then raise instead of freeing the memo
+    # table or the writer under the running dump.
+    cdef int _busy
     cdef public bint fast
     cdef PwMemo _memo
     cdef PwMemoSlot _memo_inline[8]
@@ -2012,20 +2063,25 @@ cdef class Pickler:
         pw_memo_init(&self._memo, self._memo_inline, 8)
 
     def __init__(self, file, protocol=None, *, fix_imports=True, buffer_callback=None):
-        cdef int proto = pw_resolve_protocol(protocol)
-        if buffer_callback is not None and proto < 5:
-            raise ValueError("buffer_callback needs protocol >= 5")
+        cdef int proto
+        pw_claim_pickler(self, "__init__() called")
         try:
-            self._write = file.write
-        except AttributeError:
-            raise TypeError("file must have a 'write' attribute") from None
-        self._proto = proto
-        self._fix_imports = bool(fix_imports)
-        self._buffer_callback = buffer_callback
-        self.fast = False
-        pw_memo_clear(&self._memo)
-        self._low = _LowProtocolPickler(self, file, proto, fix_imports) if proto < 2 else None
-        self._initialized = True
+            proto = pw_resolve_protocol(protocol)
+            if buffer_callback is not None and proto < 5:
+                raise ValueError("buffer_callback needs protocol >= 5")
+            try:
+                self._write = file.write
+            except AttributeError:
+                raise TypeError("file must have a 'write' attribute") from None
+            self._proto = proto
+            self._fix_imports = bool(fix_imports)
+            self._buffer_callback = buffer_callback
+            self.fast = False
+            pw_memo_clear(&self._memo)
+            self._low = _LowProtocolPickler(file, proto, fix_imports) if proto < 2 else None
+            self._initialized = True
+        finally:
+            fw_release(&self._busy)
 
     def __dealloc__(self):
         pw_memo_free(&self._memo)
@@ -2036,42 +2092,77 @@ cdef class Pickler:
         Raises PicklingError (or the TypeError / AttributeError the stdlib
         raises) for unpicklable objects and RecursionError for too-deep
         nesting; nothing is written to the file for a pickle that failed
-        before its first 64 KiB frame was complete.
+        before its first 64 KiB frame was complete. Raises RuntimeError if
+        this Pickler is already in use (a callback of a running dump, or
+        another thread, calling dump(), __init__() or the memo).
         """
         cdef PwEnc e
         cdef char stack_output[PW_STACK_OUTPUT]
-        cdef object persistent_id, reducer_override, dispatch_table
+        cdef object persistent_id, reducer_override, dispatch_table, write, buffer_callback
         if not self._initialized:
             raise pw_PicklingError(
                 "Pickler.__init__() was not called by %s.__init__()" % type(self).__name__)
-        if self._low is not None:
-            self._low.sync_hooks()
-            self._low.dump(obj)
-            return None
-        persistent_id = getattr(self, "persistent_id", None)
-        reducer_override = getattr(self, "reducer_override", None)
-        dispatch_table = getattr(self, "dispatch_table", None)
-        pw_enc_init(&e, self._proto, &self._memo)
-        e.fix_imports = self._fix_imports
-        e.fast = self.fast
-        e.write = <PyObject *>self._write
-        e.persistent_id = <PyObject *>persistent_id if persistent_id is not None else NULL
-        e.reducer_override = <PyObject *>reducer_override if reducer_override is not None else NULL
-        e.dispatch_table = <PyObject *>dispatch_table if dispatch_table is not None else NULL
-        e.buffer_callback = (<PyObject *>self._buffer_callback
-                             if self._buffer_callback is not None else NULL)
+        pw_claim_pickler(self, "dump() called")
         try:
-            pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
-            pw_flush(&e, False)
+            if self._low is not None:
+                (<object>self._low).dump_for(self, obj)
+                return None
+            # Owned by this frame: the encoder borrows them for the whole dump.
+            write = self._write
+            buffer_callback = self._buffer_callback
+            persistent_id = pw_persistent_id_hook(self)
+            reducer_override = getattr(self, "reducer_override", pw_sentinel)
+            dispatch_table = getattr(self, "dispatch_table", None)
+            pw_enc_init(&e, self._proto, &self._memo)
+            e.fix_imports = self._fix_imports
+            e.fast = self.fast
+            e.write = <PyObject *>write
+            e.persistent_id = <PyObject *>persistent_id if persistent_id is not None else NULL
+            # Set to None, it is called (TypeError), as by _pickle.
+            e.reducer_override = (<PyObject *>reducer_override
+                                  if reducer_override is not pw_sentinel else NULL)
+            e.dispatch_table = <PyObject *>dispatch_table if dispatch_table is not None else NULL
+            e.buffer_callback = (<PyObject *>buffer_callback
+                                 if buffer_callback is not None else NULL)
+            try:
+                pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
+                pw_flush(&e, False)
+            finally:
+                pw_enc_release(&e)
         finally:
-            pw_enc_release(&e)
+            fw_release(&self._busy)
         return None
 
+    @property
+    def persistent_id(self):
+        """The function called with each object to pickle: a persistent id
+        (written instead of the object) or None. Unset by default; since 3.13
+        a default that returns None, as in the stdlib."""
+        if self._persistent_id_set is not None:
+            return self._persistent_id_set
+        if PW_PY313:
+            return pw_no_persistent_id
+        raise AttributeError("persistent_id")
+
+    @persistent_id.setter
+    def persistent_id(self, value):
+        self._persistent_id_set = value
+
+    @persistent_id.deleter
+    def persistent_id(self):
+        self._persistent_id_set = None
+
     def clear_memo(self):
-        """Forget every object pickled so far (shared objects are written again)."""
-        if self._low is not None:
-            self._low.clear_memo()
-        pw_memo_clear(&self._memo)
+        """Forget every object pickled so far (shared objects are written again).
+
+        Raises RuntimeError while a dump() of this Pickler is running."""
+        pw_claim_pickler(self, "clear_memo() called")
+        try:
+            if self._low is not None:
+                self._low.clear_memo()
+            pw_memo_clear(&self._memo)
+        finally:
+            fw_release(&self._busy)
 
     @property
     def memo(self):
@@ -2083,6 +2174,8 @@ cdef class Pickler:
 
     @memo.setter
     def memo(self, value):
+        cdef list entries
+        cdef Py_ssize_t index
         if self._low is not None:
             self._low.memo = value
             return
@@ -2091,24 +2184,56 @@ cdef class Pickler:
         if not isinstance(value, dict):
             raise TypeError("'memo' attribute must be a PicklerMemoProxy object or dict, not %s"
                             % type(value).__name__)
-        for entry in value.values():
-            if not (isinstance(entry, tuple) and len(entry) == 2):
+        entries = []
+        for entry in list((<dict>value).values()):
+            if not (isinstance(entry, tuple) and len(<tuple>entry) == 2):
                 raise TypeError("'memo' values must be 2-item tuples")
-        pw_memo_clear(&self._memo)
-        for index, obj in value.values():
-            pw_memo_set(&self._memo, <PyObject *>obj, index)
+            # The index's __index__ is user code: convert every entry before the
+            # memo is touched.
+            index = (<tuple>entry)[0]
+            entries.append((index, (<tuple>entry)[1]))
+        pw_claim_pickler(self, "memo assigned")
+        try:
+            pw_memo_clear(&self._memo)
+            for index, obj in entries:
+                pw_memo_set(&self._memo, <PyObject *>obj, index)
+        finally:
+            fw_release(&self._busy)
 
     cdef dict memo_items(self):
         cdef size_t i
         cdef dict out = {}
-        for i in range(self._memo.mask + 1):
-            if self._memo.slots[i].key != NULL:
-                obj = <object>self._memo.slots[i].key
-                out[id(obj)] = (self._memo.slots[i].index, obj)
+        pw_claim_pickler(self, "memo read")
+        try:
+            for i in range(self._memo.mask + 1):
+                if self._memo.slots[i].key != NULL:
+                    obj = <object>self._memo.slots[i].key
+                    out[id(obj)] = (self._memo.slots[i].index, obj)
+        finally:
+            fw_release(&self._busy)
         return out
 
     cdef Py_ssize_t memo_len(self):
         return self._memo.used
+
+
+def pw_no_persistent_id(obj):
+    """The default persistent_id (3.13+): no object has a persistent id."""
+    return None
+
+
+cdef object pw_persistent_id_hook(owner):
+    """owner's persistent_id, or None when it is the do-nothing default."""
+    persistent_id = getattr(owner, "persistent_id", None)
+    return None if persistent_id is pw_no_persistent_id else persistent_id
+
+
+cdef int pw_claim_pickler(Pickler p, str what) except -1:
+    """Claim `p` for the call `what`, or raise: the Pickler is in use (a dump
+    under way, on this thread through a callback or on another)."""
+    if not fw_claim(&p._busy):
+        raise RuntimeError(f"Pickler {what} while the Pickler is in use (a dump is running)")
+    return 0
 
 
 cdef class PicklerMemoProxy:

@@ -38,6 +38,40 @@ typedef struct { char c; _Bool x; } fw_st_bool;
 #define FW_FREE_THREADED 0
 #endif
 
+/* Claim an object for one call (0 -> 1), or report that it is already
+ * claimed; the claim is the first thing a call does, before it runs any
+ * Python, so a callback or another thread sees a busy object, never a half
+ * configured one. With the GIL, nothing can run between the test and the
+ * store; without it, the two are one atomic exchange. */
+#if defined(Py_GIL_DISABLED) && defined(_MSC_VER)
+#include <intrin.h>
+#endif
+static inline int fw_claim(int *busy) {
+#ifdef Py_GIL_DISABLED
+#if defined(_MSC_VER)
+    return _InterlockedCompareExchange((volatile long *)busy, 1, 0) == 0;
+#else
+    int expected = 0;
+    return __atomic_compare_exchange_n(busy, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+#endif
+#else
+    if (*busy)
+        return 0;
+    *busy = 1;
+    return 1;
+#endif
+}
+
+static inline void fw_release(int *busy) {
+#if defined(Py_GIL_DISABLED) && !defined(_MSC_VER)
+    __atomic_store_n(busy, 0, __ATOMIC_RELEASE);
+#elif defined(Py_GIL_DISABLED)
+    _InterlockedExchange((volatile long *)busy, 0);
+#else
+    *busy = 0;
+#endif
+}
+
 #if PY_LITTLE_ENDIAN
 #define FW_HOST_LITTLE 1
 #else
