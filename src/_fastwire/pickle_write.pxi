@@ -45,6 +45,7 @@ cdef extern from "Python.h":
         unsigned long tp_flags
         void *tp_new
         void *tp_getattro
+        void *tp_descr_set
         unsigned int tp_version_tag
 
     PwType pw_long_type "PyLong_Type"
@@ -61,6 +62,7 @@ cdef extern from "Python.h":
     PwType pw_function_type "PyFunction_Type"
     PwType pw_picklebuffer_type "PyPickleBuffer_Type"
     PwType pw_object_type "PyBaseObject_Type"
+    PwType pw_complex_type "PyComplex_Type"
 
     unsigned long PW_TPFLAGS_HEAPTYPE "Py_TPFLAGS_HEAPTYPE"
     unsigned long PW_TPFLAGS_BUILTIN_SUBCLASS_MASK "(Py_TPFLAGS_LONG_SUBCLASS | Py_TPFLAGS_LIST_SUBCLASS | Py_TPFLAGS_TUPLE_SUBCLASS | Py_TPFLAGS_BYTES_SUBCLASS | Py_TPFLAGS_UNICODE_SUBCLASS | Py_TPFLAGS_DICT_SUBCLASS | Py_TPFLAGS_BASE_EXC_SUBCLASS | Py_TPFLAGS_TYPE_SUBCLASS)"
@@ -88,6 +90,8 @@ cdef extern from "Python.h":
 
     long long pw_as_long_long "PyLong_AsLongLongAndOverflow"(PyObject *o, int *overflow)
     double pw_float_value "PyFloat_AS_DOUBLE"(PyObject *o)
+    double pw_complex_real "PyComplex_RealAsDouble"(PyObject *o)
+    double pw_complex_imag "PyComplex_ImagAsDouble"(PyObject *o)
     char *pw_bytes_data "PyBytes_AS_STRING"(PyObject *o)
     Py_ssize_t pw_bytes_size "PyBytes_GET_SIZE"(PyObject *o)
     PyObject *pw_bytes_new "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
@@ -108,6 +112,7 @@ cdef extern from "Python.h":
     PyObject *pw_dict_get "PyDict_GetItem"(PyObject *d, PyObject *key)
     Py_ssize_t pw_set_size "PySet_GET_SIZE"(PyObject *o)
     PyObject *pw_type_lookup "_PyType_Lookup"(PwType *t, PyObject *name)
+    object pw_heap_type_name "PyType_GetName"(PwType *t)
     bint pw_is_subtype "PyType_IsSubtype"(PwType *a, PwType *b)
     const Py_buffer *pw_picklebuffer_view "PyPickleBuffer_GetBuffer"(PyObject *o)
     bint pw_buffer_contiguous "PyBuffer_IsContiguous"(const Py_buffer *view, char order)
@@ -137,6 +142,76 @@ cdef extern from *:
     }
     """
     bint pw_compact_long(PyObject *o, long long *out)
+
+
+cdef extern from *:
+    """
+    #include "datetime.h"
+    /* The datetime family's pickle state, read from the objects as
+       _datetimemodule.c's own __reduce_ex__ builds it: the packed data bytes
+       (date 4, time 6, datetime 10), with the fold bit set in the hour byte
+       of a time and the month byte of a datetime for protocols above 3, and
+       the tzinfo (borrowed; NULL when naive). Returns the state's length, or
+       0 when the type is not one of these exact types. */
+    static PyTypeObject *pw_date_type, *pw_time_type, *pw_datetime_type, *pw_delta_type;
+    static int pw_datetime_import(void) {
+        PyDateTime_IMPORT;
+        if (PyDateTimeAPI == NULL) return -1;
+        pw_date_type = PyDateTimeAPI->DateType;
+        pw_time_type = PyDateTimeAPI->TimeType;
+        pw_datetime_type = PyDateTimeAPI->DateTimeType;
+        pw_delta_type = PyDateTimeAPI->DeltaType;
+        return 0;
+    }
+    static int pw_datetime_state(PyObject *o, PyTypeObject *t, int proto,
+                                 unsigned char *out, PyObject **tzinfo) {
+        *tzinfo = NULL;
+        if (t == pw_datetime_type) {
+            memcpy(out, ((PyDateTime_DateTime *)o)->data, _PyDateTime_DATETIME_DATASIZE);
+            if (proto > 3 && PyDateTime_DATE_GET_FOLD(o)) out[2] |= 0x80;
+            if (((PyDateTime_DateTime *)o)->hastzinfo) *tzinfo = ((PyDateTime_DateTime *)o)->tzinfo;
+            return _PyDateTime_DATETIME_DATASIZE;
+        }
+        if (t == pw_date_type) {
+            memcpy(out, ((PyDateTime_Date *)o)->data, _PyDateTime_DATE_DATASIZE);
+            return _PyDateTime_DATE_DATASIZE;
+        }
+        if (t == pw_time_type) {
+            memcpy(out, ((PyDateTime_Time *)o)->data, _PyDateTime_TIME_DATASIZE);
+            if (proto > 3 && PyDateTime_TIME_GET_FOLD(o)) out[0] |= 0x80;
+            if (((PyDateTime_Time *)o)->hastzinfo) *tzinfo = ((PyDateTime_Time *)o)->tzinfo;
+            return _PyDateTime_TIME_DATASIZE;
+        }
+        return 0;
+    }
+    #define pw_delta_days(o) PyDateTime_DELTA_GET_DAYS(o)
+    #define pw_delta_seconds(o) PyDateTime_DELTA_GET_SECONDS(o)
+    #define pw_delta_microseconds(o) PyDateTime_DELTA_GET_MICROSECONDS(o)
+    """
+    PwType *pw_delta_type
+    int pw_datetime_import() except -1
+    int pw_datetime_state(PyObject *o, PwType *t, int proto, unsigned char *out, PyObject **tzinfo) noexcept
+    int pw_delta_days(PyObject *o)
+    int pw_delta_seconds(PyObject *o)
+    int pw_delta_microseconds(PyObject *o)
+
+
+cdef extern from *:
+    """
+    /* Bits and signed little-endian bytes of an int, without a Python-level
+       call: 3.13 made _PyLong_AsByteArray internal and added
+       PyLong_AsNativeBytes (flags 1: little endian, signed). */
+    static inline size_t pw_long_numbits(PyObject *v) { return _PyLong_NumBits(v); }
+    static inline int pw_long_as_le_bytes(PyObject *v, unsigned char *out, Py_ssize_t n) {
+    #if PY_VERSION_HEX >= 0x030D0000
+        return PyLong_AsNativeBytes(v, out, n, 1) < 0 ? -1 : 0;
+    #else
+        return _PyLong_AsByteArray((PyLongObject *)v, out, (size_t)n, 1, 1);
+    #endif
+    }
+    """
+    size_t pw_long_numbits(PyObject *v)
+    int pw_long_as_le_bytes(PyObject *v, unsigned char *out, Py_ssize_t n)
 
 
 cdef extern from *:
@@ -225,12 +300,16 @@ cdef enum:
     PW_PERS_SAVE = 1                  # saving a persistent id: do not call persistent_id on it
     PW_HELD = 2                       # the caller holds one extra reference to obj
 
+# A C constant: a bare 0xffffffff literal in a comparison is a Python int to Cython.
+cdef uint64_t PW_MAX_MEMO_ID = 0xffffffffULL
 cdef Py_ssize_t PW_NO_BOUNDARY = <Py_ssize_t>((<size_t>-1) >> 1)
 
 cdef object pw_PicklingError = _pw_cpickle.PicklingError
 cdef object pw_copyreg_dispatch_table = _pw_copyreg.dispatch_table
+cdef object pw_copyreg_pickle_complex = getattr(_pw_copyreg, "pickle_complex", None)
 cdef object pw_extension_registry = _pw_copyreg._extension_registry
 cdef object pw_newobj = _pw_copyreg.__newobj__
+cdef object pw_newobj_ex = _pw_copyreg.__newobj_ex__
 cdef object pw_partial = _pw_functools.partial
 cdef object pw_codecs_encode = _pw_codecs.encode
 cdef object pw_reverse_name_mapping = _pw_compat_pickle.REVERSE_NAME_MAPPING
@@ -612,7 +691,7 @@ cdef inline int pw_put_memo_op(PwEnc *e, unsigned char op1, unsigned char op4,
     cdef char *p
     if idx < 256:
         return pw_put2(e, op1, <unsigned char>idx)
-    if idx > 0xffffffff:
+    if <uint64_t>idx > PW_MAX_MEMO_ID:
         pw_set_error(<PyObject *>pw_PicklingError, "memo id too large")
         return -1
     p = pw_claim(e, 5)
@@ -687,30 +766,31 @@ cdef inline int pw_save_int(PwEnc *e, PyObject *obj) except -1:
 cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
     cdef int overflow = 0
     cdef long long x = pw_as_long_long(obj, &overflow)
+    if x == -1 and not overflow and pw_err_occurred() != NULL:
+        return -1
+    if overflow:
+        return pw_put_big_int(e, obj)
+    return pw_put_long_long(e, x)
+
+
+cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
+    """The opcode pickle picks for a 64-bit int of more than one digit
+    (|x| >= 2**30, so never BININT1/BININT2): BININT within 32 bits, else
+    LONG1 with the minimal two's complement bytes, exactly as pickle's
+    encode_long: (bit_length(|x|) >> 3) + 1 bytes, one fewer when a negative
+    number's top byte is pure sign extension. (Not calling pw_put_small_int
+    keeps that one inlined into the container loops.)"""
     cdef char *p
     cdef unsigned char tmp[16]
     cdef uint64_t ux
     cdef int nbits, n
-    if x == -1 and not overflow and pw_err_occurred() != NULL:
-        return -1
-    if overflow:
-        return pw_save_big_int(e, <object>obj)
-    if 0 <= x <= 0xff:
-        return pw_write2(e, OP_BININT1, <unsigned char>x)
-    if 0 <= x <= 0xffff:
-        p = pw_reserve(e, 3)
-        p[0] = <char>OP_BININT2
-        p[1] = <char>(x & 0xff)
-        p[2] = <char>(x >> 8)
-        return 0
     if -0x80000000 <= x <= 0x7fffffff:
-        p = pw_reserve(e, 5)
+        p = pw_claim(e, 5)
+        if p == NULL:
+            return -1
         p[0] = <char>OP_BININT
         pw_store_le32(p + 1, <uint32_t>x)
         return 0
-    # LONG1 with the minimal two's complement bytes, exactly as pickle's
-    # encode_long: (bit_length(|x|) >> 3) + 1 bytes, one fewer when a negative
-    # number's top byte is pure sign extension.
     ux = <uint64_t>x if x >= 0 else (<uint64_t>0) - <uint64_t>x
     nbits = 64 - pw_clzll(ux)
     n = (nbits >> 3) + 1
@@ -718,41 +798,67 @@ cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
     memset(tmp + 8, 0xff if x < 0 else 0, 8)
     if x < 0 and n > 1 and tmp[n - 1] == 0xff and (tmp[n - 2] & 0x80):
         n -= 1
-    p = pw_reserve(e, 2 + n)
+    p = pw_claim(e, 2 + n)
+    if p == NULL:
+        return -1
     p[0] = <char>OP_LONG1
     p[1] = <char>n
     memcpy(p + 2, tmp, n)
     return 0
 
 
-cdef int pw_save_big_int(PwEnc *e, object value) except -1:
-    cdef Py_ssize_t n = (value.bit_length() >> 3) + 1
-    cdef bytes data = value.to_bytes(n, "little", signed=True)
-    cdef const unsigned char *d = <const unsigned char *>pw_bytes_data(<PyObject *>data)
+cdef int pw_put_big_int(PwEnc *e, PyObject *value) noexcept:
+    """LONG1/LONG4 for an int beyond 64 bits, its two's complement bytes
+    written straight into the output: pickle's encode_long computes
+    (bit_length >> 3) + 1 bytes of to_bytes(signed=True), then drops a
+    negative number's top byte when it is pure sign extension."""
+    cdef size_t nbits = pw_long_numbits(value)
+    cdef Py_ssize_t n, header
+    cdef unsigned char *d
     cdef char *p
-    if value < 0 and n > 1 and d[n - 1] == 0xff and (d[n - 2] & 0x80):
+    if nbits == <size_t>-1 and pw_err_occurred() != NULL:
+        return -1
+    if nbits >> 3 >= 0x7fffffff:
+        pw_set_error(<PyObject *>OverflowError, "int too large to pickle")
+        return -1
+    n = <Py_ssize_t>(nbits >> 3) + 1
+    header = 2 if n < 256 else 5
+    p = pw_claim(e, header + n)
+    if p == NULL:
+        return -1
+    d = <unsigned char *>(p + header)
+    if pw_long_as_le_bytes(value, d, n) < 0:
+        e.len -= header + n
+        return -1
+    if n > 1 and d[n - 1] == 0xff and (d[n - 2] & 0x80):
+        # Only a negative number has a 0xff top byte here: a positive one's
+        # (bit_length >> 3) + 1 bytes always leave its top byte below 0x80.
         n -= 1
-    if n < 256:
-        p = pw_reserve(e, 2 + n)
+        e.len -= 1
+        if n == 255:
+            # Trimmed to LONG1's range: the stdlib picks the opcode after trimming.
+            memmove(p + 2, p + 5, n)
+            e.len -= 3
+            header = 2
+    if header == 2:
         p[0] = <char>OP_LONG1
         p[1] = <char>n
-        memcpy(p + 2, d, n)
     else:
-        if n > 0x7fffffff:
-            raise OverflowError("int too large to pickle")
-        p = pw_reserve(e, 5 + n)
         p[0] = <char>OP_LONG4
         pw_store_le32(p + 1, <uint32_t>n)
-        memcpy(p + 5, d, n)
     return 0
 
 
 cdef inline int pw_save_float(PwEnc *e, PyObject *obj) noexcept:
+    return pw_save_float_value(e, pw_float_value(obj))
+
+
+cdef inline int pw_save_float_value(PwEnc *e, double value) noexcept:
     cdef char *p = pw_claim(e, 9)
     if p == NULL:
         return -1
     p[0] = <char>OP_BINFLOAT
-    fw_store_f64(p + 1, pw_float_value(obj), FW_HOST_LITTLE)   # big-endian on the wire
+    fw_store_f64(p + 1, value, FW_HOST_LITTLE)   # big-endian on the wire
     return 0
 
 
@@ -885,8 +991,9 @@ cdef int pw_save_bytes(PwEnc *e, PyObject *obj, int flags) except -1:
 
 cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     """Write obj and return 1 if it is an atom that cannot run user code: a
-    short ASCII str, a one-digit int, a float, None, True or False (and no
-    frame boundary or persistent_id call is due). Return 0, writing nothing,
+    short ASCII str, an int, a float, None, True, False, or a reference to an
+    object already in the memo (and no frame boundary or persistent_id call
+    is due). Return 0, writing nothing,
     for anything else (pw_save then handles it), -1 on error. Container loops
     write most items this way, without taking a reference."""
     cdef PwType *t = pw_type_of(obj)
@@ -898,7 +1005,7 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
         return pw_save_short_ascii(e, obj, 0)
     if t == &pw_long_type:
         if not pw_compact_long(obj, &x):
-            return 0
+            return 0                    # pw_save's wide-int path
         r = pw_put_small_int(e, x)
     elif t == &pw_float_type:
         r = pw_save_float(e, obj)
@@ -908,9 +1015,22 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
         r = pw_put1(e, OP_NEWTRUE)
     elif obj == pw_false:
         r = pw_put1(e, OP_NEWFALSE)
+    elif not pw_unique(obj, 0) and e.memo.used:
+        return pw_save_atom_memo_ref(e, obj)
     else:
         return 0
     return -1 if r < 0 else 1
+
+
+# The memo reference case of pw_save_atom, out of line so that its common
+# path (and pw_put_small_int within it) stays small enough to be inlined.
+
+cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
+    """A shared object seen before: the memo reference needs no user code."""
+    cdef Py_ssize_t idx = pw_memo_index(e, obj)
+    if idx < 0:
+        return 0
+    return -1 if pw_memo_get(e, idx) < 0 else 1
 
 
 cdef int pw_save_held(PwEnc *e, PyObject *obj) except -1:
@@ -950,6 +1070,8 @@ cdef int pw_save(PwEnc *e, PyObject *obj, int flags) except -1:
             return pw_memo_get(e, idx)
     if t == &pw_bytes_type:
         return pw_save_bytes(e, obj, flags)
+    if t == &pw_bytearray_type:
+        return pw_save_bytearray(e, obj)
     # Only containers and reducible objects recurse; atoms above stay cheap.
     if pw_enter_recursive_call(" while pickling an object"):
         return -1
@@ -1288,28 +1410,118 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
         except KeyError:
             reduce_func = pw_sentinel
     if reduce_func is not pw_sentinel:
+        if reduce_func is pw_copyreg_pickle_complex and t == &pw_complex_type:
+            if pw_save_value_type(e, obj, t):
+                return 0
         rv = reduce_func(o)
     elif pw_is_subtype(t, &pw_type_type):
         return pw_save_global(e, o, None)
     else:
+        if pw_save_value_type(e, obj, t):
+            return 0
         if pw_plain_instance(t, obj) == 1:
             return pw_save_plain_instance(e, obj, t)
-        # __reduce_ex__ = None is called (TypeError), as by _pickle.
-        try:
-            reduce_func = o.__reduce_ex__
-        except AttributeError:
-            reduce_func = pw_sentinel
-        if reduce_func is not pw_sentinel:
-            rv = reduce_func(e.proto)
+        if pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
+            rv = o.__reduce_ex__(e.proto)       # no bound method object
         else:
+            # __reduce_ex__ = None is called (TypeError), as by _pickle.
             try:
-                reduce_func = o.__reduce__
+                reduce_func = o.__reduce_ex__
             except AttributeError:
-                raise pw_PicklingError(
-                    "can't pickle %r object: %r" % (t.tp_name.decode("utf-8", "replace"), o))
-            rv = reduce_func()
+                reduce_func = pw_sentinel
+            if reduce_func is not pw_sentinel:
+                rv = reduce_func(e.proto)
+            else:
+                try:
+                    reduce_func = o.__reduce__
+                except AttributeError:
+                    raise pw_PicklingError(
+                        "can't pickle %r object: %r" % (t.tp_name.decode("utf-8", "replace"), o))
+                rv = reduce_func()
         pw_learn_plain_instance(t, obj, rv)
     return pw_save_reduce_value(e, obj, rv)
+
+
+# --- Immutable value types of the standard library --------------------------
+# complex (reduced by copyreg's pickle_complex) and the datetime family are
+# static types whose reduce values are fixed by CPython's code and cannot be
+# patched (their attributes are read-only), so the encoder writes what pw_save_reduce would write for that
+# value -- the class, the argument tuple, REDUCE or NEWOBJ, the memo entry --
+# without calling __reduce_ex__ and building the tuples. Only exact types,
+# and only when neither reducer_override nor a dispatch_table entry claimed
+# the object first.
+
+pw_datetime_import()
+
+
+cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
+    """1 if obj was an exact complex/date/time/datetime/timedelta and is now
+    written (memoized as the reduce path would), else 0 with nothing written."""
+    cdef unsigned char state[16]
+    cdef object field
+    cdef PyObject *tzinfo = NULL
+    cdef int n
+    cdef Py_ssize_t idx
+    cdef char *p
+    if e.proto < 3:
+        return 0                     # protocol 2 writes bytes through a reduce of its own
+    if t == &pw_complex_type:
+        # Only reached when copyreg's own pickle_complex is the registered
+        # reducer: (complex, (real, imag)).
+        pw_save(e, <PyObject *>t, 0)
+        if (pw_save_float_value(e, pw_complex_real(obj)) < 0
+                or pw_save_float_value(e, pw_complex_imag(obj)) < 0):
+            return -1
+        pw_write2(e, OP_TUPLE2, OP_REDUCE)
+    elif t == pw_delta_type:
+        # timedelta.__reduce__: (timedelta, (days, seconds, microseconds)).
+        pw_save(e, <PyObject *>t, 0)
+        # Through pw_save: another inlined call site of pw_put_small_int
+        # would tip the compiler into calling it out of line in every loop.
+        for field in (pw_delta_days(obj), pw_delta_seconds(obj), pw_delta_microseconds(obj)):
+            pw_save(e, <PyObject *>field, 0)
+        pw_write2(e, OP_TUPLE3, OP_REDUCE)
+    else:
+        n = pw_datetime_state(obj, t, e.proto, state, &tzinfo)
+        if n == 0:
+            return 0
+        # __reduce_ex__: (cls, (state_bytes,)) or (cls, (state_bytes, tzinfo)).
+        pw_save(e, <PyObject *>t, 0)
+        p = pw_reserve(e, 2 + n)
+        p[0] = <char>OP_SHORT_BINBYTES
+        p[1] = <char>n
+        memcpy(p + 2, state, n)
+        if tzinfo != NULL:
+            # The reduce tuple would hold a second reference: the same memo
+            # decision (pw_unique) as on the reduce path.
+            pw_incref(tzinfo)
+            try:
+                pw_save(e, tzinfo, 0)
+            finally:
+                pw_decref(tzinfo)
+            pw_write2(e, OP_TUPLE2, OP_REDUCE)
+        else:
+            pw_write2(e, OP_TUPLE1, OP_REDUCE)
+    idx = pw_memo_index(e, obj)
+    if idx >= 0:
+        pw_write1(e, OP_POP)
+        pw_memo_get(e, idx)
+        return 1
+    if pw_memo_put(e, obj) < 0:
+        return -1
+    return 1
+
+
+cdef inline bint pw_plain_method(PwType *t, PyObject *name) noexcept:
+    """True when looking `name` up on an instance of t cannot fail: t's
+    attribute lookup is object's, and the class attribute is found and is not
+    a data descriptor (whose __get__ could raise AttributeError and send the
+    stdlib on to __reduce__)."""
+    cdef PyObject *attr
+    if t.tp_getattro != pw_object_type.tp_getattro:
+        return False
+    attr = pw_type_lookup(t, name)
+    return attr != NULL and pw_type_of(attr).tp_descr_set == NULL
 
 
 cdef int pw_save_reduce_value(PwEnc *e, PyObject *obj, object rv) except -1:
@@ -1352,13 +1564,24 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
             % type(state_setter).__name__)
 
     if e.proto >= 2:
-        try:
-            name = func.__name__
-        except AttributeError:
-            name = None
-        if isinstance(name, str):
-            use_newobj_ex = name == "__newobj_ex__"
-            use_newobj = not use_newobj_ex and name == "__newobj__"
+        # The stdlib tells NEWOBJ by the callable's __name__; copyreg's own
+        # functions and a plain class (whose __name__ is its ht_name) are
+        # told without the attribute lookup and string comparisons.
+        if func is pw_newobj:
+            use_newobj = True
+        elif func is pw_newobj_ex:
+            use_newobj_ex = True
+        else:
+            if type(func) is type and ((<PwType *><PyObject *>func).tp_flags & PW_TPFLAGS_HEAPTYPE):
+                name = pw_heap_type_name(<PwType *><PyObject *>func)
+            else:
+                try:
+                    name = func.__name__
+                except AttributeError:
+                    name = None
+            if isinstance(name, str) and pw_str_length(<PyObject *>name) in (10, 13):
+                use_newobj_ex = name == "__newobj_ex__"
+                use_newobj = not use_newobj_ex and name == "__newobj__"
 
     if use_newobj_ex:
         if len(args) != 3:
@@ -1438,27 +1661,38 @@ cdef inline bint pw_is_iterator(object o):
     return pw_iter_check(o)
 
 
+cdef inline int pw_save_item(PwEnc *e, PyObject *obj) except -1:
+    """pw_save(e, obj, 0) with the container loops' fast path for atoms and
+    memo references first (the caller owns a reference to obj)."""
+    cdef int r = pw_save_atom(e, obj)
+    if r < 0:
+        return -1
+    if r == 0:
+        pw_save(e, obj, 0)
+    return 0
+
+
 cdef int pw_batch_list(PwEnc *e, object it) except -1:
     """APPEND/APPENDS for the listitems iterator of a reduce value."""
     cdef Py_ssize_t n
     cdef object first, item
     while True:
-        first = next(it, pw_sentinel)
+        first = pw_next(it)
         if first is pw_sentinel:
             return 0
-        item = next(it, pw_sentinel)
+        item = pw_next(it)
         if item is pw_sentinel:
-            pw_save(e, <PyObject *>first, 0)
+            pw_save_item(e, <PyObject *>first)
             return pw_write1(e, OP_APPEND)
         pw_write1(e, OP_MARK)
-        pw_save(e, <PyObject *>first, 0)
+        pw_save_item(e, <PyObject *>first)
         n = 1
         while item is not pw_sentinel:
-            pw_save(e, <PyObject *>item, 0)
+            pw_save_item(e, <PyObject *>item)
             n += 1
             if n == PW_BATCHSIZE:
                 break
-            item = next(it, pw_sentinel)
+            item = pw_next(it)
         pw_write1(e, OP_APPENDS)
         if n < PW_BATCHSIZE:
             return 0
@@ -1475,33 +1709,50 @@ cdef int pw_batch_dict(PwEnc *e, object it) except -1:
     cdef Py_ssize_t n
     cdef object first, item
     while True:
-        first = next(it, pw_sentinel)
+        first = pw_next(it)
         if first is pw_sentinel:
             return 0
         pw_dict_pair(first)
-        item = next(it, pw_sentinel)
+        item = pw_next(it)
         if item is pw_sentinel:
-            pw_save(e, <PyObject *>first[0], 0)
-            pw_save(e, <PyObject *>first[1], 0)
+            pw_save_dict_item(e, <PyObject *>first[0], <PyObject *>first[1])
             return pw_write1(e, OP_SETITEM)
         pw_write1(e, OP_MARK)
-        pw_save(e, <PyObject *>first[0], 0)
-        pw_save(e, <PyObject *>first[1], 0)
+        pw_save_dict_item(e, <PyObject *>first[0], <PyObject *>first[1])
         n = 1
         while item is not pw_sentinel:
             pw_dict_pair(item)
-            pw_save(e, <PyObject *>item[0], 0)
-            pw_save(e, <PyObject *>item[1], 0)
+            pw_save_dict_item(e, <PyObject *>item[0], <PyObject *>item[1])
             n += 1
             if n == PW_BATCHSIZE:
                 break
-            item = next(it, pw_sentinel)
+            item = pw_next(it)
         pw_write1(e, OP_SETITEMS)
         if n < PW_BATCHSIZE:
             return 0
 
 
 cdef object pw_sentinel = object()
+
+
+
+cdef extern from *:
+    """
+    /* next(it, sentinel) without the builtin's call overhead. */
+    static PyObject *pw_next_or(PyObject *it, PyObject *sentinel) {
+        PyObject *item = PyIter_Next(it);
+        if (item == NULL && !PyErr_Occurred()) {
+            Py_INCREF(sentinel);
+            return sentinel;
+        }
+        return item;
+    }
+    """
+    object pw_next_or(object it, object sentinel)
+
+
+cdef inline object pw_next(object it):
+    return pw_next_or(it, pw_sentinel)
 
 
 # --- Plain class instances --------------------------------------------------
@@ -1984,7 +2235,34 @@ def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):
     `file` has no ``write`` attribute. Output is written in frames of about
     64 KiB, and large bytes-like payloads are passed to ``write`` directly.
     """
-    Pickler(file, protocol, fix_imports=fix_imports, buffer_callback=buffer_callback).dump(obj)
+    # What Pickler(file, ...).dump(obj) does, without building the Pickler:
+    # a fresh Pickler has no hooks and an empty memo, so a stack memo serves.
+    cdef int proto = pw_resolve_protocol(protocol)
+    cdef PwEnc e
+    cdef PwMemo memo
+    cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
+    cdef char stack_output[PW_STACK_OUTPUT]
+    cdef object write
+    if buffer_callback is not None and proto < 5:
+        raise ValueError("buffer_callback needs protocol >= 5")
+    try:
+        write = file.write
+    except AttributeError:
+        raise TypeError("file must have a 'write' attribute") from None
+    if proto < 2:
+        return _pw_cpickle.dump(obj, file, proto, fix_imports=fix_imports,
+                                buffer_callback=buffer_callback)
+    pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
+    pw_enc_init(&e, proto, &memo)
+    e.fix_imports = bool(fix_imports)
+    e.write = <PyObject *>write
+    e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
+    try:
+        pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
+        pw_flush(&e, False)
+    finally:
+        pw_enc_release(&e)
+        pw_memo_free(&memo)
 
 
 class _LowProtocolPickler(_pw_cpickle.Pickler):

@@ -66,11 +66,19 @@ def bench(argv: list[str]) -> int:
     parser.add_argument("--timer", choices=("wall", "process"), default="wall",
                         help="wall-clock time, or process CPU time: steadier on a busy machine "
                              "(other processes' time slices are not counted)")
+    parser.add_argument("--xproc", action="store_true",
+                        help="across processes instead: two fresh interpreters streaming one way (TCP and "
+                             "AF_UNIX) and request/response round trips, against multiprocessing.connection, "
+                             "raw sockets + pickle and pyzmq when installed")
+    parser.add_argument("--messages", type=int, default=100_000,
+                        help="--xproc: messages per stream (round trips: a tenth of it)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also draw the speedup chart to FILE.png (needs the `bench` extra: matplotlib)")
     args = parser.parse_args(argv)
     if args.dask:
         return _bench_dask(args)
+    if args.xproc:
+        return _bench_xproc(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401  (checked before minutes of measuring, not after)
@@ -89,12 +97,46 @@ def bench(argv: list[str]) -> int:
     else:
         print(f"fastwire bench on {_machine()} (speedup = stdlib time / fastwire time)")
         _print_table(results)
+    if not args.json:
+        _print_corpus_summary(results)
     if args.plot:
         import datetime
 
         _plot(results, args.plot, f"medians of {args.rounds} interleaved rounds, {args.timer} time, "
                                   f"{datetime.date.today().isoformat()}")
         print(f"chart written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _print_corpus_summary(results: list[_bench.Result]) -> None:
+    """The broad corpus's promises: geometric means per direction, and the cases below 1.0x."""
+    from ._bench import corpus_cases
+
+    corpus = [r for r in results if r.area == "corpus"]
+    if not corpus:
+        return
+    means = corpus_cases.geomeans(corpus)
+    slower = [r.name for r in corpus if r.speedup < 1.0]
+    print(f"\ncorpus geometric mean: dumps {means['dumps']:.2f}x (target {corpus_cases.DUMPS_GEOMEAN_TARGET}x), "
+          f"loads {means['loads']:.2f}x (target {corpus_cases.LOADS_GEOMEAN_TARGET}x); "
+          f"{len(slower)} of {len(corpus)} cases below 1.0x" + (": " + ", ".join(slower) if slower else ""))
+
+
+def _bench_xproc(args) -> int:
+    from ._bench import xproc
+
+    rows = xproc.rows(count=args.messages, runs=max(1, min(args.rounds, 3)))
+    if args.json:
+        json.dump({"machine": _machine(), "xproc": [{"name": n, "value": v, "unit": u} for n, v, u in rows]},
+                  sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"fastwire bench --xproc on {_machine()}, {args.messages} messages of {xproc.MESSAGE!r}, "
+          f"median of {max(1, min(args.rounds, 3))} fresh process pairs\n")
+    print("| transfer | figure |")
+    print("| --- | --- |")
+    for name, value, unit in rows:
+        print(f"| {name} | {value / 1000:.0f}k {unit} |" if unit == "msg/s" else f"| {name} | {value:.1f} {unit} |")
     return 0
 
 
@@ -165,7 +207,7 @@ def _plot(results: list[_bench.Result], path: str, note: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "bench":
-        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--plot FILE.png] [--dask]",
+        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--plot FILE.png] [--dask] [--xproc]",
               file=sys.stderr)
         return 2
     return bench(argv[1:])

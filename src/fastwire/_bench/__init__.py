@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 AREA_MODULES = {
     "struct": ["fastwire._bench.struct_cases"],
     "pickle": ["fastwire._bench.pickle_dumps_cases", "fastwire._bench.pickle_loads_cases"],
+    "corpus": ["fastwire._bench.corpus_cases"],
     "frames": ["fastwire._bench.frame_cases"],
     "net": ["fastwire._bench.net_cases"],
     "aio": ["fastwire._bench.aio_cases"],
