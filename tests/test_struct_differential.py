@@ -53,6 +53,12 @@ def test_calcsize_and_struct_attributes(spec):
 @example("iä")
 @example(b"\xff")
 def test_bad_formats_fail_like_stdlib(fmt):
+    if not isinstance(fmt, (str, bytes)):
+        # The stdlib looks any hashable format up in its cache first, so
+        # memoryview(b"i") passes as b"i" if and only if b"i" happens to be
+        # cached. fastwire caches exact str and bytes only and always raises
+        # the TypeError the stdlib raises with an empty cache.
+        std._clearcache()
     expected = outcome(lambda: std.calcsize(fmt))
     assert outcome(lambda: fw.calcsize(fmt)) == expected
     assert outcome(lambda: struct_attributes(fw, fmt)) == outcome(lambda: struct_attributes(std, fmt))

@@ -23,6 +23,8 @@ from cpython.bytes cimport _PyBytes_Resize
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 
 cdef extern from "Python.h":
+    bint PyType_HasFeature(type t, unsigned long feature)
+    unsigned long Py_TPFLAGS_HEAPTYPE
     # Raw (owned-pointer) forms, so a bytes object can be resized while we hold its only reference.
     PyObject* fw_new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size) except NULL
     char* fw_bytes_data "PyBytes_AS_STRING"(PyObject* obj)
@@ -345,6 +347,20 @@ cdef object byte_view(object owner):
     return view
 
 
+cdef object single_exporter(object data):
+    """`data`, or a memoryview of it whose every export is that same memory.
+
+    A class may define __buffer__ (3.12+) in Python and hand out another
+    buffer, of another size, each time it is asked. Frames are found in one
+    export and handed out as slices of another, so those must agree: such an
+    exporter (any heap type; builtins and C extensions export their own
+    memory) is asked once, and the rest is taken from the view it gave.
+    """
+    if PyBytes_CheckExact(data) or not PyType_HasFeature(type(data), Py_TPFLAGS_HEAPTYPE):
+        return data
+    return memoryview(data)
+
+
 cdef inline object frame_object(const unsigned char* base, Py_ssize_t start, Py_ssize_t length,
                                 Py_ssize_t copy_threshold, object view):
     """One payload as the scanners hand it out: a bytes copy below copy_threshold,
@@ -412,6 +428,7 @@ def scan_frames(data, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
     cdef Partial partial
     cdef list frames = []
     cdef Py_ssize_t consumed
+    data = single_exporter(data)
     acquire_readable(data, &view)
     try:
         consumed = scan_buffer(&fp.spec, <const unsigned char*>view.buf, 0, view.len, limit,
@@ -562,6 +579,7 @@ cdef class FrameIndex:
 
     cdef Py_buffer _buffer      # held from construction to release(): the bytes the spans point into
     cdef bint _holding
+    cdef object _owner          # the caller's object; _buffer.obj may be a view of it (single_exporter)
     cdef _Spans _spans
     cdef Py_ssize_t _copy_threshold
     cdef object _view           # byte_view of the buffer's owner, made for the first view handed out
@@ -580,10 +598,13 @@ cdef class FrameIndex:
             self._holding = False
             PyBuffer_Release(&self._buffer)
 
-    cdef int _hold(self, object data) except -1:
+    cdef int _hold(self, object owner, object exporter) except -1:
         # A real export even for bytes: it keeps the owner alive and unresizable.
-        PyObject_GetBuffer(data, &self._buffer, PyBUF_SIMPLE)
+        # Slices re-export `exporter` (see single_exporter), so they index the
+        # very bytes this index was built on.
+        PyObject_GetBuffer(exporter, &self._buffer, PyBUF_SIMPLE)
         self._holding = True
+        self._owner = owner
         return 0
 
     cdef Py_ssize_t _fill(self, const PrefixSpec* spec, uint64_t max_frame_size,
@@ -659,7 +680,7 @@ cdef class FrameIndex:
             spans.offsets[j] = self._spans.offsets[start + j * step]
             spans.lengths[j] = self._spans.lengths[start + j * step]
         spans.count = n
-        part._hold(self._buffer.obj)
+        part._hold(self._owner, self._buffer.obj)
         part._spans = spans
         part._copy_threshold = self._copy_threshold
         part._view = self._view
@@ -726,7 +747,7 @@ cdef class FrameIndex:
     def obj(self):
         """The object whose buffer the index holds."""
         self._check_held()
-        return self._buffer.obj
+        return self._owner
 
     @property
     def copy_threshold(self):
@@ -740,6 +761,7 @@ cdef class FrameIndex:
         """
         self._view = None
         self._let_go()
+        self._owner = None
 
     def __enter__(self):
         self._check_held()
@@ -751,7 +773,7 @@ cdef class FrameIndex:
     def __repr__(self):
         if not self._holding:
             return "<released FrameIndex>"
-        return f"<FrameIndex of {self._spans.count} frames in {type(self._buffer.obj).__name__}>"
+        return f"<FrameIndex of {self._spans.count} frames in {type(self._owner).__name__}>"
 
 
 @cython.final
@@ -806,7 +828,7 @@ def index_frames(data, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
     cdef FrameIndex index = FrameIndex.__new__(FrameIndex)
     cdef Partial partial
     cdef Py_ssize_t consumed
-    index._hold(data)
+    index._hold(data, single_exporter(data))
     index._copy_threshold = copy_threshold
     consumed = index._fill(&fp.spec, limit, &partial)
     if partial.error and index._spans.count == 0:
@@ -929,9 +951,22 @@ cdef class FrameScanner:
     cdef Py_ssize_t _start, _end   # unconsumed bytes are _arena.data[_start:_end]
     cdef Partial _partial
     cdef object _error
+    # A call is under way. Its scan reads the arena through a raw pointer and
+    # updates _partial while making frame objects, and recv_from() hands the
+    # window to user code (recv_into); a finalizer or that code calling the
+    # scanner again could move the arena under it, so re-entry raises
+    # RuntimeError instead.
+    cdef bint _busy
+    # The arena and end position get_buffer() described: buffer_updated()
+    # counts bytes only if they were written there, not into a window the
+    # scanner has since moved away from (a feed() in between).
+    cdef _Arena _window_arena
+    cdef Py_ssize_t _window_end
 
     def __init__(self, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
                  Py_ssize_t copy_threshold=DEFAULT_COPY_THRESHOLD):
+        if self._busy:
+            raise RuntimeError("FrameScanner.__init__() called while the scanner is in use")
         self._prefix = as_prefix(prefix)
         self._max_frame_size = checked_limit(max_frame_size)
         self._copy_threshold = copy_threshold
@@ -939,6 +974,7 @@ cdef class FrameScanner:
         self._start = self._end = 0
         self._partial.header_size = 0
         self._error = None
+        self._window_arena = None
 
     @property
     def prefix(self):
@@ -972,6 +1008,7 @@ cdef class FrameScanner:
         cdef Py_ssize_t tail = self._end - self._start
         cdef Py_ssize_t wanted = tail + free_bytes
         cdef _Arena fresh
+        self._window_arena = None  # this may move the bytes a window described
         if wanted < _MIN_WINDOW:
             wanted = _MIN_WINDOW
         if self._arena is None:
@@ -1020,12 +1057,26 @@ cdef class FrameScanner:
             raise self._error
         return 0
 
+    cdef int _claim(self) except -1:
+        """Start a call: refuse re-entry, then refuse a broken scanner."""
+        if self._busy:
+            raise RuntimeError("FrameScanner re-entered while one of its calls is running")
+        self._check()
+        self._busy = True
+        return 0
+
     def feed(self, data):
         """Take the next chunk of the stream (any bytes-like); the frames it completed."""
+        self._claim()
+        try:
+            return self._feed(data)
+        finally:
+            self._busy = False
+
+    cdef list _feed(self, object data):
         cdef Py_buffer view
         cdef list frames
         cdef Py_ssize_t pos, leftover
-        self._check()
         acquire_readable(data, &view)
         try:
             if self._start == self._end and PyBytes_CheckExact(data):
@@ -1057,13 +1108,20 @@ cdef class FrameScanner:
         that frame, but never more than the bytes already held: memory follows
         the bytes that arrive.
         """
+        self._claim()
+        try:
+            return self._window(sizehint)
+        finally:
+            self._busy = False
+
+    cdef object _window(self, Py_ssize_t sizehint):
         self._open_window(sizehint)
+        self._window_arena, self._window_end = self._arena, self._end
         return memoryview(self._arena)[self._end:self._arena.size]
 
     cdef int _open_window(self, Py_ssize_t sizehint) except -1:
         """Make the room get_buffer() describes at _arena.data[_end:_arena.size]."""
         cdef Py_ssize_t tail, want, rest
-        self._check()
         tail = self._end - self._start
         want = sizehint if sizehint > 0 else _MIN_WINDOW
         if tail and self._partial.header_size:
@@ -1079,22 +1137,36 @@ cdef class FrameScanner:
         *fdp just before the system call (sockio.h): the frames completed, or None
         at end of stream."""
         cdef Py_ssize_t n
-        self._open_window(-1)
-        n = fw_fd_recv(fdp, self._arena.data + self._end, self._arena.size - self._end)
-        if n == 0:
-            return None
-        self._end += n
-        return self._scan()
+        self._claim()
+        try:
+            self._open_window(-1)
+            n = fw_fd_recv(fdp, self._arena.data + self._end, self._arena.size - self._end)
+            if n == 0:
+                return None
+            self._end += n
+            return self._scan()
+        finally:
+            self._busy = False
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Account for `nbytes` written into the last ``get_buffer()``; the frames completed.
 
-        Raises ValueError if nbytes is negative or larger than that buffer.
+        Raises ValueError if nbytes is negative or larger than that buffer, or
+        if the scanner was fed or handed a partial frame since get_buffer().
         """
-        self._check()
+        self._claim()
+        try:
+            return self._updated(nbytes)
+        finally:
+            self._busy = False
+
+    cdef list _updated(self, Py_ssize_t nbytes):
         if self._arena is None or nbytes < 0 or nbytes > self._arena.size - self._end:
             raise ValueError("buffer_updated(): nbytes outside the buffer from get_buffer()")
+        if self._arena is not self._window_arena or self._end != self._window_end:
+            raise ValueError("buffer_updated(): the scanner changed since get_buffer()")
         self._end += nbytes
+        self._window_end = self._end
         return self._scan()
 
     def recv_from(self, sock, int flags=0):
@@ -1106,14 +1178,18 @@ cdef class FrameScanner:
         with the scanner unchanged.
         """
         cdef Py_ssize_t n
-        window = self.get_buffer()
+        self._claim()
         try:
-            n = sock.recv_into(window, 0, flags) if flags else sock.recv_into(window)
+            window = self._window(-1)
+            try:
+                n = sock.recv_into(window, 0, flags) if flags else sock.recv_into(window)
+            finally:
+                window.release()
+            if n == 0:
+                return None
+            return self._updated(n)
         finally:
-            window.release()
-        if n == 0:
-            return None
-        return self.buffer_updated(n)
+            self._busy = False
 
     def take_partial(self):
         """Hand the incomplete frame over to the caller: ``(payload_length, received)``.
@@ -1125,6 +1201,8 @@ cdef class FrameScanner:
         is complete.
         """
         cdef Py_ssize_t body
+        if self._busy:
+            raise RuntimeError("FrameScanner re-entered while one of its calls is running")
         self._check()
         if not (self._start < self._end and self._partial.header_size):
             raise ValueError("take_partial(): no incomplete frame with a complete header")

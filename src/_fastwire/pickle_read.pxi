@@ -8,14 +8,17 @@
 # the payload is read in bounded, growing chunks (file input).  The memo is a
 # dense array only for indices the input could plausibly have produced;
 # anything sparser goes to a dict.  Nesting depth costs stack slots, never C
-# recursion, so there is no depth limit to configure.
+# recursion.
 #
 # Restricted mode (`allowed=`) is enforced here, at the three places a pickle
 # can reach code: resolving a global, calling something (REDUCE, NEWOBJ,
-# INST, OBJ) and applying state (BUILD).
+# INST, OBJ) and applying state (BUILD); and wherever what the pickle built
+# is hashed, passed on or returned, its nesting and unfolded size are
+# measured first (restrict.h) against the limits of its Allowed.
 
 from cpython.buffer cimport PyObject_CheckBuffer
 from libc.string cimport memchr
+from cpython.tuple cimport PyTuple_GetSlice
 
 import pickle as _unp_std
 import copyreg as _unp_copyreg
@@ -194,15 +197,49 @@ cdef str _unp_s_getinitargs = "__getinitargs__"
 # ---------------------------------------------------------------------------
 # Restricted mode
 
+cdef extern from "restrict.h":
+    ctypedef int (*fw_classify_fn)(void *ctx, PyObject *obj) except -1
+    Py_ssize_t fw_atom_weight(PyObject *o) noexcept
+    Py_ssize_t fw_sat_add(Py_ssize_t a, Py_ssize_t b) noexcept
+    Py_ssize_t fw_add_atom_weights(PyObject **items, Py_ssize_t n, Py_ssize_t step,
+                                   Py_ssize_t *sum) noexcept
+    int fw_measure(PyObject *root, int max_depth, int mode, fw_classify_fn classify,
+                   void *ctx, PyObject *exc_type, Py_ssize_t *size, int *depth) except -1
+
+cdef enum:
+    # Defaults of Allowed(): what the stdlib's pickler can write at its
+    # default recursion limit, and how much work (see restrict.h) each byte
+    # of input may cause.
+    UNP_DEFAULT_MAX_DEPTH = 1000
+    UNP_MAX_MAX_DEPTH = 10000
+    UNP_DEFAULT_WORK_FACTOR = 64
+    # Input bytes every load is credited with, so tiny messages may still
+    # share a string or two.
+    UNP_WORK_FLOOR = 1024
+
+DEFAULT_MAX_DEPTH = UNP_DEFAULT_MAX_DEPTH
+DEFAULT_WORK_FACTOR = UNP_DEFAULT_WORK_FACTOR
+
 # Globals that pickles of builtin value types refer to (complex, bytearray and
 # sets go through REDUCE at protocols < 4/5; bytes through _codecs.encode at
 # protocols < 3; objects of classes through copyreg._reconstructor at
-# protocols < 2).  Calls to them are argument-checked in _Restriction.check_call.
+# protocols < 2, with `object` as its base argument).  They are only ever
+# called, with checked arguments (Allowed.check_call), never handed out.
 _UNP_VALUE_TYPES = (bool, int, float, complex, str, bytes, bytearray, list, tuple,
                     dict, set, frozenset, object)
 cdef dict _unp_value_globals = {("builtins", t.__name__): t for t in _UNP_VALUE_TYPES}
 _unp_value_globals[("_codecs", "encode")] = _unp_codecs.encode
 _unp_value_globals[("copyreg", "_reconstructor")] = _unp_copyreg._reconstructor
+# By identity: a metaclass __eq__ must not make a class pass for int.
+cdef dict _unp_value_type_ids = {id(t): t for t in _UNP_VALUE_TYPES}
+cdef dict _unp_value_global_ids = {id(g): g for g in _unp_value_globals.values()}
+
+
+cdef inline bint _unp_is_exact_container(t):
+    """What value constructors may take besides atoms: anything they do with
+    these is C code whose cost the measured size bounds.  By identity, as
+    above."""
+    return t is list or t is tuple or t is dict or t is set or t is frozenset
 
 # Codec names an allowed value constructor may be asked for: all built into
 # the interpreter, so a hostile pickle cannot make a codec lookup import an
@@ -210,37 +247,163 @@ _unp_value_globals[("copyreg", "_reconstructor")] = _unp_copyreg._reconstructor
 cdef frozenset _unp_safe_codecs = frozenset({"latin1", "latin-1", "ascii", "utf-8", "utf8"})
 cdef frozenset _unp_safe_errors = frozenset({"strict", "surrogatepass", "replace", "ignore"})
 
-# Names that would hand the pickle general attribute access, evaluation or
-# importing; listing them in allowed= would make restricted mode meaningless.
-cdef frozenset _unp_never_allowed = frozenset({
-    ("builtins", n) for n in (
-        "getattr", "setattr", "delattr", "eval", "exec", "compile", "__import__",
-        "open", "globals", "locals", "vars", "breakpoint", "input", "help")
-} | {("importlib", "import_module"), ("os", "system"), ("posix", "system"),
-     ("nt", "system"), ("subprocess", "Popen"), ("subprocess", "run"),
-     ("subprocess", "call"), ("subprocess", "check_output"), ("pickle", "loads"),
-     ("_pickle", "loads"), ("pickle", "load"), ("_pickle", "load")})
+# The rule for what allowed= may never contain.  A callable is refused when
+# its module, or the top-level package of its module (leading underscores
+# ignored, so _pickle is pickle), is one that runs processes or signals,
+# imports, builds or evaluates code, loads native code, deserializes, touches
+# files, sockets or the interpreter's internals, or reaches attributes by
+# name; or when its name, in any module, says it executes, evaluates,
+# spawns, imports, loads, opens or gets attributes; or when it is a builtin
+# other than a plain class.  Checked by name and, for objects, by identity.
+cdef frozenset _unp_refused_packages = frozenset({
+    # processes, signals, threads of execution
+    "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "posixsubprocess", "pty",
+    "multiprocessing", "concurrent", "asyncio", "signal", "thread", "winapi", "msvcrt",
+    "webbrowser", "platform", "pydoc", "shutil", "tempfile",
+    # import machinery and code
+    "importlib", "imp", "frozen_importlib", "frozen_importlib_external", "pkgutil",
+    "runpy", "zipimport", "sys", "builtin", "code", "codeop", "types", "inspect", "gc",
+    "ctypes", "cffi", "timeit", "cProfile", "profile", "trace", "pdb", "bdb", "doctest",
+    "operator", "functools", "warnings", "atexit", "faulthandler", "tracemalloc",
+    "ensurepip", "venv", "distutils", "setuptools", "pip",
+    # files and sockets
+    "io", "pyio", "fileinput", "socket", "socketserver", "ssl", "select", "selectors",
+    "mmap", "codecs", "logging",
+    # deserializers and their kin
+    "pickle", "pickletools", "copyreg", "marshal", "shelve", "dbm", "dill", "cloudpickle",
+    "joblib", "yaml", "jsonpickle", "fastwire.pickle", "fastwire.fastwire", "fastwire.net",
+    "fastwire.aio",
+})
+cdef frozenset _unp_refused_names = frozenset({
+    "system", "load", "loads", "load_module", "unsafe_load", "full_load", "compile",
+    "open", "run", "call", "run_path", "run_module", "check_call", "check_output",
+    "getoutput", "getstatusoutput", "fork", "kill", "breakpoint", "globals", "locals",
+    "vars", "input", "help", "dir", "__import__", "import_module", "import_string",
+})
+# Name beginnings and parts that say "runs code" or "reaches attributes",
+# narrow enough to leave data classes (Retrieval, Important...) alone.
+cdef tuple _unp_refused_prefixes = ("exec", "eval", "spawn", "popen")
+cdef tuple _unp_refused_parts = ("getattr", "setattr", "delattr", "attrgetter", "itemgetter",
+                                 "methodcaller")
+cdef frozenset _unp_refused_builtin_classes = frozenset({"type", "object", "super"})
+
+# Every callable found in an imported module the rule refuses, by id: an
+# object is refused by what it is, whatever its __module__ says.
+cdef dict _unp_refused_objects = {}
+cdef Py_ssize_t _unp_refused_scanned_modules = -1
 
 
-cdef class _Restriction:
-    """What a restricted unpickler may build: builtin value types plus the
-    classes and "module.name" globals the caller allowed."""
+cdef str _unp_refusal(module, qualname):
+    """Why allowed= may not contain module.qualname, or None."""
+    cdef str top, last, first, low, stem, prefix
+    module_name, name = _unp_map_name(2, True, module, qualname)
+    for m, q in ((module, qualname), (module_name, name)):
+        # The module and every package above it, leading underscores
+        # ignored (_pickle is pickle, fastwire._fastwire is fastwire.fastwire).
+        prefix = ""
+        for part in m.split("."):
+            prefix = prefix + "." + part.lstrip("_") if prefix else part.lstrip("_")
+            if prefix in _unp_refused_packages:
+                return f"module {m} runs code, processes, imports, files or deserializers"
+        top = m.partition(".")[0].lstrip("_")
+        last = q.rpartition(".")[2]
+        low = last.lower()
+        if last in _unp_refused_names:
+            return f"{last!r} names a loader, process or file opener"
+        if low.startswith(_unp_refused_prefixes):
+            return f"{last!r} names a way to run code"
+        for stem in _unp_refused_parts:
+            if stem in low:
+                return f"{last!r} names a way to reach attributes"
+        if top == "builtins":
+            first = q.partition(".")[0]
+            obj = _unp_builtins.__dict__.get(first)
+            if (type(obj) is not type or first in _unp_refused_builtin_classes
+                    or first != q):
+                return "only plain builtin classes may be allowed from builtins"
+    return None
+
+
+cdef void _unp_scan_refused_objects() noexcept:
+    """Index the callables of every refused module imported so far."""
+    global _unp_refused_scanned_modules
+    modules = _unp_sys.modules
+    if len(modules) == _unp_refused_scanned_modules:
+        return
+    _unp_refused_scanned_modules = len(modules)
+    try:
+        for module_name, module in list(modules.items()):
+            if not isinstance(module_name, str) or (
+                    _unp_refusal(module_name, "_") is None and module_name != "builtins"):
+                continue
+            namespace = getattr(module, "__dict__", None)
+            if type(namespace) is not dict:
+                continue
+            for value in list((<dict>namespace).values()):
+                if not callable(value):
+                    continue
+                # Only what the module defines: a class it merely imports
+                # (collections.abc.Mapping in os) is judged by its own home.
+                home = getattr(value, "__module__", None)
+                if module_name == "builtins":
+                    if _unp_refusal("builtins", getattr(value, "__name__", "?")) is None:
+                        continue
+                elif isinstance(home, str) and _unp_refusal(home, "_") is None:
+                    continue
+                _unp_refused_objects[id(value)] = value
+    except Exception:
+        pass  # a module that cannot be read is still refused by name
+
+
+cdef class Allowed:
+    """Allowed(entries=(), *, max_depth=1000, work_factor=64)
+
+    What a restricted unpickler may build, and how much structure and work a
+    load may cause; pass it as ``allowed=`` (a plain iterable of *entries* is
+    turned into ``Allowed(entries)``).
+
+    *entries* are classes or functions, or ``"module.name"`` strings: these
+    globals, instances of these classes and builtin values are built; any
+    other global raises UnpicklingError before it is imported.  An entry that
+    would give a pickle code execution raises ValueError here (see
+    docs/security.md for the rule).
+
+    *max_depth* bounds nesting (a container is one deeper than its deepest
+    item); *work_factor* bounds the work a load can cause (hashing,
+    comparing, converting, and the size of what it returns, with shared
+    parts counted once per reference) to ``work_factor * (input bytes +
+    1024)`` units (one per object, plus one per 8 bytes of string, bytes or
+    int data).  Past either, loading raises UnpicklingError before the work
+    is done.
+    """
 
     cdef dict by_name      # (module, name) -> object, or None until resolved
     cdef dict trusted      # id(obj) -> obj for allowed callables/classes met
+    cdef readonly int max_depth
+    cdef readonly Py_ssize_t work_factor
 
-    def __cinit__(self, allowed):
+    def __cinit__(self, entries=(), *, max_depth=UNP_DEFAULT_MAX_DEPTH,
+                  work_factor=UNP_DEFAULT_WORK_FACTOR):
         self.by_name = {}
         self.trusted = {}
-        if isinstance(allowed, (str, bytes)):
+        if isinstance(entries, (str, bytes)):
             raise TypeError("allowed= must be an iterable of classes or 'module.name' "
                             "strings, not a single string")
-        for item in allowed:
+        if type(max_depth) is not int or not 1 <= max_depth <= UNP_MAX_MAX_DEPTH:
+            raise ValueError(f"max_depth must be an int from 1 to {UNP_MAX_MAX_DEPTH} "
+                             f"(deeper tuples can overflow CPython's C stack when hashed), "
+                             f"not {max_depth!r}")
+        if type(work_factor) is not int or not 1 <= work_factor <= 1 << 20:
+            raise ValueError(f"work_factor must be an int from 1 to {1 << 20}, "
+                             f"not {work_factor!r}")
+        self.max_depth = max_depth
+        self.work_factor = work_factor
+        _unp_scan_refused_objects()
+        for item in entries:
             if isinstance(item, str):
                 module, dot, name = item.rpartition(".")
                 if not dot or not module or not name:
                     raise ValueError(f"allowed= entry {item!r} is not of the form 'module.name'")
-                key = (module, name)
                 obj = None
             else:
                 module = getattr(item, "__module__", None)
@@ -248,14 +411,24 @@ cdef class _Restriction:
                 if not isinstance(module, str) or not isinstance(name, str):
                     raise TypeError(f"allowed= entry {item!r} is neither a 'module.name' "
                                     "string nor a class or function")
-                key = (module, name)
                 obj = item
-                self.trusted[id(item)] = item
-            if key in _unp_never_allowed:
+            why = _unp_refusal(module, name)
+            if why is None and obj is not None and _unp_refused_objects.get(id(obj)) is obj:
+                why = "it is a callable of a module that runs code"
+            if why is not None:
                 raise ValueError(
-                    f"allowed= must not contain {module}.{name}: it gives a pickle "
-                    "general code execution, which restricted mode exists to prevent")
-            self.by_name[key] = obj
+                    f"allowed= must not contain {module}.{name}: {why}; it would give "
+                    "a pickle code execution, which restricted mode exists to prevent")
+            if obj is not None:
+                self.trusted[id(obj)] = obj
+            self.by_name[(module, name)] = obj
+
+    def __repr__(self):
+        return (f"Allowed({list(self.by_name)!r}, max_depth={self.max_depth}, "
+                f"work_factor={self.work_factor})")
+
+    cdef bint is_trusted(self, obj):
+        return self.trusted.get(id(obj)) is obj
 
     cdef object check_global(self, module, name):
         """Refuse a global before anything is imported; return the allowed
@@ -272,56 +445,181 @@ cdef class _Restriction:
     cdef void trust(self, obj):
         self.trusted[id(obj)] = obj
 
-    cdef int check_call(self, func, args, str what) except -1:
+    cdef int check_call(self, func, tuple args, str what) except -1:
         """Refuse calling anything but allowed globals and value constructors
-        with arguments that cannot allocate or import by surprise."""
-        if id(func) in self.trusted and self.trusted[id(func)] is func:
+        with arguments that cannot allocate, import or expand by surprise.
+        *args* is an exact tuple: what will be called is what is checked."""
+        cdef Py_ssize_t n = len(args)
+        if self.is_trusted(func):
             return 0
-        if type(args) is not tuple:
-            return 0  # the call itself raises the stdlib's TypeError
-        if func is bytes or func is bytearray or func is str:
-            if len(args) == 1 and isinstance(args[0], int) and func is not str:
+        if func is str:
+            if n == 1 and fw_atom_weight(<PyObject *>args[0]) < 0:
+                raise UnpicklingError(f"{what}: str() of {_unp_describe(args[0])} is not "
+                                      "allowed in restricted mode (only of builtin atoms)")
+            self._check_codec_args(args, 1, what)
+            return 0
+        if func is bytes or func is bytearray:
+            if n == 1 and isinstance(args[0], int):
                 raise UnpicklingError(f"{what}: {func.__name__}(int) is not allowed in "
                                       "restricted mode (it allocates by an untrusted size)")
+            self._check_value_args(func, args, what)
             self._check_codec_args(args, 1, what)
             return 0
         if func is _unp_codecs.encode:
-            if (len(args) == 2 and type(args[0]) is str and type(args[1]) is str
+            if (n == 2 and type(args[0]) is str and type(args[1]) is str
                     and args[1] in _unp_safe_codecs):
                 return 0
             raise UnpicklingError(f"{what}: _codecs.encode is only allowed with a str and "
                                   "one of the builtin codecs in restricted mode")
         if func is _unp_copyreg._reconstructor:
-            if len(args) == 3:
+            if n == 3:
                 cls, base = args[0], args[1]
-                if (isinstance(cls, type) and id(cls) in self.trusted and
-                        (base is object or base in _UNP_VALUE_TYPES)):
+                if (isinstance(cls, type) and self.is_trusted(cls) and
+                        _unp_value_type_ids.get(id(base)) is base):
                     if base is not object:
                         self.check_call(base, (args[2],), what)
                     return 0
             raise UnpicklingError(f"{what}: copyreg._reconstructor is only allowed for "
                                   "allowed classes in restricted mode")
-        if func in _UNP_VALUE_TYPES:
+        if func is not object and _unp_value_type_ids.get(id(func)) is func:
+            self._check_value_args(func, args, what)
             return 0
         raise UnpicklingError(f"{what} of {_unp_describe(func)} is not allowed: restricted "
                               "unpickling (allowed=) only calls builtin value types and the "
                               "globals listed in allowed=")
 
+    cdef int _check_value_args(self, func, tuple args, str what) except -1:
+        for arg in args:
+            if fw_atom_weight(<PyObject *>arg) < 0 and not _unp_is_exact_container(type(arg)):
+                raise UnpicklingError(f"{what}: {func.__name__}() of {_unp_describe(arg)} is "
+                                      "not allowed in restricted mode (only of builtin values)")
+        return 0
+
     cdef int _check_codec_args(self, tuple args, Py_ssize_t first, str what) except -1:
-        if len(args) > first and args[first] not in _unp_safe_codecs:
+        if len(args) > first and (type(args[first]) is not str
+                                  or args[first] not in _unp_safe_codecs):
             raise UnpicklingError(f"{what}: codec {args[first]!r} is not allowed in restricted mode")
-        if len(args) > first + 1 and args[first + 1] not in _unp_safe_errors:
+        if len(args) > first + 1 and (type(args[first + 1]) is not str
+                                      or args[first + 1] not in _unp_safe_errors):
             raise UnpicklingError(f"{what}: error handler {args[first + 1]!r} is not allowed "
                                   "in restricted mode")
         return 0
 
     cdef int check_build(self, inst) except -1:
         cls = type(inst)
-        if not isinstance(inst, type) and id(cls) in self.trusted and self.trusted[id(cls)] is cls:
+        if not isinstance(inst, type) and self.is_trusted(cls):
             return 0
         raise UnpicklingError(f"BUILD on {_unp_describe(inst)} is not allowed: restricted "
                               "unpickling (allowed=) only sets the state of instances of "
                               "the classes listed in allowed=")
+
+
+# ----- bounding structure and work ------------------------------------------
+
+cdef int _unp_classify_any(void *ctx, PyObject *o) except -1:
+    """While loading: measure inside instances, count anything else as 1."""
+    u = <Unpickler>ctx
+    obj = <object>o
+    if u.restriction.is_trusted(type(obj)) or (u.made is not None and id(obj) in u.made):
+        return 1
+    return 0
+
+
+cdef int _unp_classify_result(void *ctx, PyObject *o) except -1:
+    """What a restricted load may hand out besides builtin values: allowed
+    globals, instances of allowed classes, what allowed callables returned,
+    and the caller's own buffers and persistent objects.  The only other
+    objects a pickle can produce are the value-type globals (Allowed's
+    check_call refuses object()); anything else found here was made by
+    allowed code (a lock an allowed class keeps) and is left alone."""
+    u = <Unpickler>ctx
+    obj = <object>o
+    if u.restriction.is_trusted(obj):
+        return 0
+    if u.restriction.is_trusted(type(obj)) or (u.made is not None and id(obj) in u.made):
+        return 1
+    if _unp_value_global_ids.get(id(obj)) is not obj:
+        return 0
+    raise UnpicklingError(f"restricted unpickling (allowed=) does not hand out "
+                          f"{_unp_describe(obj)}: only builtin values, the globals listed "
+                          "in allowed= and what they build")
+
+
+cdef enum:
+    UNP_CHARGE_PASS = 0     # passed to a call or __setstate__: all of it counts
+    UNP_CHARGE_HASH = 1     # hashed as a key or set item (restrict.h's hash mode)
+    UNP_CHARGE_RESULT = 2   # handed out: all of it counts, and must be allowed
+
+
+cdef int _unp_charge(Unpickler u, obj, int how) except -1:
+    """Count the work of hashing, passing or returning obj against the
+    load's budget, refusing it before the work is done."""
+    cdef Py_ssize_t size = fw_atom_weight(<PyObject *>obj)
+    cdef int depth
+    cdef Allowed r = u.restriction
+    if size < 0:
+        fw_measure(<PyObject *>obj, r.max_depth, 1 if how == UNP_CHARGE_HASH else 0,
+                   _unp_classify_result if how == UNP_CHARGE_RESULT else _unp_classify_any,
+                   <void *>u, <PyObject *>UnpicklingError, &size, &depth)
+    u.work = fw_sat_add(u.work, size)
+    return _unp_check_work(u)
+
+
+cdef int _unp_check_work(Unpickler u) except -1:
+    cdef Py_ssize_t limit, consumed
+    cdef Allowed r = u.restriction
+    consumed = _unp_consumed(u) + UNP_WORK_FLOOR
+    limit = consumed * r.work_factor if consumed < PY_SSIZE_T_MAX // 4 // r.work_factor \
+        else PY_SSIZE_T_MAX // 4
+    if u.work > limit:
+        raise UnpicklingError(
+            f"restricted unpickling: the work this pickle causes (hashing, comparing and "
+            f"returning its objects, shared parts counted once per reference) exceeds "
+            f"work_factor={r.work_factor} times its {consumed - UNP_WORK_FLOOR} bytes "
+            "(raise it with fastwire.pickle.Allowed(..., work_factor=))")
+    return 0
+
+
+cdef int _unp_charge_range(Unpickler u, Py_ssize_t start, Py_ssize_t stop,
+                           Py_ssize_t step, int how) except -1:
+    """Charge stack items start, start+step, ... before they are used."""
+    cdef Py_ssize_t i = start
+    while i < stop:
+        # Atoms (most keys) are summed in C; anything else is measured.
+        i += fw_add_atom_weights(u.stack + i, stop - i, step, &u.work)
+        if i < stop:
+            _unp_charge(u, <object>u.stack[i], how)
+            i += step
+    return _unp_check_work(u)
+
+
+cdef int _unp_note_made(Unpickler u, obj) except -1:
+    """Remember an object restricted mode may hand out although its type was
+    not listed (what an allowed function returned, a caller's buffer)."""
+    if fw_atom_weight(<PyObject *>obj) >= 0 or _unp_is_exact_container(type(obj)) \
+            or u.restriction.is_trusted(type(obj)):
+        return 0
+    if u.made is None:
+        u.made = {}
+    u.made[id(obj)] = obj
+    return 0
+
+
+cdef tuple _unp_checked_call_args(Unpickler u, func, args, str what):
+    """The exact tuple a restricted call will receive, checked and charged:
+    a tuple subclass is copied item by item (no __iter__ runs), so what is
+    checked is what is called."""
+    if type(args) is tuple:
+        exact = <tuple>args
+    elif isinstance(args, tuple):
+        exact = <tuple>PyTuple_GetSlice(args, 0, PY_SSIZE_T_MAX)
+    else:
+        u.restriction.check_call(func, (), what)
+        return None  # not a tuple: the call raises the stdlib's TypeError
+    u.restriction.check_call(func, exact, what)
+    for arg in exact:
+        _unp_charge(u, arg, UNP_CHARGE_PASS)
+    return exact
 
 
 cdef str _unp_describe(obj):
@@ -436,20 +734,23 @@ cdef class Unpickler:
     and on the value types with arguments that cannot allocate by an
     untrusted size (``bytes(10**12)``) or import a codec; state (BUILD) is
     applied only to instances of allowed classes, never to classes.
-    Globals that hand a pickle general code execution (``builtins.getattr``,
-    ``eval``, ``exec``, ``__import__``, ``os.system`` ...) are refused in
-    *allowed* with :exc:`ValueError`.  Everything you allow is trusted: an
+    ``str()`` converts only atoms.  Globals that hand a pickle code
+    execution (``builtins.getattr``, ``eval``, ``__import__``, ``os.system``,
+    any module's ``loads`` ...) are refused in *allowed* with
+    :exc:`ValueError` (see :class:`Allowed` for the limits on nesting and
+    work, and docs/security.md for the rule).  Everything you allow is trusted: an
     allowed class is called with arguments chosen by the data.  A subclass's
     ``persistent_load`` and ``find_class`` are the caller's own code and are
     called as usual (``find_class`` only for names that passed the check).
 
     Limits
     ------
-    No configurable limit is needed: every allocation is bounded by a small
-    multiple of the input bytes that actually arrived (length fields larger
-    than the data raise before allocating; file payloads are read in chunks
-    that double from 1 MiB; memo indices far beyond the input go to a sparse
-    dict), and nesting costs heap stack slots, not C recursion.  A hostile
+    Every allocation is bounded by a small multiple of the input bytes that
+    actually arrived (length fields larger than the data raise before
+    allocating; file payloads are read in chunks that double from 1 MiB;
+    memo indices far beyond the input go to a sparse dict), and nesting
+    costs heap stack slots, not C recursion.  With ``allowed=``, nesting and
+    the work a load causes are bounded too (:class:`Allowed`).  A hostile
     stream can still make the unpickler hold as much memory as the bytes it
     sends; bound the stream itself (e.g. a framed transport with a maximum
     frame size) where that matters.
@@ -493,7 +794,9 @@ cdef class Unpickler:
     cdef object find_class_hook     # bound method when a subclass overrides it
     cdef object pers_func
     cdef object pers_func_set       # assigned through the persistent_load attribute
-    cdef _Restriction restriction
+    cdef Allowed restriction
+    cdef Py_ssize_t work            # restricted mode: work units charged so far
+    cdef dict made                  # restricted mode: id -> object it may hand out
     # Claimed (fw_claim) by load(), loads() on the shared decoder, __init__ and
     # every memo operation, before any of them runs Python: a decode calls
     # user code (find_class, persistent_load, file reads, __setstate__,
@@ -564,6 +867,7 @@ cdef class Unpickler:
             finally:
                 self.find_class_hook = None
                 self.pers_func = None
+                self.made = None
                 fw_release(&self.busy)
 
     def find_class(self, module_name, global_name):
@@ -664,24 +968,26 @@ cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
 
 # The last restriction built from a tuple or frozenset, as one (allowed,
 # restriction) pair: a connection passes the same immutable allowed= to every
-# loads(), and building a _Restriction costs a third of decoding a small
+# loads(), and building an Allowed costs a third of decoding a small
 # message. One reference read and one written, so no interleaving (a callback
-# run while _Restriction iterates `allowed`, a nested loads) can pair one
+# run while Allowed iterates `allowed`, a nested loads) can pair one
 # allowed= with another's restriction. Without the GIL even that single read
 # could meet a concurrent replacement, so free-threaded builds do not cache.
 cdef tuple _unp_cached_restriction = None
 
 
-cdef _Restriction _unp_restriction_for(allowed):
+cdef Allowed _unp_restriction_for(allowed):
     global _unp_cached_restriction
     cdef tuple cached
     if allowed is None:
         return None
+    if type(allowed) is Allowed:
+        return <Allowed>allowed
     if not FW_FREE_THREADED:
         cached = _unp_cached_restriction
         if cached is not None and cached[0] is allowed:
-            return <_Restriction>cached[1]
-    restriction = _Restriction(allowed)
+            return <Allowed>cached[1]
+    restriction = Allowed(allowed)
     if not FW_FREE_THREADED and (type(allowed) is tuple or type(allowed) is frozenset):
         _unp_cached_restriction = (allowed, restriction)
     return restriction
@@ -897,6 +1203,8 @@ cdef int _unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except 
     _unp_commit_peek(u)
     have = PyBytes_FromStringAndSize(u.pos, u.end - u.pos)
     u.pos = u.end
+    # What arrives below bypasses the buffer; it is input all the same.
+    u.consumed_before += n - PyBytes_GET_SIZE(have)
     if u.file_readinto is not None:
         # Like the stdlib, read straight into the object returned (peak memory
         # 1x the payload), but grow it with the bytes that arrive rather than
@@ -1198,11 +1506,17 @@ cdef int _unp_load_ext(Unpickler u, int nbytes) except -1:
 
 cdef object _unp_instantiate(Unpickler u, cls, tuple args, str what):
     if u.restriction is not None:
-        u.restriction.check_call(cls, args, what)
+        _unp_checked_call_args(u, cls, args, what)
     if not args and isinstance(cls, type):
         if getattr(cls, _unp_s_getinitargs, None) is None:
-            return cls.__new__(cls)
-    return cls(*args)
+            return _unp_made(u, cls.__new__(cls))
+    return _unp_made(u, cls(*args))
+
+
+cdef inline object _unp_made(Unpickler u, obj):
+    if u.restriction is not None:
+        _unp_note_made(u, obj)
+    return obj
 
 
 cdef int _unp_load_obj(Unpickler u) except -1:
@@ -1251,20 +1565,29 @@ cdef int _unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
         raise UnpicklingError(f"{opname} kwargs argument must be a dict, "
                               f"not {type(kwargs).__name__}")
     if u.restriction is not None:
-        u.restriction.check_call(cls, args, opname)
-        if with_kwargs and kwargs and cls in _UNP_VALUE_TYPES:
-            raise UnpicklingError(f"{opname} with keyword arguments for "
-                                  f"{(<type>cls).__name__} is not allowed in restricted mode")
+        args = _unp_checked_call_args(u, cls, args, opname)
+        if with_kwargs and kwargs:
+            if _unp_value_type_ids.get(id(cls)) is cls:
+                raise UnpicklingError(f"{opname} with keyword arguments for "
+                                      f"{(<type>cls).__name__} is not allowed in restricted mode")
+            _unp_charge(u, kwargs, UNP_CHARGE_PASS)
     obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args,
                          <PyObject *>kwargs if with_kwargs else NULL)
-    return _unp_push(u, obj)
+    _unp_push(u, obj)
+    if u.restriction is not None:
+        _unp_note_made(u, <object>obj)
+    return 0
 
 
 cdef int _unp_load_reduce(Unpickler u) except -1:
     args = _unp_pop(u)
     func = _unp_pop(u)
     if u.restriction is not None:
-        u.restriction.check_call(func, args, "REDUCE")
+        exact = _unp_checked_call_args(u, func, args, "REDUCE")
+        if exact is not None:
+            args = exact
+        _unp_push(u, c_call_object(<PyObject *>func, <PyObject *>args))
+        return _unp_note_made(u, <object>u.stack[u.sp - 1])
     return _unp_push(u, c_call_object(<PyObject *>func, <PyObject *>args))
 
 
@@ -1277,6 +1600,7 @@ cdef int _unp_load_build(Unpickler u) except -1:
     inst_p = u.stack[u.sp - 1]
     if u.restriction is not None:
         u.restriction.check_build(<object>inst_p)
+        _unp_charge(u, state, UNP_CHARGE_PASS)
     if fw_lookup_attr(inst_p, <PyObject *>_unp_s_setstate, &setstate_p):
         setstate = <object>setstate_p
         c_decref(setstate_p)
@@ -1311,6 +1635,8 @@ cdef int _unp_do_append(Unpickler u, Py_ssize_t x) except -1:
         u.sp = x
         return 0
     target = <object>lst
+    if u.restriction is not None:
+        _unp_charge_range(u, x, n, 1, UNP_CHARGE_PASS)
     extend = getattr(target, "extend", None)
     if extend is not None:
         items = <list>fw_list_from_steal(u.stack + x, n - x)
@@ -1335,6 +1661,11 @@ cdef int _unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
     if (n - x) % 2:
         raise UnpicklingError("odd number of items for SETITEMS")
     d = u.stack[x - 1]
+    if u.restriction is not None:
+        if c_is_dict_exact(d):
+            _unp_charge_range(u, x, n, 2, UNP_CHARGE_HASH)
+        else:
+            _unp_charge_range(u, x, n, 1, UNP_CHARGE_PASS)
     if c_is_dict_exact(d):
         i = x
         while i < n:
@@ -1356,6 +1687,8 @@ cdef int _unp_load_dict(Unpickler u) except -1:
     try:
         if (u.sp - mark) % 2:
             raise UnpicklingError("odd number of items for DICT")
+        if u.restriction is not None:
+            _unp_charge_range(u, mark, u.sp, 2, UNP_CHARGE_HASH)
         i = mark
         while i < u.sp:
             c_dict_setitem(d, u.stack[i], u.stack[i + 1])
@@ -1376,6 +1709,8 @@ cdef int _unp_load_additems(Unpickler u) except -1:
     if n == mark:
         return 0
     target = u.stack[mark - 1]
+    if u.restriction is not None:
+        _unp_charge_range(u, mark, n, 1, UNP_CHARGE_HASH if c_is_set(target) else UNP_CHARGE_PASS)
     if c_is_set(target):
         for i in range(mark, n):
             c_set_add(target, u.stack[i])
@@ -1389,6 +1724,8 @@ cdef int _unp_load_additems(Unpickler u) except -1:
 
 cdef int _unp_load_frozenset(Unpickler u) except -1:
     cdef Py_ssize_t mark = _unp_marker(u)
+    if u.restriction is not None and mark >= u.fence:
+        _unp_charge_range(u, mark, u.sp, 1, UNP_CHARGE_HASH)
     items = _unp_pop_tuple(u, mark)
     return _unp_push_obj(u, frozenset(items))
 
@@ -1529,6 +1866,9 @@ cdef int _unp_load_persid(Unpickler u, bint binary) except -1:
         except UnicodeDecodeError:
             raise UnpicklingError("persistent IDs in protocol 0 must be ASCII strings") from None
         c_decref(<PyObject *>pid)
+    if u.restriction is not None:
+        _unp_charge(u, pid, UNP_CHARGE_PASS)
+        return _unp_push_obj(u, _unp_made(u, u.pers_func(pid)))
     return _unp_push_obj(u, u.pers_func(pid))
 
 
@@ -1566,7 +1906,7 @@ cdef int _unp_load_next_buffer(Unpickler u) except -1:
         buf = next(u.buffers)
     except StopIteration:
         raise UnpicklingError("not enough out-of-band buffers") from None
-    return _unp_push_obj(u, buf)
+    return _unp_push_obj(u, _unp_made(u, buf))
 
 
 cdef int _unp_load_readonly_buffer(Unpickler u) except -1:
@@ -1576,6 +1916,8 @@ cdef int _unp_load_readonly_buffer(Unpickler u) except -1:
     top = u.stack[u.sp - 1]
     view = <object>PyMemoryView_FromObject(<object>top)
     c_decref(<PyObject *>view)
+    if u.restriction is not None and u.made is not None and id(<object>top) in u.made:
+        _unp_note_made(u, view)
     if not fw_memoryview_is_readonly(view):
         fw_memoryview_set_readonly(view)
         c_incref(<PyObject *>view)
@@ -1602,6 +1944,8 @@ cdef object _unp_decode(Unpickler u):
     u.nmarks = 0
     u.fence = 0
     u.proto = 0
+    u.work = 0
+    u.made = None
     _unp_clear_stack(u, 0)
 
     while True:
@@ -1822,7 +2166,17 @@ cdef object _unp_decode(Unpickler u):
         else:
             _unp_invalid_key(op)
 
-    return _unp_pop(u)
+    result = _unp_pop(u)
+    if u.restriction is not None:
+        # Whatever the load built may now be hashed, compared or printed
+        # by the caller: it must fit the same bounds.  loads() forgets its
+        # memo now rather than after returning, so that a container only
+        # its parent holds is seen to be unshared (restrict.h).
+        if u.file_read is None:
+            _unp_memo_clear(u)
+        _unp_charge(u, result, UNP_CHARGE_RESULT)
+        u.made = None
+    return result
 
 
 # ----- entry points --------------------------------------------------------
@@ -1908,6 +2262,7 @@ cdef void _unp_end_loads(Unpickler u) noexcept:
     _unp_trim(u)
     u.buffers = None
     u.restriction = None
+    u.made = None
     fw_release(&u.busy)
 
 

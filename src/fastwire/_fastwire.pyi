@@ -183,6 +183,16 @@ def _dumps_naming_modules(
 
 # --- pickle (reader) -----------------------------------------------------------
 
+DEFAULT_MAX_DEPTH: int
+DEFAULT_WORK_FACTOR: int
+
+class Allowed:
+    max_depth: int
+    work_factor: int
+    def __init__(
+        self, entries: Iterable[type | Any | str] = (), *, max_depth: int = 1000, work_factor: int = 64
+    ) -> None: ...
+
 class UnpicklerMemoProxy:
     def copy(self) -> dict[int, Any]: ...
     def clear(self) -> None: ...
@@ -198,7 +208,7 @@ class Unpickler:
         encoding: str = "ASCII",
         errors: str = "strict",
         buffers: Iterable[Any] | None = (),
-        allowed: Iterable[type | Any | str] | None = None,
+        allowed: Allowed | Iterable[type | Any | str] | None = None,
     ) -> None: ...
     def load(self) -> Any: ...
     def find_class(self, module_name: str, global_name: str, /) -> Any: ...
@@ -211,7 +221,7 @@ def loads(
     encoding: str = "ASCII",
     errors: str = "strict",
     buffers: Iterable[Any] | None = (),
-    allowed: Iterable[type | Any | str] | None = None,
+    allowed: Allowed | Iterable[type | Any | str] | None = None,
 ) -> Any: ...
 def load(
     file: Any,
@@ -220,7 +230,7 @@ def load(
     encoding: str = "ASCII",
     errors: str = "strict",
     buffers: Iterable[Any] | None = (),
-    allowed: Iterable[type | Any | str] | None = None,
+    allowed: Allowed | Iterable[type | Any | str] | None = None,
 ) -> Any: ...
 
 # --- connection.pxi: the compiled half of fastwire.net.Connection -------------------

@@ -182,7 +182,7 @@ class ObjectStream:
     def __init__(self, protocol, *, trusted=False, allowed=()):
         self._protocol = protocol
         self._transport = protocol.transport
-        self._allowed = None if trusted else tuple(allowed)
+        self._allowed = None if trusted else _pickle._restriction_of(allowed)
 
     @property
     def transport(self):

@@ -136,7 +136,7 @@ class Connection(ConnectionCore):
         self._sock = sock
         self._readable = readable
         self._writable = writable
-        self._allowed = None if trusted else tuple(allowed)
+        self._allowed = None if trusted else _pickle._restriction_of(allowed)
         self._max_frame_size = max_frame_size
         self._scanner = FrameScanner(_PREFIX, max_frame_size=max_frame_size,
                                      copy_threshold=COPY_THRESHOLD)
