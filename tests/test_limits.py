@@ -344,12 +344,22 @@ LIMIT_TESTS = {
         "tests/test_pickle_loads.py::test_large_payload_from_file_is_read_in_bounded_chunks"],
     "`fastwire.pickle` (reading) | memo indices": [
         "tests/test_limits.py::test_memo_index_allocates_nothing"],
-    "`fastwire.pickle` (reading) | nesting depth": [
+    "`fastwire.pickle` (reading, trusted) | nesting depth": [
         "tests/test_limits.py::test_trusted_loads_of_million_deep_nesting_builds_it_like_the_stdlib",
-        "tests/test_limits.py::test_restricted_loads_of_million_deep_nesting_is_refused_at_max_depth"],
-    "`fastwire.pickle` (reading, `allowed=`) | size arguments of value constructors": [
+        "tests/test_restricted_bounds.py::test_trusted_mode_builds_deep_nesting_like_the_stdlib_gh_154318"],
+    "`fastwire.pickle` (reading, `allowed=`) | nesting depth": [
+        "tests/test_limits.py::test_restricted_loads_of_million_deep_nesting_is_refused_at_max_depth",
+        "tests/test_restricted_bounds.py::test_max_depth_accepted_at_the_limit_refused_one_past",
+        "tests/test_restricted_bounds.py::test_deep_tuple_as_dict_key_is_refused_not_a_segfault"],
+    "`fastwire.pickle` (reading, `allowed=`) | work: keys and set items hashed, arguments and state passed, "
+    "the object returned, shared parts counted once per reference": [
+        "tests/test_restricted_bounds.py::test_work_budget_is_work_factor_times_input_bytes_plus_1024",
+        "tests/test_restricted_bounds.py::test_shared_tuples_as_dict_key_are_refused_before_hashing",
+        "tests/test_limits.py::test_regression_structure_fuzz_inputs_load_within_their_bounds"],
+    "`fastwire.pickle` (reading, `allowed=`) | arguments of value constructors": [
         "tests/test_limits.py::test_restricted_mode_does_not_build_bytearray_from_a_size",
-        "tests/test_pickle_restricted.py::test_value_constructors_cannot_allocate_or_import_by_surprise"],
+        "tests/test_pickle_restricted.py::test_value_constructors_cannot_allocate_or_import_by_surprise",
+        "tests/test_restricted_bounds.py::test_tuple_subclass_arguments_are_checked_like_tuples"],
     "`fastwire.pickle` (writing) | nesting depth": [
         "tests/test_limits.py::test_dumps_of_deep_structure_raises_recursionerror"],
     "`fastwire.frames` | `max_frame_size`": [
