@@ -330,3 +330,13 @@ def test_passing_the_class_object_imports_nothing(data):
     # By name, the same pickle needs the import, which fails: the object was used.
     with pytest.raises(ModuleNotFoundError):
         fwpickle.loads(data, allowed=["fastwire_tests_no_such_module.ElsewhereOnly"])
+
+
+def test_regression_codec_argument_that_is_a_memo_dag_is_refused_by_type_s6():
+    # fuzz/crashes/pickle_structure/S6: str(b"a", <40 doublings of a tuple>).
+    # The refusal must neither hash nor repr() the argument (2**40 of either).
+    dag = b"K\x01" + b"q\x00h\x00\x86" * 40
+    data = b"\x80\x02cbuiltins\nstr\nC\x01a" + dag + b"\x86R."
+    with pytest.raises(pickle.UnpicklingError, match="codec of type 'tuple'") as refused:
+        fwpickle.loads(data, allowed=())
+    assert len(str(refused.value)) < 200
