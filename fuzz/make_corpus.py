@@ -102,6 +102,91 @@ def pickle_unpickler_seeds(rng):
         yield bytes([i % 6]) + b"".join(picked)
 
 
+# --- pickle_structure: mode, k, k callback actions, recipe steps -----------------
+# The step encoding mirrors Recipe.step in fuzz_pickle_structure.py: first byte
+# of a step is the operation (mod 13), then its parameters.
+
+def atom_int(value):
+    return bytes([0, 2]) + value.to_bytes(4, "little")
+
+
+def atom_word(index, as_bytes=False):
+    return bytes([0, 4 if as_bytes else 3, index])
+
+
+ATOM_NONE = bytes([0, 0])
+EMPTY_LIST, EMPTY_DICT, EMPTY_TUPLE, EMPTY_SET = (bytes([3, i]) for i in range(4))
+APPEND, SETITEM = bytes([4]), bytes([5])
+PUT_NEXT, GET_FIRST, POP = bytes([7, 2]), bytes([8, 0]), bytes([12, 1])
+
+
+def tuple_of(n):
+    return bytes([6, n - 1])
+
+
+def put_at(boundary):
+    return bytes([7, 1, boundary])     # 255, 256, 65535, 65536, 2**20
+
+
+def deep(shape, n):
+    # n = uint3 % (1 << shift) + 1: shift 19 keeps any n below 2**19
+    return bytes([9, shape]) + (n - 1).to_bytes(3, "little") + bytes([18])
+
+
+def doublings(levels, as_list):
+    return bytes([10, levels, as_list]) + b"\x02" * levels   # each level PUTs at the next index
+
+
+def use_top(how):
+    return bytes([11, 1, how, 2])
+
+
+def call(global_index, newobj=False):
+    return bytes([11, 0, global_index, 2, int(newobj)])
+
+
+def global_value(index):
+    return bytes([12, 2, index])
+
+
+def persistent(pid):
+    return bytes([12, 0, pid])
+
+
+def structure_seeds():
+    plain = [
+        atom_int(7) + atom_word(1) + tuple_of(2),
+        EMPTY_LIST + atom_int(1) + APPEND + PUT_NEXT + GET_FIRST + tuple_of(2),
+        EMPTY_DICT + atom_word(2) + atom_int(3) + SETITEM,
+        EMPTY_SET + atom_int(5) + tuple_of(1) + tuple_of(1) + call(3),  # frozenset((5,))
+        atom_int(1) + atom_int(2) + tuple_of(2) + call(9),         # Pair(1, 2)
+        atom_int(1) + atom_int(2) + tuple_of(2) + call(5, newobj=True),
+        atom_int(1) + PUT_NEXT + put_at(0) + put_at(1) + put_at(2) + put_at(3) + GET_FIRST,
+        atom_word(3, as_bytes=True) + atom_word(2) + tuple_of(2) + call(0),  # str(b, "latin1")
+    ]
+    shaped = [
+        atom_int(1) + doublings(4, 0),
+        atom_int(1) + doublings(4, 1) + use_top(0),
+        atom_int(1) + doublings(3, 0) + use_top(3),
+        deep(0, 50) + use_top(0),
+        deep(1, 50),
+        deep(2, 50),
+        deep(3, 50) + use_top(1),
+        atom_word(1, as_bytes=True) + atom_word(2) + tuple_of(2) + call(9) + call(0),  # str(*Pair)
+        # bytes(*p) through NEWOBJ, p a one-item Pair from copyreg._reconstructor
+        global_value(9) + global_value(6) + atom_int(70000) + tuple_of(1) + tuple_of(3)
+        + call(11) + call(1, newobj=True),
+    ]
+    for i, recipe in enumerate(plain + shaped):
+        for mode in range(4):
+            yield bytes([mode, 0, i & 1]) + recipe           # proto byte: 2 or 4
+    # Re-entrant callbacks: each action once, from persistent_load, find_class and read.
+    for action in range(9):
+        recipe = persistent(action) + atom_int(1) + atom_int(2) + tuple_of(2) + call(9)
+        for mode in (1, 3):
+            yield bytes([mode, 2, action, action]) + b"\x01" + recipe
+
+
 # --- frames and varints ----------------------------------------------------------
 
 def frame_stream_seeds(rng):
@@ -140,6 +225,7 @@ def main():
     write("struct", struct_seeds(rng))
     write("pickle_loads", pickle_loads_seeds())
     write("pickle_unpickler", pickle_unpickler_seeds(rng))
+    write("pickle_structure", structure_seeds())
     write("frames", frame_stream_seeds(rng))
     write("varint", varint_seeds())
 

@@ -21,7 +21,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-TARGETS = ["struct", "pickle_loads", "pickle_unpickler", "frames", "varint"]
+TARGETS = ["struct", "pickle_loads", "pickle_unpickler", "pickle_structure", "frames", "varint"]
 
 
 def run_target(name, args):
@@ -38,19 +38,25 @@ def run_target(name, args):
     artifacts = os.path.join(HERE, "artifacts") + os.sep
     os.makedirs(artifacts, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=f"fastwire-fuzz-{name}-")
+    # A target that ends the process itself (a work-budget watchdog, a crash
+    # libFuzzer cannot catch) leaves its input here.
+    last_input = os.path.join(artifacts, f"last-input-{name}")
+    env = dict(os.environ, FASTWIRE_FUZZ_LAST_INPUT=last_input)
     try:
         proc = subprocess.run(
             python + [scratch, os.path.join(HERE, "corpus", name), f"-runs={args.runs}",
                       f"-seed={args.seed}", f"-max_total_time={args.max_time}", "-timeout=30",
                       "-rss_limit_mb=2048", "-print_final_stats=1", f"-artifact_prefix={artifacts}"],
-            capture_output=True, text=True)
+            capture_output=True, text=True, env=env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     output = proc.stdout + proc.stderr
     executed = re.search(r"stat::number_of_executed_units: (\d+)", output)
     count = executed.group(1) if executed else "?"
     if proc.returncode != 0:
-        return "FAILED", f"{count} inputs, exit {proc.returncode}:\n{output[-6000:]}"
+        return "FAILED", f"{count} inputs, exit {proc.returncode} (last input: {last_input}):\n{output[-6000:]}"
+    if os.path.exists(last_input):
+        os.unlink(last_input)
     return "ok", f"{count} inputs"
 
 

@@ -9,16 +9,12 @@ first line. Shell blocks (```sh) are not run: they install or start programs.
 A block is left out only when the line before its fence is a MyST comment
 ``% docs-test: skip <reason>`` (``<!-- docs-test: skip <reason> -->`` in the
 README, which GitHub renders); the reason is printed with the page's result.
-A page whose examples import a fastwire module that is not importable in this
-build is skipped with a reason naming that module (parts still on their
-branches); once merged, the page runs. A page may also name a compiled part it
-describes with ``% docs-test: requires fastwire._fastwire.Unpickler`` (the
-facade of an unmerged part can exist as an interim stand-in).
+Nothing else is left out: a page whose examples import a fastwire module that
+fails to import fails like any other error.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
 SKIP = re.compile(r"^(?:% docs-test: skip (?P<reason>\S.*)|<!-- docs-test: skip (?P<html>\S.*) -->)$")
-FASTWIRE_MODULE = re.compile(r"\bfastwire\.(?P<name>[a-z_]+)|\bfrom fastwire import (?P<names>[\w, ]+)")
 
 
 def code_blocks(path: Path):
@@ -55,38 +50,6 @@ def code_blocks(path: Path):
         code = "\n".join(line[indent:] for line in lines[start:i])
         yield start + 1, language, code, (skip["reason"] or skip["html"]) if skip else None
         i += 1
-
-
-REQUIRES = re.compile(r"^% docs-test: requires (?P<name>fastwire(?:\.\w+)+)$", re.M)
-
-
-def missing_requirements(page_text: str) -> list[str]:
-    missing = []
-    for match in REQUIRES.finditer(page_text):
-        module, _, attribute = match["name"].rpartition(".")
-        try:
-            getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError):
-            missing.append(match["name"])
-    return missing
-
-
-def missing_fastwire_modules(code: str) -> list[str]:
-    wanted = set()
-    for match in FASTWIRE_MODULE.finditer(code):
-        if match["name"]:
-            wanted.add(match["name"])
-        else:
-            wanted.update(n.strip() for n in match["names"].split(",") if n.strip())
-    missing = []
-    for name in sorted(wanted):
-        module = f"fastwire.{name}"
-        try:
-            if importlib.util.find_spec(module) is None and not hasattr(importlib.import_module("fastwire"), name):
-                missing.append(module)
-        except ImportError:
-            missing.append(module)
-    return missing
 
 
 # Runs in the child: each block compiled with its page and line for tracebacks,
@@ -115,6 +78,23 @@ def page_id(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def run_blocks(blocks, cwd):
+    """Run (where, code) blocks in order in one fresh interpreter, as __main__.
+
+    The child imports the very fastwire this process imports (installed, or
+    src/ when PYTHONPATH says so); it runs in a scratch directory so examples
+    that write files or Unix sockets leave nothing behind."""
+    import fastwire
+
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(fastwire.__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER], input=json.dumps(blocks), text=True,
+        capture_output=True, cwd=cwd, timeout=300, env=env,
+    )
+
+
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_every_python_example_on_the_page_runs(page, tmp_path):
     blocks = []
@@ -128,22 +108,16 @@ def test_every_python_example_on_the_page_runs(page, tmp_path):
         blocks.append((f"{page_id(page)}:{line}", code))
     if not blocks:
         pytest.skip("; ".join(skipped))
-    missing = sorted({m for _, code in blocks for m in missing_fastwire_modules(code)})
-    missing += missing_requirements(page.read_text(encoding="utf-8"))
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not importable in this build (its branch is not merged yet)")
-    # The child imports the very fastwire this process imports (installed, or
-    # src/ when PYTHONPATH says so); it runs in a scratch directory so examples
-    # that write files or Unix sockets leave nothing behind.
-    import fastwire
-
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(fastwire.__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", RUNNER], input=json.dumps(blocks), text=True,
-        capture_output=True, cwd=tmp_path, timeout=300, env=env,
-    )
+    result = run_blocks(blocks, tmp_path)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     for reason in skipped:  # recorded, visible with -rs only through the report below
         print("not run:", reason)
+
+
+def test_an_example_whose_fastwire_import_fails_fails_its_page(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n```python\nfrom fastwire import no_such_part\n```\n", encoding="utf-8")
+    blocks = [(f"page.md:{line}", code) for line, _, code, _ in code_blocks(page)]
+    result = run_blocks(blocks, tmp_path)
+    assert result.returncode != 0
+    assert "no_such_part" in result.stderr

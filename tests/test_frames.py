@@ -164,6 +164,27 @@ def test_bad_length_prefix_raises(prefix, header):
         scanner.feed(b"more")
 
 
+@pytest.mark.parametrize("prefix, header", [
+    (">i", struct.pack(">i", -1)),
+    ("<q", struct.pack("<q", -5)),
+    ("multiprocessing", struct.pack("!i", -2)),
+    ("multiprocessing", struct.pack("!i", -(2**31))),
+    ("varint", b"\xff" * 9 + b"\x02"),    # bit 64: a length that would wrap
+    ("varint", b"\x80" * 9 + b"\x7f"),
+])
+def test_malformed_length_is_refused_as_malformed_not_too_large(prefix, header):
+    # A negative or over-long length is malformed whatever max_frame_size is;
+    # read as unsigned or wrapped it would be a large frame instead (refused
+    # only by a small limit, waited for under the largest one).
+    limit = 2**64 - 1
+    with pytest.raises(FrameError) as refused:
+        scan_frames(header + b"payload", prefix, max_frame_size=limit)
+    assert not isinstance(refused.value, FrameTooLarge)
+    with pytest.raises(FrameError) as refused:
+        FrameScanner(prefix, max_frame_size=limit).feed(header)
+    assert not isinstance(refused.value, FrameTooLarge)
+
+
 def test_frames_before_a_bad_header_are_delivered_first():
     stream = encode_frame(b"one", ">i") + encode_frame(b"two", ">i") + struct.pack(">i", -7)
     frames, consumed = scan_frames(stream, ">i")

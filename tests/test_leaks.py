@@ -12,6 +12,7 @@ The whole file takes a few seconds; under scripts/sanitize-run it takes longer
 but runs the same way.
 """
 
+import collections
 import gc
 import io
 import os
@@ -113,6 +114,36 @@ def struct_cases():
 
 # --- pickle ---------------------------------------------------------------------
 
+# An allowed tuple subclass: calls whose argument tuple is one must be checked
+# like calls with a plain tuple.
+Pair = collections.namedtuple("Pair", "first second")
+
+
+class ReenteringUnpickler(fw_pickle.Unpickler):
+    def persistent_load(self, pid):
+        return self.load()
+
+
+def restricted_refusals():
+    """Error paths of restricted mode's structure and call checks."""
+    pair = b"c" + Pair.__module__.encode() + b"\nPair\n"
+    deep = b"\x80\x02" + b"]" * 5000 + b"a" * 4999 + b"."
+    dag = b"\x80\x02K\x01" + b"q\x00h\x00\x86" * 20 + b"q\x010cbuiltins\nstr\nh\x01\x85R."
+    # str(*Pair(b"a", "idna")): the codec check must see through the subclass.
+    str_with_pair_args = b"\x80\x02cbuiltins\nstr\n" + pair + b"C\x01aX\x04\x00\x00\x00idna\x86RR."
+    reentrant = b"\x80\x02K\x01Q."
+    error = fw_pickle.UnpicklingError
+    return {
+        "allowed= refuses eval passed as an object": (raising(ValueError, fw_pickle.loads, b"N.", allowed=[eval]), []),
+        "Unpickler re-entered from persistent_load": (
+            raising(RuntimeError, lambda: ReenteringUnpickler(io.BytesIO(reentrant)).load()), [reentrant]),
+        "restricted nesting past max_depth": (raising(error, fw_pickle.loads, deep, allowed=()), [deep]),
+        "restricted str() of a memo DAG": (raising(error, fw_pickle.loads, dag, allowed=()), [dag]),
+        "restricted call with namedtuple arguments": (
+            raising(error, fw_pickle.loads, str_with_pair_args, allowed=[Pair]), [str_with_pair_args]),
+    }
+
+
 class Reinit:
     """__reduce__ re-initialises the pickler running it: refused."""
     target = None
@@ -188,6 +219,7 @@ def pickle_cases():
         "loads garbage": (raising(fw_pickle.UnpicklingError, fw_pickle.loads, b"\xff\x00garbage"), []),
         "dumps unpicklable": (raising((TypeError, AttributeError, fw_pickle.PicklingError),
                                       fw_pickle.dumps, lambda: None), []),
+        **restricted_refusals(),
         "Pickler re-initialised mid-dump": (raising(RuntimeError, reinit_pickler), [value]),
         "Unpickler memo cleared mid-load": (raising(RuntimeError, reinit_unpickler), [setstate_data]),
         "loads nested in buffers= iteration": (

@@ -11,15 +11,18 @@ Struct repeat counts are covered in test_struct_hostile.py
 """
 
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
+from multiprocessing import AuthenticationError
 
 import pytest
 
 import fastwire
-
-from fastwire import frames
+from fastwire import frames, net
+from fastwire.struct import Struct
+from tests.test_callouts import defined_tests
 
 FASTWIRE_PATH = os.path.dirname(os.path.dirname(os.path.abspath(fastwire.__file__)))
 MiB = 1024 * 1024
@@ -153,29 +156,56 @@ def test_restricted_mode_does_not_build_bytearray_from_a_size():
 DEPTH = 1_000_000
 
 
-@pytest.mark.parametrize("shape", ["lists", "tuples", "dicts", "frozensets"])
-def test_loads_of_million_deep_nesting_is_clean(shape):
-    """Trusted mode builds it, as the stdlib does, without C recursion (and
-    frees it through CPython's trashcan); restricted mode refuses it by
-    max_depth (tests/test_restricted_bounds.py)."""
-    # Built by hand: the opcodes are what any producer could send.
-    builders = {
-        "lists": "b'\\x80\\x02' + b']' * D + b'a' * (D - 1) + b'.'",
-        "tuples": "b'\\x80\\x02' + b'(' * D + b')' + b't' * D + b'.'",
-        "dicts": "b'\\x80\\x02}' + b'K\\x00}' * (D - 1) + b's' * (D - 1) + b'.'",
-        "frozensets": "b'\\x80\\x04' + b'(' * D + b'\\x91' * D + b'.'",
-    }
+# Each pickle holds DEPTH containers, one inside the other.
+NESTING_BUILDERS = {
+    "lists": "b'\\x80\\x02' + b']' * D + b'a' * (D - 1) + b'.'",
+    "tuples": "b'\\x80\\x02' + b'(' * (D - 1) + b')' + b't' * (D - 1) + b'.'",
+    "dicts": "b'\\x80\\x02}' + b'K\\x00}' * (D - 1) + b's' * (D - 1) + b'.'",
+    "frozensets": "b'\\x80\\x04' + b'(' * D + b'\\x91' * D + b'.'",
+}
+# The innermost container of each shape, reached one level at a time (the
+# value is too deep for anything recursive, == included).
+NESTING_STEP = {"lists": "x[0] if x else None", "tuples": "x[0] if x else None",
+                "dicts": "x.get(0)", "frozensets": "next(iter(x), None)"}
+
+
+@pytest.mark.parametrize("shape", sorted(NESTING_BUILDERS))
+def test_trusted_loads_of_million_deep_nesting_builds_it_like_the_stdlib(shape):
+    # Built by hand: the opcodes are what any producer could send. Both
+    # decoders build nesting without C recursion, so the one right outcome is
+    # the whole value, as deep as sent.
+    results = run_child(f"""
+        import pickle as std
+        from fastwire import pickle
+        D = {DEPTH}
+        data = {NESTING_BUILDERS[shape]}
+        for label, loads in (("fastwire", pickle.loads), ("stdlib", std.loads)):
+            x = loads(data)
+            depth = 0
+            while x is not None:
+                depth += 1
+                x = {NESTING_STEP[shape]}
+            print(f"{{label}} depth={{depth}}")
+    """, timeout=300)
+    assert int(results["stdlib"]["depth"]) == DEPTH
+    assert int(results["fastwire"]["depth"]) == DEPTH
+
+
+@pytest.mark.parametrize("shape", sorted(NESTING_BUILDERS))
+def test_restricted_loads_of_million_deep_nesting_is_refused_at_max_depth(shape):
+    # Restricted mode bounds nesting (a deep tuple hashed as a dict key
+    # overflows CPython's C stack): a clean UnpicklingError that names the limit.
     results = run_child(f"""
         from fastwire import pickle
         D = {DEPTH}
-        data = {builders[shape]}
+        data = {NESTING_BUILDERS[shape]}
         try:
-            value = pickle.loads(data)
-            print("result outcome=ok")
+            pickle.loads(data, allowed=())
+            print("result outcome=ok names_limit=False")
         except Exception as exc:
-            print(f"result outcome={{type(exc).__name__}}")
+            print(f"result outcome={{type(exc).__name__}} names_limit={{'max_depth' in str(exc)}}")
     """, timeout=300)
-    assert results["result"]["outcome"] == "ok"
+    assert results["result"] == {"outcome": "UnpicklingError", "names_limit": "True"}
 
 
 @pytest.mark.parametrize("shape", ["list", "dict", "tuple"])
@@ -236,3 +266,194 @@ def test_frame_above_max_frame_size_is_refused_at_the_header():
     """)
     assert results["feed"]["outcome"] == "FrameTooLarge"
     assert int(results["feed"]["peak"]) < MiB
+
+
+def test_frame_too_large_leaves_the_scanner_refusing_later_calls():
+    # The stream position is lost past an oversized header: every later call
+    # raises the same error rather than decoding the payload as headers.
+    scanner = frames.FrameScanner(">I", max_frame_size=10)
+    with pytest.raises(frames.FrameTooLarge):
+        scanner.feed((11).to_bytes(4, "big") + b"x" * 11 + (1).to_bytes(4, "big") + b"y")
+    for call in (lambda: scanner.feed(b""), lambda: scanner.feed((1).to_bytes(4, "big") + b"z"),
+                 scanner.get_buffer):
+        with pytest.raises(frames.FrameTooLarge):
+            call()
+
+
+# --- struct ---------------------------------------------------------------------
+
+def test_pack_many_past_sys_maxsize_raises_memoryerror_before_packing():
+    converted = []
+
+    class Recorder:
+        def __index__(self):
+            converted.append(self)
+            return 1
+
+    record = Struct(f"{sys.maxsize // 2}xB")
+    with pytest.raises(MemoryError):
+        record.pack_many([(Recorder(),), (Recorder(),)])
+    assert converted == []
+    # One row fits the same bound: the refusal is the product, not the size.
+    assert Struct("4xB").pack_many([(Recorder(),)]) == b"\0" * 4 + b"\1"
+
+
+# --- net ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [257, 1000])
+def test_authentication_message_over_256_bytes_raises_authenticationerror(size):
+    challenger, answerer = net.Pipe()
+    with challenger, answerer:
+        message = b"#CHALLENGE#{sha256}"
+        challenger.send_bytes(message + b"x" * (size - len(message)))
+        challenger.send_bytes(b"#WELCOME#")     # so a limit too wide fails the test, not hangs it
+        with pytest.raises(AuthenticationError):
+            net.answer_challenge(answerer, b"key")
+
+
+def test_authentication_message_of_256_bytes_is_read():
+    challenger, answerer = net.Pipe()
+    with challenger, answerer:
+        message = b"#CHALLENGE#{sha256}"
+        challenger.send_bytes(message + b"x" * (256 - len(message)))
+        challenger.send_bytes(b"#WELCOME#")
+        net.answer_challenge(answerer, b"key")      # the reply goes into the pipe's buffer
+        assert challenger.recv_bytes().startswith(b"{sha256}")
+
+
+# --- docs/limits.md: every row is backed by the tests named here ----------------
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# "part | limit" (the row's first two cells, as written) -> the tests that prove it.
+LIMIT_TESTS = {
+    "`fastwire.struct` | compiled-format cache of the module functions": [
+        "tests/test_struct_api.py::test_format_cache_is_bounded_at_100_entries",
+        "tests/test_struct_api.py::test_clearcache_releases_cached_formats"],
+    "`fastwire.struct` | a format's total size (repeat counts)": [
+        "tests/test_struct_hostile.py::test_size_overflow_is_struct_error"],
+    "`fastwire.struct` | compiling a format": [
+        "tests/test_struct_hostile.py::test_huge_repeat_counts_cost_nothing_until_packed",
+        "tests/test_struct_hostile.py::test_format_compile_cost_follows_format_length"],
+    "`Struct.pack_many` | rows × size": [
+        "tests/test_limits.py::test_pack_many_past_sys_maxsize_raises_memoryerror_before_packing"],
+    "`Struct.unpack_many` | buffer length": [
+        "tests/test_struct_batches.py::test_unpack_many_needs_a_multiple_of_size"],
+    "`fastwire.pickle` (reading) | length fields (`BINBYTES8`, `BINUNICODE8`, `FRAME` ...)": [
+        "tests/test_limits.py::test_pickle_declared_length_allocates_nothing",
+        "tests/test_pickle_loads.py::test_large_payload_from_file_is_read_in_bounded_chunks"],
+    "`fastwire.pickle` (reading) | memo indices": [
+        "tests/test_limits.py::test_memo_index_allocates_nothing"],
+    "`fastwire.pickle` (reading, trusted) | nesting depth": [
+        "tests/test_limits.py::test_trusted_loads_of_million_deep_nesting_builds_it_like_the_stdlib",
+        "tests/test_restricted_bounds.py::test_trusted_mode_builds_deep_nesting_like_the_stdlib_gh_154318"],
+    "`fastwire.pickle` (reading, `allowed=`) | nesting depth": [
+        "tests/test_limits.py::test_restricted_loads_of_million_deep_nesting_is_refused_at_max_depth",
+        "tests/test_restricted_bounds.py::test_max_depth_accepted_at_the_limit_refused_one_past",
+        "tests/test_restricted_bounds.py::test_deep_tuple_as_dict_key_is_refused_not_a_segfault"],
+    "`fastwire.pickle` (reading, `allowed=`) | work: keys and set items hashed, arguments and state passed, "
+    "the object returned, shared parts counted once per reference": [
+        "tests/test_restricted_bounds.py::test_work_budget_is_work_factor_times_input_bytes_plus_1024",
+        "tests/test_restricted_bounds.py::test_shared_tuples_as_dict_key_are_refused_before_hashing",
+        "tests/test_limits.py::test_regression_structure_fuzz_inputs_load_within_their_bounds"],
+    "`fastwire.pickle` (reading, `allowed=`) | arguments of value constructors": [
+        "tests/test_limits.py::test_restricted_mode_does_not_build_bytearray_from_a_size",
+        "tests/test_pickle_restricted.py::test_value_constructors_cannot_allocate_or_import_by_surprise",
+        "tests/test_restricted_bounds.py::test_tuple_subclass_arguments_are_checked_like_tuples"],
+    "`fastwire.pickle` (writing) | nesting depth": [
+        "tests/test_limits.py::test_dumps_of_deep_structure_raises_recursionerror"],
+    "`fastwire.frames` | `max_frame_size`": [
+        "tests/test_frames.py::test_default_max_frame_size",
+        "tests/test_frames.py::test_oversized_header_raises_at_once",
+        "tests/test_limits.py::test_frame_too_large_leaves_the_scanner_refusing_later_calls"],
+    "`fastwire.frames` | negative or malformed length (signed prefixes, over-long varints)": [
+        "tests/test_frames.py::test_bad_length_prefix_raises"],
+    "`fastwire.frames` | payload too long for the prefix (encoding)": [
+        "tests/test_frames.py::test_headers_match_reference"],
+    "`fastwire.frames` | scanner buffer": [
+        "tests/test_frames.py::test_window_grows_with_received_bytes_only",
+        "tests/test_limits.py::test_frame_declared_length_allocates_nothing"],
+    "`fastwire.net` | `max_frame_size`": [
+        "tests/test_net.py::test_oversized_frame_raises_and_closes"],
+    "`fastwire.net` | `recv_bytes(maxlength)`": [
+        "tests/test_net.py::test_recv_bytes_maxlength_matches_stdlib"],
+    "`fastwire.net` | `recv_bytes_into(buf)`": [
+        "tests/test_net.py::test_recv_bytes_into_matches_stdlib"],
+    "`fastwire.net` | authentication messages": [
+        "tests/test_limits.py::test_authentication_message_of_256_bytes_is_read",
+        "tests/test_net_handshake.py::test_a_1000_byte_authentication_message_raises_authentication_error",
+        "tests/test_limits.py::test_authentication_message_over_256_bytes_raises_authenticationerror"],
+    "`fastwire.net` | time for the `authkey` handshake": [
+        "tests/test_net_handshake.py::test_handshake_timeout_default_is_documented_and_configurable",
+        "tests/test_net_handshake.py::test_handshake_timeout_an_idle_peer_does_not_block_a_later_client",
+        "tests/test_net_handshake.py::test_client_handshake_timeout_bounds_a_silent_server"],
+    "`fastwire.net` | HMAC-MD5 in the handshake": [
+        "tests/test_net_handshake.py::test_allow_md5_false_refuses_a_bare_md5_response",
+        "tests/test_net_handshake.py::test_digest_policy_with_stdlib_clients"],
+    "`fastwire.net` | time per read or write": [
+        "tests/test_net.py::test_timeout_keeps_received_bytes",
+        "tests/test_net_faults.py::test_recv_timeout_mid_message_over_1_mib_closes_the_connection",
+        "tests/test_net_faults.py::test_writer_timeout_closes_the_connection"],
+    "`fastwire.net` | time per receive call, whole": [
+        "tests/test_net_faults.py::test_recv_timeout_is_a_deadline_for_the_whole_call_against_a_trickling_peer",
+        "tests/test_net_faults.py::test_recv_timeout_keeps_the_bytes_received_so_far"],
+    "`fastwire.net` | what `recv()` builds": [
+        "tests/test_net.py::test_recv_refuses_globals_by_default_and_stream_continues"],
+    "`fastwire.aio` | frame size before the `authkey` handshake is done": [
+        "tests/test_aio.py::test_handshake_refuses_a_big_message_before_authentication"],
+    "`fastwire.aio` | time for the `authkey` handshake": [
+        "tests/test_net_handshake.py::test_aio_handshake_timeout_releases_an_idle_peer"],
+    "`fastwire.aio` | `max_frame_size`": [
+        "tests/test_aio.py::test_oversized_frame_aborts"],
+    "`fastwire.aio` | complete messages buffered, not yet received": [
+        "tests/test_aio.py::test_regression_flow_control_both_ways_gh_127655"],
+    "`fastwire.aio` | what `recv()` builds": [
+        "tests/test_aio.py::test_restricted_by_default_trusted_on_request"],
+    "`fastwire.dask` | what the `\"fastwire\"` family builds": [
+        "tests/test_dask.py::test_restricted_family_on_workers_refuses_disallowed_globals_and_keeps_serving"],
+}
+
+
+def limit_rows():
+    lines = (ROOT / "docs" / "limits.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| part | limit | default (how to change it) | past the limit |")
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        yield f"{cells[0]} | {cells[1]}"
+
+
+def test_every_row_of_the_limits_page_names_its_tests():
+    rows = list(limit_rows())
+    assert len(rows) > 20
+    assert sorted(set(rows) - set(LIMIT_TESTS)) == [], "rows of docs/limits.md with no tests named here"
+    assert sorted(set(LIMIT_TESTS) - set(rows)) == [], "tests named here for rows no longer in docs/limits.md"
+
+
+@pytest.mark.parametrize("row", sorted(LIMIT_TESTS))
+def test_limit_row_names_existing_tests(row):
+    for test in LIMIT_TESTS[row]:
+        file, name = test.split("::")
+        assert name in defined_tests(ROOT / file), f"{row}: {file} defines no {name}"
+
+
+# --- fuzz_pickle_structure: its seeds and every finding replay cleanly ------------
+
+STRUCTURE_TARGET = ROOT / "fuzz" / "fuzz_pickle_structure.py"
+STRUCTURE_FINDINGS = sorted(p.name for p in (ROOT / "fuzz" / "crashes" / "pickle_structure").iterdir())
+
+
+@pytest.mark.parametrize("name", ["corpus", *STRUCTURE_FINDINGS])
+def test_regression_structure_fuzz_inputs_load_within_their_bounds(name):
+    """Each reproducer in fuzz/crashes/pickle_structure/ (listed in its README:
+    deep nesting hashed, memo DAGs hashed or str()-ed, namedtuple call
+    arguments), and the seed corpus, replayed through the target's checks (no
+    crash, time and memory bounds, no import in restricted mode) in a child
+    interpreter, so a crash is a failed test."""
+    path = ROOT / "fuzz" / ("corpus/pickle_structure" if name == "corpus" else f"crashes/pickle_structure/{name}")
+    env = dict(os.environ, PYTHONPATH=FASTWIRE_PATH + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, str(STRUCTURE_TARGET), "--replay", str(path)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert "all passed" in result.stdout

@@ -143,6 +143,23 @@ def test_shared_and_recursive_structures_keep_identity(proto):
     assert out[0] is out[1] and out[2] == out[3]
 
 
+
+# Memo indices at and around the widths of the memo opcodes: BINPUT/BINGET carry
+# one byte (0-255), LONG_BINPUT/LONG_BINGET four; 65535/65536 is where a two-byte
+# index would end. A writer that writes index 256 in one byte still makes
+# well-formed pickles, which load into the wrong graph: only bytes compared
+# with the stdlib's, and identity after loading, notice.
+@pytest.mark.parametrize("count", [255, 256, 257, 65535, 65536, 65537])
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_memo_indices_past_one_and_two_bytes_match_stdlib_bytes(count, proto):
+    shared = [[i] for i in range(count)]
+    value = [shared, shared[::-1]]
+    data = fw.dumps(value, proto)
+    assert data == std.dumps(value, proto)
+    for loads in (std.loads, fw.loads):
+        first, second = loads(data)
+        assert [x[0] for x in first] == list(range(count))
+        assert all(a is b for a, b in zip(first, reversed(second)))
 @pytest.mark.parametrize("proto", CORE_PROTOCOLS)
 def test_recursive_frozenset_through_instance(proto):
     p = cat.Plain()

@@ -7,6 +7,7 @@ imported, and a function that records every call.
 
 import copyreg
 import io
+import os
 import pickle
 import sys
 
@@ -219,6 +220,24 @@ def test_build_never_sets_attributes_on_a_class():
     assert cat.Plain.__dict__["__eq__"] is before
 
 
+class Meta(type):
+    pass
+
+
+class WithMeta(metaclass=Meta):
+    pass
+
+
+def test_build_never_sets_attributes_on_a_class_even_when_its_metaclass_is_allowed():
+    # The class is an instance of an allowed class (Meta); BUILD on it would
+    # still set class attributes, which no allowed= entry asks for.
+    data = (b"\x80\x02" + _global(WithMeta.__module__, "WithMeta", 2)
+            + b"}X\x06\x00\x00\x00__eq__K\x01sb.")
+    with pytest.raises(pickle.UnpicklingError, match="BUILD"):
+        fwpickle.loads(data, allowed=[WithMeta, Meta])
+    assert "__eq__" not in WithMeta.__dict__
+
+
 def test_build_on_value_types_is_refused():
     with pytest.raises(pickle.UnpicklingError, match="BUILD"):
         fwpickle.loads(b"\x80\x02]}b.", allowed=())
@@ -235,6 +254,7 @@ def test_build_on_value_types_is_refused():
     (b"\x80\x02c__builtin__\ngetattr\n.", "getattr"),
     (b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueR.", "os.system"),
     (b"\x80\x02cbuiltins\neval\n.", "eval"),
+    (b"\x80\x02cbuiltins\ntype\nX\x01\x00\x00\x00A)}\x87R.", "type"),
 ])
 def test_value_constructors_cannot_allocate_or_import_by_surprise(data, what):
     with pytest.raises(pickle.UnpicklingError):
@@ -249,6 +269,17 @@ def test_allowed_rejects_names_that_defeat_it():
         fwpickle.loads(b"N.", allowed="tests.pickle_read_catalogue.Plain")
     with pytest.raises(ValueError):
         fwpickle.loads(b"N.", allowed=["nodot"])
+
+
+@pytest.mark.parametrize("entry", [eval, exec, getattr, __import__, os.system],
+                         ids=lambda f: f.__name__)
+def test_allowed_rejects_callables_that_defeat_it_passed_as_objects(entry):
+    # The object form must meet the same refusal as the "module.name" form:
+    # a pickle naming builtins.eval would otherwise get the caller's eval.
+    with pytest.raises(ValueError, match=entry.__name__):
+        fwpickle.loads(b"N.", allowed=[entry])
+    with pytest.raises(ValueError, match=entry.__name__):
+        fwpickle.Unpickler(io.BytesIO(b"N."), allowed=(entry,))
 
 
 def test_subclass_find_class_is_only_asked_about_allowed_names(canary):
@@ -273,3 +304,39 @@ def test_python2_names_are_checked_after_renaming():
     assert fwpickle.loads(data, allowed=()) == {1}
     with pytest.raises(pickle.UnpicklingError, match="__builtin__.set"):
         fwpickle.loads(data, allowed=(), fix_imports=False)
+
+
+class ElsewhereOnly:
+    """A class whose module cannot be imported: only the object itself finds it."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return type(other) is ElsewhereOnly and other.value == self.value
+
+
+ElsewhereOnly.__module__ = "fastwire_tests_no_such_module"
+
+
+@pytest.mark.parametrize("data", [
+    b"\x80\x02cfastwire_tests_no_such_module\nElsewhereOnly\n)\x81}X\x05\x00\x00\x00valueK\x07sb.",
+    b"\x80\x04\x8c\x1dfastwire_tests_no_such_module\x8c\rElsewhereOnly\x93)\x81}\x8c\x05valueK\x07sb.",
+], ids=["GLOBAL", "STACK_GLOBAL"])
+def test_passing_the_class_object_imports_nothing(data):
+    before = set(sys.modules)
+    assert fwpickle.loads(data, allowed=[ElsewhereOnly]) == ElsewhereOnly(7)
+    assert set(sys.modules) == before
+    # By name, the same pickle needs the import, which fails: the object was used.
+    with pytest.raises(ModuleNotFoundError):
+        fwpickle.loads(data, allowed=["fastwire_tests_no_such_module.ElsewhereOnly"])
+
+
+def test_regression_codec_argument_that_is_a_memo_dag_is_refused_by_type_s6():
+    # fuzz/crashes/pickle_structure/S6: str(b"a", <40 doublings of a tuple>).
+    # The refusal must neither hash nor repr() the argument (2**40 of either).
+    dag = b"K\x01" + b"q\x00h\x00\x86" * 40
+    data = b"\x80\x02cbuiltins\nstr\nC\x01a" + dag + b"\x86R."
+    with pytest.raises(pickle.UnpicklingError, match="codec of type 'tuple'") as refused:
+        fwpickle.loads(data, allowed=())
+    assert len(str(refused.value)) < 200

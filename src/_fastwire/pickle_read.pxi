@@ -498,11 +498,12 @@ cdef class Allowed:
     cdef int _check_codec_args(self, tuple args, Py_ssize_t first, str what) except -1:
         if len(args) > first and (type(args[first]) is not str
                                   or args[first] not in _unp_safe_codecs):
-            raise UnpicklingError(f"{what}: codec {args[first]!r} is not allowed in restricted mode")
+            raise UnpicklingError(f"{what}: codec {_unp_describe_argument(args[first])} is not "
+                                  "allowed in restricted mode")
         if len(args) > first + 1 and (type(args[first + 1]) is not str
                                       or args[first + 1] not in _unp_safe_errors):
-            raise UnpicklingError(f"{what}: error handler {args[first + 1]!r} is not allowed "
-                                  "in restricted mode")
+            raise UnpicklingError(f"{what}: error handler {_unp_describe_argument(args[first + 1])} "
+                                  "is not allowed in restricted mode")
         return 0
 
     cdef int check_build(self, inst) except -1:
@@ -620,6 +621,13 @@ cdef tuple _unp_checked_call_args(Unpickler u, func, args, str what):
     for arg in exact:
         _unp_charge(u, arg, UNP_CHARGE_PASS)
     return exact
+
+
+cdef str _unp_describe_argument(obj):
+    """A str as written (its length is the input's), anything else by type:
+    repr() of a memo DAG from the input costs time and memory exponential in
+    its size."""
+    return repr(obj) if type(obj) is str else f"of type '{type(obj).__qualname__}'"
 
 
 cdef str _unp_describe(obj):
