@@ -93,6 +93,18 @@ def run_child(code, timeout=120):
     return proc.stdout
 
 
+def restricted_load_in_child(data, timeout=60):
+    """What a default restricted loads() of `data` prints in a fresh interpreter:
+    "refused <message>" for a clean refusal (a crash or a hang fails run_child)."""
+    return run_child(f"""
+        from fastwire import pickle
+        try:
+            pickle.loads({data!r}, allowed=())
+        except pickle.UnpicklingError as exc:
+            print("refused", exc)
+    """, timeout=timeout)
+
+
 # --- the reproducers -----------------------------------------------------------------
 
 
@@ -111,26 +123,14 @@ def test_deep_tuple_as_dict_key_is_refused_not_a_segfault():
 def test_shared_tuples_as_dict_key_are_refused_before_hashing():
     data = shared_tuple_as_dict_key(40)       # 2**40 leaves: hours of hashing
     assert len(data) < 500
-    out = run_child(f"""
-        from fastwire import pickle
-        try:
-            pickle.loads({data!r}, allowed=())
-        except pickle.UnpicklingError as exc:
-            print("refused", exc)
-    """, timeout=60)
+    out = restricted_load_in_child(data)
     assert out.startswith("refused") and "work_factor=64" in out, out
 
 
 def test_str_of_shared_lists_is_refused_str_converts_only_atoms():
     data = str_of_shared_lists(30)            # ~6 GB of text from a few hundred bytes
     assert len(data) < 500
-    out = run_child(f"""
-        from fastwire import pickle
-        try:
-            pickle.loads({data!r}, allowed=())
-        except pickle.UnpicklingError as exc:
-            print("refused", exc)
-    """, timeout=60)
+    out = restricted_load_in_child(data)
     assert out.startswith("refused") and "str()" in out, out
 
 
