@@ -61,6 +61,9 @@ setup(
     ext_modules=cythonize(
         [extension],
         annotate=os.environ.get("FASTWIRE_ANNOTATE") == "1",
+        # The parts cimport the shared .pxd files by name (src/_fastwire/), and
+        # the module's own .pxd is found as fastwire/_fastwire.pxd (src/).
+        include_path=["src/_fastwire", "src"],
         # Directives live in the header of src/_fastwire.pyx, next to the code they govern.
     ),
 )

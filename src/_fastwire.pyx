@@ -5,8 +5,11 @@
 # Index arithmetic in the core is proven by explicit length checks before every
 # access (format sizes are computed at compile time, buffer lengths are checked
 # on entry), which is why bounds and wraparound checks are off module-wide.
-# Each concern lives in one included part:
-include "_fastwire/common.pxi"
+# Each concern lives in one included part; what the parts share is declared
+# in .pxd files that each part cimports by name (src/_fastwire/capi.pxd: the
+# C API; wire.pxd: byte order, claims, buffers; opcodes.pxd: pickle opcodes;
+# framing.pxd: length prefixes; encoder.pxd: the encoder's state) and, for the
+# classes one part drives from another, in src/fastwire/_fastwire.pxd.
 include "_fastwire/struct.pxi"
 include "_fastwire/frames.pxi"
 include "_fastwire/pickle_write.pxi"

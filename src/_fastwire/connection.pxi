@@ -14,6 +14,17 @@
 # module's timeout machinery), Windows, large bytes sent without a copy, large
 # frames decoded while they arrive, end-of-stream and error handling.
 
+# Shared declarations this part uses.
+# FrameScanner's API: the module's own .pxd (src/fastwire/_fastwire.pxd).
+# By inclusion: FramePrefix (frames.pxi), pw_append_frame and
+# pw_header_guess (pickle_write.pxi), unp_loads_default (pickle_read.pxi).
+from libc.stdint cimport uint64_t
+from cpython.object cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from capi cimport c_incref, c_refcnt
+from wire cimport FW_FREE_THREADED
+from encoder cimport PwCall, PwEnc, pw_call_begin, pw_call_end
+
 from cpython.pythread cimport (
     NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_release_lock, PyThread_type_lock,
@@ -115,8 +126,8 @@ cdef class ConnectionCore:
         block: paging in a fresh 64 MiB costs more than receiving it."""
         cdef PyObject* reuse = NULL
         cdef PyObject* spare = <PyObject*>self._spare
-        if spare != <PyObject*>None and pw_refcnt(spare) == 1:  # held by nobody else
-            pw_incref(spare)
+        if spare != <PyObject*>None and c_refcnt(spare) == 1:  # held by nobody else
+            c_incref(spare)
             reuse = spare
         self._spare = None
         if recv_into is None:
@@ -134,23 +145,18 @@ cdef class ConnectionCore:
         TimeoutError on timeout; any error after part of the message was written
         closes the connection (the stream cannot be resynchronised).
         """
-        cdef PwEnc e
-        cdef PwMemo memo
-        cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
-        cdef char stack_output[PW_STACK_OUTPUT]
+        cdef PwCall call
+        cdef PwEnc *e
         cdef Py_ssize_t sent = 0
         cdef MessageLock lock
         if self._fd < 0 or not self._writable or (
                 (type(obj) is bytes or type(obj) is bytearray) and len(obj) >= _CONN_STREAMED):
             return self._send_slowly(obj)
-        pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
-        pw_enc_init(&e, 5, &memo)
-        e.buf = stack_output
-        e.cap = PW_STACK_OUTPUT
+        e = pw_call_begin(&call, 5, NULL)
         try:
             # Pickling runs Python (__reduce__, persistent_id, ...), which may close
             # the connection or give it a timeout: the descriptor is read only after.
-            pw_append_frame(&e, <PyObject *>obj, &_conn_prefix.spec, _conn_header_guess)
+            pw_append_frame(e, <PyObject *>obj, &_conn_prefix.spec, _conn_header_guess)
             if self._fd < 0:
                 return self._send_frames(PyBytes_FromStringAndSize(e.buf, e.len))
             lock = self._send_lock  # owned: a callback cannot take it away mid-call
@@ -164,8 +170,7 @@ cdef class ConnectionCore:
             finally:
                 lock.give()
         finally:
-            pw_enc_release(&e)
-            pw_memo_free(&memo)
+            pw_call_end(&call)
 
     def recv(self, timeout=None):
         """Receive one object.
@@ -212,12 +217,12 @@ cdef class ConnectionCore:
                     slowly = True
                     break
                 try:
-                    frames = scanner._recv_fd(&self._fd)
+                    frames = scanner.recv_fd(&self._fd)
                 except FrameError:
                     self.close()
                     raise
                 if frames is None:
-                    if scanner._end > scanner._start:
+                    if scanner.buffered():
                         self.close()
                         raise EOFError("the peer closed the connection in the middle of a message")
                     raise EOFError
@@ -226,8 +231,7 @@ cdef class ConnectionCore:
                         frame = (<list>frames)[0]  # the usual case: no detour through the deque
                         break
                     ready.extend(frames)
-                elif (scanner._partial.header_size and
-                        scanner._partial.length >= <uint64_t>_CONN_STREAMED):
+                elif scanner.incomplete_length() >= <uint64_t>_CONN_STREAMED:
                     # Decoded while it arrives, straight into the objects it makes.
                     return self._load_streamed(*scanner.take_partial())
         finally:

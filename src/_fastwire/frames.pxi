@@ -14,6 +14,24 @@
 # tracking, against ~20 ns for a 64-byte bytes object), and a view of a large
 # frame saves a copy that costs far more than the view.
 
+# Shared declarations this part uses.
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from cpython.object cimport PyObject
+from cpython.bytes cimport (
+    PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
+)
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from capi cimport Py_TPFLAGS_HEAPTYPE, c_bytes_data, c_bytes_from, c_type_has_feature, c_xdecref
+from wire cimport (
+    FW_HOST_LITTLE, acquire_readable, fw_bytes_forget_hash, fw_load_u16, fw_load_u32, fw_load_u64,
+    fw_store_u16, fw_store_u32, fw_store_u64, release_view,
+)
+from framing cimport (
+    HEADER_INCOMPLETE, HEADER_NEGATIVE, HEADER_OVERLONG, Partial, PREFIX_FIXED,
+    PREFIX_MULTIPROCESSING, PREFIX_VARINT, PrefixSpec,
+)
+
 cimport cython
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memmove
@@ -22,16 +40,6 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.bytes cimport _PyBytes_Resize
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 
-cdef extern from "Python.h":
-    bint PyType_HasFeature(type t, unsigned long feature)
-    unsigned long Py_TPFLAGS_HEAPTYPE
-    # Raw (owned-pointer) forms, so a bytes object can be resized while we hold its only reference.
-    PyObject* fw_new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size) except NULL
-    char* fw_bytes_data "PyBytes_AS_STRING"(PyObject* obj)
-    void Py_XDECREF(PyObject* obj)
-
-cdef extern from "wire.h":
-    void fw_bytes_forget_hash(PyObject* obj)
 
 cdef extern from "sockio.h":
     int FW_FAST_SOCKETS
@@ -48,6 +56,25 @@ cdef Py_ssize_t _IDLE_ARENA_LIMIT = 1024 * 1024
 cdef const char* _BYTE_FORMAT = "B"
 
 
+cdef inline void export_vector(Py_buffer* buffer, object exporter, void* data, Py_ssize_t* count,
+                               Py_ssize_t* itemsize, const char* format, bint readonly,
+                               int flags) noexcept:
+    """Describe `*count` items of `*itemsize` bytes at `data` as a one-dimensional
+    C-contiguous export of `exporter`, for the exporter's __getbuffer__. Shape and
+    strides point into the exporter, which outlives every export of it."""
+    buffer.buf = data
+    buffer.obj = exporter
+    buffer.len = count[0] * itemsize[0]
+    buffer.readonly = readonly
+    buffer.itemsize = itemsize[0]
+    buffer.format = <char*>format if (flags & PyBUF_FORMAT) else NULL
+    buffer.ndim = 1
+    buffer.shape = count if (flags & PyBUF_ND) else NULL
+    buffer.strides = itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+    buffer.suboffsets = NULL
+    buffer.internal = NULL
+
+
 class FrameError(ValueError):
     """A length prefix that cannot be honoured: negative, malformed (a varint
     longer than 64 bits) or not representable in the prefix format."""
@@ -55,34 +82,6 @@ class FrameError(ValueError):
 
 class FrameTooLarge(FrameError):
     """A frame declares (or a payload has) a length above ``max_frame_size``."""
-
-
-cdef enum PrefixKind:
-    PREFIX_FIXED = 0          # one struct integer, e.g. '>I', '<Q', '!H'
-    PREFIX_MULTIPROCESSING = 1  # '!i'; -1 announces a following '!Q'
-    PREFIX_VARINT = 2         # unsigned LEB128 (length-delimited protobuf)
-
-# Outcomes of decoding a header that are not a header size.
-cdef enum:
-    HEADER_INCOMPLETE = 0
-    HEADER_NEGATIVE = -1
-    HEADER_OVERLONG = -2
-
-
-cdef struct PrefixSpec:
-    int kind
-    Py_ssize_t width     # bytes of a fixed prefix
-    bint is_signed
-    bint swap            # wire byte order differs from the host's
-    uint64_t limit       # largest length the prefix can express
-
-
-cdef struct Partial:
-    # The frame at the scan position that is not complete yet.
-    Py_ssize_t header_size   # 0 while its header is incomplete
-    uint64_t length          # declared payload length once the header is complete
-    int error                # a HEADER_* code, or 1 for too large; 0 if none
-    uint64_t error_length
 
 
 cdef inline uint64_t _load_width(const unsigned char* p, Py_ssize_t width, bint swap) noexcept nogil:
@@ -191,9 +190,6 @@ cdef class FramePrefix:
     ``'!Q'`` for lengths above 2**31-1) or ``'varint'`` (unsigned LEB128, as in
     length-delimited protobuf streams). Raises ValueError for anything else.
     """
-
-    cdef PrefixSpec spec
-    cdef readonly str format
 
     def __init__(self, str format):
         cdef str order, code
@@ -356,7 +352,7 @@ cdef object single_exporter(object data):
     exporter (any heap type; builtins and C extensions export their own
     memory) is asked once, and the rest is taken from the view it gave.
     """
-    if PyBytes_CheckExact(data) or not PyType_HasFeature(type(data), Py_TPFLAGS_HEAPTYPE):
+    if PyBytes_CheckExact(data) or not c_type_has_feature(type(data), Py_TPFLAGS_HEAPTYPE):
         return data
     return memoryview(data)
 
@@ -546,17 +542,9 @@ cdef class _SpanColumn:
     def __getbuffer__(self, Py_buffer* buffer, int flags):
         if flags & PyBUF_WRITABLE:
             raise BufferError("FrameIndex offsets and lengths are read-only")
-        buffer.buf = self.spans.lengths if self.is_lengths else self.spans.offsets
-        buffer.obj = self
-        buffer.len = self.spans.count * sizeof(int64_t)
-        buffer.readonly = 1
-        buffer.itemsize = sizeof(int64_t)
-        buffer.format = <char*>_INT64_FORMAT if (flags & PyBUF_FORMAT) else NULL
-        buffer.ndim = 1
-        buffer.shape = &self.spans.count if (flags & PyBUF_ND) else NULL
-        buffer.strides = &self.spans.stride if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
-        buffer.suboffsets = NULL
-        buffer.internal = NULL
+        # spans.stride is sizeof(int64_t): the item size and the stride.
+        export_vector(buffer, self, self.spans.lengths if self.is_lengths else self.spans.offsets,
+                      &self.spans.count, &self.spans.stride, _INT64_FORMAT, True, flags)
 
 
 @cython.final
@@ -883,11 +871,6 @@ cdef class _Arena:
     that is what keeps every memoryview handed out valid.
     """
 
-    cdef char* data
-    cdef Py_ssize_t size
-    cdef Py_ssize_t exports
-    cdef Py_ssize_t itemsize
-
     def __cinit__(self, Py_ssize_t size):
         self.data = <char*>malloc(size if size > 0 else 1)
         if self.data == NULL:
@@ -910,17 +893,7 @@ cdef class _Arena:
         return 0
 
     def __getbuffer__(self, Py_buffer* buffer, int flags):
-        buffer.buf = self.data
-        buffer.obj = self
-        buffer.len = self.size
-        buffer.readonly = 0
-        buffer.itemsize = 1
-        buffer.format = <char*>_BYTE_FORMAT if (flags & PyBUF_FORMAT) else NULL
-        buffer.ndim = 1
-        buffer.shape = &self.size if (flags & PyBUF_ND) else NULL
-        buffer.strides = &self.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
-        buffer.suboffsets = NULL
-        buffer.internal = NULL
+        export_vector(buffer, self, self.data, &self.size, &self.itemsize, _BYTE_FORMAT, False, flags)
         self.exports += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
@@ -944,24 +917,7 @@ cdef class FrameScanner:
     (frames completed before the bad header are returned first).
     """
 
-    cdef FramePrefix _prefix
-    cdef uint64_t _max_frame_size
-    cdef Py_ssize_t _copy_threshold
-    cdef _Arena _arena
-    cdef Py_ssize_t _start, _end   # unconsumed bytes are _arena.data[_start:_end]
-    cdef Partial _partial
-    cdef object _error
-    # A call is under way. Its scan reads the arena through a raw pointer and
-    # updates _partial while making frame objects, and recv_from() hands the
-    # window to user code (recv_into); a finalizer or that code calling the
-    # scanner again could move the arena under it, so re-entry raises
-    # RuntimeError instead.
-    cdef bint _busy
-    # The arena and end position get_buffer() described: buffer_updated()
-    # counts bytes only if they were written there, not into a window the
-    # scanner has since moved away from (a feed() in between).
-    cdef _Arena _window_arena
-    cdef Py_ssize_t _window_end
+    # State and C-level methods are declared in src/fastwire/_fastwire.pxd.
 
     def __init__(self, prefix=">I", *, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
                  Py_ssize_t copy_threshold=DEFAULT_COPY_THRESHOLD):
@@ -994,7 +950,16 @@ cdef class FrameScanner:
     @property
     def pending(self):
         """Bytes buffered that belong to a frame not complete yet."""
+        return self.buffered()
+
+    cdef Py_ssize_t buffered(self) noexcept:
+        """Bytes buffered that belong to a frame not complete yet."""
         return self._end - self._start
+
+    cdef uint64_t incomplete_length(self) noexcept:
+        """The declared payload length of the frame at the scan position once
+        its header is complete, else 0."""
+        return self._partial.length if self._partial.header_size else 0
 
     @property
     def partial_frame_size(self):
@@ -1132,7 +1097,7 @@ cdef class FrameScanner:
                 want = rest
         return self._ensure_space(want)
 
-    cdef object _recv_fd(self, const int* fdp):
+    cdef object recv_fd(self, const int* fdp):
         """recv_from() straight on a blocking socket's file descriptor, read from
         *fdp just before the system call (sockio.h): the frames completed, or None
         at end of stream."""
@@ -1230,17 +1195,8 @@ cdef class _ReadOnlyArena:
     def __getbuffer__(self, Py_buffer* buffer, int flags):
         if flags & PyBUF_WRITABLE:
             raise BufferError("frame buffers are read-only")
-        buffer.buf = self.arena.data
-        buffer.obj = self
-        buffer.len = self.arena.size
-        buffer.readonly = 1
-        buffer.itemsize = 1
-        buffer.format = <char*>_BYTE_FORMAT if (flags & PyBUF_FORMAT) else NULL
-        buffer.ndim = 1
-        buffer.shape = &self.arena.size if (flags & PyBUF_ND) else NULL
-        buffer.strides = &self.arena.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
-        buffer.suboffsets = NULL
-        buffer.internal = NULL
+        export_vector(buffer, self, self.arena.data, &self.arena.size, &self.arena.itemsize,
+                      _BYTE_FORMAT, True, flags)
         self.arena.exports += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
@@ -1273,17 +1229,8 @@ cdef class _ReceiveWindow:
         with cython.critical_section(self):
             if self.closed:
                 raise BufferError("this receive buffer was only valid during the call it was passed to")
-            buffer.buf = self.data
-            buffer.obj = self
-            buffer.len = self.size
-            buffer.readonly = 0
-            buffer.itemsize = 1
-            buffer.format = <char*>_BYTE_FORMAT if (flags & PyBUF_FORMAT) else NULL
-            buffer.ndim = 1
-            buffer.shape = &self.size if (flags & PyBUF_ND) else NULL
-            buffer.strides = &self.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
-            buffer.suboffsets = NULL
-            buffer.internal = NULL
+            export_vector(buffer, self, self.data, &self.size, &self.itemsize, _BYTE_FORMAT, False,
+                          flags)
             self.exports += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
@@ -1299,7 +1246,7 @@ cdef class _ReceiveWindow:
 
 cdef inline _ReceiveWindow _receive_window(PyObject* raw, Py_ssize_t start, Py_ssize_t size):
     cdef _ReceiveWindow window = _ReceiveWindow.__new__(_ReceiveWindow)
-    window.data = fw_bytes_data(raw) + start
+    window.data = c_bytes_data(raw) + start
     window.size = size - start
     window.itemsize = 1
     return window
@@ -1311,8 +1258,8 @@ cdef PyObject* _abandon_block(_ReceiveWindow window, PyObject* raw, Py_ssize_t s
     `size` bytes to go on receiving into."""
     cdef PyObject* fresh
     window.block = <object>raw    # first, so a failed copy below still leaves the block owned
-    fresh = fw_new_bytes(fw_bytes_data(raw), size)
-    Py_XDECREF(raw)
+    fresh = c_bytes_from(c_bytes_data(raw), size)
+    c_xdecref(raw)
     return fresh
 
 
@@ -1356,8 +1303,8 @@ cdef object _receive_payload(recv_into, Py_ssize_t length, received, PyObject* r
                 size = 2 * filled if 2 * filled > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
                 if size > length:
                     size = length
-                raw = fw_new_bytes(NULL, size)
-            memcpy(fw_bytes_data(raw), view.buf, filled)
+                raw = c_bytes_from(NULL, size)
+            memcpy(c_bytes_data(raw), view.buf, filled)
         finally:
             release_view(&view)
         while filled < length:
@@ -1388,4 +1335,4 @@ cdef object _receive_payload(recv_into, Py_ssize_t length, received, PyObject* r
         result = <object>raw
         return result
     finally:
-        Py_XDECREF(raw)
+        c_xdecref(raw)

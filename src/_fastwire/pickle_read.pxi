@@ -16,16 +16,45 @@
 # is hashed, passed on or returned, its nesting and unfolded size are
 # measured first (restrict.h) against the limits of its Allowed.
 
+# Shared declarations this part uses.
+# From frames.pxi, by inclusion: receive_payload.
+from libc.string cimport memcpy, memset
+from cpython.object cimport PyObject
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from capi cimport (
+    PY_SSIZE_T_MAX, c_bytearray_from, c_bytes_decode_escape, c_bytes_from, c_call_object,
+    c_decode_ascii, c_decode_raw_unicode_escape, c_decode_utf8, c_decref, c_dict_setitem, c_false,
+    c_float_from_double, c_import, c_incref, c_int_from_le_bytes, c_int_from_long,
+    c_int_from_string, c_is_dict_exact, c_is_list_exact, c_is_set, c_is_tuple, c_is_type,
+    c_memoryview_from, c_new_dict, c_new_list, c_new_set, c_new_tuple, c_none, c_set_add, c_setitem,
+    c_string_to_double, c_sys_audit, c_true, c_unicode_decode,
+)
+from wire cimport FW_FREE_THREADED, fw_claim, fw_release
+from opcodes cimport (
+    OP_ADDITEMS, OP_APPEND, OP_APPENDS, OP_BINBYTES, OP_BINBYTES8, OP_BINFLOAT, OP_BINGET,
+    OP_BININT, OP_BININT1, OP_BININT2, OP_BINPERSID, OP_BINPUT, OP_BINSTRING, OP_BINUNICODE,
+    OP_BINUNICODE8, OP_BUILD, OP_BYTEARRAY8, OP_DICT, OP_DUP, OP_EMPTY_DICT, OP_EMPTY_LIST,
+    OP_EMPTY_SET, OP_EMPTY_TUPLE, OP_EXT1, OP_EXT2, OP_EXT4, OP_FLOAT, OP_FRAME, OP_FROZENSET,
+    OP_GET, OP_GLOBAL, OP_INST, OP_INT, OP_LIST, OP_LONG, OP_LONG1, OP_LONG4, OP_LONG_BINGET,
+    OP_LONG_BINPUT, OP_MARK, OP_MEMOIZE, OP_NEWFALSE, OP_NEWOBJ, OP_NEWOBJ_EX, OP_NEWTRUE,
+    OP_NEXT_BUFFER, OP_NONE, OP_OBJ, OP_PERSID, OP_POP, OP_POP_MARK, OP_PROTO, OP_PUT,
+    OP_READONLY_BUFFER, OP_REDUCE, OP_SETITEM, OP_SETITEMS, OP_SHORT_BINBYTES, OP_SHORT_BINSTRING,
+    OP_SHORT_BINUNICODE, OP_STACK_GLOBAL, OP_STOP, OP_STRING, OP_TUPLE, OP_TUPLE1, OP_TUPLE2,
+    OP_TUPLE3, OP_UNICODE,
+)
+
 from cpython.buffer cimport PyObject_CheckBuffer
 from libc.string cimport memchr
 from cpython.tuple cimport PyTuple_GetSlice
 
-import pickle as _unp_std
-import copyreg as _unp_copyreg
-import _compat_pickle as _unp_compat
-import sys as _unp_sys
-import builtins as _unp_builtins
-import _codecs as _unp_codecs
+import pickle
+import copyreg
+import _compat_pickle
+import sys
+import builtins
+import _codecs
 
 cdef extern from "unpickle.h":
     int fw_list_extend_steal(PyObject *lst, PyObject **items, Py_ssize_t n) except -1
@@ -47,125 +76,9 @@ cdef extern from "unpickle.h":
     void fw_intern_cache_clear(fw_intern_cache *cache)
     long fw_strtol(const char *s, char **end, int *failed)
 
-# Raw-pointer variants of the C API: the decoder moves references between its
-# arrays by hand, so these neither take nor drop references behind its back.
-cdef extern from "Python.h":
-    void c_incref "Py_INCREF"(PyObject *o)
-    void c_decref "Py_DECREF"(PyObject *o)
-    void c_xdecref "Py_XDECREF"(PyObject *o)
-    PyObject *c_none "Py_None"
-    PyObject *c_true "Py_True"
-    PyObject *c_false "Py_False"
-    PyObject *c_int_from_long "PyLong_FromLong"(long v) except NULL
-    PyObject *c_int_from_le_bytes "_PyLong_FromByteArray"(
-        const unsigned char *b, size_t n, int little_endian, int is_signed) except NULL
-    PyObject *c_float_from_double "PyFloat_FromDouble"(double v) except NULL
-    PyObject *c_bytes_from "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
-    PyObject *c_bytearray_from "PyByteArray_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
-    PyObject *c_new_list "PyList_New"(Py_ssize_t n) except NULL
-    PyObject *c_new_dict "PyDict_New"() except NULL
-    PyObject *c_new_set "PySet_New"(PyObject *iterable) except NULL
-    PyObject *c_new_tuple "PyTuple_New"(Py_ssize_t n) except NULL
-    int c_dict_setitem "PyDict_SetItem"(PyObject *d, PyObject *k, PyObject *v) except -1
-    int c_setitem "PyObject_SetItem"(PyObject *o, PyObject *k, PyObject *v) except -1
-    int c_set_add "PySet_Add"(PyObject *s, PyObject *v) except -1
-    bint c_is_list_exact "PyList_CheckExact"(PyObject *o)
-    bint c_is_dict_exact "PyDict_CheckExact"(PyObject *o)
-    bint c_is_dict "PyDict_Check"(PyObject *o)
-    bint c_is_set "PySet_Check"(PyObject *o)
-    bint c_is_tuple "PyTuple_Check"(PyObject *o)
-    bint c_is_type "PyType_Check"(PyObject *o)
-    bint c_is_str_exact "PyUnicode_CheckExact"(PyObject *o)
-    PyObject *c_call_object "PyObject_CallObject"(PyObject *f, PyObject *args) except NULL
-    PyObject *c_unicode_decode "PyUnicode_Decode"(
-        const char *s, Py_ssize_t n, const char *encoding, const char *errors) except NULL
-    PyObject *c_decode_raw_unicode_escape "PyUnicode_DecodeRawUnicodeEscape"(
-        const char *s, Py_ssize_t n, const char *errors) except NULL
-    PyObject *c_decode_utf8 "PyUnicode_DecodeUTF8"(const char *s, Py_ssize_t n, const char *errors) except NULL
-    PyObject *c_decode_ascii "PyUnicode_DecodeASCII"(const char *s, Py_ssize_t n, const char *errors) except NULL
-    PyObject *c_bytes_decode_escape "PyBytes_DecodeEscape"(
-        const char *s, Py_ssize_t n, const char *errors, Py_ssize_t unused, const char *unused2) except NULL
-    PyObject *c_int_from_string "PyLong_FromString"(const char *s, char **end, int base) except NULL
-    double PyOS_string_to_double(const char *s, char **endptr, object overflow_exception) except? -1.0
-    void PyUnicode_InternInPlace(PyObject **p)
-    PyObject *PyImport_Import(object name) except NULL
-    int PySys_Audit(const char *event, const char *fmt, ...) except -1
-    PyObject *PyMemoryView_FromObject(object o) except NULL
-    void *PyMem_Malloc(size_t n)
-    void *PyMem_Realloc(void *p, size_t n)
-    void PyMem_Free(void *p)
 
-UnpicklingError = _unp_std.UnpicklingError
+UnpicklingError = pickle.UnpicklingError
 
-cdef enum:
-    UOP_MARK = 0x28
-    UOP_STOP = 0x2e
-    UOP_POP = 0x30
-    UOP_POP_MARK = 0x31
-    UOP_DUP = 0x32
-    UOP_BINBYTES = 0x42
-    UOP_SHORT_BINBYTES = 0x43
-    UOP_FLOAT = 0x46
-    UOP_BINFLOAT = 0x47
-    UOP_INT = 0x49
-    UOP_BININT = 0x4a
-    UOP_BININT1 = 0x4b
-    UOP_LONG = 0x4c
-    UOP_BININT2 = 0x4d
-    UOP_NONE = 0x4e
-    UOP_PERSID = 0x50
-    UOP_BINPERSID = 0x51
-    UOP_REDUCE = 0x52
-    UOP_STRING = 0x53
-    UOP_BINSTRING = 0x54
-    UOP_SHORT_BINSTRING = 0x55
-    UOP_UNICODE = 0x56
-    UOP_BINUNICODE = 0x58
-    UOP_EMPTY_LIST = 0x5d
-    UOP_APPEND = 0x61
-    UOP_BUILD = 0x62
-    UOP_GLOBAL = 0x63
-    UOP_DICT = 0x64
-    UOP_APPENDS = 0x65
-    UOP_GET = 0x67
-    UOP_BINGET = 0x68
-    UOP_INST = 0x69
-    UOP_LONG_BINGET = 0x6a
-    UOP_LIST = 0x6c
-    UOP_OBJ = 0x6f
-    UOP_PUT = 0x70
-    UOP_BINPUT = 0x71
-    UOP_LONG_BINPUT = 0x72
-    UOP_SETITEM = 0x73
-    UOP_TUPLE = 0x74
-    UOP_SETITEMS = 0x75
-    UOP_EMPTY_DICT = 0x7d
-    UOP_EMPTY_TUPLE = 0x29
-    UOP_PROTO = 0x80
-    UOP_NEWOBJ = 0x81
-    UOP_EXT1 = 0x82
-    UOP_EXT2 = 0x83
-    UOP_EXT4 = 0x84
-    UOP_TUPLE1 = 0x85
-    UOP_TUPLE2 = 0x86
-    UOP_TUPLE3 = 0x87
-    UOP_NEWTRUE = 0x88
-    UOP_NEWFALSE = 0x89
-    UOP_LONG1 = 0x8a
-    UOP_LONG4 = 0x8b
-    UOP_SHORT_BINUNICODE = 0x8c
-    UOP_BINUNICODE8 = 0x8d
-    UOP_BINBYTES8 = 0x8e
-    UOP_EMPTY_SET = 0x8f
-    UOP_ADDITEMS = 0x90
-    UOP_FROZENSET = 0x91
-    UOP_NEWOBJ_EX = 0x92
-    UOP_STACK_GLOBAL = 0x93
-    UOP_MEMOIZE = 0x94
-    UOP_FRAME = 0x95
-    UOP_BYTEARRAY8 = 0x96
-    UOP_NEXT_BUFFER = 0x97
-    UOP_READONLY_BUFFER = 0x98
 
 cdef enum:
     UNP_HIGHEST_PROTOCOL = 5
@@ -181,17 +94,17 @@ cdef enum:
     # bytes consumed plus this slack (each PUT costs at least one byte).
     UNP_MEMO_SLACK = 1024
 
-cdef const char *_unp_empty = b""
+cdef const char *unp_empty = b""
 
 # The registries the stdlib's C unpickler binds at import time.
-cdef dict _unp_extension_cache = _unp_copyreg._extension_cache
-cdef dict _unp_inverted_registry = _unp_copyreg._inverted_registry
-cdef dict _unp_name_mapping = _unp_compat.NAME_MAPPING
-cdef dict _unp_import_mapping = _unp_compat.IMPORT_MAPPING
+cdef dict unp_extension_cache = copyreg._extension_cache
+cdef dict unp_inverted_registry = copyreg._inverted_registry
+cdef dict unp_name_mapping = _compat_pickle.NAME_MAPPING
+cdef dict unp_import_mapping = _compat_pickle.IMPORT_MAPPING
 
-cdef str _unp_s_setstate = "__setstate__"
-cdef str _unp_s_dict = "__dict__"
-cdef str _unp_s_getinitargs = "__getinitargs__"
+cdef str unp_s_setstate = "__setstate__"
+cdef str unp_s_dict = "__dict__"
+cdef str unp_s_getinitargs = "__getinitargs__"
 
 
 # ---------------------------------------------------------------------------
@@ -227,15 +140,15 @@ DEFAULT_WORK_FACTOR = UNP_DEFAULT_WORK_FACTOR
 # called, with checked arguments (Allowed.check_call), never handed out.
 _UNP_VALUE_TYPES = (bool, int, float, complex, str, bytes, bytearray, list, tuple,
                     dict, set, frozenset, object)
-cdef dict _unp_value_globals = {("builtins", t.__name__): t for t in _UNP_VALUE_TYPES}
-_unp_value_globals[("_codecs", "encode")] = _unp_codecs.encode
-_unp_value_globals[("copyreg", "_reconstructor")] = _unp_copyreg._reconstructor
+cdef dict unp_value_globals = {("builtins", t.__name__): t for t in _UNP_VALUE_TYPES}
+unp_value_globals[("_codecs", "encode")] = _codecs.encode
+unp_value_globals[("copyreg", "_reconstructor")] = copyreg._reconstructor
 # By identity: a metaclass __eq__ must not make a class pass for int.
-cdef dict _unp_value_type_ids = {id(t): t for t in _UNP_VALUE_TYPES}
-cdef dict _unp_value_global_ids = {id(g): g for g in _unp_value_globals.values()}
+cdef dict unp_value_type_ids = {id(t): t for t in _UNP_VALUE_TYPES}
+cdef dict unp_value_global_ids = {id(g): g for g in unp_value_globals.values()}
 
 
-cdef inline bint _unp_is_exact_container(t):
+cdef inline bint unp_is_exact_container(t):
     """What value constructors may take besides atoms: anything they do with
     these is C code whose cost the measured size bounds.  By identity, as
     above."""
@@ -244,8 +157,8 @@ cdef inline bint _unp_is_exact_container(t):
 # Codec names an allowed value constructor may be asked for: all built into
 # the interpreter, so a hostile pickle cannot make a codec lookup import an
 # arbitrary encodings.* module.
-cdef frozenset _unp_safe_codecs = frozenset({"latin1", "latin-1", "ascii", "utf-8", "utf8"})
-cdef frozenset _unp_safe_errors = frozenset({"strict", "surrogatepass", "replace", "ignore"})
+cdef frozenset unp_safe_codecs = frozenset({"latin1", "latin-1", "ascii", "utf-8", "utf8"})
+cdef frozenset unp_safe_errors = frozenset({"strict", "surrogatepass", "replace", "ignore"})
 
 # The rule for what allowed= may never contain.  A callable is refused when
 # its module, or the top-level package of its module (leading underscores
@@ -255,7 +168,7 @@ cdef frozenset _unp_safe_errors = frozenset({"strict", "surrogatepass", "replace
 # name; or when its name, in any module, says it executes, evaluates,
 # spawns, imports, loads, opens or gets attributes; or when it is a builtin
 # other than a plain class.  Checked by name and, for objects, by identity.
-cdef frozenset _unp_refused_packages = frozenset({
+cdef frozenset unp_refused_packages = frozenset({
     # processes, signals, threads of execution
     "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "posixsubprocess", "pty",
     "multiprocessing", "concurrent", "asyncio", "signal", "thread", "winapi", "msvcrt",
@@ -274,7 +187,7 @@ cdef frozenset _unp_refused_packages = frozenset({
     "joblib", "yaml", "jsonpickle", "fastwire.pickle", "fastwire.fastwire", "fastwire.net",
     "fastwire.aio",
 })
-cdef frozenset _unp_refused_names = frozenset({
+cdef frozenset unp_refused_names = frozenset({
     "system", "load", "loads", "load_module", "unsafe_load", "full_load", "compile",
     "open", "run", "call", "run_path", "run_module", "check_call", "check_output",
     "getoutput", "getstatusoutput", "fork", "kill", "breakpoint", "globals", "locals",
@@ -282,59 +195,59 @@ cdef frozenset _unp_refused_names = frozenset({
 })
 # Name beginnings and parts that say "runs code" or "reaches attributes",
 # narrow enough to leave data classes (Retrieval, Important...) alone.
-cdef tuple _unp_refused_prefixes = ("exec", "eval", "spawn", "popen")
-cdef tuple _unp_refused_parts = ("getattr", "setattr", "delattr", "attrgetter", "itemgetter",
-                                 "methodcaller")
-cdef frozenset _unp_refused_builtin_classes = frozenset({"type", "object", "super"})
+cdef tuple unp_refused_prefixes = ("exec", "eval", "spawn", "popen")
+cdef tuple unp_refused_parts = ("getattr", "setattr", "delattr", "attrgetter", "itemgetter",
+                                "methodcaller")
+cdef frozenset unp_refused_builtin_classes = frozenset({"type", "object", "super"})
 
 # Every callable found in an imported module the rule refuses, by id: an
 # object is refused by what it is, whatever its __module__ says.
-cdef dict _unp_refused_objects = {}
-cdef Py_ssize_t _unp_refused_scanned_modules = -1
+cdef dict unp_refused_objects = {}
+cdef Py_ssize_t unp_refused_scanned_modules = -1
 
 
-cdef str _unp_refusal(module, qualname):
+cdef str unp_refusal(module, qualname):
     """Why allowed= may not contain module.qualname, or None."""
     cdef str top, last, first, low, stem, prefix
-    module_name, name = _unp_map_name(2, True, module, qualname)
+    module_name, name = unp_map_name(2, True, module, qualname)
     for m, q in ((module, qualname), (module_name, name)):
         # The module and every package above it, leading underscores
         # ignored (_pickle is pickle, fastwire._fastwire is fastwire.fastwire).
         prefix = ""
         for part in m.split("."):
             prefix = prefix + "." + part.lstrip("_") if prefix else part.lstrip("_")
-            if prefix in _unp_refused_packages:
+            if prefix in unp_refused_packages:
                 return f"module {m} runs code, processes, imports, files or deserializers"
         top = m.partition(".")[0].lstrip("_")
         last = q.rpartition(".")[2]
         low = last.lower()
-        if last in _unp_refused_names:
+        if last in unp_refused_names:
             return f"{last!r} names a loader, process or file opener"
-        if low.startswith(_unp_refused_prefixes):
+        if low.startswith(unp_refused_prefixes):
             return f"{last!r} names a way to run code"
-        for stem in _unp_refused_parts:
+        for stem in unp_refused_parts:
             if stem in low:
                 return f"{last!r} names a way to reach attributes"
         if top == "builtins":
             first = q.partition(".")[0]
-            obj = _unp_builtins.__dict__.get(first)
-            if (type(obj) is not type or first in _unp_refused_builtin_classes
+            obj = builtins.__dict__.get(first)
+            if (type(obj) is not type or first in unp_refused_builtin_classes
                     or first != q):
                 return "only plain builtin classes may be allowed from builtins"
     return None
 
 
-cdef void _unp_scan_refused_objects() noexcept:
+cdef void unp_scan_refused_objects() noexcept:
     """Index the callables of every refused module imported so far."""
-    global _unp_refused_scanned_modules
-    modules = _unp_sys.modules
-    if len(modules) == _unp_refused_scanned_modules:
+    global unp_refused_scanned_modules
+    modules = sys.modules
+    if len(modules) == unp_refused_scanned_modules:
         return
-    _unp_refused_scanned_modules = len(modules)
+    unp_refused_scanned_modules = len(modules)
     try:
         for module_name, module in list(modules.items()):
             if not isinstance(module_name, str) or (
-                    _unp_refusal(module_name, "_") is None and module_name != "builtins"):
+                    unp_refusal(module_name, "_") is None and module_name != "builtins"):
                 continue
             namespace = getattr(module, "__dict__", None)
             if type(namespace) is not dict:
@@ -346,11 +259,11 @@ cdef void _unp_scan_refused_objects() noexcept:
                 # (collections.abc.Mapping in os) is judged by its own home.
                 home = getattr(value, "__module__", None)
                 if module_name == "builtins":
-                    if _unp_refusal("builtins", getattr(value, "__name__", "?")) is None:
+                    if unp_refusal("builtins", getattr(value, "__name__", "?")) is None:
                         continue
-                elif isinstance(home, str) and _unp_refusal(home, "_") is None:
+                elif isinstance(home, str) and unp_refusal(home, "_") is None:
                     continue
-                _unp_refused_objects[id(value)] = value
+                unp_refused_objects[id(value)] = value
     except Exception:
         pass  # a module that cannot be read is still refused by name
 
@@ -398,7 +311,7 @@ cdef class Allowed:
                              f"not {work_factor!r}")
         self.max_depth = max_depth
         self.work_factor = work_factor
-        _unp_scan_refused_objects()
+        unp_scan_refused_objects()
         for item in entries:
             if isinstance(item, str):
                 module, dot, name = item.rpartition(".")
@@ -412,8 +325,8 @@ cdef class Allowed:
                     raise TypeError(f"allowed= entry {item!r} is neither a 'module.name' "
                                     "string nor a class or function")
                 obj = item
-            why = _unp_refusal(module, name)
-            if why is None and obj is not None and _unp_refused_objects.get(id(obj)) is obj:
+            why = unp_refusal(module, name)
+            if why is None and obj is not None and unp_refused_objects.get(id(obj)) is obj:
                 why = "it is a callable of a module that runs code"
             if why is not None:
                 raise ValueError(
@@ -434,8 +347,8 @@ cdef class Allowed:
         """Refuse a global before anything is imported; return the allowed
         object itself when the caller passed it (no import needed)."""
         key = (module, name)
-        if key in _unp_value_globals:
-            return _unp_value_globals[key]
+        if key in unp_value_globals:
+            return unp_value_globals[key]
         if key in self.by_name:
             return self.by_name[key]
         raise UnpicklingError(
@@ -454,7 +367,7 @@ cdef class Allowed:
             return 0
         if func is str:
             if n == 1 and fw_atom_weight(<PyObject *>args[0]) < 0:
-                raise UnpicklingError(f"{what}: str() of {_unp_describe(args[0])} is not "
+                raise UnpicklingError(f"{what}: str() of {unp_describe(args[0])} is not "
                                       "allowed in restricted mode (only of builtin atoms)")
             self._check_codec_args(args, 1, what)
             return 0
@@ -465,44 +378,44 @@ cdef class Allowed:
             self._check_value_args(func, args, what)
             self._check_codec_args(args, 1, what)
             return 0
-        if func is _unp_codecs.encode:
+        if func is _codecs.encode:
             if (n == 2 and type(args[0]) is str and type(args[1]) is str
-                    and args[1] in _unp_safe_codecs):
+                    and args[1] in unp_safe_codecs):
                 return 0
             raise UnpicklingError(f"{what}: _codecs.encode is only allowed with a str and "
                                   "one of the builtin codecs in restricted mode")
-        if func is _unp_copyreg._reconstructor:
+        if func is copyreg._reconstructor:
             if n == 3:
                 cls, base = args[0], args[1]
                 if (isinstance(cls, type) and self.is_trusted(cls) and
-                        _unp_value_type_ids.get(id(base)) is base):
+                        unp_value_type_ids.get(id(base)) is base):
                     if base is not object:
                         self.check_call(base, (args[2],), what)
                     return 0
             raise UnpicklingError(f"{what}: copyreg._reconstructor is only allowed for "
                                   "allowed classes in restricted mode")
-        if func is not object and _unp_value_type_ids.get(id(func)) is func:
+        if func is not object and unp_value_type_ids.get(id(func)) is func:
             self._check_value_args(func, args, what)
             return 0
-        raise UnpicklingError(f"{what} of {_unp_describe(func)} is not allowed: restricted "
+        raise UnpicklingError(f"{what} of {unp_describe(func)} is not allowed: restricted "
                               "unpickling (allowed=) only calls builtin value types and the "
                               "globals listed in allowed=")
 
     cdef int _check_value_args(self, func, tuple args, str what) except -1:
         for arg in args:
-            if fw_atom_weight(<PyObject *>arg) < 0 and not _unp_is_exact_container(type(arg)):
-                raise UnpicklingError(f"{what}: {func.__name__}() of {_unp_describe(arg)} is "
+            if fw_atom_weight(<PyObject *>arg) < 0 and not unp_is_exact_container(type(arg)):
+                raise UnpicklingError(f"{what}: {func.__name__}() of {unp_describe(arg)} is "
                                       "not allowed in restricted mode (only of builtin values)")
         return 0
 
     cdef int _check_codec_args(self, tuple args, Py_ssize_t first, str what) except -1:
         if len(args) > first and (type(args[first]) is not str
-                                  or args[first] not in _unp_safe_codecs):
-            raise UnpicklingError(f"{what}: codec {_unp_describe_argument(args[first])} is not "
+                                  or args[first] not in unp_safe_codecs):
+            raise UnpicklingError(f"{what}: codec {unp_describe_argument(args[first])} is not "
                                   "allowed in restricted mode")
         if len(args) > first + 1 and (type(args[first + 1]) is not str
-                                      or args[first + 1] not in _unp_safe_errors):
-            raise UnpicklingError(f"{what}: error handler {_unp_describe_argument(args[first + 1])} "
+                                      or args[first + 1] not in unp_safe_errors):
+            raise UnpicklingError(f"{what}: error handler {unp_describe_argument(args[first + 1])} "
                                   "is not allowed in restricted mode")
         return 0
 
@@ -510,14 +423,14 @@ cdef class Allowed:
         cls = type(inst)
         if not isinstance(inst, type) and self.is_trusted(cls):
             return 0
-        raise UnpicklingError(f"BUILD on {_unp_describe(inst)} is not allowed: restricted "
+        raise UnpicklingError(f"BUILD on {unp_describe(inst)} is not allowed: restricted "
                               "unpickling (allowed=) only sets the state of instances of "
                               "the classes listed in allowed=")
 
 
 # ----- bounding structure and work ------------------------------------------
 
-cdef int _unp_classify_any(void *ctx, PyObject *o) except -1:
+cdef int unp_classify_any(void *ctx, PyObject *o) except -1:
     """While loading: measure inside instances, count anything else as 1."""
     u = <Unpickler>ctx
     obj = <object>o
@@ -526,7 +439,7 @@ cdef int _unp_classify_any(void *ctx, PyObject *o) except -1:
     return 0
 
 
-cdef int _unp_classify_result(void *ctx, PyObject *o) except -1:
+cdef int unp_classify_result(void *ctx, PyObject *o) except -1:
     """What a restricted load may hand out besides builtin values: allowed
     globals, instances of allowed classes, what allowed callables returned,
     and the caller's own buffers and persistent objects.  The only other
@@ -539,10 +452,10 @@ cdef int _unp_classify_result(void *ctx, PyObject *o) except -1:
         return 0
     if u.restriction.is_trusted(type(obj)) or (u.made is not None and id(obj) in u.made):
         return 1
-    if _unp_value_global_ids.get(id(obj)) is not obj:
+    if unp_value_global_ids.get(id(obj)) is not obj:
         return 0
     raise UnpicklingError(f"restricted unpickling (allowed=) does not hand out "
-                          f"{_unp_describe(obj)}: only builtin values, the globals listed "
+                          f"{unp_describe(obj)}: only builtin values, the globals listed "
                           "in allowed= and what they build")
 
 
@@ -552,7 +465,7 @@ cdef enum:
     UNP_CHARGE_RESULT = 2   # handed out: all of it counts, and must be allowed
 
 
-cdef int _unp_charge(Unpickler u, obj, int how) except -1:
+cdef int unp_charge(Unpickler u, obj, int how) except -1:
     """Count the work of hashing, passing or returning obj against the
     load's budget, refusing it before the work is done."""
     cdef Py_ssize_t size = fw_atom_weight(<PyObject *>obj)
@@ -560,16 +473,16 @@ cdef int _unp_charge(Unpickler u, obj, int how) except -1:
     cdef Allowed r = u.restriction
     if size < 0:
         fw_measure(<PyObject *>obj, r.max_depth, 1 if how == UNP_CHARGE_HASH else 0,
-                   _unp_classify_result if how == UNP_CHARGE_RESULT else _unp_classify_any,
+                   unp_classify_result if how == UNP_CHARGE_RESULT else unp_classify_any,
                    <void *>u, <PyObject *>UnpicklingError, &size, &depth)
     u.work = fw_sat_add(u.work, size)
-    return _unp_check_work(u)
+    return unp_check_work(u)
 
 
-cdef int _unp_check_work(Unpickler u) except -1:
+cdef int unp_check_work(Unpickler u) except -1:
     cdef Py_ssize_t limit, consumed
     cdef Allowed r = u.restriction
-    consumed = _unp_consumed(u) + UNP_WORK_FLOOR
+    consumed = unp_consumed(u) + UNP_WORK_FLOOR
     limit = consumed * r.work_factor if consumed < PY_SSIZE_T_MAX // 4 // r.work_factor \
         else PY_SSIZE_T_MAX // 4
     if u.work > limit:
@@ -581,23 +494,23 @@ cdef int _unp_check_work(Unpickler u) except -1:
     return 0
 
 
-cdef int _unp_charge_range(Unpickler u, Py_ssize_t start, Py_ssize_t stop,
-                           Py_ssize_t step, int how) except -1:
+cdef int unp_charge_range(Unpickler u, Py_ssize_t start, Py_ssize_t stop,
+                          Py_ssize_t step, int how) except -1:
     """Charge stack items start, start+step, ... before they are used."""
     cdef Py_ssize_t i = start
     while i < stop:
         # Atoms (most keys) are summed in C; anything else is measured.
         i += fw_add_atom_weights(u.stack + i, stop - i, step, &u.work)
         if i < stop:
-            _unp_charge(u, <object>u.stack[i], how)
+            unp_charge(u, <object>u.stack[i], how)
             i += step
-    return _unp_check_work(u)
+    return unp_check_work(u)
 
 
-cdef int _unp_note_made(Unpickler u, obj) except -1:
+cdef int unp_note_made(Unpickler u, obj) except -1:
     """Remember an object restricted mode may hand out although its type was
     not listed (what an allowed function returned, a caller's buffer)."""
-    if fw_atom_weight(<PyObject *>obj) >= 0 or _unp_is_exact_container(type(obj)) \
+    if fw_atom_weight(<PyObject *>obj) >= 0 or unp_is_exact_container(type(obj)) \
             or u.restriction.is_trusted(type(obj)):
         return 0
     if u.made is None:
@@ -606,7 +519,7 @@ cdef int _unp_note_made(Unpickler u, obj) except -1:
     return 0
 
 
-cdef tuple _unp_checked_call_args(Unpickler u, func, args, str what):
+cdef tuple unp_checked_call_args(Unpickler u, func, args, str what):
     """The exact tuple a restricted call will receive, checked and charged:
     a tuple subclass is copied item by item (no __iter__ runs), so what is
     checked is what is called."""
@@ -619,18 +532,18 @@ cdef tuple _unp_checked_call_args(Unpickler u, func, args, str what):
         return None  # not a tuple: the call raises the stdlib's TypeError
     u.restriction.check_call(func, exact, what)
     for arg in exact:
-        _unp_charge(u, arg, UNP_CHARGE_PASS)
+        unp_charge(u, arg, UNP_CHARGE_PASS)
     return exact
 
 
-cdef str _unp_describe_argument(obj):
+cdef str unp_describe_argument(obj):
     """A str as written (its length is the input's), anything else by type:
     repr() of a memo DAG from the input costs time and memory exponential in
     its size."""
     return repr(obj) if type(obj) is str else f"of type '{type(obj).__qualname__}'"
 
 
-cdef str _unp_describe(obj):
+cdef str unp_describe(obj):
     module = getattr(obj, "__module__", None)
     name = getattr(obj, "__qualname__", None)
     if isinstance(module, str) and isinstance(name, str):
@@ -641,7 +554,7 @@ cdef str _unp_describe(obj):
 # ---------------------------------------------------------------------------
 # Resolving globals
 
-cdef object _unp_get_dotted(obj, str name, bint allow_qualname):
+cdef object unp_get_dotted(obj, str name, bint allow_qualname):
     if not allow_qualname:
         return getattr(obj, name)
     parts = name.split(".")
@@ -655,23 +568,23 @@ cdef object _unp_get_dotted(obj, str name, bint allow_qualname):
     return obj
 
 
-cdef object _unp_map_name(int proto, bint fix_imports, module, name):
+cdef object unp_map_name(int proto, bint fix_imports, module, name):
     """The Python 2 -> 3 renaming the stdlib applies to protocols < 3."""
     if proto < 3 and fix_imports:
         key = (module, name)
-        if key in _unp_name_mapping:
-            return _unp_name_mapping[key]
-        if module in _unp_import_mapping:
-            return (_unp_import_mapping[module], name)
+        if key in unp_name_mapping:
+            return unp_name_mapping[key]
+        if module in unp_import_mapping:
+            return (unp_import_mapping[module], name)
     return (module, name)
 
 
-cdef object _unp_default_find_class(int proto, bint fix_imports, module_name, global_name):
-    PySys_Audit("pickle.find_class", "OO", <PyObject *>module_name, <PyObject *>global_name)
-    module_name, global_name = _unp_map_name(proto, fix_imports, module_name, global_name)
-    module = <object>PyImport_Import(module_name)
-    c_decref(<PyObject *>module)  # PyImport_Import returned a new reference
-    return _unp_get_dotted(module, global_name, proto >= 4)
+cdef object unp_default_find_class(int proto, bint fix_imports, module_name, global_name):
+    c_sys_audit("pickle.find_class", "OO", <PyObject *>module_name, <PyObject *>global_name)
+    module_name, global_name = unp_map_name(proto, fix_imports, module_name, global_name)
+    module = <object>c_import(module_name)
+    c_decref(<PyObject *>module)  # c_import returned a new reference
+    return unp_get_dotted(module, global_name, proto >= 4)
 
 
 # ---------------------------------------------------------------------------
@@ -690,9 +603,9 @@ cdef class UnpicklerMemoProxy:
 
         Raises RuntimeError while the Unpickler is loading."""
         cdef Unpickler u = self.owner
-        _unp_claim(u, "memo read")
+        unp_claim(u, "memo read")
         try:
-            return _unp_memo_as_dict(u)
+            return unp_memo_as_dict(u)
         finally:
             fw_release(&u.busy)
 
@@ -701,9 +614,9 @@ cdef class UnpicklerMemoProxy:
 
         Raises RuntimeError while the Unpickler is loading."""
         cdef Unpickler u = self.owner
-        _unp_claim(u, "memo cleared")
+        unp_claim(u, "memo cleared")
         try:
-            _unp_memo_clear(u)
+            unp_memo_clear(u)
         finally:
             fw_release(&u.busy)
 
@@ -817,7 +730,7 @@ cdef class Unpickler:
     cdef fw_intern_cache interns    # attribute names BUILD interned, per load
 
     def __cinit__(self, *args, **kwargs):
-        self.pos = self.end = self.buf_start = _unp_empty
+        self.pos = self.end = self.buf_start = unp_empty
         self.proto = 0
         self.fix_imports = True
         self.encoding = b"ASCII"
@@ -831,9 +744,9 @@ cdef class Unpickler:
         readline = getattr(file, "readline", None)
         if read is None or readline is None:
             raise TypeError("file must have 'read' and 'readline' attributes")
-        _unp_claim(self, "__init__() called")
+        unp_claim(self, "__init__() called")
         try:
-            _unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
+            unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
             self.file_read = read
             self.file_readline = readline
             self.file_readinto = readinto
@@ -843,10 +756,10 @@ cdef class Unpickler:
             fw_release(&self.busy)
 
     def __dealloc__(self):
-        _unp_clear_stack(self, 0)
+        unp_clear_stack(self, 0)
         fw_intern_cache_clear(&self.interns)
-        _unp_release_input(self)
-        _unp_memo_clear(self)
+        unp_release_input(self)
+        unp_memo_clear(self)
         PyMem_Free(self.stack)
         PyMem_Free(self.marks)
         PyMem_Free(self.memo)
@@ -863,15 +776,15 @@ cdef class Unpickler:
         if not self.initialized:
             raise UnpicklingError(f"Unpickler.__init__() was not called by "
                                   f"{type(self).__name__}.__init__()")
-        _unp_claim(self, "load() called")
+        unp_claim(self, "load() called")
         try:
-            _unp_bind_hooks(self)
-            return _unp_decode(self)
+            unp_bind_hooks(self)
+            return unp_decode(self)
         finally:
             try:
-                _unp_clear_stack(self, 0)
+                unp_clear_stack(self, 0)
                 fw_intern_cache_clear(&self.interns)
-                _unp_finish_file(self)
+                unp_finish_file(self)
             finally:
                 self.find_class_hook = None
                 self.pers_func = None
@@ -886,7 +799,7 @@ cdef class Unpickler:
         (e.g. to restrict what a pickle can load); in restricted mode it is
         only called for names that passed the allowed= check.
         """
-        return _unp_default_find_class(self.proto, self.fix_imports, module_name, global_name)
+        return unp_default_find_class(self.proto, self.fix_imports, module_name, global_name)
 
     @property
     def memo(self):
@@ -909,11 +822,11 @@ cdef class Unpickler:
             if key < 0:
                 raise ValueError("memo key must be positive integers.")
             items.append((<Py_ssize_t>key, obj))
-        _unp_claim(self, "memo assigned")
+        unp_claim(self, "memo assigned")
         try:
-            _unp_memo_clear(self)
+            unp_memo_clear(self)
             for key, obj in items:
-                _unp_memo_put(self, key, <PyObject *>obj, True)
+                unp_memo_put(self, key, <PyObject *>obj, True)
         finally:
             fw_release(&self.busy)
 
@@ -922,7 +835,7 @@ cdef class Unpickler:
         """The function called with each persistent id (unset by default;
         since 3.13 a default that raises UnpicklingError, as in the stdlib)."""
         if self.pers_func_set is None:
-            if _UNP_PY313:
+            if UNP_PY313:
                 return _unp_no_persistent_load
             raise AttributeError("persistent_load")
         return self.pers_func_set
@@ -937,7 +850,7 @@ cdef class Unpickler:
 
 
 # 3.13's Unpickler has a default persistent_load (raising); earlier ones none.
-cdef bint _UNP_PY313 = _unp_sys.version_info >= (3, 13)
+cdef bint UNP_PY313 = sys.version_info >= (3, 13)
 
 
 def _unp_no_persistent_load(pid):
@@ -946,7 +859,7 @@ def _unp_no_persistent_load(pid):
                           "but no persistent_load function was specified.")
 
 
-cdef int _unp_claim(Unpickler u, str what) except -1:
+cdef int unp_claim(Unpickler u, str what) except -1:
     """Claim `u` for the call `what`, or raise: it is in use (a load under way,
     on this thread through a callback or on another)."""
     if not fw_claim(&u.busy):
@@ -954,8 +867,8 @@ cdef int _unp_claim(Unpickler u, str what) except -1:
     return 0
 
 
-cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
-                        allowed) except -1:
+cdef int unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
+                       allowed) except -1:
     if not isinstance(encoding, str):
         raise TypeError(f"argument 'encoding' must be str, not {type(encoding).__name__}")
     if not isinstance(errors, str):
@@ -970,7 +883,7 @@ cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
         u.buffers = None
     else:
         u.buffers = iter(buffers)
-    u.restriction = _unp_restriction_for(allowed)
+    u.restriction = unp_restriction_for(allowed)
     return 0
 
 
@@ -981,27 +894,27 @@ cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
 # run while Allowed iterates `allowed`, a nested loads) can pair one
 # allowed= with another's restriction. Without the GIL even that single read
 # could meet a concurrent replacement, so free-threaded builds do not cache.
-cdef tuple _unp_cached_restriction = None
+cdef tuple unp_cached_restriction = None
 
 
-cdef Allowed _unp_restriction_for(allowed):
-    global _unp_cached_restriction
+cdef Allowed unp_restriction_for(allowed):
+    global unp_cached_restriction
     cdef tuple cached
     if allowed is None:
         return None
     if type(allowed) is Allowed:
         return <Allowed>allowed
     if not FW_FREE_THREADED:
-        cached = _unp_cached_restriction
+        cached = unp_cached_restriction
         if cached is not None and cached[0] is allowed:
             return <Allowed>cached[1]
     restriction = Allowed(allowed)
     if not FW_FREE_THREADED and (type(allowed) is tuple or type(allowed) is frozenset):
-        _unp_cached_restriction = (allowed, restriction)
+        unp_cached_restriction = (allowed, restriction)
     return restriction
 
 
-cdef int _unp_bind_hooks(Unpickler u) except -1:
+cdef int unp_bind_hooks(Unpickler u) except -1:
     """Find a subclass's find_class override and persistent_load, as the
     stdlib does per load (an exact Unpickler has neither)."""
     cls = type(u)
@@ -1023,7 +936,7 @@ cdef int _unp_bind_hooks(Unpickler u) except -1:
 
 # ----- input ---------------------------------------------------------------
 
-cdef int _unp_set_memory_input(Unpickler u, data) except -1:
+cdef int unp_set_memory_input(Unpickler u, data) except -1:
     if type(data) is bytes:
         u.src = data
         u.pos = PyBytes_AS_STRING(data)
@@ -1038,19 +951,19 @@ cdef int _unp_set_memory_input(Unpickler u, data) except -1:
     return 0
 
 
-cdef void _unp_release_input(Unpickler u) noexcept:
+cdef void unp_release_input(Unpickler u) noexcept:
     if u.has_view:
         u.has_view = False
         PyBuffer_Release(&u.view)
     u.src = None
-    u.pos = u.end = u.buf_start = _unp_empty
+    u.pos = u.end = u.buf_start = unp_empty
 
 
-cdef inline Py_ssize_t _unp_consumed(Unpickler u) noexcept:
+cdef inline Py_ssize_t unp_consumed(Unpickler u) noexcept:
     return u.consumed_before + (u.pos - u.buf_start)
 
 
-cdef int _unp_use_buffer(Unpickler u, data, bint from_peek) except -1:
+cdef int unp_use_buffer(Unpickler u, data, bint from_peek) except -1:
     """Make the bytes object `data` the current buffer (file input)."""
     u.consumed_before += u.pos - u.buf_start
     u.src = data
@@ -1060,7 +973,7 @@ cdef int _unp_use_buffer(Unpickler u, data, bint from_peek) except -1:
     return 0
 
 
-cdef bytes _unp_as_bytes(data, str method):
+cdef bytes unp_as_bytes(data, str method):
     if type(data) is bytes:
         return <bytes>data
     if not PyObject_CheckBuffer(data):
@@ -1069,24 +982,24 @@ cdef bytes _unp_as_bytes(data, str method):
     return bytes(data)
 
 
-cdef int _unp_commit_peek(Unpickler u) except -1:
+cdef int unp_commit_peek(Unpickler u) except -1:
     """Advance the file past what was decoded from peeked data."""
     cdef Py_ssize_t used
     if u.from_peek:
         used = u.pos - u.buf_start
         u.from_peek = False
-        _unp_use_buffer(u, b"", False)
+        unp_use_buffer(u, b"", False)
         if used > 0:
             u.file_read(used)
     return 0
 
 
-cdef bytes _unp_read_exactly(Unpickler u, Py_ssize_t n):
+cdef bytes unp_read_exactly(Unpickler u, Py_ssize_t n):
     """Read n bytes (fewer at end of stream) in chunks that grow with what
     has arrived, so a hostile length never sizes an allocation."""
     cdef Py_ssize_t got = 0, chunk = UNP_FIRST_CHUNK
     if n <= UNP_FIRST_CHUNK:
-        data = _unp_as_bytes(u.file_read(n), "read")
+        data = unp_as_bytes(u.file_read(n), "read")
         if PyBytes_GET_SIZE(data) >= n or PyBytes_GET_SIZE(data) == 0:
             return data
         parts = [data]
@@ -1097,7 +1010,7 @@ cdef bytes _unp_read_exactly(Unpickler u, Py_ssize_t n):
         want = n - got
         if want > chunk:
             want = chunk
-        data = _unp_as_bytes(u.file_read(want), "read")
+        data = unp_as_bytes(u.file_read(want), "read")
         if PyBytes_GET_SIZE(data) == 0:
             break
         parts.append(data)
@@ -1107,7 +1020,7 @@ cdef bytes _unp_read_exactly(Unpickler u, Py_ssize_t n):
     return b"".join(parts)
 
 
-cdef int _unp_fill(Unpickler u, Py_ssize_t n) except -1:
+cdef int unp_fill(Unpickler u, Py_ssize_t n) except -1:
     """Make n bytes readable at u.pos from the file, or raise the stdlib's
     truncation error.
 
@@ -1118,34 +1031,34 @@ cdef int _unp_fill(Unpickler u, Py_ssize_t n) except -1:
     """
     if u.file_read is None:
         raise UnpicklingError("pickle data was truncated")
-    _unp_commit_peek(u)
+    unp_commit_peek(u)
     if u.file_peek is not None and n < UNP_PREFETCH:
         try:
             data = u.file_peek(UNP_PREFETCH)
         except NotImplementedError:
             u.file_peek = None
         else:
-            data = _unp_as_bytes(data, "peek")
+            data = unp_as_bytes(data, "peek")
             if PyBytes_GET_SIZE(data) >= n:
-                _unp_use_buffer(u, data, True)
+                unp_use_buffer(u, data, True)
                 return 0
-    _unp_use_buffer(u, _unp_read_exactly(u, n), False)
+    unp_use_buffer(u, unp_read_exactly(u, n), False)
     if u.end - u.pos < n:
         raise UnpicklingError("pickle data was truncated")
     return 0
 
 
-cdef const char *_unp_take_slow(Unpickler u, Py_ssize_t n) except NULL:
+cdef const char *unp_take_slow(Unpickler u, Py_ssize_t n) except NULL:
     cdef const char *s
-    _unp_fill(u, n)
+    unp_fill(u, n)
     s = u.pos
     u.pos = s + n
     return s
 
 
-cdef inline const char *_unp_take_fast(Unpickler u, Py_ssize_t n) noexcept:
-    """The in-buffer case of _unp_take, small enough to inline everywhere;
-    NULL means "call _unp_take_slow"."""
+cdef inline const char *unp_take_fast(Unpickler u, Py_ssize_t n) noexcept:
+    """The in-buffer case of unp_take, small enough to inline everywhere;
+    NULL means "call unp_take_slow"."""
     cdef const char *s = u.pos
     if u.end - s < n:
         return NULL
@@ -1153,16 +1066,16 @@ cdef inline const char *_unp_take_fast(Unpickler u, Py_ssize_t n) noexcept:
     return s
 
 
-cdef inline const char *_unp_take(Unpickler u, Py_ssize_t n) except NULL:
+cdef inline const char *unp_take(Unpickler u, Py_ssize_t n) except NULL:
     """Consume n bytes of input; the pointer stays valid until the next take."""
     cdef const char *s = u.pos
     if u.end - s < n:
-        return _unp_take_slow(u, n)
+        return unp_take_slow(u, n)
     u.pos = s + n
     return s
 
 
-cdef Py_ssize_t _unp_readline(Unpickler u, const char **out) except -1:
+cdef Py_ssize_t unp_readline(Unpickler u, const char **out) except -1:
     """Return the length of the next line including its newline; *out points
     at it (valid until the next read)."""
     cdef const char *nl = <const char *>memchr(u.pos, b'\n', u.end - u.pos)
@@ -1170,8 +1083,8 @@ cdef Py_ssize_t _unp_readline(Unpickler u, const char **out) except -1:
     if nl == NULL:
         if u.file_read is None:
             raise UnpicklingError("pickle data was truncated")
-        _unp_commit_peek(u)
-        _unp_use_buffer(u, _unp_as_bytes(u.file_readline(), "readline"), False)
+        unp_commit_peek(u)
+        unp_use_buffer(u, unp_as_bytes(u.file_readline(), "readline"), False)
         n = u.end - u.pos
         if n == 0 or u.pos[n - 1] != b'\n':
             raise UnpicklingError("pickle data was truncated")
@@ -1182,7 +1095,7 @@ cdef Py_ssize_t _unp_readline(Unpickler u, const char **out) except -1:
     return n
 
 
-cdef char *_unp_line_copy(Unpickler u, const char *s, Py_ssize_t n) except NULL:
+cdef char *unp_line_copy(Unpickler u, const char *s, Py_ssize_t n) except NULL:
     """A NUL-terminated private copy of a text argument for C parsers."""
     cdef char *p
     if n + 1 > u.line_cap:
@@ -1196,7 +1109,7 @@ cdef char *_unp_line_copy(Unpickler u, const char *s, Py_ssize_t n) except NULL:
     return u.line
 
 
-cdef int _unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except -1:
+cdef int unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except -1:
     """Push n bytes of data as a new bytes (or bytearray) object."""
     cdef const char *s
     if n == 0 and u.pos == u.end and u.file_read is None:
@@ -1204,11 +1117,11 @@ cdef int _unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except 
         # truncation; match its exception.
         raise UnpicklingError("pickle data was truncated")
     if u.end - u.pos >= n or u.file_read is None:
-        s = _unp_take(u, n)
+        s = unp_take(u, n)
         if as_bytearray:
-            return _unp_push(u, c_bytearray_from(s, n))
-        return _unp_push(u, c_bytes_from(s, n))
-    _unp_commit_peek(u)
+            return unp_push(u, c_bytearray_from(s, n))
+        return unp_push(u, c_bytes_from(s, n))
+    unp_commit_peek(u)
     have = PyBytes_FromStringAndSize(u.pos, u.end - u.pos)
     u.pos = u.end
     # What arrives below bypasses the buffer; it is input all the same.
@@ -1216,27 +1129,27 @@ cdef int _unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except 
     if u.file_readinto is not None:
         # Like the stdlib, read straight into the object returned (peak memory
         # 1x the payload), but grow it with the bytes that arrive rather than
-        # allocating what the length field claims (frames.pxi's helper).
+        # allocating what the length field claims (frames.pxi's receive_payload).
         try:
             data = receive_payload(u.file_readinto, n, have)
         except EOFError:
             raise UnpicklingError("pickle data was truncated") from None
     else:
-        data = have + _unp_read_exactly(u, n - PyBytes_GET_SIZE(have))
+        data = have + unp_read_exactly(u, n - PyBytes_GET_SIZE(have))
         if PyBytes_GET_SIZE(data) < n:
             raise UnpicklingError("pickle data was truncated")
-    return _unp_push_obj(u, bytearray(data) if as_bytearray else data)
+    return unp_push_obj(u, bytearray(data) if as_bytearray else data)
 
 
-cdef int _unp_finish_file(Unpickler u) except -1:
+cdef int unp_finish_file(Unpickler u) except -1:
     if u.file_read is not None:
-        _unp_commit_peek(u)
+        unp_commit_peek(u)
     return 0
 
 
 # ----- stacks --------------------------------------------------------------
 
-cdef int _unp_grow_stack(Unpickler u) except -1:
+cdef int unp_grow_stack(Unpickler u) except -1:
     cdef Py_ssize_t cap = u.stack_cap * 2 if u.stack_cap else 64
     cdef PyObject **p = <PyObject **>PyMem_Realloc(u.stack, cap * sizeof(PyObject *))
     if p == NULL:
@@ -1246,7 +1159,7 @@ cdef int _unp_grow_stack(Unpickler u) except -1:
     return 0
 
 
-cdef inline int _unp_push(Unpickler u, PyObject *o) noexcept:
+cdef inline int unp_push(Unpickler u, PyObject *o) noexcept:
     """Push a new reference (stolen) into the slot the decode loop reserved
     before this opcode: every opcode pushes at most one value."""
     u.stack[u.sp] = o
@@ -1254,23 +1167,23 @@ cdef inline int _unp_push(Unpickler u, PyObject *o) noexcept:
     return 0
 
 
-cdef inline int _unp_push_borrowed(Unpickler u, PyObject *o) noexcept:
+cdef inline int unp_push_borrowed(Unpickler u, PyObject *o) noexcept:
     c_incref(o)
-    return _unp_push(u, o)
+    return unp_push(u, o)
 
 
-cdef inline int _unp_push_obj(Unpickler u, obj) noexcept:
-    return _unp_push_borrowed(u, <PyObject *>obj)
+cdef inline int unp_push_obj(Unpickler u, obj) noexcept:
+    return unp_push_borrowed(u, <PyObject *>obj)
 
 
-cdef int _unp_underflow(Unpickler u) except -1:
+cdef int unp_underflow(Unpickler u) except -1:
     raise UnpicklingError("unexpected MARK found" if u.nmarks else "unpickling stack underflow")
 
 
-cdef object _unp_pop(Unpickler u):
+cdef object unp_pop(Unpickler u):
     cdef PyObject *p
     if u.sp <= u.fence:
-        _unp_underflow(u)
+        unp_underflow(u)
     u.sp -= 1
     p = u.stack[u.sp]
     obj = <object>p
@@ -1278,7 +1191,7 @@ cdef object _unp_pop(Unpickler u):
     return obj
 
 
-cdef void _unp_clear_stack(Unpickler u, Py_ssize_t to) noexcept:
+cdef void unp_clear_stack(Unpickler u, Py_ssize_t to) noexcept:
     cdef PyObject *p
     while u.sp > to:
         u.sp -= 1
@@ -1286,7 +1199,7 @@ cdef void _unp_clear_stack(Unpickler u, Py_ssize_t to) noexcept:
         c_decref(p)
 
 
-cdef int _unp_push_mark(Unpickler u) except -1:
+cdef int unp_push_mark(Unpickler u) except -1:
     cdef Py_ssize_t cap
     cdef Py_ssize_t *p
     if u.nmarks == u.marks_cap:
@@ -1302,7 +1215,7 @@ cdef int _unp_push_mark(Unpickler u) except -1:
     return 0
 
 
-cdef inline Py_ssize_t _unp_marker(Unpickler u) except -1:
+cdef inline Py_ssize_t unp_marker(Unpickler u) except -1:
     cdef Py_ssize_t mark
     if u.nmarks < 1:
         raise UnpicklingError("could not find MARK")
@@ -1312,10 +1225,10 @@ cdef inline Py_ssize_t _unp_marker(Unpickler u) except -1:
     return mark
 
 
-cdef tuple _unp_pop_tuple(Unpickler u, Py_ssize_t start):
+cdef tuple unp_pop_tuple(Unpickler u, Py_ssize_t start):
     cdef PyObject *t
     if start < u.fence:
-        _unp_underflow(u)
+        unp_underflow(u)
     t = fw_tuple_from_steal(u.stack + start, u.sp - start)
     u.sp = start
     result = <tuple>t
@@ -1325,12 +1238,12 @@ cdef tuple _unp_pop_tuple(Unpickler u, Py_ssize_t start):
 
 # ----- memo ----------------------------------------------------------------
 
-cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint trusted) except -1:
+cdef int unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint trusted) except -1:
     cdef PyObject *old
     cdef Py_ssize_t cap
     cdef PyObject **p
     if idx >= u.memo_cap:
-        if trusted or idx < _unp_consumed(u) + UNP_MEMO_SLACK:
+        if trusted or idx < unp_consumed(u) + UNP_MEMO_SLACK:
             cap = u.memo_cap * 2 if u.memo_cap else 64
             if cap <= idx:
                 cap = idx + 1
@@ -1341,7 +1254,7 @@ cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint truste
             u.memo = p
             u.memo_cap = cap
             if u.memo_sparse is not None:
-                _unp_memo_densify(u)
+                unp_memo_densify(u)
         else:
             # Far beyond anything the input could have numbered densely (the
             # stdlib would allocate a huge array here, gh-115952).
@@ -1364,7 +1277,7 @@ cdef int _unp_memo_put(Unpickler u, Py_ssize_t idx, PyObject *value, bint truste
     return 0
 
 
-cdef int _unp_memo_densify(Unpickler u) except -1:
+cdef int unp_memo_densify(Unpickler u) except -1:
     """Move the sparse entries the grown dense array now covers into it.
 
     The memo keeps one invariant: an index below memo_cap lives in the dense
@@ -1389,7 +1302,7 @@ cdef int _unp_memo_densify(Unpickler u) except -1:
     return 0
 
 
-cdef inline int _unp_memoize_top(Unpickler u) except -1:
+cdef inline int unp_memoize_top(Unpickler u) except -1:
     """MEMOIZE: store the top of the stack at the next memo index."""
     cdef Py_ssize_t idx = u.memo_len
     cdef PyObject *o = u.stack[u.sp - 1]
@@ -1400,21 +1313,21 @@ cdef inline int _unp_memoize_top(Unpickler u) except -1:
         if idx >= u.memo_hi:
             u.memo_hi = idx + 1
         return 0
-    return _unp_memo_put(u, idx, o, False)
+    return unp_memo_put(u, idx, o, False)
 
 
-cdef inline int _unp_memoize_if_next(Unpickler u) except -1:
+cdef inline int unp_memoize_if_next(Unpickler u) except -1:
     """Protocols 4+ follow nearly every new object with MEMOIZE; consuming
     it here, right after the push, saves a trip through the opcode switch
     (an indirect jump the CPU mispredicts).  The stack top is the value just
     pushed, so MEMOIZE's underflow check cannot fail."""
-    if u.pos < u.end and <unsigned char>u.pos[0] == UOP_MEMOIZE:
+    if u.pos < u.end and <unsigned char>u.pos[0] == OP_MEMOIZE:
         u.pos += 1
-        return _unp_memoize_top(u)
+        return unp_memoize_top(u)
     return 0
 
 
-cdef PyObject *_unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
+cdef PyObject *unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
     cdef PyObject *v = NULL
     if 0 <= idx < u.memo_cap:
         v = u.memo[idx]
@@ -1427,7 +1340,7 @@ cdef PyObject *_unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
     return v
 
 
-cdef void _unp_memo_clear(Unpickler u) noexcept:
+cdef void unp_memo_clear(Unpickler u) noexcept:
     cdef Py_ssize_t i
     cdef PyObject *p
     for i in range(u.memo_hi):
@@ -1440,7 +1353,7 @@ cdef void _unp_memo_clear(Unpickler u) noexcept:
     u.memo_sparse = None
 
 
-cdef dict _unp_memo_as_dict(Unpickler u):
+cdef dict unp_memo_as_dict(Unpickler u):
     cdef Py_ssize_t i
     result = {}
     for i in range(u.memo_hi):
@@ -1453,113 +1366,113 @@ cdef dict _unp_memo_as_dict(Unpickler u):
 
 # ----- the opcodes that are not on the hot path ----------------------------
 
-cdef object _unp_find_class(Unpickler u, module, name):
+cdef object unp_find_class(Unpickler u, module, name):
     if u.restriction is not None:
-        mapped_module, mapped_name = _unp_map_name(u.proto, u.fix_imports, module, name)
+        mapped_module, mapped_name = unp_map_name(u.proto, u.fix_imports, module, name)
         obj = u.restriction.check_global(mapped_module, mapped_name)
         if obj is not None and u.find_class_hook is None:
             return obj
     if u.find_class_hook is not None:
         obj = u.find_class_hook(module, name)
     else:
-        obj = _unp_default_find_class(u.proto, u.fix_imports, module, name)
+        obj = unp_default_find_class(u.proto, u.fix_imports, module, name)
     if u.restriction is not None:
-        if (mapped_module, mapped_name) not in _unp_value_globals:
+        if (mapped_module, mapped_name) not in unp_value_globals:
             u.restriction.trust(obj)
     return obj
 
 
-cdef int _unp_load_global(Unpickler u) except -1:
+cdef int unp_load_global(Unpickler u) except -1:
     cdef const char *s
-    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
     module = <object>c_decode_utf8(s, n - 1, "strict")
     c_decref(<PyObject *>module)
-    n = _unp_readline(u, &s)
+    n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
     name = <object>c_decode_utf8(s, n - 1, "strict")
     c_decref(<PyObject *>name)
-    return _unp_push_obj(u, _unp_find_class(u, module, name))
+    return unp_push_obj(u, unp_find_class(u, module, name))
 
 
-cdef int _unp_load_stack_global(Unpickler u) except -1:
-    name = _unp_pop(u)
-    module = _unp_pop(u)
+cdef int unp_load_stack_global(Unpickler u) except -1:
+    name = unp_pop(u)
+    module = unp_pop(u)
     if type(module) is not str or type(name) is not str:
         raise UnpicklingError("STACK_GLOBAL requires str")
-    return _unp_push_obj(u, _unp_find_class(u, module, name))
+    return unp_push_obj(u, unp_find_class(u, module, name))
 
 
-cdef int _unp_load_ext(Unpickler u, int nbytes) except -1:
-    cdef long code = fw_le_int(_unp_take(u, nbytes), nbytes)
+cdef int unp_load_ext(Unpickler u, int nbytes) except -1:
+    cdef long code = fw_le_int(unp_take(u, nbytes), nbytes)
     if code <= 0:
         raise UnpicklingError("EXT specifies code <= 0")
     py_code = code
     if u.restriction is None:
-        obj = _unp_extension_cache.get(py_code)
+        obj = unp_extension_cache.get(py_code)
         if obj is not None:
-            return _unp_push_obj(u, obj)
-    pair = _unp_inverted_registry.get(py_code)
+            return unp_push_obj(u, obj)
+    pair = unp_inverted_registry.get(py_code)
     if pair is None:
         raise ValueError(f"unregistered extension code {code}")
     if (type(pair) is not tuple or len(pair) != 2 or not isinstance(pair[0], str)
             or not isinstance(pair[1], str)):
         raise ValueError(f"_inverted_registry[{code}] isn't a 2-tuple of strings")
-    obj = _unp_find_class(u, pair[0], pair[1])
-    _unp_extension_cache[py_code] = obj
-    return _unp_push_obj(u, obj)
+    obj = unp_find_class(u, pair[0], pair[1])
+    unp_extension_cache[py_code] = obj
+    return unp_push_obj(u, obj)
 
 
-cdef object _unp_instantiate(Unpickler u, cls, tuple args, str what):
+cdef object unp_instantiate(Unpickler u, cls, tuple args, str what):
     if u.restriction is not None:
-        _unp_checked_call_args(u, cls, args, what)
+        unp_checked_call_args(u, cls, args, what)
     if not args and isinstance(cls, type):
-        if getattr(cls, _unp_s_getinitargs, None) is None:
-            return _unp_made(u, cls.__new__(cls))
-    return _unp_made(u, cls(*args))
+        if getattr(cls, unp_s_getinitargs, None) is None:
+            return unp_made(u, cls.__new__(cls))
+    return unp_made(u, cls(*args))
 
 
-cdef inline object _unp_made(Unpickler u, obj):
+cdef inline object unp_made(Unpickler u, obj):
     if u.restriction is not None:
-        _unp_note_made(u, obj)
+        unp_note_made(u, obj)
     return obj
 
 
-cdef int _unp_load_obj(Unpickler u) except -1:
-    cdef Py_ssize_t mark = _unp_marker(u)
+cdef int unp_load_obj(Unpickler u) except -1:
+    cdef Py_ssize_t mark = unp_marker(u)
     if u.sp - mark < 1:
-        _unp_underflow(u)
-    args = _unp_pop_tuple(u, mark + 1)
-    cls = _unp_pop(u)
-    return _unp_push_obj(u, _unp_instantiate(u, cls, args, "OBJ"))
+        unp_underflow(u)
+    args = unp_pop_tuple(u, mark + 1)
+    cls = unp_pop(u)
+    return unp_push_obj(u, unp_instantiate(u, cls, args, "OBJ"))
 
 
-cdef int _unp_load_inst(Unpickler u) except -1:
+cdef int unp_load_inst(Unpickler u) except -1:
     cdef const char *s
-    cdef Py_ssize_t mark = _unp_marker(u)
-    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t mark = unp_marker(u)
+    cdef Py_ssize_t n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
     module = <object>c_decode_ascii(s, n - 1, "strict")
     c_decref(<PyObject *>module)
-    n = _unp_readline(u, &s)
+    n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
     name = <object>c_decode_ascii(s, n - 1, "strict")
     c_decref(<PyObject *>name)
-    cls = _unp_find_class(u, module, name)
-    args = _unp_pop_tuple(u, mark)
-    return _unp_push_obj(u, _unp_instantiate(u, cls, args, "INST"))
+    cls = unp_find_class(u, module, name)
+    args = unp_pop_tuple(u, mark)
+    return unp_push_obj(u, unp_instantiate(u, cls, args, "INST"))
 
 
-cdef int _unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
+cdef int unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
     cdef str opname = "NEWOBJ_EX" if with_kwargs else "NEWOBJ"
     cdef PyObject *obj
-    kwargs = _unp_pop(u) if with_kwargs else None
-    args = _unp_pop(u)
-    cls = _unp_pop(u)
+    kwargs = unp_pop(u) if with_kwargs else None
+    args = unp_pop(u)
+    cls = unp_pop(u)
     if not isinstance(cls, type):
         raise UnpicklingError(f"{opname} class argument must be a type, "
                               f"not {type(cls).__name__}")
@@ -1573,43 +1486,43 @@ cdef int _unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
         raise UnpicklingError(f"{opname} kwargs argument must be a dict, "
                               f"not {type(kwargs).__name__}")
     if u.restriction is not None:
-        args = _unp_checked_call_args(u, cls, args, opname)
+        args = unp_checked_call_args(u, cls, args, opname)
         if with_kwargs and kwargs:
-            if _unp_value_type_ids.get(id(cls)) is cls:
+            if unp_value_type_ids.get(id(cls)) is cls:
                 raise UnpicklingError(f"{opname} with keyword arguments for "
                                       f"{(<type>cls).__name__} is not allowed in restricted mode")
-            _unp_charge(u, kwargs, UNP_CHARGE_PASS)
+            unp_charge(u, kwargs, UNP_CHARGE_PASS)
     obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args,
                          <PyObject *>kwargs if with_kwargs else NULL)
-    _unp_push(u, obj)
+    unp_push(u, obj)
     if u.restriction is not None:
-        _unp_note_made(u, <object>obj)
+        unp_note_made(u, <object>obj)
     return 0
 
 
-cdef int _unp_load_reduce(Unpickler u) except -1:
-    args = _unp_pop(u)
-    func = _unp_pop(u)
+cdef int unp_load_reduce(Unpickler u) except -1:
+    args = unp_pop(u)
+    func = unp_pop(u)
     if u.restriction is not None:
-        exact = _unp_checked_call_args(u, func, args, "REDUCE")
+        exact = unp_checked_call_args(u, func, args, "REDUCE")
         if exact is not None:
             args = exact
-        _unp_push(u, c_call_object(<PyObject *>func, <PyObject *>args))
-        return _unp_note_made(u, <object>u.stack[u.sp - 1])
-    return _unp_push(u, c_call_object(<PyObject *>func, <PyObject *>args))
+        unp_push(u, c_call_object(<PyObject *>func, <PyObject *>args))
+        return unp_note_made(u, <object>u.stack[u.sp - 1])
+    return unp_push(u, c_call_object(<PyObject *>func, <PyObject *>args))
 
 
-cdef int _unp_load_build(Unpickler u) except -1:
+cdef int unp_load_build(Unpickler u) except -1:
     cdef PyObject *inst_p
     cdef PyObject *setstate_p = NULL
     if u.sp - 2 < u.fence:
-        _unp_underflow(u)
-    state = _unp_pop(u)
+        unp_underflow(u)
+    state = unp_pop(u)
     inst_p = u.stack[u.sp - 1]
     if u.restriction is not None:
         u.restriction.check_build(<object>inst_p)
-        _unp_charge(u, state, UNP_CHARGE_PASS)
-    if fw_lookup_attr(inst_p, <PyObject *>_unp_s_setstate, &setstate_p):
+        unp_charge(u, state, UNP_CHARGE_PASS)
+    if fw_lookup_attr(inst_p, <PyObject *>unp_s_setstate, &setstate_p):
         setstate = <object>setstate_p
         c_decref(setstate_p)
         setstate(state)
@@ -1620,7 +1533,7 @@ cdef int _unp_load_build(Unpickler u) except -1:
     if state is not None:
         if not isinstance(state, dict):
             raise UnpicklingError("state is not a dictionary")
-        fw_apply_dict_state(inst_p, <PyObject *>state, <PyObject *>_unp_s_dict, &u.interns)
+        fw_apply_dict_state(inst_p, <PyObject *>state, <PyObject *>unp_s_dict, &u.interns)
     if slotstate is not None:
         if not isinstance(slotstate, dict):
             raise UnpicklingError("slot state is not a dictionary")
@@ -1630,11 +1543,11 @@ cdef int _unp_load_build(Unpickler u) except -1:
     return 0
 
 
-cdef int _unp_do_append(Unpickler u, Py_ssize_t x) except -1:
+cdef int unp_do_append(Unpickler u, Py_ssize_t x) except -1:
     cdef Py_ssize_t n = u.sp, i
     cdef PyObject *lst
     if x > n or x <= u.fence:
-        _unp_underflow(u)
+        unp_underflow(u)
     if n == x:
         return 0
     lst = u.stack[x - 1]
@@ -1644,7 +1557,7 @@ cdef int _unp_do_append(Unpickler u, Py_ssize_t x) except -1:
         return 0
     target = <object>lst
     if u.restriction is not None:
-        _unp_charge_range(u, x, n, 1, UNP_CHARGE_PASS)
+        unp_charge_range(u, x, n, 1, UNP_CHARGE_PASS)
     extend = getattr(target, "extend", None)
     if extend is not None:
         items = <list>fw_list_from_steal(u.stack + x, n - x)
@@ -1655,15 +1568,15 @@ cdef int _unp_do_append(Unpickler u, Py_ssize_t x) except -1:
     append = getattr(target, "append")
     for i in range(x, n):
         append(<object>u.stack[i])
-    _unp_clear_stack(u, x)
+    unp_clear_stack(u, x)
     return 0
 
 
-cdef int _unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
+cdef int unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
     cdef Py_ssize_t n = u.sp, i
     cdef PyObject *d
     if x > n or x <= u.fence:
-        _unp_underflow(u)
+        unp_underflow(u)
     if n == x:
         return 0
     if (n - x) % 2:
@@ -1671,9 +1584,9 @@ cdef int _unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
     d = u.stack[x - 1]
     if u.restriction is not None:
         if c_is_dict_exact(d):
-            _unp_charge_range(u, x, n, 2, UNP_CHARGE_HASH)
+            unp_charge_range(u, x, n, 2, UNP_CHARGE_HASH)
         else:
-            _unp_charge_range(u, x, n, 1, UNP_CHARGE_PASS)
+            unp_charge_range(u, x, n, 1, UNP_CHARGE_PASS)
     if c_is_dict_exact(d):
         i = x
         while i < n:
@@ -1684,19 +1597,19 @@ cdef int _unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
         while i < n:
             c_setitem(d, u.stack[i], u.stack[i + 1])
             i += 2
-    _unp_clear_stack(u, x)
+    unp_clear_stack(u, x)
     return 0
 
 
-cdef int _unp_load_dict(Unpickler u) except -1:
-    cdef Py_ssize_t mark = _unp_marker(u)
+cdef int unp_load_dict(Unpickler u) except -1:
+    cdef Py_ssize_t mark = unp_marker(u)
     cdef Py_ssize_t i
     cdef PyObject *d = c_new_dict()
     try:
         if (u.sp - mark) % 2:
             raise UnpicklingError("odd number of items for DICT")
         if u.restriction is not None:
-            _unp_charge_range(u, mark, u.sp, 2, UNP_CHARGE_HASH)
+            unp_charge_range(u, mark, u.sp, 2, UNP_CHARGE_HASH)
         i = mark
         while i < u.sp:
             c_dict_setitem(d, u.stack[i], u.stack[i + 1])
@@ -1704,21 +1617,21 @@ cdef int _unp_load_dict(Unpickler u) except -1:
     except BaseException:
         c_decref(d)
         raise
-    _unp_clear_stack(u, mark)
-    return _unp_push(u, d)
+    unp_clear_stack(u, mark)
+    return unp_push(u, d)
 
 
-cdef int _unp_load_additems(Unpickler u) except -1:
-    cdef Py_ssize_t mark = _unp_marker(u)
+cdef int unp_load_additems(Unpickler u) except -1:
+    cdef Py_ssize_t mark = unp_marker(u)
     cdef Py_ssize_t n = u.sp, i
     cdef PyObject *target
     if mark > n or mark <= u.fence:
-        _unp_underflow(u)
+        unp_underflow(u)
     if n == mark:
         return 0
     target = u.stack[mark - 1]
     if u.restriction is not None:
-        _unp_charge_range(u, mark, n, 1, UNP_CHARGE_HASH if c_is_set(target) else UNP_CHARGE_PASS)
+        unp_charge_range(u, mark, n, 1, UNP_CHARGE_HASH if c_is_set(target) else UNP_CHARGE_PASS)
     if c_is_set(target):
         for i in range(mark, n):
             c_set_add(target, u.stack[i])
@@ -1726,82 +1639,82 @@ cdef int _unp_load_additems(Unpickler u) except -1:
         add = getattr(<object>target, "add")
         for i in range(mark, n):
             add(<object>u.stack[i])
-    _unp_clear_stack(u, mark)
+    unp_clear_stack(u, mark)
     return 0
 
 
-cdef int _unp_load_frozenset(Unpickler u) except -1:
-    cdef Py_ssize_t mark = _unp_marker(u)
+cdef int unp_load_frozenset(Unpickler u) except -1:
+    cdef Py_ssize_t mark = unp_marker(u)
     if u.restriction is not None and mark >= u.fence:
-        _unp_charge_range(u, mark, u.sp, 1, UNP_CHARGE_HASH)
-    items = _unp_pop_tuple(u, mark)
-    return _unp_push_obj(u, frozenset(items))
+        unp_charge_range(u, mark, u.sp, 1, UNP_CHARGE_HASH)
+    items = unp_pop_tuple(u, mark)
+    return unp_push_obj(u, frozenset(items))
 
 
-cdef int _unp_load_pop(Unpickler u) except -1:
+cdef int unp_load_pop(Unpickler u) except -1:
     # The stdlib keeps marks on a separate stack; POP removes a mark when one
     # sits at the top.
     if u.nmarks > 0 and u.marks[u.nmarks - 1] == u.sp:
         u.nmarks -= 1
         u.fence = u.marks[u.nmarks - 1] if u.nmarks else 0
     elif u.sp <= u.fence:
-        _unp_underflow(u)
+        unp_underflow(u)
     else:
-        _unp_clear_stack(u, u.sp - 1)
+        unp_clear_stack(u, u.sp - 1)
     return 0
 
 
-cdef int _unp_load_int_text(Unpickler u) except -1:
+cdef int unp_load_int_text(Unpickler u) except -1:
     cdef const char *s
     cdef char *c
     cdef char *endp
     cdef long x
     cdef int failed
-    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
-    c = _unp_line_copy(u, s, n)
+    c = unp_line_copy(u, s, n)
     x = fw_strtol(c, &endp, &failed)
     if failed or (endp[0] != b'\n' and endp[0] != 0):
         try:
-            return _unp_push(u, c_int_from_string(c, NULL, 0))
+            return unp_push(u, c_int_from_string(c, NULL, 0))
         except ValueError:
             raise ValueError("could not convert string to int") from None
     if n == 3 and (x == 0 or x == 1):
-        return _unp_push_borrowed(u, c_true if x else c_false)
-    return _unp_push(u, c_int_from_long(x))
+        return unp_push_borrowed(u, c_true if x else c_false)
+    return unp_push(u, c_int_from_long(x))
 
 
-cdef int _unp_load_long_text(Unpickler u) except -1:
+cdef int unp_load_long_text(Unpickler u) except -1:
     cdef const char *s
     cdef char *c
-    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
-    c = _unp_line_copy(u, s, n)
+    c = unp_line_copy(u, s, n)
     if c[n - 2] == b'L':
         c[n - 2] = 0
-    return _unp_push(u, c_int_from_string(c, NULL, 0))
+    return unp_push(u, c_int_from_string(c, NULL, 0))
 
 
-cdef int _unp_load_float_text(Unpickler u) except -1:
+cdef int unp_load_float_text(Unpickler u) except -1:
     cdef const char *s
     cdef char *c
     cdef char *endp
     cdef double d
-    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
-    c = _unp_line_copy(u, s, n)
-    d = PyOS_string_to_double(c, &endp, OverflowError)
+    c = unp_line_copy(u, s, n)
+    d = c_string_to_double(c, &endp, OverflowError)
     if endp[0] != b'\n' and endp[0] != 0:
         raise ValueError("could not convert string to float")
-    return _unp_push(u, c_float_from_double(d))
+    return unp_push(u, c_float_from_double(d))
 
 
-cdef int _unp_load_string_text(Unpickler u) except -1:
+cdef int unp_load_string_text(Unpickler u) except -1:
     cdef const char *s
-    cdef Py_ssize_t n = _unp_readline(u, &s) - 1
+    cdef Py_ssize_t n = unp_readline(u, &s) - 1
     if n >= 2 and s[0] == s[n - 1] and (s[0] == b"'" or s[0] == b'"'):
         pass
     else:
@@ -1809,64 +1722,64 @@ cdef int _unp_load_string_text(Unpickler u) except -1:
     raw = <bytes>c_bytes_decode_escape(s + 1, n - 2, NULL, 0, NULL)
     c_decref(<PyObject *>raw)
     if u.encoding_is_bytes:
-        return _unp_push_obj(u, raw)
-    return _unp_push(u, c_unicode_decode(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw),
-                                         PyBytes_AS_STRING(u.encoding),
-                                         PyBytes_AS_STRING(u.errors)))
+        return unp_push_obj(u, raw)
+    return unp_push(u, c_unicode_decode(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw),
+                                        PyBytes_AS_STRING(u.encoding),
+                                        PyBytes_AS_STRING(u.errors)))
 
 
-cdef int _unp_load_binstring(Unpickler u, int nbytes) except -1:
-    cdef Py_ssize_t size = fw_le_size(_unp_take(u, nbytes), nbytes)
+cdef int unp_load_binstring(Unpickler u, int nbytes) except -1:
+    cdef Py_ssize_t size = fw_le_size(unp_take(u, nbytes), nbytes)
     cdef const char *s
     if size < 0:
         raise UnpicklingError(f"BINSTRING exceeds system's maximum size of "
                               f"{PY_SSIZE_T_MAX} bytes")
-    s = _unp_take(u, size)
+    s = unp_take(u, size)
     if u.encoding_is_bytes:
-        return _unp_push(u, c_bytes_from(s, size))
-    return _unp_push(u, c_unicode_decode(s, size, PyBytes_AS_STRING(u.encoding),
-                                         PyBytes_AS_STRING(u.errors)))
+        return unp_push(u, c_bytes_from(s, size))
+    return unp_push(u, c_unicode_decode(s, size, PyBytes_AS_STRING(u.encoding),
+                                        PyBytes_AS_STRING(u.errors)))
 
 
-cdef int _unp_load_bytes(Unpickler u, int nbytes, bint as_bytearray) except -1:
-    cdef Py_ssize_t size = fw_le_size(_unp_take(u, nbytes), nbytes)
+cdef int unp_load_bytes(Unpickler u, int nbytes, bint as_bytearray) except -1:
+    cdef Py_ssize_t size = fw_le_size(unp_take(u, nbytes), nbytes)
     if size < 0:
         raise OverflowError(f"{'BYTEARRAY8' if as_bytearray else 'BINBYTES'} exceeds "
                             f"system's maximum size of {PY_SSIZE_T_MAX} bytes")
-    return _unp_push_payload(u, size, as_bytearray)
+    return unp_push_payload(u, size, as_bytearray)
 
 
-cdef int _unp_load_counted_long(Unpickler u, int nbytes) except -1:
-    cdef long size = fw_le_int(_unp_take(u, nbytes), nbytes)
+cdef int unp_load_counted_long(Unpickler u, int nbytes) except -1:
+    cdef long size = fw_le_int(unp_take(u, nbytes), nbytes)
     cdef const char *s
     if size < 0:
         raise UnpicklingError("LONG pickle has negative byte count")
     if size == 0:
-        return _unp_push(u, c_int_from_long(0))
-    s = _unp_take(u, size)
-    return _unp_push(u, c_int_from_le_bytes(<const unsigned char *>s, size, 1, 1))
+        return unp_push(u, c_int_from_long(0))
+    s = unp_take(u, size)
+    return unp_push(u, c_int_from_le_bytes(<const unsigned char *>s, size, 1, 1))
 
 
-cdef int _unp_load_frame(Unpickler u) except -1:
-    cdef Py_ssize_t size = fw_le_size(_unp_take(u, 8), 8)
+cdef int unp_load_frame(Unpickler u) except -1:
+    cdef Py_ssize_t size = fw_le_size(unp_take(u, 8), 8)
     if size < 0:
         raise OverflowError(f"FRAME length exceeds system's maximum of "
                             f"{PY_SSIZE_T_MAX} bytes")
     if u.end - u.pos < size:
-        _unp_fill(u, size)
+        unp_fill(u, size)
     return 0
 
 
-cdef int _unp_load_persid(Unpickler u, bint binary) except -1:
+cdef int unp_load_persid(Unpickler u, bint binary) except -1:
     cdef const char *s
     cdef Py_ssize_t n
     if u.pers_func is None:
         raise UnpicklingError("A load persistent id instruction was encountered, "
                               "but no persistent_load function was specified.")
     if binary:
-        pid = _unp_pop(u)
+        pid = unp_pop(u)
     else:
-        n = _unp_readline(u, &s)
+        n = unp_readline(u, &s)
         if n < 1:
             raise UnpicklingError("pickle data was truncated")
         try:
@@ -1875,38 +1788,38 @@ cdef int _unp_load_persid(Unpickler u, bint binary) except -1:
             raise UnpicklingError("persistent IDs in protocol 0 must be ASCII strings") from None
         c_decref(<PyObject *>pid)
     if u.restriction is not None:
-        _unp_charge(u, pid, UNP_CHARGE_PASS)
-        return _unp_push_obj(u, _unp_made(u, u.pers_func(pid)))
-    return _unp_push_obj(u, u.pers_func(pid))
+        unp_charge(u, pid, UNP_CHARGE_PASS)
+        return unp_push_obj(u, unp_made(u, u.pers_func(pid)))
+    return unp_push_obj(u, u.pers_func(pid))
 
 
-cdef int _unp_load_get_text(Unpickler u) except -1:
+cdef int unp_load_get_text(Unpickler u) except -1:
     cdef const char *s
-    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t n = unp_readline(u, &s)
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
-    key = <object>c_int_from_string(_unp_line_copy(u, s, n), NULL, 10)
+    key = <object>c_int_from_string(unp_line_copy(u, s, n), NULL, 10)
     c_decref(<PyObject *>key)
-    return _unp_push_borrowed(u, _unp_memo_get(u, key))
+    return unp_push_borrowed(u, unp_memo_get(u, key))
 
 
-cdef int _unp_load_put_text(Unpickler u) except -1:
+cdef int unp_load_put_text(Unpickler u) except -1:
     cdef const char *s
-    cdef Py_ssize_t n = _unp_readline(u, &s)
+    cdef Py_ssize_t n = unp_readline(u, &s)
     cdef Py_ssize_t idx
     if n < 2:
         raise UnpicklingError("pickle data was truncated")
     if u.sp <= u.fence:
-        _unp_underflow(u)
-    key = <object>c_int_from_string(_unp_line_copy(u, s, n), NULL, 10)
+        unp_underflow(u)
+    key = <object>c_int_from_string(unp_line_copy(u, s, n), NULL, 10)
     c_decref(<PyObject *>key)
     idx = key
     if idx < 0:
         raise ValueError("negative PUT argument")
-    return _unp_memo_put(u, idx, u.stack[u.sp - 1], False)
+    return unp_memo_put(u, idx, u.stack[u.sp - 1], False)
 
 
-cdef int _unp_load_next_buffer(Unpickler u) except -1:
+cdef int unp_load_next_buffer(Unpickler u) except -1:
     if u.buffers is None:
         raise UnpicklingError("pickle stream refers to out-of-band data but no "
                               "*buffers* argument was given")
@@ -1914,18 +1827,18 @@ cdef int _unp_load_next_buffer(Unpickler u) except -1:
         buf = next(u.buffers)
     except StopIteration:
         raise UnpicklingError("not enough out-of-band buffers") from None
-    return _unp_push_obj(u, _unp_made(u, buf))
+    return unp_push_obj(u, unp_made(u, buf))
 
 
-cdef int _unp_load_readonly_buffer(Unpickler u) except -1:
+cdef int unp_load_readonly_buffer(Unpickler u) except -1:
     cdef PyObject *top
     if u.sp <= u.fence:
-        _unp_underflow(u)
+        unp_underflow(u)
     top = u.stack[u.sp - 1]
-    view = <object>PyMemoryView_FromObject(<object>top)
+    view = <object>c_memoryview_from(<object>top)
     c_decref(<PyObject *>view)
     if u.restriction is not None and u.made is not None and id(<object>top) in u.made:
-        _unp_note_made(u, view)
+        unp_note_made(u, view)
     if not fw_memoryview_is_readonly(view):
         fw_memoryview_set_readonly(view)
         c_incref(<PyObject *>view)
@@ -1934,7 +1847,7 @@ cdef int _unp_load_readonly_buffer(Unpickler u) except -1:
     return 0
 
 
-cdef int _unp_invalid_key(unsigned char c) except -1:
+cdef int unp_invalid_key(unsigned char c) except -1:
     if 0x20 <= c <= 0x7e and c != b"'" and c != b'\\':
         raise UnpicklingError(f"invalid load key, '{chr(c)}'.")
     raise UnpicklingError(f"invalid load key, '\\x{c:02x}'.")
@@ -1942,7 +1855,7 @@ cdef int _unp_invalid_key(unsigned char c) except -1:
 
 # ----- the loop ------------------------------------------------------------
 
-cdef object _unp_decode(Unpickler u):
+cdef object unp_decode(Unpickler u):
     """Run the stack machine to STOP and return the top of the stack."""
     cdef const char *s
     cdef unsigned char op
@@ -1954,122 +1867,122 @@ cdef object _unp_decode(Unpickler u):
     u.proto = 0
     u.work = 0
     u.made = None
-    _unp_clear_stack(u, 0)
+    unp_clear_stack(u, 0)
 
     while True:
         if u.sp == u.stack_cap:
-            _unp_grow_stack(u)
+            unp_grow_stack(u)
         if u.pos < u.end:
             op = <unsigned char>u.pos[0]
             u.pos += 1
         else:
             try:
-                op = <unsigned char>_unp_take(u, 1)[0]
+                op = <unsigned char>unp_take(u, 1)[0]
             except UnpicklingError:
                 raise EOFError("Ran out of input") from None
 
-        if op == UOP_BININT1:
-            s = _unp_take_fast(u, 1)
+        if op == OP_BININT1:
+            s = unp_take_fast(u, 1)
             if s == NULL:
-                s = _unp_take_slow(u, 1)
-            _unp_push(u, c_int_from_long(<unsigned char>s[0]))
-        elif op == UOP_MEMOIZE:
+                s = unp_take_slow(u, 1)
+            unp_push(u, c_int_from_long(<unsigned char>s[0]))
+        elif op == OP_MEMOIZE:
             if u.sp <= u.fence:
-                _unp_underflow(u)
-            _unp_memoize_top(u)
-        elif op == UOP_SHORT_BINUNICODE:
-            s = _unp_take_fast(u, 1)
+                unp_underflow(u)
+            unp_memoize_top(u)
+        elif op == OP_SHORT_BINUNICODE:
+            s = unp_take_fast(u, 1)
             if s == NULL:
-                s = _unp_take_slow(u, 1)
+                s = unp_take_slow(u, 1)
             n = <unsigned char>s[0]
-            s = _unp_take_fast(u, n)
+            s = unp_take_fast(u, n)
             if s == NULL:
-                s = _unp_take_slow(u, n)
-            _unp_push(u, fw_decode_pickled_str(s, n))
-            _unp_memoize_if_next(u)
-        elif op == UOP_BINGET:
-            s = _unp_take_fast(u, 1)
+                s = unp_take_slow(u, n)
+            unp_push(u, fw_decode_pickled_str(s, n))
+            unp_memoize_if_next(u)
+        elif op == OP_BINGET:
+            s = unp_take_fast(u, 1)
             if s == NULL:
-                s = _unp_take_slow(u, 1)
+                s = unp_take_slow(u, 1)
             idx = <unsigned char>s[0]
             if idx < u.memo_cap and u.memo[idx] != NULL:
-                _unp_push_borrowed(u, u.memo[idx])
+                unp_push_borrowed(u, u.memo[idx])
             else:
-                _unp_push_borrowed(u, _unp_memo_get(u, idx))
-        elif op == UOP_BINFLOAT:
-            s = _unp_take_fast(u, 8)
+                unp_push_borrowed(u, unp_memo_get(u, idx))
+        elif op == OP_BINFLOAT:
+            s = unp_take_fast(u, 8)
             if s == NULL:
-                s = _unp_take_slow(u, 8)
-            _unp_push(u, c_float_from_double(fw_be_double(s)))
-        elif op == UOP_BININT:
-            s = _unp_take_fast(u, 4)
+                s = unp_take_slow(u, 8)
+            unp_push(u, c_float_from_double(fw_be_double(s)))
+        elif op == OP_BININT:
+            s = unp_take_fast(u, 4)
             if s == NULL:
-                s = _unp_take_slow(u, 4)
-            _unp_push(u, c_int_from_long(fw_le_int(s, 4)))
-        elif op == UOP_BININT2:
-            s = _unp_take_fast(u, 2)
+                s = unp_take_slow(u, 4)
+            unp_push(u, c_int_from_long(fw_le_int(s, 4)))
+        elif op == OP_BININT2:
+            s = unp_take_fast(u, 2)
             if s == NULL:
-                s = _unp_take_slow(u, 2)
-            _unp_push(u, c_int_from_long(fw_le_int(s, 2)))
-        elif op == UOP_MARK:
-            _unp_push_mark(u)
-        elif op == UOP_APPENDS:
-            _unp_do_append(u, _unp_marker(u))
-        elif op == UOP_SETITEMS:
-            _unp_do_setitems(u, _unp_marker(u))
-        elif op == UOP_EMPTY_LIST:
-            _unp_push(u, c_new_list(0))
-            _unp_memoize_if_next(u)
-        elif op == UOP_EMPTY_DICT:
-            _unp_push(u, c_new_dict())
-            _unp_memoize_if_next(u)
-        elif op == UOP_EMPTY_TUPLE:
-            _unp_push(u, c_new_tuple(0))
-        elif op == UOP_TUPLE1 or op == UOP_TUPLE2 or op == UOP_TUPLE3:
-            n = op - UOP_TUPLE1 + 1
+                s = unp_take_slow(u, 2)
+            unp_push(u, c_int_from_long(fw_le_int(s, 2)))
+        elif op == OP_MARK:
+            unp_push_mark(u)
+        elif op == OP_APPENDS:
+            unp_do_append(u, unp_marker(u))
+        elif op == OP_SETITEMS:
+            unp_do_setitems(u, unp_marker(u))
+        elif op == OP_EMPTY_LIST:
+            unp_push(u, c_new_list(0))
+            unp_memoize_if_next(u)
+        elif op == OP_EMPTY_DICT:
+            unp_push(u, c_new_dict())
+            unp_memoize_if_next(u)
+        elif op == OP_EMPTY_TUPLE:
+            unp_push(u, c_new_tuple(0))
+        elif op == OP_TUPLE1 or op == OP_TUPLE2 or op == OP_TUPLE3:
+            n = op - OP_TUPLE1 + 1
             if u.sp - n < u.fence:
-                _unp_underflow(u)
+                unp_underflow(u)
             o = fw_tuple_from_steal(u.stack + u.sp - n, n)
             u.sp -= n
-            _unp_push(u, o)
-            _unp_memoize_if_next(u)
-        elif op == UOP_NONE:
-            _unp_push_borrowed(u, c_none)
-        elif op == UOP_NEWTRUE:
-            _unp_push_borrowed(u, c_true)
-        elif op == UOP_NEWFALSE:
-            _unp_push_borrowed(u, c_false)
-        elif op == UOP_BINUNICODE:
-            n = fw_le_size(_unp_take(u, 4), 4)
-            s = _unp_take(u, n)
-            _unp_push(u, fw_decode_pickled_str(s, n))
-        elif op == UOP_BINUNICODE8:
-            n = fw_le_size(_unp_take(u, 8), 8)
+            unp_push(u, o)
+            unp_memoize_if_next(u)
+        elif op == OP_NONE:
+            unp_push_borrowed(u, c_none)
+        elif op == OP_NEWTRUE:
+            unp_push_borrowed(u, c_true)
+        elif op == OP_NEWFALSE:
+            unp_push_borrowed(u, c_false)
+        elif op == OP_BINUNICODE:
+            n = fw_le_size(unp_take(u, 4), 4)
+            s = unp_take(u, n)
+            unp_push(u, fw_decode_pickled_str(s, n))
+        elif op == OP_BINUNICODE8:
+            n = fw_le_size(unp_take(u, 8), 8)
             if n < 0:
                 raise OverflowError(f"BINUNICODE exceeds system's maximum size of "
                                     f"{PY_SSIZE_T_MAX} bytes")
-            s = _unp_take(u, n)
-            _unp_push(u, fw_decode_pickled_str(s, n))
-        elif op == UOP_SHORT_BINBYTES:
-            _unp_load_bytes(u, 1, False)
-        elif op == UOP_BINBYTES:
-            _unp_load_bytes(u, 4, False)
-        elif op == UOP_BINBYTES8:
-            _unp_load_bytes(u, 8, False)
-        elif op == UOP_BYTEARRAY8:
-            _unp_load_bytes(u, 8, True)
-        elif op == UOP_LONG_BINGET:
-            idx = fw_le_size(_unp_take(u, 4), 4)
-            _unp_push_borrowed(u, _unp_memo_get(u, idx))
-        elif op == UOP_BINPUT or op == UOP_LONG_BINPUT:
-            n = 1 if op == UOP_BINPUT else 4
-            s = _unp_take(u, n)
+            s = unp_take(u, n)
+            unp_push(u, fw_decode_pickled_str(s, n))
+        elif op == OP_SHORT_BINBYTES:
+            unp_load_bytes(u, 1, False)
+        elif op == OP_BINBYTES:
+            unp_load_bytes(u, 4, False)
+        elif op == OP_BINBYTES8:
+            unp_load_bytes(u, 8, False)
+        elif op == OP_BYTEARRAY8:
+            unp_load_bytes(u, 8, True)
+        elif op == OP_LONG_BINGET:
+            idx = fw_le_size(unp_take(u, 4), 4)
+            unp_push_borrowed(u, unp_memo_get(u, idx))
+        elif op == OP_BINPUT or op == OP_LONG_BINPUT:
+            n = 1 if op == OP_BINPUT else 4
+            s = unp_take(u, n)
             if u.sp <= u.fence:
-                _unp_underflow(u)
-            _unp_memo_put(u, fw_le_size(s, <int>n), u.stack[u.sp - 1], False)
-        elif op == UOP_STACK_GLOBAL:
-            _unp_load_stack_global(u)
-        elif op == UOP_NEWOBJ:
+                unp_underflow(u)
+            unp_memo_put(u, fw_le_size(s, <int>n), u.stack[u.sp - 1], False)
+        elif op == OP_STACK_GLOBAL:
+            unp_load_stack_global(u)
+        elif op == OP_NEWOBJ:
             o = u.stack[u.sp - 2] if u.sp - 2 >= u.fence else NULL
             if (o != NULL and u.restriction is None and c_is_type(o) and fw_type_has_new(o)
                     and c_is_tuple(u.stack[u.sp - 1])):
@@ -2077,112 +1990,112 @@ cdef object _unp_decode(Unpickler u):
                 u.sp -= 2
                 c_decref(u.stack[u.sp + 1])
                 c_decref(u.stack[u.sp])
-                _unp_push(u, o)
-                _unp_memoize_if_next(u)
+                unp_push(u, o)
+                unp_memoize_if_next(u)
             else:
-                _unp_load_newobj(u, False)
-        elif op == UOP_NEWOBJ_EX:
-            _unp_load_newobj(u, True)
-        elif op == UOP_BUILD:
-            _unp_load_build(u)
-        elif op == UOP_REDUCE:
-            _unp_load_reduce(u)
-        elif op == UOP_APPEND:
+                unp_load_newobj(u, False)
+        elif op == OP_NEWOBJ_EX:
+            unp_load_newobj(u, True)
+        elif op == OP_BUILD:
+            unp_load_build(u)
+        elif op == OP_REDUCE:
+            unp_load_reduce(u)
+        elif op == OP_APPEND:
             if u.sp - 1 <= u.fence:
-                _unp_underflow(u)
-            _unp_do_append(u, u.sp - 1)
-        elif op == UOP_SETITEM:
-            _unp_do_setitems(u, u.sp - 2)
-        elif op == UOP_FRAME:
-            _unp_load_frame(u)
-        elif op == UOP_PROTO:
-            n = <unsigned char>_unp_take(u, 1)[0]
+                unp_underflow(u)
+            unp_do_append(u, u.sp - 1)
+        elif op == OP_SETITEM:
+            unp_do_setitems(u, u.sp - 2)
+        elif op == OP_FRAME:
+            unp_load_frame(u)
+        elif op == OP_PROTO:
+            n = <unsigned char>unp_take(u, 1)[0]
             if n > UNP_HIGHEST_PROTOCOL:
                 raise ValueError(f"unsupported pickle protocol: {n}")
             u.proto = <int>n
-        elif op == UOP_STOP:
+        elif op == OP_STOP:
             break
-        elif op == UOP_LONG1:
-            _unp_load_counted_long(u, 1)
-        elif op == UOP_LONG4:
-            _unp_load_counted_long(u, 4)
-        elif op == UOP_EMPTY_SET:
-            _unp_push(u, c_new_set(NULL))
-        elif op == UOP_ADDITEMS:
-            _unp_load_additems(u)
-        elif op == UOP_FROZENSET:
-            _unp_load_frozenset(u)
-        elif op == UOP_TUPLE:
-            n = _unp_marker(u)
-            _unp_push_obj(u, _unp_pop_tuple(u, n))
-        elif op == UOP_LIST:
-            n = _unp_marker(u)
+        elif op == OP_LONG1:
+            unp_load_counted_long(u, 1)
+        elif op == OP_LONG4:
+            unp_load_counted_long(u, 4)
+        elif op == OP_EMPTY_SET:
+            unp_push(u, c_new_set(NULL))
+        elif op == OP_ADDITEMS:
+            unp_load_additems(u)
+        elif op == OP_FROZENSET:
+            unp_load_frozenset(u)
+        elif op == OP_TUPLE:
+            n = unp_marker(u)
+            unp_push_obj(u, unp_pop_tuple(u, n))
+        elif op == OP_LIST:
+            n = unp_marker(u)
             o = fw_list_from_steal(u.stack + n, u.sp - n)
             u.sp = n
-            _unp_push(u, o)
-        elif op == UOP_DICT:
-            _unp_load_dict(u)
-        elif op == UOP_POP:
-            _unp_load_pop(u)
-        elif op == UOP_POP_MARK:
-            _unp_clear_stack(u, _unp_marker(u))
-        elif op == UOP_DUP:
+            unp_push(u, o)
+        elif op == OP_DICT:
+            unp_load_dict(u)
+        elif op == OP_POP:
+            unp_load_pop(u)
+        elif op == OP_POP_MARK:
+            unp_clear_stack(u, unp_marker(u))
+        elif op == OP_DUP:
             if u.sp <= u.fence:
-                _unp_underflow(u)
-            _unp_push_borrowed(u, u.stack[u.sp - 1])
-        elif op == UOP_GLOBAL:
-            _unp_load_global(u)
-        elif op == UOP_INST:
-            _unp_load_inst(u)
-        elif op == UOP_OBJ:
-            _unp_load_obj(u)
-        elif op == UOP_EXT1:
-            _unp_load_ext(u, 1)
-        elif op == UOP_EXT2:
-            _unp_load_ext(u, 2)
-        elif op == UOP_EXT4:
-            _unp_load_ext(u, 4)
-        elif op == UOP_PERSID:
-            _unp_load_persid(u, False)
-        elif op == UOP_BINPERSID:
-            _unp_load_persid(u, True)
-        elif op == UOP_INT:
-            _unp_load_int_text(u)
-        elif op == UOP_LONG:
-            _unp_load_long_text(u)
-        elif op == UOP_FLOAT:
-            _unp_load_float_text(u)
-        elif op == UOP_STRING:
-            _unp_load_string_text(u)
-        elif op == UOP_BINSTRING:
-            _unp_load_binstring(u, 4)
-        elif op == UOP_SHORT_BINSTRING:
-            _unp_load_binstring(u, 1)
-        elif op == UOP_UNICODE:
-            n = _unp_readline(u, &s)
+                unp_underflow(u)
+            unp_push_borrowed(u, u.stack[u.sp - 1])
+        elif op == OP_GLOBAL:
+            unp_load_global(u)
+        elif op == OP_INST:
+            unp_load_inst(u)
+        elif op == OP_OBJ:
+            unp_load_obj(u)
+        elif op == OP_EXT1:
+            unp_load_ext(u, 1)
+        elif op == OP_EXT2:
+            unp_load_ext(u, 2)
+        elif op == OP_EXT4:
+            unp_load_ext(u, 4)
+        elif op == OP_PERSID:
+            unp_load_persid(u, False)
+        elif op == OP_BINPERSID:
+            unp_load_persid(u, True)
+        elif op == OP_INT:
+            unp_load_int_text(u)
+        elif op == OP_LONG:
+            unp_load_long_text(u)
+        elif op == OP_FLOAT:
+            unp_load_float_text(u)
+        elif op == OP_STRING:
+            unp_load_string_text(u)
+        elif op == OP_BINSTRING:
+            unp_load_binstring(u, 4)
+        elif op == OP_SHORT_BINSTRING:
+            unp_load_binstring(u, 1)
+        elif op == OP_UNICODE:
+            n = unp_readline(u, &s)
             if n < 1:
                 raise UnpicklingError("pickle data was truncated")
-            _unp_push(u, c_decode_raw_unicode_escape(s, n - 1, NULL))
-        elif op == UOP_GET:
-            _unp_load_get_text(u)
-        elif op == UOP_PUT:
-            _unp_load_put_text(u)
-        elif op == UOP_NEXT_BUFFER:
-            _unp_load_next_buffer(u)
-        elif op == UOP_READONLY_BUFFER:
-            _unp_load_readonly_buffer(u)
+            unp_push(u, c_decode_raw_unicode_escape(s, n - 1, NULL))
+        elif op == OP_GET:
+            unp_load_get_text(u)
+        elif op == OP_PUT:
+            unp_load_put_text(u)
+        elif op == OP_NEXT_BUFFER:
+            unp_load_next_buffer(u)
+        elif op == OP_READONLY_BUFFER:
+            unp_load_readonly_buffer(u)
         else:
-            _unp_invalid_key(op)
+            unp_invalid_key(op)
 
-    result = _unp_pop(u)
+    result = unp_pop(u)
     if u.restriction is not None:
         # Whatever the load built may now be hashed, compared or printed
         # by the caller: it must fit the same bounds.  loads() forgets its
         # memo now rather than after returning, so that a container only
         # its parent holds is seen to be unshared (restrict.h).
         if u.file_read is None:
-            _unp_memo_clear(u)
-        _unp_charge(u, result, UNP_CHARGE_RESULT)
+            unp_memo_clear(u)
+        unp_charge(u, result, UNP_CHARGE_RESULT)
         u.made = None
     return result
 
@@ -2191,10 +2104,10 @@ cdef object _unp_decode(Unpickler u):
 
 # loads() reuses one decoder (and its grown arrays) while it is not in use;
 # a nested or concurrent call gets a fresh one.
-cdef Unpickler _unp_shared = Unpickler.__new__(Unpickler)
+cdef Unpickler unp_shared = Unpickler.__new__(Unpickler)
 
 
-cdef void _unp_trim(Unpickler u) noexcept:
+cdef void unp_trim(Unpickler u) noexcept:
     """Give back arrays a large load grew, so an idle decoder stays small."""
     if u.stack_cap > UNP_KEEP_STACK:
         PyMem_Free(u.stack)
@@ -2227,47 +2140,47 @@ def loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffe
         return unp_loads_default(data, allowed)
     # Claim first, configure second: configuring runs Python (bool(fix_imports),
     # iterating buffers= and allowed=) that may call loads() again.
-    u = _unp_claim_decoder()
+    u = unp_claim_decoder()
     try:
-        _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
-        _unp_set_memory_input(u, data)
-        return _unp_decode(u)
+        unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+        unp_set_memory_input(u, data)
+        return unp_decode(u)
     finally:
-        _unp_end_loads(u)
+        unp_end_loads(u)
 
 
 cdef object unp_loads_default(data, allowed):
     """loads(data, allowed=allowed) with every other argument at its default."""
-    cdef Unpickler u = _unp_claim_decoder()
+    cdef Unpickler u = unp_claim_decoder()
     try:
         # Keep the defaults the shared decoder already has.
         if u.encoding_is_bytes or u.buffers is not None \
                 or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
-            _unp_configure(u, True, "ASCII", "strict", (), None)
-        u.restriction = _unp_restriction_for(allowed)
-        _unp_set_memory_input(u, data)
-        return _unp_decode(u)
+            unp_configure(u, True, "ASCII", "strict", (), None)
+        u.restriction = unp_restriction_for(allowed)
+        unp_set_memory_input(u, data)
+        return unp_decode(u)
     finally:
-        _unp_end_loads(u)
+        unp_end_loads(u)
 
 
-cdef inline Unpickler _unp_claim_decoder():
+cdef inline Unpickler unp_claim_decoder():
     """The shared decoder, claimed; a fresh one (claimed) while it is in use."""
-    cdef Unpickler u = _unp_shared
+    cdef Unpickler u = unp_shared
     if not fw_claim(&u.busy):
         u = Unpickler.__new__(Unpickler)
         fw_claim(&u.busy)
     return u
 
 
-cdef void _unp_end_loads(Unpickler u) noexcept:
+cdef void unp_end_loads(Unpickler u) noexcept:
     """Empty a loads() decoder and release its claim, last: the references
     dropped here run finalizers, which must still find it busy."""
-    _unp_clear_stack(u, 0)
-    _unp_memo_clear(u)
+    unp_clear_stack(u, 0)
+    unp_memo_clear(u)
     fw_intern_cache_clear(&u.interns)
-    _unp_release_input(u)
-    _unp_trim(u)
+    unp_release_input(u)
+    unp_trim(u)
     u.buffers = None
     u.restriction = None
     u.made = None

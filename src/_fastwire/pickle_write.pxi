@@ -1,8 +1,9 @@
-# Pickle encoder (issue 3): protocols 2-5 written by C code the stdlib's
+# Pickle encoder: protocols 2-5 written by C code the stdlib's
 # pickle.loads reads back; protocols 0 and 1 are handed to the stdlib.
 #
 # Layout of this part, top to bottom:
-#   1. C declarations (borrowed PyObject* views of the C API, opcodes)
+#   1. C code only the encoder needs (the C API and the opcodes are
+#      declared in capi.pxd and opcodes.pxd, its state in encoder.pxd)
 #   2. PwBuffer-style output: one growing bytes object, frames patched in place
 #   3. PwMemo: pointer-keyed open-addressing memo table (owns its keys)
 #   4. the save_* functions: exact-type dispatch first, reduce protocol last
@@ -23,101 +24,57 @@
 #     memoized, so identity of shared and recursive structures is preserved
 #     even when user code re-reaches an object through a new reference.
 
-import copyreg as _pw_copyreg
-import functools as _pw_functools
-import codecs as _pw_codecs
-import _compat_pickle as _pw_compat_pickle
-import _pickle as _pw_cpickle
-import sys as _pw_sys
+# Shared declarations this part uses.
+# From frames.pxi, by inclusion: FramePrefix, as_prefix, encode_header,
+# encode_frame.
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+from cpython.object cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from capi cimport (
+    C_BUILTIN_SUBCLASS_FLAGS, Py_TPFLAGS_HEAPTYPE, TypeObject, c_as_long_long, c_buffer_contiguous,
+    c_bytearray_data, c_bytearray_size, c_bytearray_type, c_bytes_data, c_bytes_from_or_null,
+    c_bytes_resize, c_bytes_size, c_bytes_type, c_complex_imag, c_complex_real, c_complex_type,
+    c_decref, c_dict_get, c_dict_next, c_dict_size, c_dict_type, c_enter_recursive_call,
+    c_err_clear, c_err_matches, c_err_occurred, c_false, c_float_type, c_float_value,
+    c_frozenset_type, c_function_type, c_generic_get_dict, c_heap_type_name, c_import_object,
+    c_incref, c_is_compact_ascii, c_is_subtype, c_iter_check, c_leave_recursive_call, c_list_item,
+    c_list_size, c_list_type, c_long_type, c_no_memory, c_none, c_object_type, c_picklebuffer_type,
+    c_picklebuffer_view, c_refcnt, c_set_error, c_set_size, c_set_type, c_str_data, c_str_length,
+    c_str_type, c_true, c_tuple_item, c_tuple_size, c_tuple_type, c_type_lookup, c_type_of,
+    c_type_type, c_utf8_and_size,
+)
+from wire cimport (
+    FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_release, fw_store_f64, fw_store_u32,
+    fw_store_u64,
+)
+from opcodes cimport (
+    OP_ADDITEMS, OP_APPEND, OP_APPENDS, OP_BINBYTES, OP_BINBYTES8, OP_BINFLOAT, OP_BINGET,
+    OP_BININT, OP_BININT1, OP_BININT2, OP_BINPERSID, OP_BINPUT, OP_BINUNICODE, OP_BINUNICODE8,
+    OP_BUILD, OP_BYTEARRAY8, OP_EMPTY_DICT, OP_EMPTY_LIST, OP_EMPTY_SET, OP_EMPTY_TUPLE, OP_EXT1,
+    OP_EXT2, OP_EXT4, OP_FRAME, OP_FROZENSET, OP_GLOBAL, OP_LONG1, OP_LONG4, OP_LONG_BINGET,
+    OP_LONG_BINPUT, OP_MARK, OP_MEMOIZE, OP_NEWFALSE, OP_NEWOBJ, OP_NEWOBJ_EX, OP_NEWTRUE,
+    OP_NEXT_BUFFER, OP_NONE, OP_POP, OP_POP_MARK, OP_PROTO, OP_READONLY_BUFFER, OP_REDUCE,
+    OP_SETITEM, OP_SETITEMS, OP_SHORT_BINBYTES, OP_SHORT_BINUNICODE, OP_STACK_GLOBAL, OP_STOP,
+    OP_TUPLE, OP_TUPLE1, OP_TUPLE2, OP_TUPLE3,
+)
+from framing cimport PrefixSpec
+from encoder cimport (
+    PW_NO_BOUNDARY, PwCall, PwEnc, PwMemo, PwMemoSlot, pw_call_begin, pw_call_end, pw_memo_free,
+    pw_memo_init,
+)
+
+import copyreg
+import functools
+import codecs
+import _compat_pickle
+import _pickle
+import sys
 from operator import index as pw_index
 from pickle import DEFAULT_PROTOCOL as _PW_DEFAULT_PROTOCOL
 
 from libc.string cimport memmove
 from libc.stdlib cimport calloc, free
-
-
-cdef extern from "Python.h":
-    ctypedef struct PwType "PyTypeObject":
-        const char *tp_name
-        Py_ssize_t tp_basicsize
-        Py_ssize_t tp_itemsize
-        Py_ssize_t tp_dictoffset
-        unsigned long tp_flags
-        void *tp_new
-        void *tp_getattro
-        void *tp_descr_set
-        unsigned int tp_version_tag
-
-    PwType pw_long_type "PyLong_Type"
-    PwType pw_float_type "PyFloat_Type"
-    PwType pw_str_type "PyUnicode_Type"
-    PwType pw_bytes_type "PyBytes_Type"
-    PwType pw_list_type "PyList_Type"
-    PwType pw_dict_type "PyDict_Type"
-    PwType pw_tuple_type "PyTuple_Type"
-    PwType pw_set_type "PySet_Type"
-    PwType pw_frozenset_type "PyFrozenSet_Type"
-    PwType pw_bytearray_type "PyByteArray_Type"
-    PwType pw_type_type "PyType_Type"
-    PwType pw_function_type "PyFunction_Type"
-    PwType pw_picklebuffer_type "PyPickleBuffer_Type"
-    PwType pw_object_type "PyBaseObject_Type"
-    PwType pw_complex_type "PyComplex_Type"
-
-    unsigned long PW_TPFLAGS_HEAPTYPE "Py_TPFLAGS_HEAPTYPE"
-    unsigned long PW_TPFLAGS_BUILTIN_SUBCLASS_MASK "(Py_TPFLAGS_LONG_SUBCLASS | Py_TPFLAGS_LIST_SUBCLASS | Py_TPFLAGS_TUPLE_SUBCLASS | Py_TPFLAGS_BYTES_SUBCLASS | Py_TPFLAGS_UNICODE_SUBCLASS | Py_TPFLAGS_DICT_SUBCLASS | Py_TPFLAGS_BASE_EXC_SUBCLASS | Py_TPFLAGS_TYPE_SUBCLASS)"
-
-    PyObject *pw_none "Py_None"
-    PyObject *pw_true "Py_True"
-    PyObject *pw_false "Py_False"
-    PyObject *pw_not_implemented "Py_NotImplemented"
-
-    PwType *pw_type_of "Py_TYPE"(PyObject *o)
-    Py_ssize_t pw_refcnt "Py_REFCNT"(PyObject *o)
-    void pw_incref "Py_INCREF"(PyObject *o)
-    void pw_decref "Py_DECREF"(PyObject *o)
-    void pw_xdecref "Py_XDECREF"(PyObject *o)
-
-    int pw_enter_recursive_call "Py_EnterRecursiveCall"(const char *where)
-    void pw_leave_recursive_call "Py_LeaveRecursiveCall"()
-    PyObject *pw_err_occurred "PyErr_Occurred"()
-    PyObject *pw_no_memory "PyErr_NoMemory"()
-    void pw_set_error "PyErr_SetString"(PyObject *exc, const char *message)
-    void pw_err_clear "PyErr_Clear"()
-    bint pw_err_matches "PyErr_ExceptionMatches"(PyObject *exc)
-    bint pw_iter_check "PyIter_Check"(object o)
-    int pw_clzll "__builtin_clzll"(unsigned long long x)
-
-    long long pw_as_long_long "PyLong_AsLongLongAndOverflow"(PyObject *o, int *overflow)
-    double pw_float_value "PyFloat_AS_DOUBLE"(PyObject *o)
-    double pw_complex_real "PyComplex_RealAsDouble"(PyObject *o)
-    double pw_complex_imag "PyComplex_ImagAsDouble"(PyObject *o)
-    char *pw_bytes_data "PyBytes_AS_STRING"(PyObject *o)
-    Py_ssize_t pw_bytes_size "PyBytes_GET_SIZE"(PyObject *o)
-    PyObject *pw_bytes_new "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
-    bytes pw_bytes_copy "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
-    int pw_bytes_resize "_PyBytes_Resize"(PyObject **b, Py_ssize_t n)
-    char *pw_bytearray_data "PyByteArray_AS_STRING"(PyObject *o)
-    Py_ssize_t pw_bytearray_size "PyByteArray_GET_SIZE"(PyObject *o)
-    bint pw_is_compact_ascii "PyUnicode_IS_COMPACT_ASCII"(PyObject *o)
-    void *pw_str_data "PyUnicode_DATA"(PyObject *o)
-    Py_ssize_t pw_str_length "PyUnicode_GET_LENGTH"(PyObject *o)
-    const char *pw_utf8_and_size "PyUnicode_AsUTF8AndSize"(PyObject *o, Py_ssize_t *size)
-    Py_ssize_t pw_list_size "PyList_GET_SIZE"(PyObject *o)
-    PyObject *pw_list_item "PyList_GET_ITEM"(PyObject *o, Py_ssize_t i)
-    Py_ssize_t pw_tuple_size "PyTuple_GET_SIZE"(PyObject *o)
-    PyObject *pw_tuple_item "PyTuple_GET_ITEM"(PyObject *o, Py_ssize_t i)
-    Py_ssize_t pw_dict_size "PyDict_GET_SIZE"(PyObject *o)
-    int pw_dict_next "PyDict_Next"(PyObject *d, Py_ssize_t *pos, PyObject **key, PyObject **value)
-    PyObject *pw_dict_get "PyDict_GetItem"(PyObject *d, PyObject *key)
-    Py_ssize_t pw_set_size "PySet_GET_SIZE"(PyObject *o)
-    PyObject *pw_type_lookup "_PyType_Lookup"(PwType *t, PyObject *name)
-    object pw_heap_type_name "PyType_GetName"(PwType *t)
-    bint pw_is_subtype "PyType_IsSubtype"(PwType *a, PwType *b)
-    const Py_buffer *pw_picklebuffer_view "PyPickleBuffer_GetBuffer"(PyObject *o)
-    bint pw_buffer_contiguous "PyBuffer_IsContiguous"(const Py_buffer *view, char order)
-    object pw_import "PyImport_Import"(object name)
-    object pw_generic_get_dict "PyObject_GenericGetDict"(object o, void *context)
 
 
 cdef extern from *:
@@ -188,9 +145,9 @@ cdef extern from *:
     #define pw_delta_seconds(o) PyDateTime_DELTA_GET_SECONDS(o)
     #define pw_delta_microseconds(o) PyDateTime_DELTA_GET_MICROSECONDS(o)
     """
-    PwType *pw_delta_type
+    TypeObject *pw_delta_type
     int pw_datetime_import() except -1
-    int pw_datetime_state(PyObject *o, PwType *t, int proto, unsigned char *out, PyObject **tzinfo) noexcept
+    int pw_datetime_state(PyObject *o, TypeObject *t, int proto, unsigned char *out, PyObject **tzinfo) noexcept
     int pw_delta_days(PyObject *o)
     int pw_delta_seconds(PyObject *o)
     int pw_delta_microseconds(PyObject *o)
@@ -226,64 +183,8 @@ cdef extern from *:
         (((PyTypeObject *)(t))->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
     #endif
     """
-    bint pw_version_valid(PwType *t)
+    bint pw_version_valid(TypeObject *t)
 
-
-# Opcodes (see pickletools); only those the encoder writes.
-cdef enum:
-    OP_MARK = 0x28            # (
-    OP_STOP = 0x2e            # .
-    OP_POP = 0x30             # 0
-    OP_POP_MARK = 0x31        # 1
-    OP_BINFLOAT = 0x47        # G
-    OP_BININT = 0x4a          # J
-    OP_BININT1 = 0x4b         # K
-    OP_BININT2 = 0x4d         # M
-    OP_NONE = 0x4e            # N
-    OP_BINPERSID = 0x51       # Q
-    OP_REDUCE = 0x52          # R
-    OP_BINUNICODE = 0x58      # X
-    OP_APPEND = 0x61          # a
-    OP_BUILD = 0x62           # b
-    OP_GLOBAL = 0x63          # c
-    OP_APPENDS = 0x65         # e
-    OP_BINGET = 0x68          # h
-    OP_LONG_BINGET = 0x6a     # j
-    OP_EMPTY_LIST = 0x5d      # ]
-    OP_BINPUT = 0x71          # q
-    OP_LONG_BINPUT = 0x72     # r
-    OP_SETITEM = 0x73         # s
-    OP_TUPLE = 0x74           # t
-    OP_EMPTY_TUPLE = 0x29     # )
-    OP_SETITEMS = 0x75        # u
-    OP_EMPTY_DICT = 0x7d      # }
-    OP_BINBYTES = 0x42        # B
-    OP_SHORT_BINBYTES = 0x43  # C
-    OP_PROTO = 0x80
-    OP_NEWOBJ = 0x81
-    OP_EXT1 = 0x82
-    OP_EXT2 = 0x83
-    OP_EXT4 = 0x84
-    OP_TUPLE1 = 0x85
-    OP_TUPLE2 = 0x86
-    OP_TUPLE3 = 0x87
-    OP_NEWTRUE = 0x88
-    OP_NEWFALSE = 0x89
-    OP_LONG1 = 0x8a
-    OP_LONG4 = 0x8b
-    OP_SHORT_BINUNICODE = 0x8c
-    OP_BINUNICODE8 = 0x8d
-    OP_BINBYTES8 = 0x8e
-    OP_EMPTY_SET = 0x8f
-    OP_ADDITEMS = 0x90
-    OP_FROZENSET = 0x91
-    OP_NEWOBJ_EX = 0x92
-    OP_STACK_GLOBAL = 0x93
-    OP_MEMOIZE = 0x94
-    OP_FRAME = 0x95
-    OP_BYTEARRAY8 = 0x96
-    OP_NEXT_BUFFER = 0x97
-    OP_READONLY_BUFFER = 0x98
 
 cdef enum:
     PW_HIGHEST_PROTOCOL = 5
@@ -292,8 +193,6 @@ cdef enum:
     PW_FRAME_TARGET = 64 * 1024       # frames are committed once they reach this size
     PW_FRAME_MIN = 4                  # smaller frames are written without a header
     PW_FAST_NESTING_LIMIT = 50        # depth at which fast mode starts tracking cycles
-    PW_STACK_OUTPUT = 1024            # dumps() assembles small pickles on the C stack
-    PW_INLINE_MEMO = 16               # memo slots on the C stack for dumps()
     # Each nested by-value reduction re-enters Python from C; 3.13 counts such
     # re-entries against its C limit only (10,000), far more than the C stack
     # holds for this cycle, so the encoder bounds the nesting itself.
@@ -306,22 +205,21 @@ cdef enum:
 
 # A C constant: a bare 0xffffffff literal in a comparison is a Python int to Cython.
 cdef uint64_t PW_MAX_MEMO_ID = 0xffffffffULL
-cdef Py_ssize_t PW_NO_BOUNDARY = <Py_ssize_t>((<size_t>-1) >> 1)
 
-cdef object pw_PicklingError = _pw_cpickle.PicklingError
-cdef object pw_copyreg_dispatch_table = _pw_copyreg.dispatch_table
-cdef object pw_copyreg_pickle_complex = getattr(_pw_copyreg, "pickle_complex", None)
-cdef object pw_extension_registry = _pw_copyreg._extension_registry
-cdef object pw_newobj = _pw_copyreg.__newobj__
-cdef object pw_newobj_ex = _pw_copyreg.__newobj_ex__
-cdef object pw_partial = _pw_functools.partial
-cdef object pw_codecs_encode = _pw_codecs.encode
-cdef object pw_reverse_name_mapping = _pw_compat_pickle.REVERSE_NAME_MAPPING
-cdef object pw_reverse_import_mapping = _pw_compat_pickle.REVERSE_IMPORT_MAPPING
+cdef object pw_PicklingError = _pickle.PicklingError
+cdef object pw_copyreg_dispatch_table = copyreg.dispatch_table
+cdef object pw_copyreg_pickle_complex = getattr(copyreg, "pickle_complex", None)
+cdef object pw_extension_registry = copyreg._extension_registry
+cdef object pw_newobj = copyreg.__newobj__
+cdef object pw_newobj_ex = copyreg.__newobj_ex__
+cdef object pw_partial = functools.partial
+cdef object pw_codecs_encode = codecs.encode
+cdef object pw_reverse_name_mapping = _compat_pickle.REVERSE_NAME_MAPPING
+cdef object pw_reverse_import_mapping = _compat_pickle.REVERSE_IMPORT_MAPPING
 cdef object pw_getattr = getattr
 # 3.13 changed what _pickle writes or raises in a few places; fastwire follows
 # the running version.
-cdef bint PW_PY313 = _pw_sys.version_info >= (3, 13)
+cdef bint PW_PY313 = sys.version_info >= (3, 13)
 
 # Interned names looked up on every class instance.
 cdef str PW_REDUCE_EX = "__reduce_ex__"
@@ -338,17 +236,6 @@ cdef str PW_SLOTNAMES = "__slotnames__"
 # The table owns a reference to every key, as _pickle.c's PyMemoTable does:
 # objects created by __reduce__ may otherwise die and have their address
 # reused by a different object later in the same pickle.
-
-cdef struct PwMemoSlot:
-    PyObject *key
-    Py_ssize_t index
-
-cdef struct PwMemo:
-    PwMemoSlot *slots
-    size_t mask
-    int shift
-    Py_ssize_t used
-    bint owns_slots      # False while the slots are the caller's inline array
 
 
 cdef inline size_t pw_memo_hash(const PwMemo *m, PyObject *key) noexcept:
@@ -367,18 +254,6 @@ cdef inline PwMemoSlot *pw_memo_slot(const PwMemo *m, PyObject *key) noexcept:
         i = (i + 1) & m.mask
 
 
-cdef void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count) noexcept:
-    cdef int bits = 0
-    while (<size_t>1 << bits) < inline_count:
-        bits += 1
-    memset(inline_slots, 0, inline_count * sizeof(PwMemoSlot))
-    m.slots = inline_slots
-    m.mask = inline_count - 1
-    m.shift = 64 - bits
-    m.used = 0
-    m.owns_slots = False
-
-
 # The hot layer below (memo, buffer, atoms) is written like C: `noexcept`
 # functions that return -1 with a Python exception set and never run Python
 # code, so they carry no traceback bookkeeping and inline into the loops.
@@ -394,7 +269,7 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
     cdef PwMemoSlot *fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
     cdef size_t i
     if fresh == NULL:
-        pw_no_memory()
+        c_no_memory()
         return -1
     m.slots = fresh
     m.mask = new_cap - 1
@@ -415,7 +290,7 @@ cdef inline Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) noexcept:
         if pw_memo_grow(m) < 0:
             return -1
     s = pw_memo_slot(m, key)
-    pw_incref(key)
+    c_incref(key)
     s.key = key
     s.index = m.used
     m.used += 1
@@ -430,7 +305,7 @@ cdef int pw_memo_set(PwMemo *m, PyObject *key, Py_ssize_t index) except -1:
             return -1
     s = pw_memo_slot(m, key)
     if s.key == NULL:
-        pw_incref(key)
+        c_incref(key)
         s.key = key
         m.used += 1
     s.index = index
@@ -455,63 +330,22 @@ cdef void pw_memo_clear(PwMemo *m) noexcept:
     m.used = 0
     for i in range(cap):
         if old[i].key != NULL:
-            pw_decref(old[i].key)
+            c_decref(old[i].key)
             if not owned:
                 old[i].key = NULL
     if owned:
         free(old)
 
 
-cdef void pw_memo_free(PwMemo *m) noexcept:
-    """Release the keys and the table (the memo is unusable afterwards)."""
-    cdef size_t i
-    cdef PwMemoSlot *slots = m.slots
-    cdef size_t cap = m.mask + 1
-    m.used = 0
-    if slots != NULL:
-        for i in range(cap):
-            if slots[i].key != NULL:
-                pw_decref(slots[i].key)
-    if m.owns_slots:
-        free(slots)
-    m.slots = NULL
-    m.owns_slots = False
-
-
 # ---------------------------------------------------------------------------
 # Encoder state and output buffer.
-
-cdef struct PwEnc:
-    PyObject *out              # owned bytes object being filled; resized at the end
-    char *buf                  # PyBytes_AS_STRING(out), or the caller's stack
-                               # buffer while out is NULL
-    Py_ssize_t len
-    Py_ssize_t cap
-    Py_ssize_t frame_start     # offset of the reserved header of the open frame, or -1
-    Py_ssize_t boundary        # len at which save() commits a frame / flushes a file
-    int proto
-    bint framing
-    bint fast
-    bint fix_imports
-    PwMemo *memo
-    Py_ssize_t fast_nesting
-    PyObject *fast_memo        # owned dict of ids, created when fast mode nests deeply
-    # Borrowed for the duration of one dump (the caller keeps them alive):
-    PyObject *persistent_id
-    PyObject *reducer_override
-    PyObject *dispatch_table   # NULL means copyreg.dispatch_table
-    PyObject *buffer_callback
-    PyObject *write            # file.write, or NULL when building bytes
-    PyObject *by_value_reduce  # by_value.reducer_override, or NULL (see dumps)
-    PyObject *by_value_table   # by_value.dispatch_table, used inside what it returns
-    int by_value_depth         # by-value reductions being written, one inside another
 
 
 cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
     cdef Py_ssize_t need = e.len + n
     cdef Py_ssize_t cap
     if n < 0 or need < e.len or need > PW_NO_BOUNDARY - (need >> 3) - 64:
-        pw_no_memory()
+        c_no_memory()
         return -1
     # Grow geometrically; a single large write (a big bytes payload) gets
     # what it needs plus room for the opcodes that close the pickle. Not
@@ -525,15 +359,15 @@ cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
         cap = need + 64
     if e.out == NULL:
         # Leaving the stack buffer: from now on the output is a bytes object.
-        e.out = pw_bytes_new(NULL, cap)
+        e.out = c_bytes_from_or_null(NULL, cap)
         if e.out == NULL:
             return -1
-        memcpy(pw_bytes_data(e.out), e.buf, e.len)
-    elif pw_bytes_resize(&e.out, cap) < 0:
+        memcpy(c_bytes_data(e.out), e.buf, e.len)
+    elif c_bytes_resize(&e.out, cap) < 0:
         e.buf = NULL
         e.cap = 0
         return -1
-    e.buf = pw_bytes_data(e.out)
+    e.buf = c_bytes_data(e.out)
     e.cap = cap
     return 0
 
@@ -628,27 +462,27 @@ cdef int pw_flush(PwEnc *e, bint reopen) except -1:
     if e.write == NULL or e.len == 0:
         return 0
     if e.out == NULL:                  # still in the caller's stack buffer
-        chunk = pw_bytes_copy(e.buf, e.len)
+        chunk = PyBytes_FromStringAndSize(e.buf, e.len)
         e.len = 0
         (<object>e.write)(chunk)
         return 0
-    if pw_bytes_resize(&e.out, e.len) < 0:
+    if c_bytes_resize(&e.out, e.len) < 0:
         e.buf = NULL
         e.cap = 0
         return -1
     chunk = <object>e.out            # takes a reference
-    pw_decref(e.out)                 # ...which becomes the only one
+    c_decref(e.out)                 # ...which becomes the only one
     e.out = NULL
     e.buf = NULL
     e.len = e.cap = 0
     if not reopen:
         (<object>e.write)(chunk)
         return 0
-    fresh = pw_bytes_new(NULL, PW_FRAME_TARGET + PW_FRAME_HEADER + 64)
+    fresh = c_bytes_from_or_null(NULL, PW_FRAME_TARGET + PW_FRAME_HEADER + 64)
     if fresh == NULL:
         return -1
     e.out = fresh
-    e.buf = pw_bytes_data(fresh)
+    e.buf = c_bytes_data(fresh)
     e.cap = PW_FRAME_TARGET + PW_FRAME_HEADER + 64
     (<object>e.write)(chunk)
     return 0
@@ -698,7 +532,7 @@ cdef inline int pw_put_memo_op(PwEnc *e, unsigned char op1, unsigned char op4,
     if idx < 256:
         return pw_put2(e, op1, <unsigned char>idx)
     if <uint64_t>idx > PW_MAX_MEMO_ID:
-        pw_set_error(<PyObject *>pw_PicklingError, "memo id too large")
+        c_set_error(<PyObject *>pw_PicklingError, "memo id too large")
         return -1
     p = pw_claim(e, 5)
     if p == NULL:
@@ -726,7 +560,7 @@ cdef inline bint pw_unique(PyObject *obj, int flags) noexcept:
     """True when the only reference to obj is the one we reached it through
     (plus ours, if the caller holds one): then it cannot be in the memo, which
     owns a reference to each key, and nothing else in the graph refers to it."""
-    return pw_refcnt(obj) <= 1 + ((flags & PW_HELD) >> 1)
+    return c_refcnt(obj) <= 1 + ((flags & PW_HELD) >> 1)
 
 
 cdef inline Py_ssize_t pw_memo_index(PwEnc *e, PyObject *obj) noexcept:
@@ -771,8 +605,8 @@ cdef inline int pw_save_int(PwEnc *e, PyObject *obj) except -1:
 
 cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
     cdef int overflow = 0
-    cdef long long x = pw_as_long_long(obj, &overflow)
-    if x == -1 and not overflow and pw_err_occurred() != NULL:
+    cdef long long x = c_as_long_long(obj, &overflow)
+    if x == -1 and not overflow and c_err_occurred() != NULL:
         return -1
     if overflow:
         return pw_put_big_int(e, obj)
@@ -798,7 +632,7 @@ cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
         pw_store_le32(p + 1, <uint32_t>x)
         return 0
     ux = <uint64_t>x if x >= 0 else (<uint64_t>0) - <uint64_t>x
-    nbits = 64 - pw_clzll(ux)
+    nbits = 64 - fw_clzll(ux)
     n = (nbits >> 3) + 1
     pw_store_le64(<char *>tmp, <uint64_t>x)
     memset(tmp + 8, 0xff if x < 0 else 0, 8)
@@ -822,10 +656,10 @@ cdef int pw_put_big_int(PwEnc *e, PyObject *value) noexcept:
     cdef Py_ssize_t n, header
     cdef unsigned char *d
     cdef char *p
-    if nbits == <size_t>-1 and pw_err_occurred() != NULL:
+    if nbits == <size_t>-1 and c_err_occurred() != NULL:
         return -1
     if nbits >> 3 >= 0x7fffffff:
-        pw_set_error(<PyObject *>OverflowError, "int too large to pickle")
+        c_set_error(<PyObject *>OverflowError, "int too large to pickle")
         return -1
     n = <Py_ssize_t>(nbits >> 3) + 1
     header = 2 if n < 256 else 5
@@ -856,7 +690,7 @@ cdef int pw_put_big_int(PwEnc *e, PyObject *value) noexcept:
 
 
 cdef inline int pw_save_float(PwEnc *e, PyObject *obj) noexcept:
-    return pw_save_float_value(e, pw_float_value(obj))
+    return pw_save_float_value(e, c_float_value(obj))
 
 
 cdef inline int pw_save_float_value(PwEnc *e, double value) noexcept:
@@ -874,9 +708,9 @@ cdef inline int pw_save_short_ascii(PwEnc *e, PyObject *obj, int flags) noexcept
     cdef bint unique
     cdef Py_ssize_t idx, n
     cdef char *p
-    if not pw_is_compact_ascii(obj) or e.proto < 4:
+    if not c_is_compact_ascii(obj) or e.proto < 4:
         return 0
-    n = pw_str_length(obj)
+    n = c_str_length(obj)
     if n >= 256:
         return 0
     unique = pw_unique(obj, flags)
@@ -889,7 +723,7 @@ cdef inline int pw_save_short_ascii(PwEnc *e, PyObject *obj, int flags) noexcept
         return -1
     p[0] = <char>OP_SHORT_BINUNICODE
     p[1] = <char>n
-    memcpy(p + 2, pw_str_data(obj), n)
+    memcpy(p + 2, c_str_data(obj), n)
     if not unique and pw_memo_put(e, obj) < 0:
         return -1
     return 1
@@ -908,19 +742,19 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
         idx = pw_memo_index(e, obj)
         if idx >= 0:
             return pw_memo_get(e, idx)
-    if pw_is_compact_ascii(obj):
-        data = <const char *>pw_str_data(obj)
-        n = pw_str_length(obj)
+    if c_is_compact_ascii(obj):
+        data = <const char *>c_str_data(obj)
+        n = c_str_length(obj)
     else:
-        data = pw_utf8_and_size(obj, &n)
+        data = c_utf8_and_size(obj, &n)
         if data == NULL:
             # Lone surrogates: the stdlib writes them with surrogatepass.
-            if not pw_err_matches(<PyObject *>UnicodeEncodeError):
+            if not c_err_matches(<PyObject *>UnicodeEncodeError):
                 return -1
-            pw_err_clear()
+            c_err_clear()
             encoded = (<object>obj).encode("utf-8", "surrogatepass")
-            data = pw_bytes_data(<PyObject *>encoded)
-            n = pw_bytes_size(<PyObject *>encoded)
+            data = c_bytes_data(<PyObject *>encoded)
+            n = c_bytes_size(<PyObject *>encoded)
     if n < 256 and e.proto >= 4:
         p = pw_reserve(e, 2 + n)
         p[0] = <char>OP_SHORT_BINUNICODE
@@ -978,14 +812,14 @@ cdef int pw_write_bytes_data(PwEnc *e, const char *data, Py_ssize_t n, object pa
 
 
 cdef int pw_save_bytes(PwEnc *e, PyObject *obj, int flags) except -1:
-    cdef Py_ssize_t n = pw_bytes_size(obj)
+    cdef Py_ssize_t n = c_bytes_size(obj)
     if e.proto < 3:
         # Protocol 2 has no bytes opcode: the stdlib reduces to codecs.encode.
         if n == 0:
             return pw_save_reduce(e, (bytes, ()), obj)
         return pw_save_reduce(
             e, (pw_codecs_encode, ((<bytes>obj).decode("latin1"), "latin1")), obj)
-    pw_write_bytes_data(e, pw_bytes_data(obj), n, <object>obj)
+    pw_write_bytes_data(e, c_bytes_data(obj), n, <object>obj)
     if not pw_unique(obj, flags):
         if pw_memo_put(e, obj) < 0:
             return -1
@@ -1002,24 +836,24 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     is due). Return 0, writing nothing,
     for anything else (pw_save then handles it), -1 on error. Container loops
     write most items this way, without taking a reference."""
-    cdef PwType *t = pw_type_of(obj)
+    cdef TypeObject *t = c_type_of(obj)
     cdef long long x
     cdef int r = 0
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
-    if t == &pw_str_type:
+    if t == &c_str_type:
         return pw_save_short_ascii(e, obj, 0)
-    if t == &pw_long_type:
+    if t == &c_long_type:
         if not pw_compact_long(obj, &x):
             return 0                    # pw_save's wide-int path
         r = pw_put_small_int(e, x)
-    elif t == &pw_float_type:
+    elif t == &c_float_type:
         r = pw_save_float(e, obj)
-    elif obj == pw_none:
+    elif obj == c_none:
         r = pw_put1(e, OP_NONE)
-    elif obj == pw_true:
+    elif obj == c_true:
         r = pw_put1(e, OP_NEWTRUE)
-    elif obj == pw_false:
+    elif obj == c_false:
         r = pw_put1(e, OP_NEWFALSE)
     elif not pw_unique(obj, 0) and e.memo.used:
         return pw_save_atom_memo_ref(e, obj)
@@ -1042,15 +876,15 @@ cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
 cdef int pw_save_held(PwEnc *e, PyObject *obj) except -1:
     """pw_save for an item borrowed from a mutable container: holds a
     reference while user code reached from it could mutate the container."""
-    pw_incref(obj)
+    c_incref(obj)
     try:
         return pw_save(e, obj, PW_HELD)
     finally:
-        pw_decref(obj)
+        c_decref(obj)
 
 
 cdef int pw_save(PwEnc *e, PyObject *obj, int flags) except -1:
-    cdef PwType *t = pw_type_of(obj)
+    cdef TypeObject *t = c_type_of(obj)
     cdef Py_ssize_t idx
     if e.len >= e.boundary:
         pw_boundary(e)
@@ -1058,39 +892,39 @@ cdef int pw_save(PwEnc *e, PyObject *obj, int flags) except -1:
         if pw_save_pers(e, obj):
             return 0
     # Atoms first, most frequent first (of these only str is memoized).
-    if t == &pw_str_type:
+    if t == &c_str_type:
         return pw_save_str(e, obj, flags)
-    if t == &pw_long_type:
+    if t == &c_long_type:
         return pw_save_int(e, obj)
-    if t == &pw_float_type:
+    if t == &c_float_type:
         return pw_save_float(e, obj)
-    if obj == pw_none:
+    if obj == c_none:
         return pw_write1(e, OP_NONE)
-    if obj == pw_true:
+    if obj == c_true:
         return pw_write1(e, OP_NEWTRUE)
-    if obj == pw_false:
+    if obj == c_false:
         return pw_write1(e, OP_NEWFALSE)
     if not pw_unique(obj, flags):
         idx = pw_memo_index(e, obj)
         if idx >= 0:
             return pw_memo_get(e, idx)
-    if t == &pw_bytes_type:
+    if t == &c_bytes_type:
         return pw_save_bytes(e, obj, flags)
-    if t == &pw_bytearray_type:
+    if t == &c_bytearray_type:
         return pw_save_bytearray(e, obj)
     # Only containers and reducible objects recurse; atoms above stay cheap.
-    if pw_enter_recursive_call(" while pickling an object"):
+    if c_enter_recursive_call(" while pickling an object"):
         return -1
     try:
-        if t == &pw_list_type:
+        if t == &c_list_type:
             return pw_save_list(e, obj)
-        if t == &pw_dict_type:
+        if t == &c_dict_type:
             return pw_save_dict(e, obj)
-        if t == &pw_tuple_type:
+        if t == &c_tuple_type:
             return pw_save_tuple(e, obj, flags)
         return pw_save_other(e, obj, t, flags)
     finally:
-        pw_leave_recursive_call()
+        c_leave_recursive_call()
 
 
 cdef int pw_save_pers(PwEnc *e, PyObject *obj) except -1:
@@ -1111,13 +945,13 @@ cdef int pw_fast_enter(PwEnc *e, PyObject *obj) except -1:
     if e.fast_nesting >= PW_FAST_NESTING_LIMIT:
         if e.fast_memo == NULL:
             d = {}
-            pw_incref(<PyObject *>d)
+            c_incref(<PyObject *>d)
             e.fast_memo = <PyObject *>d
         key = <Py_ssize_t>obj
         if key in <dict>e.fast_memo:
             raise ValueError(
                 "fast mode: can't pickle cyclic objects including object type %s at %#x"
-                % (pw_type_of(obj).tp_name.decode("utf-8", "replace"), <Py_ssize_t>obj))
+                % (c_type_of(obj).tp_name.decode("utf-8", "replace"), <Py_ssize_t>obj))
         (<dict>e.fast_memo)[key] = None
     return 0
 
@@ -1137,16 +971,16 @@ cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
         pw_fast_enter(e, obj)
     if pw_put1(e, OP_EMPTY_LIST) < 0 or pw_memo_put(e, obj) < 0:
         return -1
-    if pw_list_size(obj):
+    if c_list_size(obj):
         # The C pickle counts the items of a non-empty list (or dict) as one
         # more level of recursion; counting alike raises RecursionError at
         # exactly the same depth, and bounds our C stack the same way.
-        if pw_enter_recursive_call(" while pickling an object"):
+        if c_enter_recursive_call(" while pickling an object"):
             return -1
         try:
             pw_save_list_items(e, obj)
         finally:
-            pw_leave_recursive_call()
+            c_leave_recursive_call()
     if e.fast:
         pw_fast_leave(e, obj)
     return 0
@@ -1156,20 +990,20 @@ cdef int pw_save_list_items(PwEnc *e, PyObject *obj) except -1:
     cdef Py_ssize_t total = 0, batch
     cdef PyObject *item
     cdef int r
-    if pw_list_size(obj) == 1:
-        item = pw_list_item(obj, 0)
+    if c_list_size(obj) == 1:
+        item = c_list_item(obj, 0)
         r = pw_save_atom(e, item)
         if r < 0:
             return -1
         if r == 0:
             pw_save_held(e, item)
         pw_write1(e, OP_APPEND)
-    elif pw_list_size(obj) > 1:
-        while total < pw_list_size(obj):
+    elif c_list_size(obj) > 1:
+        while total < c_list_size(obj):
             pw_write1(e, OP_MARK)
             batch = 0
-            while batch < PW_BATCHSIZE and total < pw_list_size(obj):
-                item = pw_list_item(obj, total)
+            while batch < PW_BATCHSIZE and total < c_list_size(obj):
+                item = c_list_item(obj, total)
                 r = pw_save_atom(e, item)
                 if r < 0:
                     return -1
@@ -1194,12 +1028,12 @@ cdef inline int pw_save_dict_item(PwEnc *e, PyObject *key, PyObject *value) exce
         if r == 0:
             pw_save_held(e, value)
         return 0
-    pw_incref(value)
+    c_incref(value)
     try:
         pw_save_held(e, key)
         pw_save_held(e, value)
     finally:
-        pw_decref(value)
+        c_decref(value)
     return 0
 
 
@@ -1208,13 +1042,13 @@ cdef int pw_save_dict(PwEnc *e, PyObject *obj) except -1:
         pw_fast_enter(e, obj)
     if pw_put1(e, OP_EMPTY_DICT) < 0 or pw_memo_put(e, obj) < 0:
         return -1
-    if pw_dict_size(obj):
-        if pw_enter_recursive_call(" while pickling an object"):   # as for lists
+    if c_dict_size(obj):
+        if c_enter_recursive_call(" while pickling an object"):   # as for lists
             return -1
         try:
             pw_save_dict_items(e, obj)
         finally:
-            pw_leave_recursive_call()
+            c_leave_recursive_call()
     if e.fast:
         pw_fast_leave(e, obj)
     return 0
@@ -1224,9 +1058,9 @@ cdef int pw_save_dict_items(PwEnc *e, PyObject *obj) except -1:
     cdef Py_ssize_t pos = 0, size, batch
     cdef PyObject *key
     cdef PyObject *value
-    size = pw_dict_size(obj)
+    size = c_dict_size(obj)
     if size == 1:
-        pw_dict_next(obj, &pos, &key, &value)
+        c_dict_next(obj, &pos, &key, &value)
         pw_save_dict_item(e, key, value)
         pw_write1(e, OP_SETITEM)
     elif size > 1:
@@ -1234,11 +1068,11 @@ cdef int pw_save_dict_items(PwEnc *e, PyObject *obj) except -1:
         while batch == PW_BATCHSIZE:
             pw_write1(e, OP_MARK)
             batch = 0
-            while batch < PW_BATCHSIZE and pw_dict_next(obj, &pos, &key, &value):
+            while batch < PW_BATCHSIZE and c_dict_next(obj, &pos, &key, &value):
                 pw_save_dict_item(e, key, value)
                 batch += 1
             pw_write1(e, OP_SETITEMS)
-            if pw_dict_size(obj) != size:
+            if c_dict_size(obj) != size:
                 raise RuntimeError("dictionary changed size during iteration")
     return 0
 
@@ -1246,7 +1080,7 @@ cdef int pw_save_dict_items(PwEnc *e, PyObject *obj) except -1:
 cdef int pw_save_tuple(PwEnc *e, PyObject *obj, int flags) except -1:
     # Items are borrowed: a tuple cannot drop them while it is alive, and our
     # caller keeps the tuple alive.
-    cdef Py_ssize_t n = pw_tuple_size(obj), i, idx
+    cdef Py_ssize_t n = c_tuple_size(obj), i, idx
     cdef bint unique = pw_unique(obj, flags)
     cdef char *p
     cdef int r
@@ -1254,11 +1088,11 @@ cdef int pw_save_tuple(PwEnc *e, PyObject *obj, int flags) except -1:
         return pw_write1(e, OP_EMPTY_TUPLE)
     if n <= 3:
         for i in range(n):
-            r = pw_save_atom(e, pw_tuple_item(obj, i))
+            r = pw_save_atom(e, c_tuple_item(obj, i))
             if r < 0:
                 return -1
             if r == 0:
-                pw_save(e, pw_tuple_item(obj, i), 0)
+                pw_save(e, c_tuple_item(obj, i), 0)
         # A tuple reachable from its own items was memoized while they were
         # written: drop the copy on the stack and refer to the memo instead.
         if not unique:
@@ -1271,11 +1105,11 @@ cdef int pw_save_tuple(PwEnc *e, PyObject *obj, int flags) except -1:
     else:
         pw_write1(e, OP_MARK)
         for i in range(n):
-            r = pw_save_atom(e, pw_tuple_item(obj, i))
+            r = pw_save_atom(e, c_tuple_item(obj, i))
             if r < 0:
                 return -1
             if r == 0:
-                pw_save(e, pw_tuple_item(obj, i), 0)
+                pw_save(e, c_tuple_item(obj, i), 0)
         if not unique:
             idx = pw_memo_index(e, obj)
             if idx >= 0:
@@ -1298,7 +1132,7 @@ cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
     pw_write1(e, OP_EMPTY_SET)
     if pw_memo_put(e, obj) < 0:
         return -1
-    size = pw_set_size(obj)
+    size = c_set_size(obj)
     if size:
         it = iter(<object>obj)
         batch = PW_BATCHSIZE
@@ -1311,7 +1145,7 @@ cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
                 if batch == PW_BATCHSIZE:
                     break
             pw_write1(e, OP_ADDITEMS)
-            if pw_set_size(obj) != size:
+            if c_set_size(obj) != size:
                 raise RuntimeError("set changed size during iteration")
     if e.fast:
         pw_fast_leave(e, obj)
@@ -1342,7 +1176,7 @@ cdef int pw_save_frozenset(PwEnc *e, PyObject *obj, int flags) except -1:
 
 
 cdef int pw_save_bytearray(PwEnc *e, PyObject *obj) except -1:
-    cdef Py_ssize_t n = pw_bytearray_size(obj)
+    cdef Py_ssize_t n = c_bytearray_size(obj)
     cdef char header[9]
     if e.proto < 5:
         if n == 0:
@@ -1350,7 +1184,7 @@ cdef int pw_save_bytearray(PwEnc *e, PyObject *obj) except -1:
         return pw_save_reduce(e, (bytearray, (bytes(<object>obj),)), obj)
     header[0] = <char>OP_BYTEARRAY8
     pw_store_le64(header + 1, <uint64_t>n)
-    pw_write_payload(e, header, 9, pw_bytearray_data(obj), n, <object>obj)
+    pw_write_payload(e, header, 9, c_bytearray_data(obj), n, <object>obj)
     return pw_memo_put(e, obj)
 
 
@@ -1360,10 +1194,10 @@ cdef int pw_save_picklebuffer(PwEnc *e, PyObject *obj) except -1:
     cdef char header[9]
     if e.proto < 5:
         raise pw_PicklingError("PickleBuffer can only be pickled with protocol >= 5")
-    view = pw_picklebuffer_view(obj)
+    view = c_picklebuffer_view(obj)
     if view == NULL:
         return -1
-    if not pw_buffer_contiguous(view, b'A'):
+    if not c_buffer_contiguous(view, b'A'):
         raise pw_PicklingError(
             "PickleBuffer can not be pickled when pointing to a non-contiguous buffer")
     if e.buffer_callback != NULL:
@@ -1387,25 +1221,25 @@ cdef int pw_save_picklebuffer(PwEnc *e, PyObject *obj) except -1:
 # Everything else: reducer_override, classes and functions by name, the
 # dispatch tables, plain instances, and the __reduce_ex__ protocol.
 
-cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
+cdef int pw_save_other(PwEnc *e, PyObject *obj, TypeObject *t, int flags) except -1:
     cdef object o = <object>obj
     cdef object rv = None
     cdef object reduce_func
-    if t == &pw_set_type:
+    if t == &c_set_type:
         return pw_save_set(e, obj)
-    if t == &pw_frozenset_type:
+    if t == &c_frozenset_type:
         return pw_save_frozenset(e, obj, flags)
-    if t == &pw_bytearray_type:
+    if t == &c_bytearray_type:
         return pw_save_bytearray(e, obj)
-    if t == &pw_picklebuffer_type:
+    if t == &c_picklebuffer_type:
         return pw_save_picklebuffer(e, obj)
     if e.reducer_override != NULL:
         rv = (<object>e.reducer_override)(o)
         if rv is not NotImplemented:
             return pw_save_reduce_value(e, obj, rv)
-    if t == &pw_type_type:
+    if t == &c_type_type:
         return pw_save_type(e, o)
-    if t == &pw_function_type:
+    if t == &c_function_type:
         return pw_save_global(e, o, None)
     # A table entry of None is called like any other (TypeError), as by _pickle.
     if e.dispatch_table == NULL:
@@ -1416,11 +1250,11 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
         except KeyError:
             reduce_func = pw_sentinel
     if reduce_func is not pw_sentinel:
-        if reduce_func is pw_copyreg_pickle_complex and t == &pw_complex_type:
+        if reduce_func is pw_copyreg_pickle_complex and t == &c_complex_type:
             if pw_save_value_type(e, obj, t):
                 return 0
         rv = reduce_func(o)
-    elif pw_is_subtype(t, &pw_type_type):
+    elif c_is_subtype(t, &c_type_type):
         return pw_save_global(e, o, None)
     else:
         if pw_save_value_type(e, obj, t):
@@ -1460,7 +1294,7 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
 pw_datetime_import()
 
 
-cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
+cdef int pw_save_value_type(PwEnc *e, PyObject *obj, TypeObject *t) except -1:
     """1 if obj was an exact complex/date/time/datetime/timedelta and is now
     written (memoized as the reduce path would), else 0 with nothing written."""
     cdef unsigned char state[16]
@@ -1471,12 +1305,12 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
     cdef char *p
     if e.proto < 3:
         return 0                     # protocol 2 writes bytes through a reduce of its own
-    if t == &pw_complex_type:
+    if t == &c_complex_type:
         # Only reached when copyreg's own pickle_complex is the registered
         # reducer: (complex, (real, imag)).
         pw_save(e, <PyObject *>t, 0)
-        if (pw_save_float_value(e, pw_complex_real(obj)) < 0
-                or pw_save_float_value(e, pw_complex_imag(obj)) < 0):
+        if (pw_save_float_value(e, c_complex_real(obj)) < 0
+                or pw_save_float_value(e, c_complex_imag(obj)) < 0):
             return -1
         pw_write2(e, OP_TUPLE2, OP_REDUCE)
     elif t == pw_delta_type:
@@ -1500,11 +1334,11 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
         if tzinfo != NULL:
             # The reduce tuple would hold a second reference: the same memo
             # decision (pw_unique) as on the reduce path.
-            pw_incref(tzinfo)
+            c_incref(tzinfo)
             try:
                 pw_save(e, tzinfo, 0)
             finally:
-                pw_decref(tzinfo)
+                c_decref(tzinfo)
             pw_write2(e, OP_TUPLE2, OP_REDUCE)
         else:
             pw_write2(e, OP_TUPLE1, OP_REDUCE)
@@ -1518,16 +1352,16 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
     return 1
 
 
-cdef inline bint pw_plain_method(PwType *t, PyObject *name) noexcept:
+cdef inline bint pw_plain_method(TypeObject *t, PyObject *name) noexcept:
     """True when looking `name` up on an instance of t cannot fail: t's
     attribute lookup is object's, and the class attribute is found and is not
     a data descriptor (whose __get__ could raise AttributeError and send the
     stdlib on to __reduce__)."""
     cdef PyObject *attr
-    if t.tp_getattro != pw_object_type.tp_getattro:
+    if t.tp_getattro != c_object_type.tp_getattro:
         return False
-    attr = pw_type_lookup(t, name)
-    return attr != NULL and pw_type_of(attr).tp_descr_set == NULL
+    attr = c_type_lookup(t, name)
+    return attr != NULL and c_type_of(attr).tp_descr_set == NULL
 
 
 cdef int pw_save_reduce_value(PwEnc *e, PyObject *obj, object rv) except -1:
@@ -1578,14 +1412,14 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
         elif func is pw_newobj_ex:
             use_newobj_ex = True
         else:
-            if type(func) is type and ((<PwType *><PyObject *>func).tp_flags & PW_TPFLAGS_HEAPTYPE):
-                name = pw_heap_type_name(<PwType *><PyObject *>func)
+            if type(func) is type and ((<TypeObject *><PyObject *>func).tp_flags & Py_TPFLAGS_HEAPTYPE):
+                name = c_heap_type_name(<TypeObject *><PyObject *>func)
             else:
                 try:
                     name = func.__name__
                 except AttributeError:
                     name = None
-            if isinstance(name, str) and pw_str_length(<PyObject *>name) in (10, 13):
+            if isinstance(name, str) and c_str_length(<PyObject *>name) in (10, 13):
                 use_newobj_ex = name == "__newobj_ex__"
                 use_newobj = not use_newobj_ex and name == "__newobj__"
 
@@ -1664,7 +1498,7 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
 
 
 cdef inline bint pw_is_iterator(object o):
-    return pw_iter_check(o)
+    return c_iter_check(o)
 
 
 cdef inline int pw_save_item(PwEnc *e, PyObject *obj) except -1:
@@ -1741,7 +1575,6 @@ cdef int pw_batch_dict(PwEnc *e, object it) except -1:
 cdef object pw_sentinel = object()
 
 
-
 cdef extern from *:
     """
     /* next(it, sentinel) without the builtin's call overhead. */
@@ -1772,7 +1605,7 @@ cdef inline object pw_next(object it):
 # the class or a base is modified.
 
 cdef struct PwPlainEntry:
-    PwType *type
+    TypeObject *type
     unsigned int version
     int verdict                  # 1 plain, 0 not plain
 
@@ -1782,23 +1615,23 @@ cdef enum:
 cdef PwPlainEntry pw_plain_cache[64]
 
 
-cdef inline PwPlainEntry *pw_plain_entry(PwType *t) noexcept:
+cdef inline PwPlainEntry *pw_plain_entry(TypeObject *t) noexcept:
     return &pw_plain_cache[((<size_t>t) >> 4) & (PW_PLAIN_CACHE - 1)]
 
 
-cdef bint pw_type_is_static_plain(PwType *t) except -1:
+cdef bint pw_type_is_static_plain(TypeObject *t) except -1:
     """The type-level conditions under which every instance reduces alike."""
-    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or t.tp_itemsize != 0 or t.tp_new == NULL:
+    if not (t.tp_flags & Py_TPFLAGS_HEAPTYPE) or t.tp_itemsize != 0 or t.tp_new == NULL:
         return False
-    if t.tp_flags & PW_TPFLAGS_BUILTIN_SUBCLASS_MASK:
+    if t.tp_flags & C_BUILTIN_SUBCLASS_FLAGS:
         return False
-    if t.tp_getattro != pw_object_type.tp_getattro or t.tp_dictoffset == 0:
+    if t.tp_getattro != c_object_type.tp_getattro or t.tp_dictoffset == 0:
         return False
     for name in (PW_REDUCE_EX, PW_REDUCE, PW_GETSTATE, PW_CLASS):
-        if pw_type_lookup(t, <PyObject *>name) != pw_type_lookup(&pw_object_type, <PyObject *>name):
+        if c_type_lookup(t, <PyObject *>name) != c_type_lookup(&c_object_type, <PyObject *>name):
             return False
     for name in (PW_GETNEWARGS_EX, PW_GETNEWARGS):
-        if pw_type_lookup(t, <PyObject *>name) != NULL:
+        if c_type_lookup(t, <PyObject *>name) != NULL:
             return False
     # object.__getstate__ adds slot values named by cls.__dict__['__slotnames__'].
     sn = (<object><PyObject *>t).__dict__.get(PW_SLOTNAMES)
@@ -1809,24 +1642,24 @@ cdef bint pw_type_is_static_plain(PwType *t) except -1:
 
 cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
     """An instance attribute named like a pickling hook shadows the class's."""
-    return (pw_dict_get(d, <PyObject *>PW_REDUCE_EX) != NULL
-            or pw_dict_get(d, <PyObject *>PW_GETSTATE) != NULL
-            or pw_dict_get(d, <PyObject *>PW_GETNEWARGS_EX) != NULL
-            or pw_dict_get(d, <PyObject *>PW_GETNEWARGS) != NULL)
+    return (c_dict_get(d, <PyObject *>PW_REDUCE_EX) != NULL
+            or c_dict_get(d, <PyObject *>PW_GETSTATE) != NULL
+            or c_dict_get(d, <PyObject *>PW_GETNEWARGS_EX) != NULL
+            or c_dict_get(d, <PyObject *>PW_GETNEWARGS) != NULL)
 
 
-cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
+cdef int pw_plain_instance(TypeObject *t, PyObject *obj) except -1:
     """1 when obj may be written by pw_save_plain_instance, else 0."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
     cdef object d
     if entry.type != t or entry.verdict != 1 or not pw_version_valid(t) \
             or entry.version != t.tp_version_tag:
         return 0
-    d = pw_generic_get_dict(<object>obj, NULL)
+    d = c_generic_get_dict(<object>obj, NULL)
     return 0 if pw_instance_dict_overrides(<PyObject *>d) else 1
 
 
-cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
+cdef int pw_learn_plain_instance(TypeObject *t, PyObject *obj, object rv) except -1:
     """Record whether t's instances reduce to the plain shape (see above)."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
     cdef object o = <object>obj
@@ -1836,7 +1669,7 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
         # An entry is three fields; two threads learning types that share a
         # slot could leave one type paired with the other's verdict.
         return 0
-    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or not pw_version_valid(t):
+    if not (t.tp_flags & Py_TPFLAGS_HEAPTYPE) or not pw_version_valid(t):
         return 0                                  # nothing could be cached
     if entry.type == t and entry.version == t.tp_version_tag:
         return 0                                  # already known
@@ -1848,7 +1681,7 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
         and pw_type_is_static_plain(t)
     )
     if verdict:
-        d = pw_generic_get_dict(o, NULL)
+        d = c_generic_get_dict(o, NULL)
         verdict = (not pw_instance_dict_overrides(<PyObject *>d)
                    and ((rv[2] is d) if len(<dict>d) else (rv[2] is None)))
     if not pw_version_valid(t):
@@ -1860,9 +1693,9 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
     return 0
 
 
-cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t) except -1:
+cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, TypeObject *t) except -1:
     """NEWOBJ of the class with no arguments, then BUILD from the __dict__."""
-    cdef object d = pw_generic_get_dict(<object>obj, NULL)
+    cdef object d = c_generic_get_dict(<object>obj, NULL)
     cdef Py_ssize_t idx
     pw_save(e, <PyObject *>t, 0)
     pw_write2(e, OP_EMPTY_TUPLE, OP_NEWOBJ)
@@ -1914,7 +1747,7 @@ cdef object pw_which_module(object obj, list path):
         module_name = None
     if module_name is not None:
         return module_name
-    for module_name, module in _pw_sys.modules.copy().items():
+    for module_name, module in sys.modules.copy().items():
         if module_name == "__main__" or module is None:
             continue
         try:
@@ -1968,7 +1801,7 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
     path = pw_dotted_path(name)
     module_name = pw_which_module(obj, path)
     try:
-        module = pw_import(module_name)
+        module = c_import_object(module_name)
     except Exception:
         raise pw_PicklingError(
             "Can't pickle %r: import of module %r failed" % (obj, module_name)) from None
@@ -2083,37 +1916,6 @@ cdef int pw_resolve_protocol(object protocol) except -100:
     return <int>proto
 
 
-cdef void pw_enc_init(PwEnc *e, int proto, PwMemo *memo) noexcept:
-    memset(e, 0, sizeof(PwEnc))
-    e.proto = proto
-    e.memo = memo
-    e.frame_start = -1
-    e.boundary = PW_NO_BOUNDARY
-    e.fix_imports = True
-
-
-cdef void pw_enc_release(PwEnc *e) noexcept:
-    pw_xdecref(e.out)
-    e.out = NULL
-    pw_xdecref(e.fast_memo)
-    e.fast_memo = NULL
-
-
-cdef int pw_run(PwEnc *e, PyObject *obj, char *stack_buf, Py_ssize_t initial) except -1:
-    """PROTO, the object, STOP; frames for protocol 4+. The output starts in
-    `stack_buf` if given (moving to a bytes object e.out when it outgrows
-    it), else in a new bytes object of `initial` bytes."""
-    if stack_buf != NULL:
-        e.buf = stack_buf
-    else:
-        e.out = pw_bytes_new(NULL, initial)
-        if e.out == NULL:
-            return -1
-        e.buf = pw_bytes_data(e.out)
-    e.cap = initial
-    return pw_encode(e, obj)
-
-
 cdef int pw_encode(PwEnc *e, PyObject *obj) except -1:
     """Append PROTO, the object, STOP (in frames for protocol 4+) at e.len."""
     cdef char *p
@@ -2136,12 +1938,12 @@ cdef object pw_take_bytes(PwEnc *e):
     else the output buffer itself, shrunk in place."""
     cdef object result
     if e.out == NULL:
-        return pw_bytes_copy(e.buf, e.len)
-    if pw_bytes_resize(&e.out, e.len) < 0:
+        return PyBytes_FromStringAndSize(e.buf, e.len)
+    if c_bytes_resize(&e.out, e.len) < 0:
         e.buf = NULL
         raise MemoryError()
     result = <object>e.out
-    pw_decref(e.out)
+    c_decref(e.out)
     e.out = NULL
     return result
 
@@ -2173,10 +1975,8 @@ def dumps(obj, protocol=None, *, fix_imports=True, buffer_callback=None, by_valu
 
 cdef bytes pw_dumps(obj, protocol, fix_imports, buffer_callback, by_value):
     cdef int proto = pw_resolve_protocol(protocol)
-    cdef PwEnc e
-    cdef PwMemo memo
-    cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
-    cdef char stack_output[PW_STACK_OUTPUT]
+    cdef PwCall call
+    cdef PwEnc *e
     # Held here for the whole dump: the encoder borrows them.
     cdef object by_value_reduce = None, by_value_table = None
     if buffer_callback is not None and proto < 5:
@@ -2187,21 +1987,19 @@ cdef bytes pw_dumps(obj, protocol, fix_imports, buffer_callback, by_value):
         by_value_reduce = by_value.reducer_override
         by_value_table = by_value.dispatch_table
     if proto < 2:
-        return _pw_cpickle.dumps(obj, proto, fix_imports=fix_imports,
-                                 buffer_callback=buffer_callback)
-    pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
-    pw_enc_init(&e, proto, &memo)
+        return _pickle.dumps(obj, proto, fix_imports=fix_imports,
+                             buffer_callback=buffer_callback)
+    e = pw_call_begin(&call, proto, NULL)
     e.fix_imports = bool(fix_imports)
     e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
     if by_value is not None:
         e.by_value_reduce = <PyObject *>by_value_reduce
         e.by_value_table = <PyObject *>by_value_table if by_value_table is not None else NULL
     try:
-        pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
-        return pw_take_bytes(&e)
+        pw_encode(e, <PyObject *>obj)
+        return pw_take_bytes(e)
     finally:
-        pw_enc_release(&e)
-        pw_memo_free(&memo)
+        pw_call_end(&call)
 
 
 def dumps_framed(objs, prefix=">I", protocol=None, *, fix_imports=True):
@@ -2217,27 +2015,21 @@ def dumps_framed(objs, prefix=">I", protocol=None, *, fix_imports=True):
     """
     cdef int proto = pw_resolve_protocol(protocol)
     cdef FramePrefix fp = as_prefix(prefix)
-    cdef PwEnc e
-    cdef PwMemo memo
-    cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
-    cdef char stack_output[PW_STACK_OUTPUT]
+    cdef PwCall call
+    cdef PwEnc *e
     cdef Py_ssize_t reserved
     if proto < 2:
-        return b"".join([encode_frame(_pw_cpickle.dumps(obj, proto, fix_imports=fix_imports), fp)
+        return b"".join([encode_frame(_pickle.dumps(obj, proto, fix_imports=fix_imports), fp)
                          for obj in objs])
     reserved = pw_header_guess(&fp.spec)
-    pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
-    pw_enc_init(&e, proto, &memo)
+    e = pw_call_begin(&call, proto, NULL)
     e.fix_imports = bool(fix_imports)
-    e.buf = stack_output
-    e.cap = PW_STACK_OUTPUT
     try:
         for obj in objs:
-            pw_append_frame(&e, <PyObject *>obj, &fp.spec, reserved)
-        return pw_take_bytes(&e)
+            pw_append_frame(e, <PyObject *>obj, &fp.spec, reserved)
+        return pw_take_bytes(e)
     finally:
-        pw_enc_release(&e)
-        pw_memo_free(&memo)
+        pw_call_end(&call)
 
 
 cdef Py_ssize_t pw_header_guess(const PrefixSpec *spec) except -1:
@@ -2278,10 +2070,8 @@ def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):
     # What Pickler(file, ...).dump(obj) does, without building the Pickler:
     # a fresh Pickler has no hooks and an empty memo, so a stack memo serves.
     cdef int proto = pw_resolve_protocol(protocol)
-    cdef PwEnc e
-    cdef PwMemo memo
-    cdef PwMemoSlot inline_slots[PW_INLINE_MEMO]
-    cdef char stack_output[PW_STACK_OUTPUT]
+    cdef PwCall call
+    cdef PwEnc *e
     cdef object write
     if buffer_callback is not None and proto < 5:
         raise ValueError("buffer_callback needs protocol >= 5")
@@ -2290,22 +2080,20 @@ def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):
     except AttributeError:
         raise TypeError("file must have a 'write' attribute") from None
     if proto < 2:
-        return _pw_cpickle.dump(obj, file, proto, fix_imports=fix_imports,
-                                buffer_callback=buffer_callback)
-    pw_memo_init(&memo, inline_slots, PW_INLINE_MEMO)
-    pw_enc_init(&e, proto, &memo)
+        return _pickle.dump(obj, file, proto, fix_imports=fix_imports,
+                            buffer_callback=buffer_callback)
+    e = pw_call_begin(&call, proto, NULL)
     e.fix_imports = bool(fix_imports)
     e.write = <PyObject *>write
     e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
     try:
-        pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
-        pw_flush(&e, False)
+        pw_encode(e, <PyObject *>obj)
+        pw_flush(e, False)
     finally:
-        pw_enc_release(&e)
-        pw_memo_free(&memo)
+        pw_call_end(&call)
 
 
-class _LowProtocolPickler(_pw_cpickle.Pickler):
+class _LowProtocolPickler(_pickle.Pickler):
     """The stdlib pickler used for protocols 0 and 1, forwarding the hooks of
     the fastwire Pickler that owns it.
 
@@ -2414,8 +2202,8 @@ cdef class Pickler:
         this Pickler is already in use (a callback of a running dump, or
         another thread, calling dump(), __init__() or the memo).
         """
-        cdef PwEnc e
-        cdef char stack_output[PW_STACK_OUTPUT]
+        cdef PwCall call
+        cdef PwEnc *e
         cdef object persistent_id, reducer_override, dispatch_table, write, buffer_callback
         if not self._initialized:
             raise pw_PicklingError(
@@ -2431,7 +2219,7 @@ cdef class Pickler:
             persistent_id = pw_persistent_id_hook(self)
             reducer_override = getattr(self, "reducer_override", pw_sentinel)
             dispatch_table = getattr(self, "dispatch_table", None)
-            pw_enc_init(&e, self._proto, &self._memo)
+            e = pw_call_begin(&call, self._proto, &self._memo)
             e.fix_imports = self._fix_imports
             e.fast = self.fast
             e.write = <PyObject *>write
@@ -2443,10 +2231,10 @@ cdef class Pickler:
             e.buffer_callback = (<PyObject *>buffer_callback
                                  if buffer_callback is not None else NULL)
             try:
-                pw_run(&e, <PyObject *>obj, stack_output, PW_STACK_OUTPUT)
-                pw_flush(&e, False)
+                pw_encode(e, <PyObject *>obj)
+                pw_flush(e, False)
             finally:
-                pw_enc_release(&e)
+                pw_call_end(&call)
         finally:
             fw_release(&self._busy)
         return None

@@ -8,21 +8,46 @@
 #     raise struct.error; errors raised by a user's __index__/__bool__ propagate;
 #   * 'P' overflow and 'e'/'f' float overflow raise OverflowError;
 #   * a failed float conversion raises struct.error.
+#
+# This part depends on no other part: it uses only the shared declarations of
+# the C API (capi.pxd) and of the core's own C functions and buffer handling
+# (wire.pxd), and the other parts use nothing of it.
+
+# Shared declarations this part uses.
+from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+from cpython.object cimport PyObject
+from cpython.bytes cimport (
+    PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
+)
+from cpython.buffer cimport PyBuffer_Release
+from capi cimport (
+    PY_SSIZE_T_MAX, c_adopt_tuple, c_bool_from_long_or_null, c_bytes_from_or_null, c_err_occurred,
+    c_float_from_double_or_null, c_float_pack2, c_float_unpack2, c_float_unpack4, c_gc_untrack,
+    c_int_from_long_or_null, c_int_from_longlong_or_null, c_int_from_ulonglong_or_null,
+    c_int_from_voidptr_or_null, c_list_set_stolen, c_new_tuple_or_null, c_tuple_set_stolen,
+    c_xdecref,
+)
+from wire cimport (
+    FW_BOOL_ALIGN, FW_DOUBLE_ALIGN, FW_FLOAT_ALIGN, FW_FREE_THREADED, FW_HOST_LITTLE, FW_INT_ALIGN,
+    FW_LONG_ALIGN, FW_LONGLONG_ALIGN, FW_SHORT_ALIGN, FW_SIZE_T_ALIGN, FW_VOID_P_ALIGN, PyMethodDef,
+    acquire_readable, acquire_writable, fw_add_fastcall_method, fw_gc_pause, fw_gc_resume,
+    fw_load_f32, fw_load_f64, fw_load_u16, fw_load_u32, fw_load_u64, fw_new_fastcall_function,
+    fw_store_f32, fw_store_f64, fw_store_u16, fw_store_u32, fw_store_u64, release_view,
+)
 
 cimport cython
 from libc.string cimport memchr
 from cpython.long cimport (
-    PyLong_Check, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong,
-    PyLong_AsVoidPtr, PyLong_FromLong, PyLong_FromLongLong,
-    PyLong_FromUnsignedLongLong, PyLong_FromVoidPtr,
+    PyLong_Check, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong, PyLong_AsVoidPtr,
 )
 from cpython.number cimport PyIndex_Check, PyNumber_Index, PyNumber_AsSsize_t
-from cpython.float cimport PyFloat_CheckExact, PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_FromDouble
+from cpython.float cimport PyFloat_CheckExact, PyFloat_AS_DOUBLE, PyFloat_AsDouble
 from cpython.bytes cimport PyBytes_Check
 from cpython.unicode cimport PyUnicode_CheckExact
 from cpython.bytearray cimport PyByteArray_Check, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_SIZE, PyTuple_CheckExact
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_CheckExact
+from cpython.list cimport PyList_New
 from cpython.object cimport PyObject_IsTrue
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -35,21 +60,21 @@ from libc.limits cimport LONG_MIN, LONG_MAX
 # small enough that a program generating formats cannot grow it without bound.
 cdef Py_ssize_t STRUCT_CACHE_LIMIT = 100
 
-cdef enum StructOp:
-    OP_CHAR
-    OP_BYTES      # 's'
-    OP_PASCAL     # 'p'
-    OP_BOOL
-    OP_SIGNED     # b h i l q n, width in FormatCode.size
-    OP_UNSIGNED   # B H I L Q N
-    OP_VOID_P     # 'P', native only
-    OP_HALF       # 'e'
-    OP_FLOAT      # 'f'
-    OP_DOUBLE     # 'd'
+cdef enum FormatKind:
+    FMT_CHAR
+    FMT_BYTES      # 's'
+    FMT_PASCAL     # 'p'
+    FMT_BOOL
+    FMT_SIGNED     # b h i l q n, width in FormatCode.size
+    FMT_UNSIGNED   # B H I L Q N
+    FMT_VOID_P     # 'P', native only
+    FMT_HALF       # 'e'
+    FMT_FLOAT      # 'f'
+    FMT_DOUBLE     # 'd'
 
 
 cdef struct FormatCode:
-    StructOp op
+    FormatKind op
     char fmt               # the format character, for error messages
     Py_ssize_t offset
     Py_ssize_t size        # item width; for 's'/'p' the field length
@@ -57,7 +82,7 @@ cdef struct FormatCode:
 
 
 cdef struct FormatEntry:
-    StructOp op
+    FormatKind op
     Py_ssize_t size
     Py_ssize_t align       # 0 where no alignment applies
     bint is_item           # False for 'x' padding
@@ -73,53 +98,53 @@ cdef int lookup_format_char(unsigned char c, bint native, FormatEntry* entry) ex
     entry.is_item = True
     entry.align = 0
     if c == c'x':
-        entry.op, entry.size, entry.is_item = OP_BYTES, 1, False
+        entry.op, entry.size, entry.is_item = FMT_BYTES, 1, False
     elif c == c'c':
-        entry.op, entry.size = OP_CHAR, 1
+        entry.op, entry.size = FMT_CHAR, 1
     elif c == c's':
-        entry.op, entry.size = OP_BYTES, 1
+        entry.op, entry.size = FMT_BYTES, 1
     elif c == c'p':
-        entry.op, entry.size = OP_PASCAL, 1
+        entry.op, entry.size = FMT_PASCAL, 1
     elif c == c'b':
-        entry.op, entry.size = OP_SIGNED, 1
+        entry.op, entry.size = FMT_SIGNED, 1
     elif c == c'B':
-        entry.op, entry.size = OP_UNSIGNED, 1
+        entry.op, entry.size = FMT_UNSIGNED, 1
     elif c == c'?':
-        entry.op, entry.size = OP_BOOL, 1  # _Bool is one byte on every supported platform
+        entry.op, entry.size = FMT_BOOL, 1  # _Bool is one byte on every supported platform
         entry.align = FW_BOOL_ALIGN if native else 0
     elif c == c'h' or c == c'H':
-        entry.op = OP_SIGNED if c == c'h' else OP_UNSIGNED
+        entry.op = FMT_SIGNED if c == c'h' else FMT_UNSIGNED
         entry.size = sizeof(short) if native else 2
         entry.align = FW_SHORT_ALIGN if native else 0
     elif c == c'i' or c == c'I':
-        entry.op = OP_SIGNED if c == c'i' else OP_UNSIGNED
+        entry.op = FMT_SIGNED if c == c'i' else FMT_UNSIGNED
         entry.size = sizeof(int) if native else 4
         entry.align = FW_INT_ALIGN if native else 0
     elif c == c'l' or c == c'L':
-        entry.op = OP_SIGNED if c == c'l' else OP_UNSIGNED
+        entry.op = FMT_SIGNED if c == c'l' else FMT_UNSIGNED
         entry.size = sizeof(long) if native else 4
         entry.align = FW_LONG_ALIGN if native else 0
     elif c == c'q' or c == c'Q':
-        entry.op = OP_SIGNED if c == c'q' else OP_UNSIGNED
+        entry.op = FMT_SIGNED if c == c'q' else FMT_UNSIGNED
         entry.size = sizeof(long long) if native else 8
         entry.align = FW_LONGLONG_ALIGN if native else 0
     elif c == c'e':
-        entry.op = OP_HALF
+        entry.op = FMT_HALF
         entry.size = 2
         entry.align = FW_SHORT_ALIGN if native else 0
     elif c == c'f':
-        entry.op = OP_FLOAT
+        entry.op = FMT_FLOAT
         entry.size = 4
         entry.align = FW_FLOAT_ALIGN if native else 0
     elif c == c'd':
-        entry.op = OP_DOUBLE
+        entry.op = FMT_DOUBLE
         entry.size = 8
         entry.align = FW_DOUBLE_ALIGN if native else 0
     elif native and (c == c'n' or c == c'N'):
-        entry.op = OP_SIGNED if c == c'n' else OP_UNSIGNED
+        entry.op = FMT_SIGNED if c == c'n' else FMT_UNSIGNED
         entry.size, entry.align = sizeof(Py_ssize_t), FW_SIZE_T_ALIGN
     elif native and c == c'P':
-        entry.op, entry.size, entry.align = OP_VOID_P, sizeof(void*), FW_VOID_P_ALIGN
+        entry.op, entry.size, entry.align = FMT_VOID_P, sizeof(void*), FW_VOID_P_ALIGN
     else:
         raise StructError("bad char in struct format")
     return 0
@@ -189,7 +214,7 @@ cdef int raise_int_range(FormatCode* code, object value, int swap) except -1:
     """struct.error for the Python int `value` that does not fit `code`."""
     # A Python int: the bounds of 8-byte codes do not fit C shifts (found by UBSan).
     bits = code.size * 8
-    if code.op == OP_SIGNED:
+    if code.op == FMT_SIGNED:
         low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     else:
         low, high = 0, (1 << bits) - 1
@@ -279,16 +304,16 @@ cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap)
     cdef float narrowed
     cdef void* pointer
     cdef int truth
-    if code.op == OP_SIGNED:
+    if code.op == FMT_SIGNED:
         return pack_signed(code, out, value, swap)
-    elif code.op == OP_DOUBLE:
+    elif code.op == FMT_DOUBLE:
         fw_store_f64(out, as_double(value), swap)
-    elif code.op == OP_UNSIGNED:
+    elif code.op == FMT_UNSIGNED:
         return pack_unsigned(code, out, value, swap)
-    elif code.op == OP_BOOL:
+    elif code.op == FMT_BOOL:
         truth = PyObject_IsTrue(value)
         out[0] = <char>(truth != 0)
-    elif code.op == OP_FLOAT:
+    elif code.op == FMT_FLOAT:
         x = as_double(value)
         narrowed = <float>x
         # Overflow to infinity is an error in every byte order. CPython before
@@ -297,17 +322,17 @@ cdef inline int pack_scalar(FormatCode* code, char* out, object value, int swap)
         if narrowed - narrowed != 0 and x - x == 0:
             return raise_overflow(value, "float too large to pack with f format")
         fw_store_f32(out, narrowed, swap)
-    elif code.op == OP_HALF:
+    elif code.op == FMT_HALF:
         x = as_double(value)
         try:
-            PyFloat_Pack2(x, out, FW_HOST_LITTLE != swap)
+            c_float_pack2(x, out, FW_HOST_LITTLE != swap)
         except OverflowError:
             return raise_overflow(value, "float too large to pack with e format")
-    elif code.op == OP_CHAR:
+    elif code.op == FMT_CHAR:
         if not PyBytes_Check(value) or PyBytes_GET_SIZE(value) != 1:
             raise StructError("char format requires a bytes object of length 1")
         out[0] = PyBytes_AS_STRING(value)[0]
-    elif code.op == OP_VOID_P:
+    elif code.op == FMT_VOID_P:
         try:
             pointer = PyLong_AsVoidPtr(as_python_int(value))
         except OverflowError:
@@ -326,7 +351,7 @@ cdef int pack_string(FormatCode* code, char* out, object value) except -1:
         data, length = PyByteArray_AS_STRING(value), PyByteArray_GET_SIZE(value)
     else:
         raise StructError(f"argument for '{chr(code.fmt)}' must be a bytes object")
-    if code.op == OP_BYTES:
+    if code.op == FMT_BYTES:
         if length > code.size:
             length = code.size
         memcpy(out, data, length)
@@ -347,27 +372,6 @@ cdef int pack_string(FormatCode* code, char* out, object value) except -1:
 # incref/decref pair a Python-object temporary costs; callgrind showed that
 # pair as a third of the per-item decode work.
 
-cdef extern from "Python.h":
-    PyObject* new_long_from_long "PyLong_FromLong"(long v)
-    PyObject* new_long_from_longlong "PyLong_FromLongLong"(long long v)
-    PyObject* new_long_from_ulonglong "PyLong_FromUnsignedLongLong"(unsigned long long v)
-    PyObject* new_long_from_voidptr "PyLong_FromVoidPtr"(void* p)
-    PyObject* new_float_from_double "PyFloat_FromDouble"(double v)
-    PyObject* new_bytes_from_string "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size)
-    PyObject* new_bool_from_long "PyBool_FromLong"(long v)
-    void tuple_set_stolen "PyTuple_SET_ITEM"(object tuple, Py_ssize_t index, PyObject* item)
-    void list_set_stolen "PyList_SET_ITEM"(object list, Py_ssize_t index, PyObject* item)
-    PyObject* new_tuple "PyTuple_New"(Py_ssize_t size)
-    void Py_DecRef(PyObject* obj)
-    PyObject* PyErr_Occurred()
-
-
-cdef extern from *:
-    # Hands an owned reference to Cython as a new reference, without the
-    # incref/decref pair that a cast to object would add.
-    tuple adopt "(PyObject *)"(PyObject* owned)
-    void untrack "PyObject_GC_UnTrack"(PyObject* op)
-
 
 cdef inline int check_new_reference(PyObject* item) except -1:
     # The C-API call that returned NULL has already set the exception.
@@ -375,55 +379,55 @@ cdef inline int check_new_reference(PyObject* item) except -1:
 
 
 cdef inline PyObject* new_float_or_error(double x) noexcept:
-    # PyFloat_Unpack2/4 signal failure (non-IEEE platforms only) as -1.0 + exception.
-    if x == -1.0 and PyErr_Occurred() != NULL:
+    # c_float_unpack2/4 signal failure (non-IEEE platforms only) as -1.0 + exception.
+    if x == -1.0 and c_err_occurred() != NULL:
         return NULL
-    return new_float_from_double(x)
+    return c_float_from_double_or_null(x)
 
 
 cdef inline PyObject* unpack_scalar(FormatCode* code, const char* p, int swap) noexcept:
     cdef void* pointer
     cdef Py_ssize_t length
-    if code.op == OP_SIGNED:
+    if code.op == FMT_SIGNED:
         if code.size == 4:
-            return new_long_from_long(<int32_t>fw_load_u32(p, swap))
+            return c_int_from_long_or_null(<int32_t>fw_load_u32(p, swap))
         elif code.size == 8:
-            return new_long_from_longlong(<int64_t>fw_load_u64(p, swap))
+            return c_int_from_longlong_or_null(<int64_t>fw_load_u64(p, swap))
         elif code.size == 2:
-            return new_long_from_long(<int16_t>fw_load_u16(p, swap))
-        return new_long_from_long(<signed char>p[0])
-    elif code.op == OP_UNSIGNED:
+            return c_int_from_long_or_null(<int16_t>fw_load_u16(p, swap))
+        return c_int_from_long_or_null(<signed char>p[0])
+    elif code.op == FMT_UNSIGNED:
         if code.size == 4:
-            return new_long_from_long(fw_load_u32(p, swap))
+            return c_int_from_long_or_null(fw_load_u32(p, swap))
         elif code.size == 8:
-            return new_long_from_ulonglong(fw_load_u64(p, swap))
+            return c_int_from_ulonglong_or_null(fw_load_u64(p, swap))
         elif code.size == 2:
-            return new_long_from_long(fw_load_u16(p, swap))
-        return new_long_from_long(<unsigned char>p[0])
-    elif code.op == OP_DOUBLE:
-        return new_float_from_double(fw_load_f64(p, swap))
-    elif code.op == OP_FLOAT:
+            return c_int_from_long_or_null(fw_load_u16(p, swap))
+        return c_int_from_long_or_null(<unsigned char>p[0])
+    elif code.op == FMT_DOUBLE:
+        return c_float_from_double_or_null(fw_load_f64(p, swap))
+    elif code.op == FMT_FLOAT:
         if swap:
-            return new_float_or_error(PyFloat_Unpack4(p, FW_HOST_LITTLE == 0))
-        return new_float_from_double(fw_load_f32(p, 0))
-    elif code.op == OP_BOOL:
-        return new_bool_from_long(p[0] != 0)
-    elif code.op == OP_HALF:
-        return new_float_or_error(PyFloat_Unpack2(p, FW_HOST_LITTLE != swap))
-    elif code.op == OP_CHAR:
-        return new_bytes_from_string(p, 1)
-    elif code.op == OP_BYTES:
-        return new_bytes_from_string(p, code.size)
-    elif code.op == OP_PASCAL:
+            return new_float_or_error(c_float_unpack4(p, FW_HOST_LITTLE == 0))
+        return c_float_from_double_or_null(fw_load_f32(p, 0))
+    elif code.op == FMT_BOOL:
+        return c_bool_from_long_or_null(p[0] != 0)
+    elif code.op == FMT_HALF:
+        return new_float_or_error(c_float_unpack2(p, FW_HOST_LITTLE != swap))
+    elif code.op == FMT_CHAR:
+        return c_bytes_from_or_null(p, 1)
+    elif code.op == FMT_BYTES:
+        return c_bytes_from_or_null(p, code.size)
+    elif code.op == FMT_PASCAL:
         if code.size == 0:
-            return new_bytes_from_string(p, 0)
+            return c_bytes_from_or_null(p, 0)
         length = <unsigned char>p[0]
         if length >= code.size:
             length = code.size - 1
-        return new_bytes_from_string(p + 1, length)
-    else:  # OP_VOID_P
+        return c_bytes_from_or_null(p + 1, length)
+    else:  # FMT_VOID_P
         memcpy(&pointer, p, sizeof(void*))
-        return new_long_from_voidptr(pointer)
+        return c_int_from_voidptr_or_null(pointer)
 
 
 cdef object item_count_error(str method, Py_ssize_t expected, Py_ssize_t got):
@@ -485,7 +489,7 @@ cdef class CompiledFormat:
         cdef int swap = self.swap
         while code < end:
             p = out + code.offset
-            if code.op == OP_BYTES or code.op == OP_PASCAL:
+            if code.op == FMT_BYTES or code.op == FMT_PASCAL:
                 pack_string(code, p, <object>items[0])
                 items += 1
             else:
@@ -504,7 +508,7 @@ cdef class CompiledFormat:
         cdef Py_ssize_t r, index = 0
         cdef const char* p
         cdef int swap = self.swap
-        cdef PyObject* record = new_tuple(self.nitems)
+        cdef PyObject* record = c_new_tuple_or_null(self.nitems)
         if record == NULL:
             return NULL
         while code < end:
@@ -512,9 +516,9 @@ cdef class CompiledFormat:
             for r in range(code.repeat):
                 item = unpack_scalar(code, p, swap)
                 if item == NULL:
-                    Py_DecRef(record)
+                    c_xdecref(record)
                     return NULL
-                tuple_set_stolen(<object>record, index, item)
+                c_tuple_set_stolen(<object>record, index, item)
                 index += 1
                 p += code.size
             code += 1
@@ -523,7 +527,7 @@ cdef class CompiledFormat:
     cdef tuple unpack_at(self, const char* data):
         cdef PyObject* record = self.decode_record(data)
         check_new_reference(record)
-        return adopt(record)
+        return c_adopt_tuple(record)
 
     cdef bytes pack_array(self, PyObject** args, Py_ssize_t nargs):
         if nargs != self.nitems:
@@ -639,8 +643,8 @@ cdef class CompiledFormat:
                     # collector the traversal it would otherwise do when the
                     # batch's allocations trigger it (CPython untracks such
                     # tuples itself, but only after paying for that traversal).
-                    untrack(record)
-                    list_set_stolen(result, i, record)
+                    c_gc_untrack(record)
+                    c_list_set_stolen(result, i, record)
             finally:
                 fw_gc_resume(gc_was_enabled)
             return result

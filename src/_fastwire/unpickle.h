@@ -1,4 +1,4 @@
-/* C helpers of the pickle decoder (pickle_read.pxi).
+/* C functions of the pickle decoder (pickle_read.pxi).
  *
  * They live in C because they touch object layouts Cython does not model
  * (a list's item array) or are tight byte loops the compiler should see as

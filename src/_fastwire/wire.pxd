@@ -1,12 +1,13 @@
-# Shared plumbing of the core: the C declarations every part uses and the one
-# place where Python buffers are acquired and released.
+# The core's own C functions (wire.h: byte order, native alignment, claims,
+# GC pauses; fastcall.h: METH_FASTCALL entry points) and the one place where
+# Python buffers are acquired and released. Every part may use these; they
+# use nothing but the C API.
 
-from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from cpython.bytes cimport PyBytes_CheckExact, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_CheckExact
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_DECREF
+
 
 cdef extern from "wire.h":
     size_t FW_SHORT_ALIGN, FW_INT_ALIGN, FW_LONG_ALIGN, FW_LONGLONG_ALIGN
@@ -26,30 +27,26 @@ cdef extern from "wire.h":
     void fw_store_f32(char *p, float x, int swap) nogil
     float fw_load_f32(const char *p, int swap) nogil
     void fw_view_of_bytes(Py_buffer *view, object bytes)
+    void fw_bytes_forget_hash(PyObject *obj)
     int fw_gc_pause() noexcept
     void fw_gc_resume(int was_enabled) noexcept
+
 
 cdef extern from "fastcall.h":
     ctypedef struct PyMethodDef:
         pass
-    ctypedef object (*fw_fastcall_fn)(object self, PyObject** args, Py_ssize_t nargs)
-    object fw_new_fastcall_function(PyMethodDef* method_def, const char* name, fw_fastcall_fn fn,
-                                    const char* doc, object module_name)
-    int fw_add_fastcall_method(type cls, PyMethodDef* method_def, const char* name,
-                               fw_fastcall_fn fn, const char* doc) except -1
-
-cdef extern from "Python.h":
-    const Py_ssize_t PY_SSIZE_T_MAX
-    void PyObject_GC_UnTrack(object op)
-    # Declared here because Cython's cpython.float uses unsigned char* where
-    # CPython's headers (3.11+) use char*.
-    int PyFloat_Pack2(double x, char *p, int le) except -1
-    int PyFloat_Pack4(double x, char *p, int le) except -1
-    double PyFloat_Unpack2(const char *p, int le) except? -1.0
-    double PyFloat_Unpack4(const char *p, int le) except? -1.0
+    ctypedef object (*fw_fastcall_fn)(object self, PyObject **args, Py_ssize_t nargs)
+    object fw_new_fastcall_function(PyMethodDef *method_def, const char *name, fw_fastcall_fn fn,
+                                    const char *doc, object module_name)
+    int fw_add_fastcall_method(type cls, PyMethodDef *method_def, const char *name,
+                               fw_fastcall_fn fn, const char *doc) except -1
 
 
-cdef inline int acquire_readable(object obj, Py_buffer* view) except -1:
+cdef extern from *:
+    int fw_clzll "__builtin_clzll"(unsigned long long x)
+
+
+cdef inline int acquire_readable(object obj, Py_buffer *view) except -1:
     """Borrow a C-contiguous read-only view of `obj` for the duration of a call.
 
     Exact bytes skip the buffer protocol (the caller's reference keeps them
@@ -63,12 +60,12 @@ cdef inline int acquire_readable(object obj, Py_buffer* view) except -1:
     return 0
 
 
-cdef inline void release_view(Py_buffer* view) noexcept:
+cdef inline void release_view(Py_buffer *view) noexcept:
     # PyBuffer_Release is a no-op when view.obj is NULL (the bytes fast path).
     PyBuffer_Release(view)
 
 
-cdef inline int acquire_writable(object obj, Py_buffer* view) except -1:
+cdef inline int acquire_writable(object obj, Py_buffer *view) except -1:
     """Borrow a writable C-contiguous view; any failure is the TypeError the
     stdlib's "w*" argument converter raises (read-only, not a buffer, ...)."""
     try:

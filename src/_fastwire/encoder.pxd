@@ -1,0 +1,138 @@
+# The pickle encoder's state, and the one way an encoding call sets it up and
+# tears it down (pw_call_begin / pw_call_end), used by every path that
+# encodes: dumps(), dump(), dumps_framed(), Pickler.dump() and the
+# connection's send(). The functions that write into a PwEnc live in
+# pickle_write.pxi.
+
+from libc.stdlib cimport free
+from libc.string cimport memset
+
+from cpython.object cimport PyObject
+
+from capi cimport c_decref, c_xdecref
+
+
+cdef enum:
+    PW_STACK_OUTPUT = 1024            # a call assembles small pickles on the C stack
+    PW_INLINE_MEMO = 16               # memo slots on the C stack for a call's own memo
+
+cdef extern from *:
+    # The boundary of an encoder that never commits a frame early.
+    const Py_ssize_t PW_NO_BOUNDARY "PY_SSIZE_T_MAX"
+
+
+# The memo: object pointer -> memo index, open addressing with linear probing.
+# The table owns a reference to every key, as _pickle.c's PyMemoTable does:
+# objects created by __reduce__ may otherwise die and have their address
+# reused by a different object later in the same pickle.
+
+cdef struct PwMemoSlot:
+    PyObject *key
+    Py_ssize_t index
+
+cdef struct PwMemo:
+    PwMemoSlot *slots
+    size_t mask
+    int shift
+    Py_ssize_t used
+    bint owns_slots      # False while the slots are the caller's inline array
+
+
+cdef struct PwEnc:
+    PyObject *out              # owned bytes object being filled; resized at the end
+    char *buf                  # PyBytes_AS_STRING(out), or the caller's stack
+    # buffer while out is NULL
+    Py_ssize_t len
+    Py_ssize_t cap
+    Py_ssize_t frame_start     # offset of the reserved header of the open frame, or -1
+    Py_ssize_t boundary        # len at which save() commits a frame / flushes a file
+    int proto
+    bint framing
+    bint fast
+    bint fix_imports
+    PwMemo *memo
+    Py_ssize_t fast_nesting
+    PyObject *fast_memo        # owned dict of ids, created when fast mode nests deeply
+    # Borrowed for the duration of one dump (the caller keeps them alive):
+    PyObject *persistent_id
+    PyObject *reducer_override
+    PyObject *dispatch_table   # NULL means copyreg.dispatch_table
+    PyObject *buffer_callback
+    PyObject *write            # file.write, or NULL when building bytes
+    PyObject *by_value_reduce  # by_value.reducer_override, or NULL (see dumps)
+    PyObject *by_value_table   # by_value.dispatch_table, used inside what it returns
+    int by_value_depth         # by-value reductions being written, one inside another
+
+
+# One encoding call's state, on the caller's C stack.
+cdef struct PwCall:
+    PwEnc enc
+    PwMemo memo                       # used unless the caller brings its own
+    PwMemoSlot memo_slots[PW_INLINE_MEMO]
+    char output[PW_STACK_OUTPUT]
+
+
+cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count) noexcept:
+    cdef int bits = 0
+    while (<size_t>1 << bits) < inline_count:
+        bits += 1
+    memset(inline_slots, 0, inline_count * sizeof(PwMemoSlot))
+    m.slots = inline_slots
+    m.mask = inline_count - 1
+    m.shift = 64 - bits
+    m.used = 0
+    m.owns_slots = False
+
+
+cdef inline void pw_memo_free(PwMemo *m) noexcept:
+    """Release the keys and the table (the memo is unusable afterwards)."""
+    cdef size_t i
+    cdef PwMemoSlot *slots = m.slots
+    cdef size_t cap = m.mask + 1
+    m.used = 0
+    if slots != NULL:
+        for i in range(cap):
+            if slots[i].key != NULL:
+                c_decref(slots[i].key)
+    if m.owns_slots:
+        free(slots)
+    m.slots = NULL
+    m.owns_slots = False
+
+
+cdef inline void pw_enc_init(PwEnc *e, int proto, PwMemo *memo) noexcept:
+    memset(e, 0, sizeof(PwEnc))
+    e.proto = proto
+    e.memo = memo
+    e.frame_start = -1
+    e.boundary = PW_NO_BOUNDARY
+    e.fix_imports = True
+
+
+cdef inline void pw_enc_release(PwEnc *e) noexcept:
+    c_xdecref(e.out)
+    e.out = NULL
+    c_xdecref(e.fast_memo)
+    e.fast_memo = NULL
+
+
+cdef inline PwEnc *pw_call_begin(PwCall *s, int proto, PwMemo *memo) noexcept:
+    """Start an encoding call: output in s.output until it outgrows it (then in
+    a bytes object), with `memo` if given (a Pickler's, which outlives the
+    call), else a fresh memo in s.memo_slots. Every exit after this must call
+    pw_call_end."""
+    if memo == NULL:
+        pw_memo_init(&s.memo, s.memo_slots, PW_INLINE_MEMO)
+        memo = &s.memo
+    pw_enc_init(&s.enc, proto, memo)
+    s.enc.buf = s.output
+    s.enc.cap = PW_STACK_OUTPUT
+    return &s.enc
+
+
+cdef inline void pw_call_end(PwCall *s) noexcept:
+    """Drop what the call owns: the output bytes, fast mode's memo, and its
+    own memo's keys (a caller's memo is the caller's to keep or free)."""
+    pw_enc_release(&s.enc)
+    if s.enc.memo == &s.memo:
+        pw_memo_free(&s.memo)
