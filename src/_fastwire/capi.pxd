@@ -86,6 +86,7 @@ cdef extern from "Python.h":
     # Numbers
     PyObject *c_int_from_long "PyLong_FromLong"(long v) except NULL
     PyObject *c_int_from_long_or_null "PyLong_FromLong"(long v)
+    PyObject *c_int_from_longlong "PyLong_FromLongLong"(long long v) except NULL
     PyObject *c_int_from_longlong_or_null "PyLong_FromLongLong"(long long v)
     PyObject *c_int_from_ulonglong_or_null "PyLong_FromUnsignedLongLong"(unsigned long long v)
     PyObject *c_int_from_voidptr_or_null "PyLong_FromVoidPtr"(void *p)

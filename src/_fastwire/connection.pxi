@@ -217,7 +217,7 @@ cdef class ConnectionCore:
                     slowly = True
                     break
                 try:
-                    frames = scanner.recv_fd(&self._fd)
+                    frames = scanner.recv_with(fw_fd_recv, &self._fd)
                 except FrameError:
                     self.close()
                     raise

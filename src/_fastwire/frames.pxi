@@ -954,21 +954,40 @@ cdef class FrameScanner:
         """Bytes buffered that belong to a frame not complete yet."""
         return self.buffered()
 
-    cdef Py_ssize_t buffered(self) noexcept:
-        """Bytes buffered that belong to a frame not complete yet."""
-        return self._end - self._start
-
-    cdef uint64_t incomplete_length(self) noexcept:
-        """The declared payload length of the frame at the scan position once
-        its header is complete, else 0."""
-        return self._partial.length if self._partial.header_size else 0
-
     @property
     def partial_frame_size(self):
         """Declared payload length of the incomplete frame, or None while its header is incomplete."""
         if self._start < self._end and self._partial.header_size:
             return self._partial.length
         return None
+
+    cdef Py_ssize_t buffered(self) noexcept:
+        """Bytes buffered that belong to a frame not complete yet."""
+        return self._end - self._start
+
+    cdef uint64_t incomplete_length(self) noexcept:
+        """The declared payload length of the frame at the scan position once
+        its header is complete (partial_frame_size), else 0."""
+        if self._start < self._end and self._partial.header_size:
+            return self._partial.length
+        return 0
+
+    cdef object recv_with(self, fd_reader read, const int* fdp):
+        """recv_from() through a C read primitive: one `read(fdp, buf, n)`
+        straight into the scanner's buffer (the connection passes sockio.h's
+        descriptor read, which loads *fdp right before the system call). The
+        frames completed, or None at end of stream."""
+        cdef Py_ssize_t n
+        self._claim()
+        try:
+            self._open_window(-1)
+            n = read(fdp, self._arena.data + self._end, self._arena.size - self._end)
+            if n == 0:
+                return None
+            self._end += n
+            return self._scan()
+        finally:
+            self._busy = False
 
     cdef int _ensure_space(self, Py_ssize_t free_bytes) except -1:
         """Make room for at least free_bytes after _end, moving only unexported memory."""
@@ -1098,22 +1117,6 @@ cdef class FrameScanner:
             if rest > want:
                 want = rest
         return self._ensure_space(want)
-
-    cdef object recv_fd(self, const int* fdp):
-        """recv_from() straight on a blocking socket's file descriptor, read from
-        *fdp just before the system call (sockio.h): the frames completed, or None
-        at end of stream."""
-        cdef Py_ssize_t n
-        self._claim()
-        try:
-            self._open_window(-1)
-            n = fw_fd_recv(fdp, self._arena.data + self._end, self._arena.size - self._end)
-            if n == 0:
-                return None
-            self._end += n
-            return self._scan()
-        finally:
-            self._busy = False
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Account for `nbytes` written into the last ``get_buffer()``; the frames completed.

@@ -25,6 +25,12 @@ cdef struct PrefixSpec:
     uint64_t limit       # largest length the prefix can express
 
 
+# A read primitive on a descriptor: read at most n bytes into buf from the
+# descriptor *fdp (loaded right before the system call), the count read (0 at
+# end of stream), or -1 with an exception set.
+ctypedef Py_ssize_t (*fd_reader)(const int *fdp, char *buf, Py_ssize_t n) except -1
+
+
 cdef struct Partial:
     # The frame at the scan position that is not complete yet.
     Py_ssize_t header_size   # 0 while its header is incomplete

@@ -5,7 +5,7 @@
 
 from libc.stdint cimport uint64_t
 
-from framing cimport PrefixSpec, Partial
+from framing cimport PrefixSpec, Partial, fd_reader
 
 
 cdef class _Arena:
@@ -45,9 +45,9 @@ cdef class FrameScanner:
     cdef Py_ssize_t _window_end
 
     # The API for compiled callers (the connection's receive loop).
-    cdef object recv_fd(self, const int *fdp)
     cdef Py_ssize_t buffered(self) noexcept
     cdef uint64_t incomplete_length(self) noexcept
+    cdef object recv_with(self, fd_reader read, const int *fdp)
 
     cdef int _ensure_space(self, Py_ssize_t free_bytes) except -1
     cdef list _scan(self)
