@@ -31,7 +31,7 @@ from wire cimport (
 )
 from framing cimport (
     HEADER_INCOMPLETE, HEADER_NEGATIVE, HEADER_OVERLONG, Partial, PREFIX_FIXED,
-    PREFIX_MULTIPROCESSING, PREFIX_VARINT, PrefixSpec,
+    PREFIX_MULTIPROCESSING, PREFIX_VARINT, PrefixSpec, fd_reader,
 )
 
 cimport cython
