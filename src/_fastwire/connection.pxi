@@ -15,9 +15,10 @@
 # frames decoded while they arrive, end-of-stream and error handling.
 
 # Shared declarations this part uses.
-# FrameScanner's API: the module's own .pxd (src/fastwire/_fastwire.pxd).
-# By inclusion: FramePrefix (frames.pxi), pw_append_frame and
-# pw_header_guess (pickle_write.pxi), unp_loads_default (pickle_read.pxi).
+# From frames.pxi (declared in src/fastwire/_fastwire.pxd: FramePrefix,
+# FrameScanner), by inclusion: FrameError, _receive_payload.
+# From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
+# From pickle_read.pxi, by inclusion: unp_loads_default.
 from libc.stdint cimport uint64_t
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize

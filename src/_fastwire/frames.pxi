@@ -15,8 +15,9 @@
 # frame saves a copy that costs far more than the view.
 
 # Shared declarations this part uses.
-# Uses no other part. Its classes that other parts drive (FramePrefix,
-# FrameScanner) are declared in src/fastwire/_fastwire.pxd.
+# Its classes that other parts drive (FramePrefix, FrameScanner) are
+# declared in src/fastwire/_fastwire.pxd.
+# Uses nothing of the other parts.
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.object cimport PyObject

@@ -25,8 +25,8 @@
 #     even when user code re-reaches an object through a new reference.
 
 # Shared declarations this part uses.
-# From frames.pxi, by inclusion: FramePrefix, as_prefix, encode_header,
-# encode_frame.
+# From frames.pxi (declared in src/fastwire/_fastwire.pxd: FramePrefix), by
+# inclusion: as_prefix, encode_frame, encode_header.
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.object cimport PyObject

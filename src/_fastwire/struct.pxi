@@ -14,6 +14,7 @@
 # (wire.pxd), and the other parts use nothing of it.
 
 # Shared declarations this part uses.
+# Uses nothing of the other parts.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.object cimport PyObject
