@@ -962,10 +962,12 @@ cdef class FrameScanner:
             return self._partial.length
         return None
 
+    @cython.final
     cdef Py_ssize_t buffered(self) noexcept:
         """Bytes buffered that belong to a frame not complete yet."""
         return self._end - self._start
 
+    @cython.final
     cdef uint64_t incomplete_length(self) noexcept:
         """The declared payload length of the frame at the scan position once
         its header is complete (partial_frame_size), else 0."""
@@ -973,6 +975,7 @@ cdef class FrameScanner:
             return self._partial.length
         return 0
 
+    @cython.final
     cdef object recv_with(self, fd_reader read, const int* fdp):
         """recv_from() through a C read primitive: one `read(fdp, buf, n)`
         straight into the scanner's buffer (the connection passes sockio.h's

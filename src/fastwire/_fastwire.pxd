@@ -3,6 +3,7 @@
 # API, which the connection drives. Cython reads this file as the module's own
 # .pxd, so the classes below are defined in frames.pxi.
 
+cimport cython
 from libc.stdint cimport uint64_t
 
 from framing cimport PrefixSpec, Partial, fd_reader
@@ -44,9 +45,13 @@ cdef class FrameScanner:
     cdef _Arena _window_arena
     cdef Py_ssize_t _window_end
 
-    # The API for compiled callers (the connection's receive loop).
+    # The API for compiled callers (the connection's receive loop); final, so
+    # that a call is direct rather than through the vtable.
+    @cython.final
     cdef Py_ssize_t buffered(self) noexcept
+    @cython.final
     cdef uint64_t incomplete_length(self) noexcept
+    @cython.final
     cdef object recv_with(self, fd_reader read, const int *fdp)
 
     cdef int _ensure_space(self, Py_ssize_t free_bytes) except -1
