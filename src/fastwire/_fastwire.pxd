@@ -49,8 +49,10 @@ cdef class FrameScanner:
     # that a call is direct rather than through the vtable.
     @cython.final
     cdef Py_ssize_t buffered(self) noexcept
+
     @cython.final
     cdef uint64_t incomplete_length(self) noexcept
+
     @cython.final
     cdef object recv_with(self, fd_reader read, const int *fdp)
 
