@@ -825,19 +825,11 @@ cdef class Unpickler:
 
     def __init__(self, file, *, fix_imports=True, encoding="ASCII", errors="strict",
                  buffers=(), allowed=None):
-        peek = getattr(file, "peek", None)
-        readinto = getattr(file, "readinto", None)
-        read = getattr(file, "read", None)
-        readline = getattr(file, "readline", None)
-        if read is None or readline is None:
-            raise TypeError("file must have 'read' and 'readline' attributes")
+        methods = _unp_file_methods(file)
         _unp_claim(self, "__init__() called")
         try:
             _unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
-            self.file_read = read
-            self.file_readline = readline
-            self.file_readinto = readinto
-            self.file_peek = peek
+            _unp_set_file_input(self, methods)
             self.initialized = True
         finally:
             fw_release(&self.busy)
@@ -1022,6 +1014,29 @@ cdef int _unp_bind_hooks(Unpickler u) except -1:
 
 
 # ----- input ---------------------------------------------------------------
+
+cdef tuple _unp_file_methods(file):
+    """(read, readline, readinto, peek) of *file*, looked up as the stdlib does
+    when an Unpickler is made: read and readline required, the others used
+    when present."""
+    peek = getattr(file, "peek", None)
+    readinto = getattr(file, "readinto", None)
+    read = getattr(file, "read", None)
+    readline = getattr(file, "readline", None)
+    if read is None or readline is None:
+        raise TypeError("file must have 'read' and 'readline' attributes")
+    return (read, readline, readinto, peek)
+
+
+cdef int _unp_set_file_input(Unpickler u, tuple methods) except -1:
+    u.file_read, u.file_readline, u.file_readinto, u.file_peek = methods
+    return 0
+
+
+cdef void _unp_forget_file(Unpickler u) noexcept:
+    u.file_read = u.file_readline = u.file_readinto = u.file_peek = None
+    u.from_peek = False
+
 
 cdef int _unp_set_memory_input(Unpickler u, data) except -1:
     if type(data) is bytes:
@@ -2284,5 +2299,28 @@ def load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(
     the Security section of :class:`Unpickler` before loading untrusted
     data).
     """
-    return Unpickler(file, fix_imports=fix_imports, encoding=encoding, errors=errors,
-                     buffers=buffers, allowed=allowed).load()
+    cdef Unpickler u
+    methods = _unp_file_methods(file)
+    # The decoder loads() shares, as loads() uses it: making and freeing an
+    # Unpickler (its keyword arguments, stack and memo arrays) cost more than
+    # decoding a small message read from a socket's makefile().
+    u = _unp_claim_decoder()
+    try:
+        if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
+            if u.encoding_is_bytes or u.buffers is not None \
+                    or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
+                _unp_configure(u, True, "ASCII", "strict", (), None)
+            u.restriction = _unp_restriction_for(allowed)
+        else:
+            _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+        u.consumed_before = 0
+        _unp_set_file_input(u, methods)
+        try:
+            return _unp_decode(u)
+        finally:
+            # Leave the file just past what was decoded (peeked bytes are
+            # read off it), before the decoder is emptied and released.
+            _unp_finish_file(u)
+    finally:
+        _unp_forget_file(u)
+        _unp_end_loads(u)
