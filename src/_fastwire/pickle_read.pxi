@@ -2255,15 +2255,21 @@ cdef object unp_loads_default(data, allowed):
     """loads(data, allowed=allowed) with every other argument at its default."""
     cdef Unpickler u = _unp_claim_decoder()
     try:
-        # Keep the defaults the shared decoder already has.
-        if u.encoding_is_bytes or u.buffers is not None \
-                or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
-            _unp_configure(u, True, "ASCII", "strict", (), None)
-        u.restriction = _unp_restriction_for(allowed)
+        _unp_configure_default(u, allowed)
         _unp_set_memory_input(u, data)
         return _unp_decode(u)
     finally:
         _unp_end_loads(u)
+
+
+cdef int _unp_configure_default(Unpickler u, allowed) except -1:
+    """Every option at its default but allowed=; the shared decoder keeps
+    the defaults it already has."""
+    if u.encoding_is_bytes or u.buffers is not None \
+            or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
+        _unp_configure(u, True, "ASCII", "strict", (), None)
+    u.restriction = _unp_restriction_for(allowed)
+    return 0
 
 
 cdef inline Unpickler _unp_claim_decoder():
@@ -2307,10 +2313,7 @@ def load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(
     u = _unp_claim_decoder()
     try:
         if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
-            if u.encoding_is_bytes or u.buffers is not None \
-                    or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
-                _unp_configure(u, True, "ASCII", "strict", (), None)
-            u.restriction = _unp_restriction_for(allowed)
+            _unp_configure_default(u, allowed)
         else:
             _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
         u.consumed_before = 0
