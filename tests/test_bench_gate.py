@@ -80,9 +80,9 @@ def test_a_baseline_from_several_runs_keeps_each_pairs_lowest_measurement(compar
 @pytest.mark.parametrize("version", [(3, 11), (3, 12), (3, 13)])
 def test_every_supported_version_is_gated_against_its_own_baseline(compare, version):
     own = compare.baseline_for(version)
-    assert own.name == "baseline-%d.%d.json" % version
+    assert own.name == f"baseline-{version[0]}.{version[1]}.json"
     data = json.loads(own.read_text())
-    assert "CPython %d.%d." % version in data["machine"]
+    assert f"CPython {version[0]}.{version[1]}." in data["machine"]
     ci = (COMPARE.parent.parent / ".ci" / "run").read_text()
     # The gate runs in the venv of every interpreter the suite ran on.
     assert 'for other in "${others[@]}"; do\n    gate ' in ci

@@ -87,7 +87,7 @@ def test_read_returning_more_than_asked_is_input_as_the_stdlib_takes_it(data):
     def outcome(load):
         try:
             return ("value", load(TooMuch(data + pickle.dumps("next"))))
-        except Exception as exc:  # the stdlib's exception type is the oracle
+        except Exception as exc:  # noqa: BLE001 - the stdlib's exception type is the oracle
             return ("raises", type(exc))
     assert outcome(fw.load) == outcome(pickle.load)
 
