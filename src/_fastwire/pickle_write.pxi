@@ -146,6 +146,38 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* The value of an int of at most two digits (|x| < 2**60 with 30-bit
+       digits), read from its digits as pw_compact_long reads one: ints of
+       31 to 60 bits are common (ids, timestamps) and would otherwise take
+       PyLong_AsLongLongAndOverflow's general loop. */
+    static inline int pw_two_digit_long(PyObject *o, long long *out) {
+        const digit *d;
+        Py_ssize_t n;
+        int negative;
+        long long v;
+    #if PY_VERSION_HEX >= 0x030C0000
+        uintptr_t tag = ((PyLongObject *)o)->long_value.lv_tag;
+        n = (Py_ssize_t)(tag >> _PyLong_NON_SIZE_BITS);
+        negative = (tag & _PyLong_SIGN_MASK) == 2;
+        d = ((PyLongObject *)o)->long_value.ob_digit;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        n = size < 0 ? -size : size;
+        negative = size < 0;
+        d = ((PyLongObject *)o)->ob_digit;
+    #endif
+        if (n > 2) return 0;
+        v = n ? (long long)d[0] : 0;
+        if (n == 2) v |= (long long)d[1] << PyLong_SHIFT;
+        *out = negative ? -v : v;
+        return 1;
+    }
+    """
+    bint pw_two_digit_long(PyObject *o, long long *out)
+
+
+cdef extern from *:
+    """
     #include "datetime.h"
     /* The datetime family's pickle state, read from the objects as
        _datetimemodule.c's own __reduce_ex__ builds it: the packed data bytes
@@ -294,6 +326,9 @@ cdef enum:
     PW_FAST_NESTING_LIMIT = 50        # depth at which fast mode starts tracking cycles
     PW_STACK_OUTPUT = 1024            # dumps() assembles small pickles on the C stack
     PW_INLINE_MEMO = 16               # memo slots on the C stack for dumps()
+    PW_FIRST_HEAP_MEMO = 128          # slots of the first memo table off the stack
+    PW_ATOM_ROOM = 9                  # the longest atom pw_save_atom stores unchecked (BINFLOAT)
+    PW_FIRST_HEAP_OUTPUT = 16 * 1024  # the first output buffer off the stack
     # Each nested by-value reduction re-enters Python from C; 3.13 counts such
     # re-entries against its C limit only (10,000), far more than the C stack
     # holds for this cycle, so the encoder bounds the nesting itself.
@@ -386,9 +421,13 @@ cdef void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count)
 
 cdef int pw_memo_grow(PwMemo *m) noexcept:
     # x4 while small: a pickle with thousands of containers would otherwise
-    # rehash and re-zero its table a dozen times.
+    # rehash and re-zero its table a dozen times. Leaving the inline table
+    # goes straight to PW_FIRST_HEAP_MEMO slots: a record of a few dozen
+    # strings (bm_pickle's profile) then allocates and rehashes once.
     cdef size_t old_cap = m.mask + 1
     cdef int factor_bits = 2 if old_cap < 65536 else 1
+    while not m.owns_slots and (old_cap << factor_bits) < PW_FIRST_HEAP_MEMO:
+        factor_bits += 1
     cdef size_t new_cap = old_cap << factor_bits
     cdef PwMemoSlot *old = m.slots
     cdef PwMemoSlot *fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
@@ -518,7 +557,11 @@ cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
     # over-allocating large buffers matters: the final shrink then leaves the
     # block no larger than the next call asks for, so glibc serves it again
     # from the heap instead of mmapping (and page-faulting) fresh memory.
-    cap = e.cap * 2
+    # x4 while below a frame: realloc seldom grows in place, and each move
+    # copies everything written so far.
+    cap = e.cap * 4 if e.cap < PW_FRAME_TARGET else e.cap * 2
+    if e.out == NULL and cap < PW_FIRST_HEAP_OUTPUT:
+        cap = PW_FIRST_HEAP_OUTPUT
     if n >= PW_FRAME_TARGET:
         cap = need + PW_FRAME_HEADER + 64
     elif cap < need + 64:
@@ -764,8 +807,10 @@ cdef inline int pw_put_small_int(PwEnc *e, long long x) noexcept:
 
 cdef inline int pw_save_int(PwEnc *e, PyObject *obj) except -1:
     cdef long long x
-    if pw_compact_long(obj, &x):        # one digit: |x| < 2**30, fits BININT
-        return pw_put_small_int(e, x)
+    if pw_two_digit_long(obj, &x):
+        if -0x80000000 <= x <= 0x7fffffff:
+            return pw_put_small_int(e, x)
+        return pw_put_long_long(e, x)
     return pw_save_wide_int(e, obj)
 
 
@@ -997,39 +1042,87 @@ cdef int pw_save_bytes(PwEnc *e, PyObject *obj, int flags) except -1:
 
 cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     """Write obj and return 1 if it is an atom that cannot run user code: a
-    short ASCII str, an int, a float, None, True, False, or a reference to an
-    object already in the memo (and no frame boundary or persistent_id call
-    is due). Return 0, writing nothing,
-    for anything else (pw_save then handles it), -1 on error. Container loops
-    write most items this way, without taking a reference."""
-    cdef PwType *t = pw_type_of(obj)
+    short ASCII str, an int below 2**60, a float, None, True, False, or a
+    reference to an object already in the memo (and no frame boundary or
+    persistent_id call is due). Return 0, writing nothing, for anything else
+    (pw_save then handles it), -1 on error. Container loops write most items
+    this way, without taking a reference.
+
+    Room for the longest fixed-size atom is made first, so that the int,
+    float and singleton paths store straight into the buffer and call
+    nothing: the compiler then keeps them free of register saves."""
+    cdef PwType *t
     cdef long long x
-    cdef int r = 0
+    cdef char *p
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
+    if e.cap - e.len < PW_ATOM_ROOM:
+        return pw_save_atom_grow(e, obj)
+    t = pw_type_of(obj)
+    p = e.buf + e.len
     if t == &pw_str_type:
-        return pw_save_short_ascii(e, obj, 0)
+        return pw_atom_str(e, obj)
     if t == &pw_long_type:
-        if not pw_compact_long(obj, &x):
+        if not pw_two_digit_long(obj, &x):
             return 0                    # pw_save's wide-int path
-        r = pw_put_small_int(e, x)
-    elif t == &pw_float_type:
-        r = pw_save_float(e, obj)
-    elif obj == pw_none:
-        r = pw_put1(e, OP_NONE)
+        if 0 <= x <= 0xff:
+            p[0] = <char>OP_BININT1
+            p[1] = <char>x
+            e.len += 2
+        elif 0 <= x <= 0xffff:
+            p[0] = <char>OP_BININT2
+            p[1] = <char>(x & 0xff)
+            p[2] = <char>(x >> 8)
+            e.len += 3
+        elif -0x80000000 <= x <= 0x7fffffff:
+            p[0] = <char>OP_BININT
+            pw_store_le32(p + 1, <uint32_t>x)
+            e.len += 5
+        else:
+            return pw_save_atom_long1(e, x)
+        return 1
+    if t == &pw_float_type:
+        p[0] = <char>OP_BINFLOAT
+        fw_store_f64(p + 1, pw_float_value(obj), FW_HOST_LITTLE)   # big-endian on the wire
+        e.len += 9
+        return 1
+    if obj == pw_none:
+        p[0] = <char>OP_NONE
     elif obj == pw_true:
-        r = pw_put1(e, OP_NEWTRUE)
+        p[0] = <char>OP_NEWTRUE
     elif obj == pw_false:
-        r = pw_put1(e, OP_NEWFALSE)
+        p[0] = <char>OP_NEWFALSE
     elif not pw_unique(obj, 0) and e.memo.used:
         return pw_save_atom_memo_ref(e, obj)
     else:
         return 0
-    return -1 if r < 0 else 1
+    e.len += 1
+    return 1
 
 
-# The memo reference case of pw_save_atom, out of line so that its common
-# path (and pw_put_small_int within it) stays small enough to be inlined.
+# The rare cases of pw_save_atom, out of line so that its common paths stay
+# small enough to be inlined into the container loops.
+
+cdef int pw_save_atom_grow(PwEnc *e, PyObject *obj) noexcept:
+    if pw_grow(e, PW_ATOM_ROOM) < 0:
+        return -1
+    return pw_save_atom(e, obj)
+
+
+cdef int pw_save_atom_str(PwEnc *e, PyObject *obj) noexcept:
+    return pw_save_short_ascii(e, obj, 0)
+
+
+# Called through a pointer: the compiler would otherwise inline the string
+# path (memcpy, memo) into pw_save_atom, and its register saves would then
+# cost every int, float and None as well.
+cdef int (*pw_atom_str)(PwEnc *e, PyObject *obj) noexcept
+pw_atom_str = pw_save_atom_str
+
+
+cdef int pw_save_atom_long1(PwEnc *e, long long x) noexcept:
+    return -1 if pw_put_long_long(e, x) < 0 else 1
+
 
 cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
     """A shared object seen before: the memo reference needs no user code."""
