@@ -2045,15 +2045,159 @@ cdef int pw_save_by_value(PwEnc *e, object obj) except -1:
     return 1
 
 
+# --- Where a class or function was found, remembered across pickles --------
+# save_global imports the module and walks the qualified name for every
+# class a pickle names, though a small message names the same few classes
+# (its date, its record class) every time. A found top-level name is
+# remembered with what it depended on; the next pickle re-checks each of those
+# things by identity, running no Python code, and takes the slow path when
+# any of them changed: the class's __qualname__ or __module__, the metaclass's
+# descriptors for them, the module in sys.modules, the module's attribute,
+# builtins.__import__, or a copyreg extension code registered since.
+
+cdef extern from *:
+    """
+    #define pw_heap_qualname(t) (((PyHeapTypeObject *)(t))->ht_qualname)
+    #define pw_func_qualname(f) (((PyFunctionObject *)(f))->func_qualname)
+    #define pw_func_module(f) (((PyFunctionObject *)(f))->func_module)
+    #define pw_type_dict(t) (((PyTypeObject *)(t))->tp_dict)
+    """
+    PyObject *pw_type_dict(PyObject *t)
+    PyObject *pw_heap_qualname(PyObject *t)
+    PyObject *pw_func_qualname(PyObject *f)
+    PyObject *pw_func_module(PyObject *f)
+    PyObject *pw_module_dict "PyModule_GetDict"(PyObject *m)
+    PyObject *pw_modules_dict "PyImport_GetModuleDict"()
+    PyObject *pw_eval_builtins "PyEval_GetBuiltins"()
+    PwType pw_module_type "PyModule_Type"
+    PwType *pw_type_of_type "Py_TYPE"(PyObject *o)
+
+cdef struct PwGlobalEntry:
+    PyObject *obj              # owned, as are the three below
+    PyObject *module_name
+    PyObject *name
+    PyObject *module
+
+cdef enum:
+    PW_GLOBAL_CACHE = 64
+
+cdef PwGlobalEntry pw_global_cache[64]
+cdef str PW_MODULE = "__module__"
+cdef str PW_QUALNAME = "__qualname__"
+cdef str PW_IMPORT = "__import__"
+cdef object pw_original_import = __builtins__.__import__ if hasattr(__builtins__, "__import__") \
+    else __builtins__["__import__"]
+
+
+cdef inline PwGlobalEntry *pw_global_entry(PyObject *obj) noexcept:
+    return &pw_global_cache[((<size_t>obj) >> 4) & (PW_GLOBAL_CACHE - 1)]
+
+
+cdef bint pw_global_names_plain(PyObject *obj) noexcept:
+    """obj's __qualname__ and __module__ are read from fields this cache can
+    compare: a plain function, or a class whose metaclass looks them up as
+    type does."""
+    cdef PwType *meta = pw_type_of(obj)
+    if meta == &pw_function_type:
+        return True
+    if not pw_is_subtype(meta, &pw_type_type):
+        return False
+    if meta == &pw_type_type:
+        return True
+    return (meta.tp_getattro == pw_type_type.tp_getattro
+            and pw_type_lookup(meta, <PyObject *>PW_QUALNAME) == pw_type_lookup(&pw_type_type, <PyObject *>PW_QUALNAME)
+            and pw_type_lookup(meta, <PyObject *>PW_MODULE) == pw_type_lookup(&pw_type_type, <PyObject *>PW_MODULE))
+
+
+cdef bint pw_global_names_match(PyObject *obj, PwGlobalEntry *entry) noexcept:
+    cdef PwType *t
+    if pw_type_of(obj) == &pw_function_type:
+        return (pw_func_qualname(obj) == entry.name
+                and pw_func_module(obj) == entry.module_name)
+    t = <PwType *>obj
+    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE):
+        return True            # a static type's names are fixed by its tp_name
+    return (pw_heap_qualname(obj) == entry.name
+            and pw_dict_get(pw_type_dict(obj), <PyObject *>PW_MODULE) == entry.module_name)
+
+
+cdef int pw_save_cached_global(PwEnc *e, PyObject *obj) except -1:
+    """1 if obj was written from the cache (and memoized), else 0."""
+    cdef PwGlobalEntry *entry = pw_global_entry(obj)
+    cdef PyObject *builtins
+    cdef object module_name, name
+    if FW_FREE_THREADED or entry.obj != obj:
+        return 0
+    if pw_dict_size(<PyObject *>pw_extension_registry) != 0:
+        return 0
+    if not pw_global_names_plain(obj) or not pw_global_names_match(obj, entry):
+        return 0
+    builtins = pw_eval_builtins()
+    if builtins == NULL or pw_type_of(builtins) != &pw_dict_type \
+            or pw_dict_get(builtins, <PyObject *>PW_IMPORT) != <PyObject *>pw_original_import:
+        return 0
+    if pw_dict_get(pw_modules_dict(), entry.module_name) != entry.module:
+        return 0
+    if pw_dict_get(pw_module_dict(entry.module), entry.name) != obj:
+        return 0
+    # Held while written: nothing below runs Python code, but the entry is
+    # a shared slot.
+    module_name = <object>entry.module_name
+    name = <object>entry.name
+    if e.proto >= 4:
+        pw_save(e, <PyObject *>module_name, 0)
+        pw_save(e, <PyObject *>name, 0)
+        pw_write1(e, OP_STACK_GLOBAL)
+    else:
+        pw_write_global_opcode(e, module_name, name)
+    pw_memo_put(e, obj)
+    return 1
+
+
+cdef void pw_remember_global(PyObject *obj, object module_name, object name, object module) noexcept:
+    """Remember where a class or function was found by its top-level name."""
+    cdef PwGlobalEntry *entry
+    cdef PyObject *old[4]
+    cdef int i
+    if FW_FREE_THREADED:
+        return                 # an entry is four fields, updated non-atomically
+    if type(module_name) is not str or type(name) is not str or type(module) is not type(_pw_sys):
+        return
+    if not pw_global_names_plain(obj):
+        return
+    if pw_type_lookup(&pw_module_type, <PyObject *>name) != NULL:
+        return                 # a ModuleType descriptor would shadow the module's dict
+    entry = pw_global_entry(obj)
+    old[0] = entry.obj
+    old[1] = entry.module_name
+    old[2] = entry.name
+    old[3] = entry.module
+    pw_incref(obj)
+    pw_incref(<PyObject *>module_name)
+    pw_incref(<PyObject *>name)
+    pw_incref(<PyObject *>module)
+    entry.obj = obj
+    entry.module_name = <PyObject *>module_name
+    entry.name = <PyObject *>name
+    entry.module = <PyObject *>module
+    # Released last: a destructor run here sees a complete entry.
+    for i in range(4):
+        pw_xdecref(old[i])
+
+
 cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
     cdef list path
     cdef object module_name, module, found, parent, lastname, code
     cdef long code_value
     cdef char *p
+    cdef bint cacheable = False
     if name is None:
         # obj is itself a class or function (not a __reduce__ string).
         if e.by_value_reduce != NULL and pw_save_by_value(e, obj):
             return 0
+        if pw_save_cached_global(e, <PyObject *>obj):
+            return 0
+        cacheable = True
         try:
             name = obj.__qualname__
         except AttributeError:
@@ -2104,6 +2248,8 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
 
     if parent is module:
         name = lastname
+        if cacheable and len(path) == 1:
+            pw_remember_global(<PyObject *>obj, module_name, name, module)
     if e.proto >= 4:
         pw_save(e, <PyObject *>module_name, 0)
         pw_save(e, <PyObject *>name, 0)
