@@ -1468,10 +1468,18 @@ cdef int pw_save_frozenset(PwEnc *e, PyObject *obj, int flags) except -1:
 cdef int pw_save_bytearray(PwEnc *e, PyObject *obj) except -1:
     cdef Py_ssize_t n = pw_bytearray_size(obj)
     cdef char header[9]
+    cdef char *p
     if e.proto < 5:
         if n == 0:
             return pw_save_reduce(e, (bytearray, ()), obj)
         return pw_save_reduce(e, (bytearray, (bytes(<object>obj),)), obj)
+    if n < PW_FRAME_TARGET:
+        # Small enough for any frame: one claim, no payload object.
+        p = pw_reserve(e, 9 + n)
+        p[0] = <char>OP_BYTEARRAY8
+        pw_store_le64(p + 1, <uint64_t>n)
+        memcpy(p + 9, pw_bytearray_data(obj), n)
+        return pw_memo_put(e, obj)
     header[0] = <char>OP_BYTEARRAY8
     pw_store_le64(header + 1, <uint64_t>n)
     pw_write_payload(e, header, 9, pw_bytearray_data(obj), n, <object>obj)
