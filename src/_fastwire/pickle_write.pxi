@@ -1523,6 +1523,7 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
     cdef object o = <object>obj
     cdef object rv = None
     cdef object reduce_func
+    cdef PyObject *reduce_method
     if t == &pw_set_type:
         return pw_save_set(e, obj)
     if t == &pw_frozenset_type:
@@ -1559,7 +1560,10 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
             return 0
         if pw_plain_instance(t, obj) == 1:
             return pw_save_plain_instance(e, obj, t)
-        if pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
+        reduce_method = pw_class_reduce(t, obj)
+        if reduce_method != NULL:
+            rv = pw_call_class_reduce(reduce_method, o)
+        elif pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
             rv = o.__reduce_ex__(e.proto)       # no bound method object
         else:
             # __reduce_ex__ = None is called (TypeError), as by _pickle.
@@ -1648,6 +1652,51 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
     if pw_memo_put(e, obj) < 0:
         return -1
     return 1
+
+
+# --- A class-level Python __reduce__ ------------------------------------------
+# object.__reduce_ex__ looks __reduce__ up on the instance (a bound method),
+# looks it up again on the class to see whether it overrides object's, and
+# calls the bound method. When every one of those lookups is the generic one
+# (no __getattribute__/__getattr__, metaclass exactly type, no instance
+# attribute shadowing either name) and the class's __reduce__ is a plain
+# function, that is exactly the function called with the instance.
+
+cdef extern from *:
+    """
+    static inline PyObject *pw_call_one(PyObject *f, PyObject *arg) {
+        return PyObject_Vectorcall(f, &arg, 1, NULL);
+    }
+    """
+    object pw_call_one(PyObject *f, PyObject *arg)
+
+cdef PyObject *pw_object_reduce_ex = pw_type_lookup(&pw_object_type, <PyObject *>PW_REDUCE_EX)
+
+
+cdef PyObject *pw_class_reduce(PwType *t, PyObject *obj) except? NULL:
+    """The class's __reduce__ function when object.__reduce_ex__ would call
+    it with obj and nothing else (see above), else NULL. Borrowed."""
+    cdef PyObject *f
+    cdef object d
+    if t.tp_getattro != pw_object_type.tp_getattro or pw_type_of(<PyObject *>t) != &pw_type_type:
+        return NULL
+    if pw_type_lookup(t, <PyObject *>PW_REDUCE_EX) != pw_object_reduce_ex:
+        return NULL
+    f = pw_type_lookup(t, <PyObject *>PW_REDUCE)
+    if f == NULL or pw_type_of(f) != &pw_function_type:
+        return NULL
+    if t.tp_dictoffset != 0:
+        d = pw_generic_get_dict(<object>obj, NULL)
+        if (pw_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE) != NULL
+                or pw_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE_EX) != NULL):
+            return NULL
+    return f
+
+
+cdef object pw_call_class_reduce(PyObject *f, object o):
+    # Held for the call: the function may delete itself from its class.
+    cdef object func = <object>f
+    return pw_call_one(<PyObject *>func, <PyObject *>o)
 
 
 cdef inline bint pw_plain_method(PwType *t, PyObject *name) noexcept:
