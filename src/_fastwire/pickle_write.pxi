@@ -1664,8 +1664,19 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
 
 cdef extern from *:
     """
-    static inline PyObject *pw_call_one(PyObject *f, PyObject *arg) {
-        return PyObject_Vectorcall(f, &arg, 1, NULL);
+    /* f(arg), f held for the call (a __reduce__ may delete itself from its
+       class). The call into the builtin __reduce_ex__ it replaces counts one
+       level of recursion: counting it here keeps RecursionError at the
+       stdlib's exact depth. */
+    static PyObject *pw_call_one(PyObject *f, PyObject *arg) {
+        PyObject *r;
+        if (Py_EnterRecursiveCall(" while calling a Python object"))
+            return NULL;
+        Py_INCREF(f);
+        r = PyObject_Vectorcall(f, &arg, 1, NULL);
+        Py_DECREF(f);
+        Py_LeaveRecursiveCall();
+        return r;
     }
     """
     object pw_call_one(PyObject *f, PyObject *arg)
@@ -1693,10 +1704,8 @@ cdef PyObject *pw_class_reduce(PwType *t, PyObject *obj) except? NULL:
     return f
 
 
-cdef object pw_call_class_reduce(PyObject *f, object o):
-    # Held for the call: the function may delete itself from its class.
-    cdef object func = <object>f
-    return pw_call_one(<PyObject *>func, <PyObject *>o)
+cdef inline object pw_call_class_reduce(PyObject *f, object o):
+    return pw_call_one(f, <PyObject *>o)
 
 
 cdef inline bint pw_plain_method(PwType *t, PyObject *name) noexcept:
