@@ -7,25 +7,22 @@ the exception type) to the stdlib's, including callbacks that change the
 class, the instance or the function while the pickle is being written.
 """
 
+import os
 import pickle as std
+import sys
 
 import pytest
 
 from fastwire import pickle as fw
 
+sys.path.insert(0, os.path.dirname(__file__))
+import pickle_catalogue as cat  # noqa: E402
+
 CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)
 
 
-def outcome(dumps, obj, proto):
-    try:
-        return dumps(obj, proto)
-    except Exception as exc:   # the type is what is compared
-        return type(exc)
-
-
-def same_as_stdlib(obj):
-    for proto in CORE_PROTOCOLS:
-        assert outcome(fw.dumps, obj, proto) == outcome(std.dumps, obj, proto), proto
+outcome = cat.dumps_outcome
+same_as_stdlib = cat.assert_dumps_like_stdlib
 
 
 class Point:

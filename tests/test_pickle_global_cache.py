@@ -8,6 +8,7 @@ holds fastwire to the stdlib's result (bytes, or exception type) afterwards.
 
 import builtins
 import copyreg
+import os
 import pickle as std
 import sys
 import types
@@ -16,19 +17,14 @@ import pytest
 
 from fastwire import pickle as fw
 
+sys.path.insert(0, os.path.dirname(__file__))
+import pickle_catalogue as cat  # noqa: E402
+
 CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)
 
 
-def outcome(dumps, obj, proto):
-    try:
-        return dumps(obj, proto)
-    except Exception as exc:   # the type is what is compared
-        return type(exc)
-
-
-def same_as_stdlib(obj):
-    for proto in CORE_PROTOCOLS:
-        assert outcome(fw.dumps, obj, proto) == outcome(std.dumps, obj, proto), proto
+outcome = cat.dumps_outcome
+same_as_stdlib = cat.assert_dumps_like_stdlib
 
 
 @pytest.fixture
@@ -36,12 +32,24 @@ def module():
     """A fresh module in sys.modules holding a class C and a function f."""
     name = "fastwire_global_cache_probe"
     mod = types.ModuleType(name)
-    exec("class C:\n    pass\n\ndef f():\n    pass\n", mod.__dict__)
+    mod.C = type("C", (), {"__module__": name})
+    module_function(mod, "f")
     sys.modules[name] = mod
     try:
         yield mod
     finally:
         sys.modules.pop(name, None)
+
+
+def module_function(module, name):
+    """A new top-level function `name` of `module`."""
+    def function():
+        pass
+
+    function.__module__ = module.__name__
+    function.__name__ = function.__qualname__ = name
+    setattr(module, name, function)
+    return function
 
 
 def remembered(obj):
@@ -175,15 +183,13 @@ def test_regression_evicting_an_entry_whose_release_runs_a_finalizer_that_pickle
                 seen.append(fw.dumps(obj, 5) == std.dumps(obj, 5))
 
     victim_slot_taker = [module.C]
-    exec("def doomed(x=None):\n    pass\n", module.__dict__)
-    module.doomed.__defaults__ = (Finalizer(),)
+    module_function(module, "doomed").__defaults__ = (Finalizer(),)
     remembered(module.doomed)
     slot = (id(module.doomed) >> 4) & 63
     del module.doomed           # the cache now holds the only reference
     takers = []
     for i in range(10000):
-        exec(f"def taker{i}():\n    pass\n", module.__dict__)
-        taker = module.__dict__[f"taker{i}"]
+        taker = module_function(module, f"taker{i}")
         if (id(taker) >> 4) & 63 == slot:
             takers.append(taker)
             break
