@@ -347,6 +347,92 @@ error:
     return -1;
 }
 
+/* The names fw_imported_module reads, interned once by the caller. */
+typedef struct {
+    PyObject *builtins;         /* "__builtins__" */
+    PyObject *import_;          /* "__import__" */
+    PyObject *spec;             /* "__spec__" */
+    PyObject *initializing;     /* "_initializing" */
+    PyObject *builtin_import;   /* the interpreter's own builtins.__import__ */
+} fw_import_names;
+
+/* sys.modules[name] when PyImport_Import(name), which find_class calls as
+ * the stdlib does, would return it without running anything else: the
+ * current builtins' __import__ is the interpreter's own, the entry is an
+ * exact module and its spec is not still initializing.  The import would
+ * then only look the name up and, for a package, run importlib's fromlist
+ * handling for '__doc__', which finds it on every exact module (the module
+ * type supplies one) and does nothing.  1 with *module set (a new
+ * reference), 0 when the real import must run, -1 on error. */
+static int fw_imported_module(PyObject *name, const fw_import_names *names, PyObject **module)
+{
+    PyObject *globals, *builtins, *import, *modules, *mod, *spec, *initializing;
+    int status;
+
+    if (!PyUnicode_CheckExact(name))
+        return 0;
+    globals = PyEval_GetGlobals();      /* borrowed; what PyImport_Import reads */
+    if (globals == NULL || !PyDict_CheckExact(globals))
+        return 0;
+    builtins = PyDict_GetItemWithError(globals, names->builtins);
+    if (builtins == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (PyModule_CheckExact(builtins))
+        builtins = PyModule_GetDict(builtins);
+    if (builtins == NULL || !PyDict_CheckExact(builtins))
+        return 0;
+    import = PyDict_GetItemWithError(builtins, names->import_);
+    if (import != names->builtin_import)
+        return PyErr_Occurred() ? -1 : 0;
+    modules = PyImport_GetModuleDict();     /* borrowed: sys.modules */
+    if (modules == NULL || !PyDict_CheckExact(modules))
+        return 0;
+    mod = PyDict_GetItemWithError(modules, name);
+    if (mod == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyModule_CheckExact(mod))
+        return 0;
+    Py_INCREF(mod);
+    spec = PyDict_GetItemWithError(PyModule_GetDict(mod), names->spec);
+    if (spec == NULL) {
+        /* Without __spec__ in its dict the import would ask the module's
+         * __getattr__ for it: let it. */
+        Py_DECREF(mod);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (spec != Py_None) {
+        /* The import's own test (import_ensure_initialized): a module that
+         * another thread is still executing makes it wait for the lock. */
+        Py_INCREF(spec);
+        status = fw_lookup_attr(spec, names->initializing, &initializing);
+        Py_DECREF(spec);
+        if (status > 0) {
+            status = PyObject_IsTrue(initializing);
+            Py_DECREF(initializing);
+        }
+        if (status != 0) {
+            /* Initializing, or its spec misbehaves: the real import decides. */
+            PyErr_Clear();
+            Py_DECREF(mod);
+            return 0;
+        }
+        /* The spec ran Python, which may have changed sys.modules: like
+         * PyImport_Import, hand out what it holds now. */
+        Py_DECREF(mod);
+        modules = PyImport_GetModuleDict();
+        mod = modules == NULL ? NULL : PyObject_GetItem(modules, name);
+        if (mod == NULL) {
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_KeyError))
+                return -1;
+            PyErr_Clear();
+            PyErr_SetObject(PyExc_KeyError, name);
+            return -1;
+        }
+    }
+    *module = mod;
+    return 1;
+}
+
 /* strtol with the overflow the INT opcode falls back on reported as a flag
  * (errno is a macro, which Cython cannot assign). */
 static inline long fw_strtol(const char *s, char **end, int *failed)
