@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import builtins
 import collections
+import copyreg
 import datetime
+import io
 import pickle
 import sys
 import types
@@ -180,3 +182,153 @@ def test_global_spec_callout_reenters_loads_and_drops_the_module(scratch_module)
 def test_globals_of_packages_and_modules_round_trip(loads, obj):
     for proto in range(6):
         assert loads(pickle.dumps(obj, proto)) == obj
+
+
+# ------------------------------------------------- NEWOBJ with a Python __new__ ----
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Point3(Point):
+    """A namedtuple subclass: __new__ found in a base's dict."""
+
+    __slots__ = ()
+
+
+class NewReturnsOther:
+    def __new__(cls, *args):
+        return ("not an instance", cls.__name__, args)
+
+
+class NewCounts:
+    calls = 0
+
+    def __new__(cls, a, b=2):
+        NewCounts.calls += 1
+        self = super().__new__(cls)
+        self.ab = (a, b)
+        return self
+
+    def __reduce_ex__(self, proto):
+        return (copyreg.__newobj__, (NewCounts, *self.ab))
+
+    def __eq__(self, other):
+        return type(other) is NewCounts and other.ab == self.ab
+
+
+class NewFromStaticLambda:
+    __new__ = staticmethod(lambda cls, *args: object.__new__(cls))
+
+    def __reduce_ex__(self, proto):
+        return (copyreg.__newobj__, (NewFromStaticLambda, 1, 2))
+
+
+class MetaRedirectsNew(type):
+    """A metaclass whose __getattribute__ answers __new__ itself: the slot
+    asks it, so a shortcut that read the class dict would differ."""
+
+    def __getattribute__(cls, name):
+        if name == "__new__":
+            return lambda klass, *args: ("metaclass __new__", args)
+        return super().__getattribute__(name)
+
+
+class WithMetaNew(metaclass=MetaRedirectsNew):
+    def __new__(cls, *args):
+        return ("class __new__", args)
+
+
+def newobj_pickle(cls, args, proto: int = 4) -> bytes:
+    """cls, args, NEWOBJ, written by the stdlib's Python pickler (which,
+    unlike a __reduce_ex__, may name any class and any argument object)."""
+    marker = object()
+
+    class Writer(pickle._Pickler):
+        def save(self, obj, save_persistent_id=True):
+            if obj is not marker:
+                return super().save(obj, save_persistent_id)
+            self.save(cls)
+            self.save(args)
+            self.write(pickle.NEWOBJ)
+    out = io.BytesIO()
+    Writer(out, proto).dump(marker)
+    return out.getvalue()
+
+
+class ArgsTuple(tuple):
+    """A tuple subclass whose iteration is off limits to NEWOBJ."""
+
+    def __iter__(self):
+        raise AssertionError("NEWOBJ must not iterate its argument tuple")
+
+    def __reduce__(self):
+        return (ArgsTuple, ((3, 4),))
+
+
+NEWOBJ_CASES = [
+    pytest.param(Point, (1, 2), id="namedtuple"),
+    pytest.param(Point3, (1, 2), id="namedtuple-subclass"),
+    pytest.param(NewReturnsOther, (1, "a"), id="new-returns-other"),
+    pytest.param(NewCounts, (5,), id="default-argument"),
+    pytest.param(NewCounts, (), id="too-few-arguments"),
+    pytest.param(NewCounts, (1, 2, 3), id="too-many-arguments"),
+    pytest.param(NewReturnsOther, tuple(range(8)), id="eight-arguments"),
+    pytest.param(NewReturnsOther, tuple(range(9)), id="nine-arguments"),
+    pytest.param(NewReturnsOther, tuple(range(40)), id="forty-arguments"),
+    pytest.param(NewFromStaticLambda, (1, 2), id="staticmethod-lambda"),
+    pytest.param(WithMetaNew, (1,), id="metaclass-getattribute"),
+    pytest.param(collections.OrderedDict, (), id="builtin-new"),
+    pytest.param(int, (7,), id="builtin-int"),
+]
+
+
+@pytest.mark.parametrize("cls,args", NEWOBJ_CASES)
+@pytest.mark.parametrize("proto", [2, 4, 5])
+def test_newobj_like_stdlib(cls, args, proto):
+    data = newobj_pickle(cls, args, proto)
+    expected = outcome(lambda: pickle.loads(data))
+    assert outcome(lambda: fw.loads(data)) == expected
+    assert outcome(lambda: fw.loads(data, allowed=[cls])) == expected
+
+
+@pytest.mark.parametrize("proto", [2, 4, 5])
+def test_newobj_args_tuple_subclass_like_stdlib(proto):
+    data = newobj_pickle(Point, ArgsTuple((3, 4)), proto)
+    assert pickle.loads(data) == Point(3, 4)
+    assert outcome(lambda: fw.loads(data)) == outcome(lambda: pickle.loads(data))
+
+
+@pytest.mark.parametrize("proto", [2, 4, 5])
+def test_newobj_args_not_a_tuple_like_stdlib(proto):
+    data = newobj_pickle(Point, [3, 4], proto)
+    assert outcome(lambda: fw.loads(data)) == outcome(lambda: pickle.loads(data)) \
+        == ("raises", pickle.UnpicklingError)
+
+
+def test_newobj_python_new_reenters_loads_and_load():
+    """__new__ is Python: it calls loads() (the shared decoder is busy; a
+    fresh one serves it) and load() of the Unpickler that is running it."""
+    seen = []
+
+    class Reenters:
+        unpickler = None
+
+        def __new__(cls, x):
+            seen.append(fw.loads(pickle.dumps({"inner": x}, 5)))
+            if Reenters.unpickler is not None:
+                with pytest.raises(RuntimeError, match="in use"):
+                    Reenters.unpickler.load()
+            return ("made", x)
+    globals()["Reenters"] = Reenters
+    Reenters.__qualname__ = "Reenters"
+    try:
+        data = newobj_pickle(Reenters, (9,), 5)
+        assert fw.loads(data) == ("made", 9)
+        assert seen == [{"inner": 9}]
+        u = fw.Unpickler(io.BytesIO(data + data))
+        Reenters.unpickler = u
+        assert u.load() == ("made", 9)
+        assert u.load() == ("made", 9)
+        assert seen == [{"inner": 9}] * 3
+    finally:
+        del globals()["Reenters"]

@@ -39,6 +39,7 @@ cdef extern from "unpickle.h":
     void fw_memoryview_set_readonly(object view)
     bint fw_type_has_new(PyObject *cls)
     PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs) except NULL
+    PyObject *fw_call_new(PyObject *cls, PyObject *args, PyObject *new_name) except NULL
     int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result) except -1
     ctypedef struct fw_intern_cache:
         pass
@@ -199,6 +200,7 @@ cdef dict _unp_import_mapping = _unp_compat.IMPORT_MAPPING
 cdef str _unp_s_setstate = "__setstate__"
 cdef str _unp_s_dict = "__dict__"
 cdef str _unp_s_getinitargs = "__getinitargs__"
+cdef str _unp_s_new = "__new__"
 
 
 # ---------------------------------------------------------------------------
@@ -1603,8 +1605,10 @@ cdef int _unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
                 raise UnpicklingError(f"{opname} with keyword arguments for "
                                       f"{(<type>cls).__name__} is not allowed in restricted mode")
             _unp_charge(u, kwargs, UNP_CHARGE_PASS)
-    obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args,
-                         <PyObject *>kwargs if with_kwargs else NULL)
+    if with_kwargs:
+        obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args, <PyObject *>kwargs)
+    else:
+        obj = fw_call_new(<PyObject *>cls, <PyObject *>args, <PyObject *>_unp_s_new)
     _unp_push(u, obj)
     if u.restriction is not None:
         _unp_note_made(u, <object>obj)
@@ -2097,7 +2101,7 @@ cdef object _unp_decode(Unpickler u):
             o = u.stack[u.sp - 2] if u.sp - 2 >= u.fence else NULL
             if (o != NULL and u.restriction is None and c_is_type(o) and fw_type_has_new(o)
                     and c_is_tuple(u.stack[u.sp - 1])):
-                o = fw_call_tp_new(o, u.stack[u.sp - 1], NULL)
+                o = fw_call_new(o, u.stack[u.sp - 1], <PyObject *>_unp_s_new)
                 u.sp -= 2
                 c_decref(u.stack[u.sp + 1])
                 c_decref(u.stack[u.sp])

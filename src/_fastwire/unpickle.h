@@ -55,10 +55,15 @@ static inline PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n)
  * reference cycle is a tracked container, or an exact tuple still tracked. */
 static inline int fw_may_be_tracked(PyObject *obj)
 {
-    if (!PyObject_IS_GC(obj))
+    PyTypeObject *tp = Py_TYPE(obj);
+    /* The type flag first, inline: most items are ints and strings, and
+     * PyObject_IS_GC is an out-of-line call for extensions before 3.13. */
+    if (!PyType_IS_GC(tp))
         return 0;
-    if (PyTuple_CheckExact(obj))
+    if (tp == &PyTuple_Type)
         return PyObject_GC_IsTracked(obj);
+    if (tp->tp_is_gc != NULL)
+        return tp->tp_is_gc(obj);
     return 1;
 }
 
@@ -234,6 +239,38 @@ static inline int fw_type_has_new(PyObject *cls)
 static inline PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs)
 {
     return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, kwargs);
+}
+
+/* NEWOBJ of a class whose __new__ is a Python function, without the
+ * attribute lookup and argument copy of its slot (slot_tp_new): with the
+ * metaclass exactly `type`, type.__getattribute__ finds `__new__` as the
+ * staticmethod in the class's MRO and calls it with (cls, *args), which is
+ * what this does from the argument tuple's own items.  Anything else (another
+ * metaclass, a builtin __new__, many arguments) goes through the slot.
+ * `new_name` is the interned "__new__". */
+#define FW_NEW_INLINE_ARGS 8
+static inline PyObject *fw_call_new(PyObject *cls, PyObject *args, PyObject *new_name)
+{
+    PyObject *descr, *func, *result;
+    PyObject *stack[FW_NEW_INLINE_ARGS + 1];
+    Py_ssize_t i, n;
+
+    if (!Py_IS_TYPE(cls, &PyType_Type) || !PyTuple_CheckExact(args)
+            || (n = PyTuple_GET_SIZE(args)) > FW_NEW_INLINE_ARGS)
+        return fw_call_tp_new(cls, args, NULL);
+    descr = _PyType_Lookup((PyTypeObject *)cls, new_name);     /* borrowed */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyStaticMethod_Type))
+        return fw_call_tp_new(cls, args, NULL);
+    func = PyStaticMethod_Type.tp_descr_get(descr, NULL, cls);
+    if (func == NULL)
+        return NULL;
+    stack[0] = cls;
+    for (i = 0; i < n; i++)
+        stack[i + 1] = PyTuple_GET_ITEM(args, i);
+    /* args (held by the caller) keeps the items alive during the call. */
+    result = PyObject_Vectorcall(func, stack, (size_t)(n + 1), NULL);
+    Py_DECREF(func);
+    return result;
 }
 
 /* getattr(obj, name, <missing>) without raising AttributeError: 1 found,
