@@ -20,6 +20,8 @@ import sys
 import types
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastwire.pickle as fw
 from tests.pickle_read_catalogue import outcome
@@ -332,3 +334,68 @@ def test_newobj_python_new_reenters_loads_and_load():
         assert seen == [{"inner": 9}] * 3
     finally:
         del globals()["Reenters"]
+
+
+# ------------------------------------------------------- non-ASCII str ----
+
+def str_pickles(raw: bytes) -> list[bytes]:
+    """raw as the payload of SHORT_BINUNICODE (when short), BINUNICODE and
+    BINUNICODE8, each a whole pickle."""
+    out = []
+    if len(raw) < 256:
+        out.append(b"\x80\x04\x8c" + bytes([len(raw)]) + raw + b".")
+    out.append(b"\x80\x04X" + len(raw).to_bytes(4, "little") + raw + b".")
+    out.append(b"\x80\x04\x8d" + len(raw).to_bytes(8, "little") + raw + b".")
+    return out
+
+
+def assert_str_like_stdlib(raw: bytes):
+    for data in str_pickles(raw):
+        expected = outcome(lambda: pickle.loads(data))
+        assert outcome(lambda: fw.loads(data)) == expected, raw
+        if expected[0] == "value":
+            got, want = fw.loads(data), pickle.loads(data)
+            assert type(got) is str and got == want
+
+
+UTF8_EDGES = [
+    "caf\xe9", "\xe9\xe8", "\u65e5\u672c", "\U0001f600x", "a\u0100", "\x80\x81", "\xff\xfe",
+    "\u07ff\u0800", "\uffff\U00010000", "\U0010ffff\x00", "\u00e9" * 200, "\u65e5" * 85,
+    "\U0001f600" * 64, "x" * 255 + "\xe9",
+]
+UTF8_BAD = [
+    b"\xc3", b"a\xc3", b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xe0\x9f\xbf",
+    b"\xed\xa0\x80", b"\xed\xbf\xbfz", b"\xed\xa0\x80\xed\xb0\x80",  # surrogates: allowed
+    b"\xf0\x80\x80\x80", b"\xf0\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80",
+    b"\xff", b"\xfe\xfe", b"\x80", b"ab\xbf", b"\xe6\x97", b"\xf0\x9f\x98", b"\xc3\xa9\xc3",
+    b"\xc3\x28", b"\xe6\x28\xa5", b"\xf0\x9f\x28\x80", b"\xf0\x9f\x98\x28",
+]
+
+
+@pytest.mark.parametrize("text", UTF8_EDGES, ids=range(len(UTF8_EDGES)))
+def test_non_ascii_str_like_stdlib(text):
+    assert_str_like_stdlib(text.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("raw", UTF8_BAD, ids=range(len(UTF8_BAD)))
+def test_malformed_or_surrogate_utf8_like_stdlib(raw):
+    assert_str_like_stdlib(raw)
+    assert_str_like_stdlib(b"caf\xc3\xa9" + raw)
+    assert_str_like_stdlib(raw + b"\xe6\x97\xa5")
+
+
+def test_one_non_ascii_character_is_the_interpreters_own():
+    """Length-1 strs below U+0100 are interned singletons in CPython."""
+    for ch in ("\xe9", "\x80", "\xff"):
+        for data in str_pickles(ch.encode()):
+            assert fw.loads(data) is pickle.loads(data)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(min_size=0, max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.binary(min_size=0, max_size=4),
+    st.sampled_from([b"\xc3", b"\xed\xa0\x80", b"\xf4\x8f\xbf\xbf", b"\xe0\xa0\x80", b"\x80"]),
+), max_size=12).map(b"".join))
+def test_random_utf8_like_stdlib(raw):
+    assert_str_like_stdlib(raw)

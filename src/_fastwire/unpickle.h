@@ -151,6 +151,98 @@ static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
 }
 #endif
 
+/* Short non-ASCII UTF-8 (accented names, CJK words, emoji in labels): the
+ * interpreter's decoder starts an ASCII string, widens it at the first other
+ * character and shrinks it at the end, several times the cost of the string.
+ * Here one pass validates and counts, a second writes a str of the final kind.
+ * Only well-formed input is decoded (surrogates included, as surrogatepass
+ * allows them); anything else returns NULL without an error, and the caller
+ * lets the interpreter's decoder produce its result or its exact error. */
+#define FW_UTF8_SHORT_MAX 256
+
+static inline int fw_utf8_cont(unsigned char c)
+{
+    return (c & 0xC0) == 0x80;
+}
+
+static PyObject *fw_decode_short_utf8(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, chars = 0;
+    Py_UCS4 maxchar = 0, ch;
+    PyObject *str;
+    int kind;
+    void *data;
+
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            ch = c;
+            i += 1;
+        }
+        else if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || !fw_utf8_cont(p[i + 1]))
+                return NULL;
+            ch = ((Py_UCS4)(c & 0x1F) << 6) | (p[i + 1] & 0x3F);
+            i += 2;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n || !fw_utf8_cont(p[i + 1]) || !fw_utf8_cont(p[i + 2]))
+                return NULL;
+            if (c == 0xE0 && p[i + 1] < 0xA0)       /* overlong */
+                return NULL;
+            ch = ((Py_UCS4)(c & 0x0F) << 12) | ((Py_UCS4)(p[i + 1] & 0x3F) << 6)
+                 | (p[i + 2] & 0x3F);
+            i += 3;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n || !fw_utf8_cont(p[i + 1]) || !fw_utf8_cont(p[i + 2])
+                    || !fw_utf8_cont(p[i + 3]))
+                return NULL;
+            if ((c == 0xF0 && p[i + 1] < 0x90) || (c == 0xF4 && p[i + 1] > 0x8F))
+                return NULL;                        /* overlong, or past U+10FFFF */
+            ch = ((Py_UCS4)(c & 0x07) << 18) | ((Py_UCS4)(p[i + 1] & 0x3F) << 12)
+                 | ((Py_UCS4)(p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
+            i += 4;
+        }
+        else {
+            return NULL;
+        }
+        if (ch > maxchar)
+            maxchar = ch;
+        chars++;
+    }
+    if (chars < 2)      /* the interpreter hands out its one-character singletons */
+        return NULL;
+    str = PyUnicode_New(chars, maxchar);
+    if (str == NULL)
+        return NULL;
+    kind = PyUnicode_KIND(str);
+    data = PyUnicode_DATA(str);
+    for (i = 0, chars = 0; i < n; chars++) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            ch = c;
+            i += 1;
+        }
+        else if (c < 0xE0) {
+            ch = ((Py_UCS4)(c & 0x1F) << 6) | (p[i + 1] & 0x3F);
+            i += 2;
+        }
+        else if (c < 0xF0) {
+            ch = ((Py_UCS4)(c & 0x0F) << 12) | ((Py_UCS4)(p[i + 1] & 0x3F) << 6)
+                 | (p[i + 2] & 0x3F);
+            i += 3;
+        }
+        else {
+            ch = ((Py_UCS4)(c & 0x07) << 18) | ((Py_UCS4)(p[i + 1] & 0x3F) << 12)
+                 | ((Py_UCS4)(p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
+            i += 4;
+        }
+        PyUnicode_WRITE(kind, data, chars, ch);
+    }
+    return str;
+}
+
 static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
 {
     if (n > 1) {
@@ -170,6 +262,11 @@ static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
                 return fw_cached_ascii_str(s, n);
 #endif
             return fw_new_ascii_str(s, n);
+        }
+        if (n <= FW_UTF8_SHORT_MAX) {
+            PyObject *str = fw_decode_short_utf8(p, n);
+            if (str != NULL || PyErr_Occurred())
+                return str;
         }
     }
     return PyUnicode_DecodeUTF8(s, n, "surrogatepass");
