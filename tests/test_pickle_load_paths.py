@@ -399,3 +399,40 @@ def test_one_non_ascii_character_is_the_interpreters_own():
 ), max_size=12).map(b"".join))
 def test_random_utf8_like_stdlib(raw):
     assert_str_like_stdlib(raw)
+
+
+# --------------------------------------------------------------- LONG1/LONG4 ----
+
+def long_pickles(payload: bytes) -> list[bytes]:
+    return [b"\x80\x02\x8a" + bytes([len(payload)]) + payload + b".",
+            b"\x80\x02\x8b" + len(payload).to_bytes(4, "little") + payload + b"."]
+
+
+LONG_EDGES = [b"", b"\x00", b"\x7f", b"\x80", b"\xff", b"\xff\x00", b"\x00\x80",
+              b"\xff" * 8, b"\x00" * 8, b"\xff\xff\xff\xff\xff\xff\xff\x7f",
+              b"\x00\x00\x00\x00\x00\x00\x00\x80", b"\x01\x00\x00\x00\x00\x00\x00\x80",
+              b"\xff" * 7 + b"\x80", b"\x00" * 9, b"\xff" * 9, b"\x00" * 8 + b"\x01",
+              b"\x12\x34\x56", b"\xfe\xff\xff\xff\xff"]
+
+
+@pytest.mark.parametrize("payload", LONG_EDGES, ids=range(len(LONG_EDGES)))
+def test_counted_long_like_stdlib(payload):
+    for data in long_pickles(payload):
+        want = pickle.loads(data)
+        got = fw.loads(data)
+        assert type(got) is int and got == want == int.from_bytes(payload, "little", signed=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=1, max_size=10))
+def test_random_counted_long_like_stdlib(payload):
+    for data in long_pickles(payload):
+        assert fw.loads(data) == pickle.loads(data)
+
+
+@pytest.mark.parametrize("value", [0, 1, -1, 2**31, -2**31 - 1, 2**63 - 1, -2**63, 2**63, -2**63 - 1,
+                                   2**64, 10**30, -10**30])
+def test_ints_round_trip_through_every_protocol(value):
+    for proto in range(6):
+        data = pickle.dumps([value, -value], proto)
+        assert fw.loads(data) == pickle.loads(data) == [value, -value]

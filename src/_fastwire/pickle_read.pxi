@@ -34,6 +34,7 @@ cdef extern from "unpickle.h":
     PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n) except NULL
     Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
     long fw_le_int(const char *s, int nbytes) nogil
+    long long fw_le_signed(const char *s, Py_ssize_t nbytes) nogil
     double fw_be_double(const char *s) nogil
     bint fw_memoryview_is_readonly(object view)
     void fw_memoryview_set_readonly(object view)
@@ -65,6 +66,7 @@ cdef extern from "Python.h":
     PyObject *c_true "Py_True"
     PyObject *c_false "Py_False"
     PyObject *c_int_from_long "PyLong_FromLong"(long v) except NULL
+    PyObject *c_int_from_longlong "PyLong_FromLongLong"(long long v) except NULL
     PyObject *c_int_from_le_bytes "_PyLong_FromByteArray"(
         const unsigned char *b, size_t n, int little_endian, int is_signed) except NULL
     PyObject *c_float_from_double "PyFloat_FromDouble"(double v) except NULL
@@ -1872,6 +1874,8 @@ cdef int _unp_load_counted_long(Unpickler u, int nbytes) except -1:
     if size == 0:
         return _unp_push(u, c_int_from_long(0))
     s = _unp_take(u, size)
+    if size <= 8:
+        return _unp_push(u, c_int_from_longlong(fw_le_signed(s, size)))
     return _unp_push(u, c_int_from_le_bytes(<const unsigned char *>s, size, 1, 1))
 
 

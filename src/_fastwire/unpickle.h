@@ -299,6 +299,21 @@ static inline long fw_le_int(const char *s, int nbytes)
                            ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
 }
 
+/* The signed little-endian integer of 1 to 8 bytes (LONG1/LONG4 payloads
+ * that fit a C long long: most ints past 32 bits), so that it is built with
+ * PyLong_FromLongLong rather than the generic byte-array conversion. */
+static inline long long fw_le_signed(const char *s, Py_ssize_t nbytes)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t x = 0;
+    Py_ssize_t i;
+    for (i = 0; i < nbytes; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    if (nbytes < 8 && (p[nbytes - 1] & 0x80))
+        x |= ~UINT64_C(0) << (8 * nbytes);
+    return (long long)x;
+}
+
 static inline double fw_be_double(const char *s)
 {
     uint64_t v;
