@@ -436,3 +436,94 @@ def test_ints_round_trip_through_every_protocol(value):
     for proto in range(6):
         data = pickle.dumps([value, -value], proto)
         assert fw.loads(data) == pickle.loads(data) == [value, -value]
+
+
+# ------------------------------------------------------- REDUCE, SHORT_BINBYTES ----
+
+def raises_value_error(*args):
+    raise ValueError(args)
+
+
+def returns_args(*args):
+    return ("called", args)
+
+
+def here(name: str) -> bytes:
+    """STACK_GLOBAL of this module's `name` (protocol 4 opcodes)."""
+    return global_pickle(__name__, name, 4)[2:-1]
+
+
+REDUCE_STREAMS = {
+    # callable, args tuple, REDUCE
+    "call": pickle.dumps(datetime.date(2024, 5, 6), 5),
+    "callable raises": b"\x80\x04" + here("raises_value_error") + b"K\x01\x85R.",
+    "args not a tuple": b"\x80\x04" + here("returns_args") + b"]R.",
+    "args a list then tuple": b"\x80\x04" + here("returns_args") + b"(K\x01K\x02tR.",
+    "not callable": b"\x80\x04K\x05)R.",
+    "one item only": b"\x80\x04)R.",
+    "empty stack": b"\x80\x04R.",
+    "after a mark": b"\x80\x04" + here("returns_args") + b"()R.",
+    "memoized and fetched": b"\x80\x04" + here("returns_args") + b"K\x07\x85R\x94h\x00\x86.",
+}
+
+
+@pytest.mark.parametrize("name", list(REDUCE_STREAMS))
+def test_reduce_like_stdlib(name):
+    data = REDUCE_STREAMS[name]
+    expected = outcome(lambda: pickle.loads(data))
+    assert outcome(lambda: fw.loads(data)) == expected
+    assert outcome(lambda: fw.Unpickler(io.BytesIO(data)).load()) == expected
+
+
+def test_reduce_streams_reach_the_paths_they_name():
+    assert pickle.loads(REDUCE_STREAMS["args a list then tuple"]) == ("called", (1, 2))
+    assert pickle.loads(REDUCE_STREAMS["memoized and fetched"]) == (("called", (7,)),) * 2
+    for name in ("callable raises", "not callable", "one item only", "empty stack",
+                 "after a mark", "args not a tuple"):
+        assert outcome(lambda: pickle.loads(REDUCE_STREAMS[name]))[0] == "raises"
+
+
+def reduce_reentering(*args):
+    """A REDUCE callable that loads() and re-enters the running Unpickler."""
+    inner = fw.loads(pickle.dumps({"inner": args}, 5))
+    if RUNNING:
+        with pytest.raises(RuntimeError, match="in use"):
+            RUNNING[0].load()
+    return ("outer", inner)
+
+
+RUNNING: list = []
+
+
+def test_reduce_callable_reenters_loads_and_load():
+    data = b"\x80\x04" + here("reduce_reentering") + b"K\x03\x85R."
+    expected = ("outer", {"inner": (3,)})
+    assert fw.loads(data) == pickle.loads(data) == expected
+    u = fw.Unpickler(io.BytesIO(data * 2))
+    RUNNING.append(u)
+    try:
+        assert u.load() == expected
+        assert u.load() == expected
+    finally:
+        RUNNING.clear()
+    assert fw.loads(data) == expected
+
+
+SHORT_BINBYTES_STREAMS = {
+    "empty": b"\x80\x04C\x00.",
+    "empty at the end": b"\x80\x04C\x00",
+    "short": b"\x80\x04C\x03abc.",
+    "truncated payload": b"\x80\x04C\x05abc",
+    "no length": b"\x80\x04C",
+    "memoized": b"\x80\x04C\x02ab\x94h\x00\x86.",
+    "max length": b"\x80\x04C\xff" + b"z" * 255 + b".",
+}
+
+
+@pytest.mark.parametrize("name", list(SHORT_BINBYTES_STREAMS))
+def test_short_binbytes_like_stdlib(name):
+    data = SHORT_BINBYTES_STREAMS[name]
+    expected = outcome(lambda: pickle.loads(data))
+    assert outcome(lambda: fw.loads(data)) == expected
+    assert outcome(lambda: fw.Unpickler(io.BytesIO(data)).load()) == \
+        outcome(lambda: pickle.Unpickler(io.BytesIO(data)).load())

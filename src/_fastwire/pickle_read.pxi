@@ -2083,7 +2083,17 @@ cdef object _unp_decode(Unpickler u):
             s = _unp_take(u, n)
             _unp_push(u, fw_decode_pickled_str(s, n))
         elif op == UOP_SHORT_BINBYTES:
-            _unp_load_bytes(u, 1, False)
+            # Inline when the payload is in the buffer: every datetime, date,
+            # time, UUID and Decimal state is a short bytes.
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
+            n = <unsigned char>s[0]
+            if n > 0 and u.end - u.pos >= n:
+                _unp_push(u, c_bytes_from(_unp_take_fast(u, n), n))
+                _unp_memoize_if_next(u)
+            else:
+                _unp_push_payload(u, n, False)
         elif op == UOP_BINBYTES:
             _unp_load_bytes(u, 4, False)
         elif op == UOP_BINBYTES8:
@@ -2118,7 +2128,17 @@ cdef object _unp_decode(Unpickler u):
         elif op == UOP_BUILD:
             _unp_load_build(u)
         elif op == UOP_REDUCE:
-            _unp_load_reduce(u)
+            if u.restriction is None and u.sp - 2 >= u.fence:
+                # As NEWOBJ above: call from the stack slots, which keep the
+                # callable and its arguments alive through the call.
+                o = c_call_object(u.stack[u.sp - 2], u.stack[u.sp - 1])
+                u.sp -= 2
+                c_decref(u.stack[u.sp + 1])
+                c_decref(u.stack[u.sp])
+                _unp_push(u, o)
+                _unp_memoize_if_next(u)
+            else:
+                _unp_load_reduce(u)
         elif op == UOP_APPEND:
             if u.sp - 1 <= u.fence:
                 _unp_underflow(u)
