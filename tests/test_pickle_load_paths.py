@@ -139,7 +139,7 @@ def test_global_of_module_still_initializing_takes_the_import(proto, scratch_mod
     scratch_module.Thing = "t"
     data = global_pickle(scratch_module.__name__, "Thing", proto)
     for current in (pickle.loads, fw.loads):
-        assert outcome(lambda: current(data)) == outcome(lambda: pickle.loads(data))
+        assert outcome(lambda f=current: f(data)) == outcome(lambda: pickle.loads(data))
     assert asked[pickle.loads] >= 1
     assert asked[fw.loads] >= 1
 
@@ -167,7 +167,7 @@ def test_global_spec_callout_reenters_loads_and_drops_the_module(scratch_module)
         module.__spec__ = Spec()
         sys.modules[name] = module
         data = global_pickle(name, "Thing", 4)
-        got = outcome(lambda: loads(data))
+        got = outcome(lambda f=loads, d=data: f(d))
         if loads is pickle.loads:
             expected = got
         else:
@@ -351,8 +351,8 @@ def str_pickles(raw: bytes) -> list[bytes]:
 
 def assert_str_like_stdlib(raw: bytes):
     for data in str_pickles(raw):
-        expected = outcome(lambda: pickle.loads(data))
-        assert outcome(lambda: fw.loads(data)) == expected, raw
+        expected = outcome(lambda d=data: pickle.loads(d))
+        assert outcome(lambda d=data: fw.loads(d)) == expected, raw
         if expected[0] == "value":
             got, want = fw.loads(data), pickle.loads(data)
             assert type(got) is str and got == want
@@ -480,7 +480,7 @@ def test_reduce_streams_reach_the_paths_they_name():
     assert pickle.loads(REDUCE_STREAMS["memoized and fetched"]) == (("called", (7,)),) * 2
     for name in ("callable raises", "not callable", "one item only", "empty stack",
                  "after a mark", "args not a tuple"):
-        assert outcome(lambda: pickle.loads(REDUCE_STREAMS[name]))[0] == "raises"
+        assert outcome(lambda n=name: pickle.loads(REDUCE_STREAMS[n]))[0] == "raises"
 
 
 def reduce_reentering(*args):
