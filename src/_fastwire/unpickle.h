@@ -361,6 +361,15 @@ static inline PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *
  * metaclass, a builtin __new__, many arguments) goes through the slot.
  * `new_name` is the interned "__new__". */
 #define FW_NEW_INLINE_ARGS 8
+#ifndef Py_GIL_DISABLED
+/* The slot of classes with a Python __new__ (slot_tp_new, which the C API
+ * does not name), learned from the first one met: classes whose tp_new is
+ * another (object.__new__ and every builtin) then skip the MRO lookup.  Only
+ * a shortcut to the slot, which is always correct, so a wrong guess would
+ * cost speed, never behaviour. */
+static newfunc fw_python_new_slot;
+#endif
+
 static inline PyObject *fw_call_new(PyObject *cls, PyObject *args, PyObject *new_name)
 {
     PyObject *descr, *func, *result;
@@ -370,9 +379,16 @@ static inline PyObject *fw_call_new(PyObject *cls, PyObject *args, PyObject *new
     if (!Py_IS_TYPE(cls, &PyType_Type) || !PyTuple_CheckExact(args)
             || (n = PyTuple_GET_SIZE(args)) > FW_NEW_INLINE_ARGS)
         return fw_call_tp_new(cls, args, NULL);
+#ifndef Py_GIL_DISABLED
+    if (fw_python_new_slot != NULL && ((PyTypeObject *)cls)->tp_new != fw_python_new_slot)
+        return fw_call_tp_new(cls, args, NULL);
+#endif
     descr = _PyType_Lookup((PyTypeObject *)cls, new_name);     /* borrowed */
     if (descr == NULL || !Py_IS_TYPE(descr, &PyStaticMethod_Type))
         return fw_call_tp_new(cls, args, NULL);
+#ifndef Py_GIL_DISABLED
+    fw_python_new_slot = ((PyTypeObject *)cls)->tp_new;
+#endif
     func = PyStaticMethod_Type.tp_descr_get(descr, NULL, cls);
     if (func == NULL)
         return NULL;
