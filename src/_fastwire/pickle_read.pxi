@@ -827,6 +827,10 @@ cdef class Unpickler:
     cdef bytes errors
     cdef bint encoding_is_bytes
     cdef object buffers
+    # Every option above at its default: loads() with default arguments then
+    # reconfigures nothing (comparing the option bytes each call costs more
+    # than the rest of its setup).
+    cdef bint default_options
     cdef object find_class_hook     # bound method when a subclass overrides it
     cdef object pers_func
     cdef object pers_func_set       # assigned through the persistent_load attribute
@@ -850,6 +854,7 @@ cdef class Unpickler:
         self.fix_imports = True
         self.encoding = b"ASCII"
         self.errors = b"strict"
+        self.default_options = True
 
     def __init__(self, file, *, fix_imports=True, encoding="ASCII", errors="strict",
                  buffers=(), allowed=None):
@@ -980,6 +985,8 @@ cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
         raise TypeError(f"argument 'encoding' must be str, not {type(encoding).__name__}")
     if not isinstance(errors, str):
         raise TypeError(f"argument 'errors' must be str, not {type(errors).__name__}")
+    # Cleared first: a configuration that raises part-way is not the default.
+    u.default_options = False
     u.fix_imports = bool(fix_imports)
     u.encoding = (<str>encoding).encode("utf-8")
     u.errors = (<str>errors).encode("utf-8")
@@ -991,6 +998,8 @@ cdef int _unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
     else:
         u.buffers = iter(buffers)
     u.restriction = _unp_restriction_for(allowed)
+    u.default_options = u.fix_imports and u.buffers is None \
+        and encoding == "ASCII" and errors == "strict"
     return 0
 
 
@@ -2317,8 +2326,7 @@ cdef object unp_loads_default(data, allowed):
 cdef int _unp_configure_default(Unpickler u, allowed) except -1:
     """Every option at its default but allowed=; the shared decoder keeps
     the defaults it already has."""
-    if u.encoding_is_bytes or u.buffers is not None \
-            or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
+    if not u.default_options:
         _unp_configure(u, True, "ASCII", "strict", (), None)
     u.restriction = _unp_restriction_for(allowed)
     return 0

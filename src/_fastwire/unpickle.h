@@ -420,6 +420,9 @@ static inline int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **resul
 typedef struct {
     PyObject *src[FW_INTERN_SLOTS];
     PyObject *dst[FW_INTERN_SLOTS];
+    /* Set by the first store, so that emptying the cache after a load that
+     * applied no dict state (most loads) does not walk every slot. */
+    int used;
 } fw_intern_cache;
 
 static PyObject *fw_intern(fw_intern_cache *cache, PyObject *key)
@@ -439,12 +442,16 @@ static PyObject *fw_intern(fw_intern_cache *cache, PyObject *key)
     cache->src[slot] = key;
     Py_INCREF(interned);
     cache->dst[slot] = interned;
+    cache->used = 1;
     return interned;
 }
 
 static void fw_intern_cache_clear(fw_intern_cache *cache)
 {
     int i;
+    if (!cache->used)
+        return;
+    cache->used = 0;
     for (i = 0; i < FW_INTERN_SLOTS; i++) {
         Py_CLEAR(cache->src[i]);
         Py_CLEAR(cache->dst[i]);
