@@ -12,7 +12,7 @@ from multiprocessing import connection as mpc
 
 import pytest
 
-from fastwire import aio, net
+from fastwire import _protocol, aio, net
 from fastwire.frames import FrameTooLarge, encode_frame
 from fastwire.pickle import UnpicklingError
 
@@ -127,7 +127,7 @@ def test_oversized_frame_aborts():
 
 
 def test_eof_mid_message_is_an_error_not_the_end():
-    frame = encode_frame(b"\x80\x05K\x01.", net._PREFIX)
+    frame = encode_frame(b"\x80\x05K\x01.", _protocol.PREFIX)
     address = raw_server(lambda conn: conn.sendall(frame + frame[:6]))
 
     async def main():

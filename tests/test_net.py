@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fastwire import net
+from fastwire import _protocol, net
 from fastwire.frames import FrameError, FrameTooLarge, frame_buffers
 from fastwire.pickle import UnpicklingError
 
@@ -328,7 +328,7 @@ def test_timeout_keeps_received_bytes(pipe):
     b.settimeout(0.1)
     with pytest.raises(TimeoutError):
         b.recv()
-    wire = b"".join(bytes(x) for x in frame_buffers([b"payload"], net._PREFIX))
+    wire = b"".join(bytes(x) for x in frame_buffers([b"payload"], _protocol.PREFIX))
     a._sock.sendall(wire[:6])
     with pytest.raises(TimeoutError):
         b.recv_bytes()
