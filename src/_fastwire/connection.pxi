@@ -235,13 +235,16 @@ cdef class ConnectionCore:
 
     def __init__(self, sock, readable=True, writable=True, *, allowed=(),
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+        cdef bint can_read = readable   # truth tested once, outside the critical section
+        cdef bint can_write = writable
         import collections
         import socket
         if self._scanner is not None:
             raise RuntimeError("a connection cannot be initialised twice")
-        if not isinstance(sock, socket.socket):
+        wrapped = not isinstance(sock, socket.socket)
+        if wrapped:
             sock = socket.socket(fileno=sock.__index__())
-        if not readable and not writable:
+        if not can_read and not can_write:
             raise ValueError("at least one of `readable` and `writable` must be True")
         if sock.gettimeout() == 0.0:
             sock.close()
@@ -259,17 +262,21 @@ cdef class ConnectionCore:
         recv_lock = MessageLock()
         with cython.critical_section(self):
             # The socket's methods above may have run Python that initialised us.
-            if self._scanner is not None:
-                raise RuntimeError("a connection cannot be initialised twice")
-            self._socket = sock
-            self._readable = readable
-            self._writable = writable
-            self._allowed = allowed
-            self._max_frame_size = max_frame_size
-            self._ready = ready
-            self._send_lock = send_lock
-            self._recv_lock = recv_lock
-            self._scanner = scanner  # last: it marks the connection initialised
+            claimed = self._scanner is None
+            if claimed:
+                self._socket = sock
+                self._readable = can_read
+                self._writable = can_write
+                self._allowed = allowed
+                self._max_frame_size = max_frame_size
+                self._ready = ready
+                self._send_lock = send_lock
+                self._recv_lock = recv_lock
+                self._scanner = scanner  # last: it marks the connection initialised
+        if not claimed:
+            if wrapped:
+                sock.detach()  # the descriptor stays the caller's
+            raise RuntimeError("a connection cannot be initialised twice")
         self._track_fast_path()
 
     # -- state -----------------------------------------------------------------
