@@ -250,6 +250,20 @@ def test_connection_core_stands_alone_and_names_its_hooks():
             a.__init__(other)
 
 
+@pytest.mark.parametrize("cls", [BareCore, net.Connection])
+def test_an_uninitialised_connection_raises_instead_of_crashing(cls):
+    conn = cls.__new__(cls)
+    calls = [conn.recv, conn.recv_bytes, lambda: conn.recv_bytes_into(bytearray(1)), conn.poll,
+             conn.fileno, lambda: conn.settimeout(None), lambda: conn._send_locked(b"")]
+    if cls is net.Connection:
+        calls += [lambda: conn.send(1), lambda: conn.send_many([1]), lambda: conn.send_bytes(b"")]
+    for call in calls:
+        with pytest.raises(OSError, match="handle is closed"):
+            call()
+    conn.close()
+    assert conn.closed
+
+
 def test_pipe_one_way(pipe):
     r, w = net.Pipe(duplex=False)
     sr, sw = mpc.Pipe(duplex=False)

@@ -102,7 +102,6 @@ cdef class MessageLock:
         self.give()
 
 
-
 def deadline_of(timeout):
     """The ``time.monotonic()`` by which a call given `timeout` seconds must
     finish (None: never). ValueError unless `timeout` is None or > 0."""
@@ -435,10 +434,12 @@ cdef class ConnectionCore:
         ``sock.sendall(data)``, or ``write(sock, data)``. A timeout or an
         interruption in the middle closes the connection (the stream cannot be
         resynchronised)."""
-        cdef MessageLock lock = self._send_lock
+        cdef MessageLock lock
+        self._live_sock()  # a live socket proves the locks are set up
+        lock = self._send_lock
         lock.take()
         try:
-            sock = self._live_sock()
+            sock = self._live_sock()  # again: closed while this call waited for the lock?
             try:
                 if write is None:
                     sock.sendall(data)
