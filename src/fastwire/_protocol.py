@@ -5,6 +5,7 @@ Sans-IO: nothing here reads or writes a socket. It holds
 * the frame: ``PREFIX``, a ``'!i'`` length header (``-1`` then ``'!Q'`` above
   2 GiB), and the thresholds that decide how a payload is handled on each side
   (``COPY_THRESHOLD``, ``STREAM_THRESHOLD``);
+* what a connection decodes with (``restriction_of``);
 * the message every transport gives a peer that closes in the middle of a
   frame (``EOF_IN_MESSAGE``);
 * the authkey handshake (Lib/multiprocessing/connection.py, 3.12+ protocol,
@@ -23,7 +24,7 @@ import hmac
 import os
 from multiprocessing import AuthenticationError
 
-from ._fastwire import DEFAULT_COPY_THRESHOLD, EOF_IN_MESSAGE, STREAM_THRESHOLD
+from ._fastwire import DEFAULT_COPY_THRESHOLD, EOF_IN_MESSAGE, STREAM_THRESHOLD, Allowed
 from .frames import FramePrefix
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "check_authkey",
     "check_handshake_timeout",
     "handshake_failure",
+    "restriction_of",
 ]
 
 PREFIX = FramePrefix("multiprocessing")
@@ -48,6 +50,17 @@ PREFIX = FramePrefix("multiprocessing")
 COPY_THRESHOLD = DEFAULT_COPY_THRESHOLD
 # STREAM_THRESHOLD: a bytes/bytearray at least this large is sent without a copy,
 # and a frame at least this large is read straight into its final place.
+
+
+def restriction_of(trusted, allowed):
+    """What a connection decodes with: None if `trusted` (any pickle), else
+    `allowed` as loads(allowed=) takes it, an :class:`~fastwire.pickle.Allowed`
+    as given or any other iterable as a tuple (built into an Allowed once per
+    tuple)."""
+    if trusted:
+        return None
+    return allowed if isinstance(allowed, Allowed) else tuple(allowed)
+
 
 _MESSAGE_LENGTH = 40
 _CHALLENGE = b"#CHALLENGE#"

@@ -44,6 +44,7 @@ from ._protocol import (
     check_authkey,
     check_handshake_timeout,
     handshake_failure,
+    restriction_of,
 )
 from .frames import DEFAULT_MAX_FRAME_SIZE, FrameScanner, dumps_framed
 
@@ -183,7 +184,7 @@ class ObjectStream:
     def __init__(self, protocol, *, trusted=False, allowed=()):
         self._protocol = protocol
         self._transport = protocol.transport
-        self._allowed = None if trusted else _pickle._restriction_of(allowed)
+        self._allowed = restriction_of(trusted, allowed)
 
     @property
     def transport(self):

@@ -76,6 +76,7 @@ from ._protocol import (
     check_authkey,
     check_handshake_timeout,
     handshake_failure,
+    restriction_of,
 )
 from .frames import DEFAULT_MAX_FRAME_SIZE, dumps_framed
 
@@ -124,7 +125,7 @@ class Connection(ConnectionCore):
     def __init__(self, sock, readable=True, writable=True, *, trusted=False, allowed=(),
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE):
         super().__init__(sock, readable, writable, max_frame_size=max_frame_size,
-                         allowed=None if trusted else _pickle._restriction_of(allowed))
+                         allowed=restriction_of(trusted, allowed))
 
     def __del__(self):
         sock = getattr(self, "_sock", None)
