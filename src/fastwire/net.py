@@ -56,9 +56,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-from time import monotonic as _monotonic
 from multiprocessing import AuthenticationError, BufferTooShort
 from multiprocessing import connection as _std_connection
+from time import monotonic as _monotonic
 
 from . import pickle as _pickle
 from ._fastwire import FAST_SOCKETS, MessageLock  # noqa: F401 - part of this module's API
