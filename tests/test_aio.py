@@ -325,3 +325,19 @@ print("all pairs ran")
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "all pairs ran"
+
+
+def test_aio_stands_on_the_protocol_module_not_on_net():
+    """fastwire.aio takes the handshake, prefix and limits from fastwire._protocol:
+    importing it does not import the blocking transport."""
+    import subprocess
+    import sys
+
+    import fastwire
+
+    script = "import sys, fastwire.aio; print('fastwire.net' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastwire.__file__)))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "False"
