@@ -61,8 +61,9 @@ from multiprocessing import connection as _std_connection
 from time import monotonic as _monotonic
 
 from . import pickle as _pickle
-from ._fastwire import FAST_SOCKETS, MessageLock  # noqa: F401 - part of this module's API
-from ._fastwire import STREAM_THRESHOLD, ConnectionCore, deadline_of, recv_exactly
+from ._fastwire import FAST_SOCKETS as FAST_SOCKETS  # re-exported, as MessageLock
+from ._fastwire import ConnectionCore, deadline_of, recv_exactly
+from ._fastwire import MessageLock as MessageLock
 from ._protocol import (
     COPY_THRESHOLD,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -71,6 +72,7 @@ from ._protocol import (
     MAX_HANDSHAKE_MESSAGE,
     PREFIX,
     RECEIVE,
+    STREAM_THRESHOLD,
     answer_steps,
     challenge_steps,
     check_authkey,
