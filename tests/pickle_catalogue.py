@@ -345,3 +345,21 @@ def catalogue() -> dict[str, object]:
         "misc stdlib": [range(1, 10, 3), slice(1, None, 2), uuid.UUID(int=12345),
                         pathlib.PurePosixPath("/a/b"), re.compile(r"\d+", re.I)],
     }
+
+
+def dumps_outcome(dumps, obj, proto):
+    """The pickle, or the type of the exception raised instead."""
+    try:
+        return dumps(obj, proto)
+    except Exception as exc:   # the type is what is compared
+        return type(exc)
+
+
+def assert_dumps_like_stdlib(obj):
+    """fastwire's dumps gives the stdlib's bytes, or raises its exception
+    type, at every protocol fastwire writes itself."""
+    import pickle
+
+    from fastwire import pickle as fw
+    for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        assert dumps_outcome(fw.dumps, obj, proto) == dumps_outcome(pickle.dumps, obj, proto), proto

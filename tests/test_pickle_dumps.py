@@ -693,3 +693,31 @@ def test_memo_indices_across_size_boundaries(protocol, count):
     loaded = std.loads(data)
     assert loaded[1] is loaded[0][-1] and loaded[2] is loaded[0][255 % count]
     assert loaded[3] is loaded[0][count // 2] and loaded[4] is loaded[0][0]
+
+
+# Ints are read from their digits: one digit, two, up to 2**63 in place, and
+# beyond that as two's complement bytes. Every boundary of those paths, alone
+# and in each container loop, against the stdlib's bytes.
+INT_BOUNDARIES = sorted({sign * ((1 << bits) + delta)
+                         for bits in (7, 8, 15, 16, 29, 30, 31, 32, 59, 60, 61, 62, 63, 64, 65,
+                                      90, 91, 2039, 2040, 2047, 2048, 2049)
+                         for delta in (-2, -1, 0, 1)
+                         for sign in (1, -1)} | {0, 1, -1})
+
+
+def int_shapes(x):
+    return [x, [x], [x, -x], (x,), (x, x, x, x), {x: x}, {"k": x, "j": x}]
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_ints_at_every_digit_and_byte_boundary(proto):
+    for x in INT_BOUNDARIES:
+        for obj in int_shapes(x):
+            assert fw.dumps(obj, proto) == std.dumps(obj, proto), (x, obj)
+
+
+@given(st.integers(-2**2100, 2**2100) | st.integers(-2**70, 2**70) | st.integers(-2**64, 2**64),
+       st.sampled_from(list(CORE_PROTOCOLS)))
+def test_ints_of_any_size_match_the_stdlib(x, proto):
+    for obj in int_shapes(x):
+        assert fw.dumps(obj, proto) == std.dumps(obj, proto)
