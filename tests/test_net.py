@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fastwire import net
+from fastwire import _protocol, net
 from fastwire.frames import FrameError, FrameTooLarge, frame_buffers
 from fastwire.pickle import UnpicklingError
 
@@ -181,6 +181,89 @@ def test_recv_bytes_maxlength_matches_stdlib(pipe, std_pipe):
             a.recv_bytes(-1)
 
 
+def test_large_messages_into_buffers_and_over_maxlength_match_stdlib(pipe, std_pipe):
+    """Messages over STREAM_THRESHOLD take the receive loop's large-frame branch:
+    straight into a buffer that fits, whole into BufferTooShort for one that does
+    not, refused by maxlength before any of it is read; the stream goes on."""
+    blob = os.urandom(2 << 20)
+    assert len(blob) > net.STREAM_THRESHOLD
+
+    def run(a, b):
+        sender = threading.Thread(target=lambda: [a.send_bytes(blob) for _ in range(3)] + [a.send("next")])
+        sender.start()
+        target = bytearray(len(blob) + 5)
+        got = [b.recv_bytes_into(target, 5), bytes(target[5:])]
+        with pytest.raises(BufferTooShort) as short:
+            b.recv_bytes_into(bytearray(len(blob) - 1))
+        got.append(short.value.args[0])
+        got.append(b.recv_bytes())
+        got.append(b.recv())
+        sender.join()
+        return got
+
+    assert run(*pipe) == run(*std_pipe) == [len(blob), blob, blob, blob, "next"]
+    for a, b in (pipe, std_pipe):
+        sender = threading.Thread(target=sends_until_cut, args=(a.send_bytes, blob))
+        sender.start()
+        with pytest.raises(OSError, match="bad message length"):
+            b.recv_bytes(len(blob) - 1)
+        assert not b.readable
+        b.close()  # unread bytes are left behind: the sender's write ends
+        sender.join()
+
+
+def sends_until_cut(send, data):
+    """send(data) in a sender thread whose receiver may close before reading it all."""
+    try:
+        send(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+class BareCore(net.ConnectionCore):
+    """The compiled core with none of the hooks a subclass may provide."""
+
+
+def test_connection_core_stands_alone_and_names_its_hooks():
+    """ConnectionCore sets up its own state: small messages need nothing from a
+    subclass, and each slow path raises NotImplementedError naming the hook."""
+    s1, s2 = socket.socketpair()
+    a, b = BareCore(s1, allowed=None), BareCore(s2)
+    with a, b:
+        a.send({"x": [1, 2.5]})
+        assert b.recv() == {"x": [1, 2.5]}
+        a.send(collections.Counter("ab"))
+        with pytest.raises(UnpicklingError):  # allowed=() by default: restricted
+            b.recv()
+        assert a.trusted and not b.trusted
+        with pytest.raises(NotImplementedError, match="_send_slowly"):
+            a.send(b"x" * net.STREAM_THRESHOLD)
+        big = pickle.dumps(list(range(300_000)), protocol=5)
+        assert len(big) > net.STREAM_THRESHOLD
+        sender = threading.Thread(target=sends_until_cut, args=(s1.sendall, struct.pack("!i", len(big)) + big))
+        sender.start()
+        with pytest.raises(NotImplementedError, match="_load_streamed"):
+            b.recv()
+        b.close()
+        sender.join()
+        with socket.socket() as other, pytest.raises(RuntimeError, match="initialised twice"):
+            a.__init__(other)
+
+
+@pytest.mark.parametrize("cls", [BareCore, net.Connection])
+def test_an_uninitialised_connection_raises_instead_of_crashing(cls):
+    conn = cls.__new__(cls)
+    calls = [conn.recv, conn.recv_bytes, lambda: conn.recv_bytes_into(bytearray(1)), conn.poll,
+             conn.fileno, lambda: conn.settimeout(None), lambda: conn._send_locked(b"")]
+    if cls is net.Connection:
+        calls += [lambda: conn.send(1), lambda: conn.send_many([1]), lambda: conn.send_bytes(b"")]
+    for call in calls:
+        with pytest.raises(OSError, match="handle is closed"):
+            call()
+    conn.close()
+    assert conn.closed
+
+
 def test_pipe_one_way(pipe):
     r, w = net.Pipe(duplex=False)
     sr, sw = mpc.Pipe(duplex=False)
@@ -328,7 +411,7 @@ def test_timeout_keeps_received_bytes(pipe):
     b.settimeout(0.1)
     with pytest.raises(TimeoutError):
         b.recv()
-    wire = b"".join(bytes(x) for x in frame_buffers([b"payload"], net._PREFIX))
+    wire = b"".join(bytes(x) for x in frame_buffers([b"payload"], _protocol.PREFIX))
     a._sock.sendall(wire[:6])
     with pytest.raises(TimeoutError):
         b.recv_bytes()

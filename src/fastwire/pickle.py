@@ -34,8 +34,3 @@ from ._fastwire import (  # noqa: E402
 # dict of that shape or another proxy replaces the memo.
 from ._fastwire import Pickler, PicklerMemoProxy, dump, dumps  # noqa: E402
 
-
-def _restriction_of(allowed):
-    """*allowed* as the connections keep it: an :class:`Allowed` as given,
-    any other iterable as a tuple (built into an Allowed once per tuple)."""
-    return allowed if isinstance(allowed, Allowed) else tuple(allowed)
