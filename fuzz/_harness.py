@@ -21,6 +21,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# The oracles are shared with the tests (tests/support/); appended, not
+# prepended, so that the fastwire under test still comes from sys.path.
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
 
 
 def load_atheris():

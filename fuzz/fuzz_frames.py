@@ -2,7 +2,7 @@
 
 Input: prefix index, a case byte (max_frame_size, copy_threshold, feed() or
 get_buffer()/buffer_updated()), the number of split points and the points,
-then the stream. The oracle is fuzz/_wire_reference.py (the stdlib's struct
+then the stream. The oracle is tests/support/frames.py (the stdlib's struct
 for fixed prefixes, multiprocessing.connection's header rule, plain LEB128):
 the scanner must emit exactly the reference's payloads in order, raise
 FrameTooLarge / FrameError exactly when the reference finds a bad header
@@ -12,7 +12,7 @@ declared length. index_frames() must agree too.
 """
 
 import _harness
-import _wire_reference as ref
+from tests.support import frames as ref
 
 frames = _harness.import_fastwire_part("frames")
 

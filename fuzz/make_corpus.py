@@ -18,7 +18,8 @@ import random
 import shutil
 import struct
 
-import _wire_reference as ref
+import _harness  # noqa: F401 (puts the repository root on sys.path)
+from tests.support import frames as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from frame_reference import max_payload, reference_header
+from tests.support.frames import encode_header, max_payload
 from fastwire.frames import (
     DEFAULT_COPY_THRESHOLD,
     FrameError,
@@ -112,7 +112,7 @@ def streams(draw):
     """A prefix and a stream: valid frames, then maybe arbitrary bytes (bad or partial headers)."""
     prefix = draw(st.sampled_from(ALL_PREFIXES))
     payloads = draw(st.lists(st.binary(max_size=max_payload(prefix)), max_size=12))
-    stream = b"".join(reference_header(prefix, len(p)) + p for p in payloads)
+    stream = b"".join(encode_header(prefix, len(p)) + p for p in payloads)
     tail = draw(st.one_of(
         st.just(b""),
         st.binary(max_size=24),
@@ -210,8 +210,8 @@ def test_every_prefix_kind_on_a_million_byte_stream():
     """Big enough for the GIL-free scan and several capacity steps of the span arrays."""
     for prefix in ALL_PREFIXES:
         sizes = [(i * 7919) % (max_payload(prefix) + 1) for i in range(20_000)]
-        partial = reference_header(prefix, 5) + b"ab"
-        stream = b"".join(reference_header(prefix, n) + bytes([n % 256]) * n for n in sizes) + partial
+        partial = encode_header(prefix, 5) + b"ab"
+        stream = b"".join(encode_header(prefix, n) + bytes([n % 256]) * n for n in sizes) + partial
         frames, consumed, _ = python_scan(stream, prefix, 2**64)
         index, index_consumed = index_frames(stream, prefix)
         assert index_consumed == consumed == len(stream) - len(partial)

@@ -20,14 +20,12 @@ from hypothesis import given, strategies as st
 from fastwire import pickle as fw
 from fastwire.frames import FrameError, dumps_framed, encode_frame
 
-sys.path.insert(0, os.path.dirname(__file__))
-import pickle_catalogue as cat  # noqa: E402
+from tests.support import pickle_catalogue as cat
+from tests.support.pickle_catalogue import same_object_graph
 
 PROTOCOLS = range(0, std.HIGHEST_PROTOCOL + 1)
 CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)   # written by fastwire itself
 CATALOGUE = cat.catalogue()
-# Catalogue entries whose objects do not define value equality.
-NO_EQUALITY = {"singletons", "bound method", "exceptions", "functions"}
 
 
 def graph_signature(obj):
@@ -76,7 +74,11 @@ def test_catalogue_round_trip(name, proto):
     if data is None:
         assert proto < 2     # e.g. __slots__ without __getstate__ needs protocol 2
         return
-    if name not in NO_EQUALITY and not (name == "false state" and proto < 2):
+    if name == "nan" and proto == 0:
+        pass  # protocol 0 writes floats as repr(), which drops a NaN's sign
+    elif name in cat.NO_VALUE_EQUALITY:
+        assert same_object_graph(loaded, obj)
+    elif not (name == "false state" and proto < 2):
         # (copyreg._reduce_ex, used below protocol 2, drops a false state.)
         assert loaded == obj
     if proto >= 2:
@@ -463,7 +465,7 @@ def _deep(kind, depth):
             p.a = obj
             obj = p
         elif kind == "reduce":
-            obj = cat.ReduceTuple(obj)
+            obj = cat.Reduced("nested", obj)
     return obj
 
 

@@ -17,8 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fastwire import pickle as fwpickle
-from tests import pickle_read_catalogue as cat
-from tests.pickle_read_catalogue import ReadReadlineOnly, outcome, same_object_graph
+from tests.support import pickle_catalogue as cat
+from tests.support.pickle_catalogue import ReadReadlineOnly, outcome, same_object_graph
 
 ALL_PICKLES = cat.pickles()
 
@@ -462,7 +462,7 @@ def test_unpickler_subclass_find_class_and_persistent_load():
 
     got = Loader(io.BytesIO(buf.getvalue())).load()
     assert got == [1, "PID:1000", cat.Plain(2, 3)]
-    assert calls == ["pid:1000", ("tests.pickle_read_catalogue", "Plain")]
+    assert calls == ["pid:1000", ("tests.support.pickle_catalogue", "Plain")]
 
 
 def test_persistent_load_assigned_as_attribute_and_protocol0_pid():

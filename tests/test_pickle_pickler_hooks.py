@@ -16,8 +16,7 @@ import pytest
 
 from fastwire import pickle as fw
 
-sys.path.insert(0, os.path.dirname(__file__))
-import pickle_catalogue as cat  # noqa: E402
+from tests.support import pickle_catalogue as cat
 
 PROTOCOLS = range(0, std.HIGHEST_PROTOCOL + 1)
 

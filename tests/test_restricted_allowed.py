@@ -33,7 +33,7 @@ import pytest
 
 import fastwire.pickle
 from fastwire import pickle as fwpickle
-from tests import pickle_read_catalogue as cat
+from tests.support import pickle_catalogue as cat
 
 REFUSED_NAMES = [
     # deserializers and the loaders of code
