@@ -12,6 +12,7 @@ declared length. index_frames() must agree too.
 """
 
 import _harness
+
 from tests.support import frames as ref
 
 frames = _harness.import_fastwire_part("frames")
@@ -107,7 +108,7 @@ def test_one_input(data):
                                          copy_threshold=copy_threshold)
         except frames.FrameError as exc:
             if expected:
-                raise AssertionError(f"{where}: {name} raised {exc!r} before returning frames")
+                raise AssertionError(f"{where}: {name} raised {exc!r} before returning frames") from exc
             check_error(f"{where} ({name})", reference_error, exc)
             continue
         if [bytes(p) for p in found] != expected or found_consumed != consumed:

@@ -9,6 +9,7 @@ decode it back.
 """
 
 import _harness
+
 from tests.support import frames as ref
 
 frames = _harness.import_fastwire_part("frames")

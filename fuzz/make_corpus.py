@@ -19,6 +19,7 @@ import shutil
 import struct
 
 import _harness  # noqa: F401 (puts the repository root on sys.path)
+
 from tests.support import frames as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))

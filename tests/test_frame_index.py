@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.support.frames import encode_header, max_payload
 from fastwire.frames import (
     DEFAULT_COPY_THRESHOLD,
     FrameError,
@@ -29,6 +28,7 @@ from fastwire.frames import (
     index_frames,
     scan_frames,
 )
+from tests.support.frames import encode_header, max_payload
 
 STRUCT_PREFIXES = [">I", "<I", "!H", ">Q", "<Q", "=L", ">i", "<q", "B", "b", "@I", "@N", "!h", "@l"]
 ALL_PREFIXES = STRUCT_PREFIXES + ["multiprocessing", "varint"]
@@ -511,7 +511,7 @@ def test_release_during_iteration_and_comparison():
             return False
     index = indexed(PAYLOADS)
     with pytest.raises(ValueError, match="released"):
-        ReleasesOnEq() in index
+        ReleasesOnEq() in index  # noqa: B015 - the comparison itself is under test
 
 
 def test_an_mmapped_file(tmp_path):

@@ -9,7 +9,6 @@ from multiprocessing.connection import Connection as StdConnection
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.support.frames import encode_header, encode_varint, max_payload
 from fastwire.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     FrameError,
@@ -20,6 +19,7 @@ from fastwire.frames import (
     frame_buffers,
     scan_frames,
 )
+from tests.support.frames import encode_header, max_payload
 
 STRUCT_PREFIXES = [">I", "<I", "!H", ">Q", "<Q", "=L", ">i", "<q", "B", "@I", "@N", "!h", "b"]
 ALL_PREFIXES = STRUCT_PREFIXES + ["multiprocessing", "varint"]
@@ -313,8 +313,9 @@ def test_take_partial_hands_over_the_rest_of_a_frame():
 
 
 def test_receive_payload_over_a_real_socket():
-    from fastwire.frames import receive_payload
     import threading
+
+    from fastwire.frames import receive_payload
 
     for size, head in [(0, b""), (5, b"ab"), (3 << 20, b"h" * 1000), ((1 << 20) + 1, b"")]:
         a, b = socket.socketpair()

@@ -19,7 +19,6 @@ from hypothesis import given, strategies as st
 
 from fastwire import pickle as fw
 from fastwire.frames import FrameError, dumps_framed, encode_frame
-
 from tests.support import pickle_catalogue as cat
 from tests.support.pickle_catalogue import same_object_graph
 
@@ -89,7 +88,7 @@ def test_catalogue_round_trip(name, proto):
 def test_every_opcode_stream_is_well_formed(proto):
     # pickletools.dis validates the stack and mark discipline and the memo
     # references of a pickle; it raises on anything malformed.
-    for name, obj in CATALOGUE.items():
+    for obj in CATALOGUE.values():
         pickletools.dis(fw.dumps(obj, proto), out=io.StringIO())
 
 

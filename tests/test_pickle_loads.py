@@ -13,8 +13,7 @@ import sys
 import threading
 
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from fastwire import pickle as fwpickle
 from tests.support import pickle_catalogue as cat
@@ -220,7 +219,7 @@ def _hostile_memo_or_length(data: bytes) -> bool:
     untrusted field before the bytes exist (gh-115952): a memo index far
     beyond the input, or a byte-string length beyond it."""
     try:
-        for op, arg, pos in pickletools.genops(data):
+        for op, arg, _pos in pickletools.genops(data):
             if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int) \
                     and arg > 4 * len(data) + 1024:
                 return True
@@ -561,7 +560,7 @@ def test_short_strings_are_exact_whatever_the_string_cache_holds():
             s = ("H" * 8 + middle * max(n - 16, 0) + "T" * 8)[:n] if n > 16 else (middle * n)
             strings.append(s)
     strings += [f"k{i}" for i in range(2000)]  # more than the cache has slots
-    for rounds in range(2):
+    for _round in range(2):
         for proto in (0, 2, 5):
             for chunk in (strings, strings[::-1]):
                 data = pickle.dumps(chunk, proto)

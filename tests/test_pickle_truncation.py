@@ -108,8 +108,7 @@ def test_truncated_stream_does_not_hang_on_a_socket():
     sender = threading.Thread(target=send)
     sender.start()
     try:
-        with right, right.makefile("rb") as stream:
-            with pytest.raises(pickle.UnpicklingError):
-                fwpickle.load(stream)
+        with right, right.makefile("rb") as stream, pytest.raises(pickle.UnpicklingError):
+            fwpickle.load(stream)
     finally:
         sender.join()

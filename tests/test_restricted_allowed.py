@@ -328,4 +328,4 @@ def test_an_entry_whose_name_reenters_loads_gets_clean_results():
     ARMED[:] = [entries]
     outer = fwpickle.loads(payload, allowed=entries)
     assert outer == [Reentrant(), "x"]
-    assert REENTERED == [[Reentrant(), (2,)]]
+    assert [[Reentrant(), (2,)]] == REENTERED

@@ -481,7 +481,7 @@ def catalogue() -> dict[str, object]:
         "dataclass": Record(1, "n", ["t"]),
         "frozen slots dataclass": FrozenPoint(1.0, 2.0),
         "datetime": [datetime.datetime(2024, 2, 29, 12, 30, 1, 5),
-                     datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+                     datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
                      datetime.date(1999, 12, 31), datetime.time(23, 59), datetime.time(1, 2, 3),
                      datetime.timedelta(days=-1, microseconds=3),
                      datetime.timedelta(days=-1, seconds=5),
