@@ -230,16 +230,14 @@ def round_trip_breakdown(reps: int = 5) -> dict:
 
     import fastwire.dask  # noqa: F401  (registers the family)
     from fastwire import pickle as fw_pickle
+    from fastwire.dask import _gc_pause
 
     def codec(module, value, pause):
+        # "Paused" is the family's own policy (threshold, counted pause), not a
+        # copy of it, so the column measures what the family does.
         def run():
             data = module.dumps(value, protocol=5)
-            if pause:
-                gc.disable()
-            try:
-                out = module.loads(data)
-            finally:
-                gc.enable()
+            out = _gc_pause.loads_paused(module.loads, data) if pause else module.loads(data)
             return _collect_young(out)
         return run
 
