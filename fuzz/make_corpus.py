@@ -223,7 +223,7 @@ def varint_seeds():
 
 
 def main():
-    rng = random.Random(6)  # issue 6: fixed seed, reproducible corpus
+    rng = random.Random(6)  # fixed seed: the corpus is reproducible
     write("struct", struct_seeds(rng))
     write("pickle_loads", pickle_loads_seeds())
     write("pickle_unpickler", pickle_unpickler_seeds(rng))
