@@ -75,6 +75,12 @@ def test_catalogue_round_trip(name, proto):
         return
     if name == "nan" and proto == 0:
         pass  # protocol 0 writes floats as repr(), which drops a NaN's sign
+    elif name == "exceptions":
+        # Compared with the stdlib's bytes above only: how the stdlib itself
+        # round-trips an OSError depends on what the process imported (once
+        # distributed is imported, FileNotFoundError comes back as OSError
+        # below protocol 3).
+        pass
     elif name in cat.NO_VALUE_EQUALITY:
         assert same_object_graph(loaded, obj)
     elif not (name == "false state" and proto < 2):
