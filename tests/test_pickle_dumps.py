@@ -20,7 +20,7 @@ from hypothesis import given, strategies as st
 from fastwire import pickle as fw
 from fastwire.frames import FrameError, dumps_framed, encode_frame
 from tests.support import pickle_catalogue as cat
-from tests.support.pickle_catalogue import same_object_graph
+from tests.support.pickle_catalogue import dumps_outcome, same_object_graph
 
 PROTOCOLS = range(0, std.HIGHEST_PROTOCOL + 1)
 CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)   # written by fastwire itself
@@ -33,20 +33,12 @@ def graph_signature(obj):
     return std.dumps(obj, 4)
 
 
-def outcome(dumps, obj, proto):
-    """The pickle, or the type of the exception raised instead."""
-    try:
-        return dumps(obj, proto)
-    except Exception as exc:
-        return type(exc)
-
-
 def assert_round_trip(obj, proto):
     """fastwire's pickle loads into the same graph as the stdlib's; where the
     stdlib refuses the object, fastwire raises the same exception type.
     Returns (fastwire's bytes, loaded object), or (None, None) for a refusal."""
-    expected = outcome(std.dumps, obj, proto)
-    data = outcome(fw.dumps, obj, proto)
+    expected = dumps_outcome(std.dumps, obj, proto)
+    data = dumps_outcome(fw.dumps, obj, proto)
     if isinstance(expected, type):
         assert data is expected
         return None, None
@@ -389,8 +381,8 @@ def _unpicklables():
 @pytest.mark.parametrize("name", sorted(_unpicklables()))
 def test_unpicklable_raises_what_stdlib_raises(name, proto):
     obj = _unpicklables()[name]
-    expected = outcome(std.dumps, obj, proto)
-    got = outcome(fw.dumps, obj, proto)
+    expected = dumps_outcome(std.dumps, obj, proto)
+    got = dumps_outcome(fw.dumps, obj, proto)
     if isinstance(expected, type):
         assert got is expected
     else:
@@ -676,7 +668,7 @@ def test_dumps_framed_large_and_shared_objects():
 def test_dumps_framed_errors():
     # An unpicklable object anywhere: the stdlib's exception, nothing returned.
     for proto in PROTOCOLS:
-        expected = outcome(std.dumps, lambda: 0, proto)
+        expected = dumps_outcome(std.dumps, lambda: 0, proto)
         with pytest.raises(expected):
             dumps_framed([1, lambda: 0, 2], ">I", proto)
     with pytest.raises(FrameError):
@@ -700,3 +692,31 @@ def test_memo_indices_across_size_boundaries(protocol, count):
     loaded = std.loads(data)
     assert loaded[1] is loaded[0][-1] and loaded[2] is loaded[0][255 % count]
     assert loaded[3] is loaded[0][count // 2] and loaded[4] is loaded[0][0]
+
+
+# Ints are read from their digits: one digit, two, up to 2**63 in place, and
+# beyond that as two's complement bytes. Every boundary of those paths, alone
+# and in each container loop, against the stdlib's bytes.
+INT_BOUNDARIES = sorted({sign * ((1 << bits) + delta)
+                         for bits in (7, 8, 15, 16, 29, 30, 31, 32, 59, 60, 61, 62, 63, 64, 65,
+                                      90, 91, 2039, 2040, 2047, 2048, 2049)
+                         for delta in (-2, -1, 0, 1)
+                         for sign in (1, -1)} | {0, 1, -1})
+
+
+def int_shapes(x):
+    return [x, [x], [x, -x], (x,), (x, x, x, x), {x: x}, {"k": x, "j": x}]
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_ints_at_every_digit_and_byte_boundary(proto):
+    for x in INT_BOUNDARIES:
+        for obj in int_shapes(x):
+            assert fw.dumps(obj, proto) == std.dumps(obj, proto), (x, obj)
+
+
+@given(st.integers(-2**2100, 2**2100) | st.integers(-2**70, 2**70) | st.integers(-2**64, 2**64),
+       st.sampled_from(list(CORE_PROTOCOLS)))
+def test_ints_of_any_size_match_the_stdlib(x, proto):
+    for obj in int_shapes(x):
+        assert fw.dumps(obj, proto) == std.dumps(obj, proto)

@@ -34,11 +34,13 @@ cdef extern from "unpickle.h":
     PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n) except NULL
     Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
     long fw_le_int(const char *s, int nbytes) nogil
+    long long fw_le_signed(const char *s, Py_ssize_t nbytes) nogil
     double fw_be_double(const char *s) nogil
     bint fw_memoryview_is_readonly(object view)
     void fw_memoryview_set_readonly(object view)
     bint fw_type_has_new(PyObject *cls)
     PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs) except NULL
+    PyObject *fw_call_new(PyObject *cls, PyObject *args, PyObject *new_name) except NULL
     int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result) except -1
     ctypedef struct fw_intern_cache:
         pass
@@ -46,6 +48,13 @@ cdef extern from "unpickle.h":
                             fw_intern_cache *interns) except -1
     void fw_intern_cache_clear(fw_intern_cache *cache)
     long fw_strtol(const char *s, char **end, int *failed)
+    ctypedef struct fw_import_names:
+        PyObject *builtins
+        PyObject *import_
+        PyObject *spec
+        PyObject *initializing
+        PyObject *builtin_import
+    int fw_imported_module(object name, const fw_import_names *names, PyObject **module) except -1
 
 # Raw-pointer variants of the C API: the decoder moves references between its
 # arrays by hand, so these neither take nor drop references behind its back.
@@ -57,6 +66,7 @@ cdef extern from "Python.h":
     PyObject *c_true "Py_True"
     PyObject *c_false "Py_False"
     PyObject *c_int_from_long "PyLong_FromLong"(long v) except NULL
+    PyObject *c_int_from_longlong "PyLong_FromLongLong"(long long v) except NULL
     PyObject *c_int_from_le_bytes "_PyLong_FromByteArray"(
         const unsigned char *b, size_t n, int little_endian, int is_signed) except NULL
     PyObject *c_float_from_double "PyFloat_FromDouble"(double v) except NULL
@@ -192,6 +202,7 @@ cdef dict _unp_import_mapping = _unp_compat.IMPORT_MAPPING
 cdef str _unp_s_setstate = "__setstate__"
 cdef str _unp_s_dict = "__dict__"
 cdef str _unp_s_getinitargs = "__getinitargs__"
+cdef str _unp_s_new = "__new__"
 
 
 # ---------------------------------------------------------------------------
@@ -666,11 +677,28 @@ cdef object _unp_map_name(int proto, bint fix_imports, module, name):
     return (module, name)
 
 
+# What fw_imported_module reads; the objects live as long as the module.
+cdef str _unp_s_builtins = "__builtins__"
+cdef str _unp_s_import = "__import__"
+cdef str _unp_s_spec = "__spec__"
+cdef str _unp_s_initializing = "_initializing"
+cdef object _unp_builtin_import = _unp_builtins.__import__
+cdef fw_import_names _unp_import_names = fw_import_names(
+    <PyObject *>_unp_s_builtins, <PyObject *>_unp_s_import, <PyObject *>_unp_s_spec,
+    <PyObject *>_unp_s_initializing, <PyObject *>_unp_builtin_import)
+
+
 cdef object _unp_default_find_class(int proto, bint fix_imports, module_name, global_name):
+    cdef PyObject *found = NULL
     PySys_Audit("pickle.find_class", "OO", <PyObject *>module_name, <PyObject *>global_name)
     module_name, global_name = _unp_map_name(proto, fix_imports, module_name, global_name)
-    module = <object>PyImport_Import(module_name)
-    c_decref(<PyObject *>module)  # PyImport_Import returned a new reference
+    # The import of a module already loaded costs more than the rest of a
+    # small pickle; fw_imported_module skips it only where it would do nothing.
+    if fw_imported_module(module_name, &_unp_import_names, &found):
+        module = <object>found
+    else:
+        module = <object>PyImport_Import(module_name)
+    c_decref(<PyObject *>module)  # both returned a new reference
     return _unp_get_dotted(module, global_name, proto >= 4)
 
 
@@ -825,19 +853,11 @@ cdef class Unpickler:
 
     def __init__(self, file, *, fix_imports=True, encoding="ASCII", errors="strict",
                  buffers=(), allowed=None):
-        peek = getattr(file, "peek", None)
-        readinto = getattr(file, "readinto", None)
-        read = getattr(file, "read", None)
-        readline = getattr(file, "readline", None)
-        if read is None or readline is None:
-            raise TypeError("file must have 'read' and 'readline' attributes")
+        methods = _unp_file_methods(file)
         _unp_claim(self, "__init__() called")
         try:
             _unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
-            self.file_read = read
-            self.file_readline = readline
-            self.file_readinto = readinto
-            self.file_peek = peek
+            _unp_set_file_input(self, methods)
             self.initialized = True
         finally:
             fw_release(&self.busy)
@@ -1022,6 +1042,29 @@ cdef int _unp_bind_hooks(Unpickler u) except -1:
 
 
 # ----- input ---------------------------------------------------------------
+
+cdef tuple _unp_file_methods(file):
+    """(read, readline, readinto, peek) of *file*, looked up as the stdlib does
+    when an Unpickler is made: read and readline required, the others used
+    when present."""
+    peek = getattr(file, "peek", None)
+    readinto = getattr(file, "readinto", None)
+    read = getattr(file, "read", None)
+    readline = getattr(file, "readline", None)
+    if read is None or readline is None:
+        raise TypeError("file must have 'read' and 'readline' attributes")
+    return (read, readline, readinto, peek)
+
+
+cdef int _unp_set_file_input(Unpickler u, tuple methods) except -1:
+    u.file_read, u.file_readline, u.file_readinto, u.file_peek = methods
+    return 0
+
+
+cdef void _unp_forget_file(Unpickler u) noexcept:
+    u.file_read = u.file_readline = u.file_readinto = u.file_peek = None
+    u.from_peek = False
+
 
 cdef int _unp_set_memory_input(Unpickler u, data) except -1:
     if type(data) is bytes:
@@ -1579,8 +1622,10 @@ cdef int _unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
                 raise UnpicklingError(f"{opname} with keyword arguments for "
                                       f"{(<type>cls).__name__} is not allowed in restricted mode")
             _unp_charge(u, kwargs, UNP_CHARGE_PASS)
-    obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args,
-                         <PyObject *>kwargs if with_kwargs else NULL)
+    if with_kwargs:
+        obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args, <PyObject *>kwargs)
+    else:
+        obj = fw_call_new(<PyObject *>cls, <PyObject *>args, <PyObject *>_unp_s_new)
     _unp_push(u, obj)
     if u.restriction is not None:
         _unp_note_made(u, <object>obj)
@@ -1844,6 +1889,8 @@ cdef int _unp_load_counted_long(Unpickler u, int nbytes) except -1:
     if size == 0:
         return _unp_push(u, c_int_from_long(0))
     s = _unp_take(u, size)
+    if size <= 8:
+        return _unp_push(u, c_int_from_longlong(fw_le_signed(s, size)))
     return _unp_push(u, c_int_from_le_bytes(<const unsigned char *>s, size, 1, 1))
 
 
@@ -2051,7 +2098,17 @@ cdef object _unp_decode(Unpickler u):
             s = _unp_take(u, n)
             _unp_push(u, fw_decode_pickled_str(s, n))
         elif op == UOP_SHORT_BINBYTES:
-            _unp_load_bytes(u, 1, False)
+            # Inline when the payload is in the buffer: every datetime, date,
+            # time, UUID and Decimal state is a short bytes.
+            s = _unp_take_fast(u, 1)
+            if s == NULL:
+                s = _unp_take_slow(u, 1)
+            n = <unsigned char>s[0]
+            if n > 0 and u.end - u.pos >= n:
+                _unp_push(u, c_bytes_from(_unp_take_fast(u, n), n))
+                _unp_memoize_if_next(u)
+            else:
+                _unp_push_payload(u, n, False)
         elif op == UOP_BINBYTES:
             _unp_load_bytes(u, 4, False)
         elif op == UOP_BINBYTES8:
@@ -2073,7 +2130,7 @@ cdef object _unp_decode(Unpickler u):
             o = u.stack[u.sp - 2] if u.sp - 2 >= u.fence else NULL
             if (o != NULL and u.restriction is None and c_is_type(o) and fw_type_has_new(o)
                     and c_is_tuple(u.stack[u.sp - 1])):
-                o = fw_call_tp_new(o, u.stack[u.sp - 1], NULL)
+                o = fw_call_new(o, u.stack[u.sp - 1], <PyObject *>_unp_s_new)
                 u.sp -= 2
                 c_decref(u.stack[u.sp + 1])
                 c_decref(u.stack[u.sp])
@@ -2086,7 +2143,17 @@ cdef object _unp_decode(Unpickler u):
         elif op == UOP_BUILD:
             _unp_load_build(u)
         elif op == UOP_REDUCE:
-            _unp_load_reduce(u)
+            if u.restriction is None and u.sp - 2 >= u.fence:
+                # As NEWOBJ above: call from the stack slots, which keep the
+                # callable and its arguments alive through the call.
+                o = c_call_object(u.stack[u.sp - 2], u.stack[u.sp - 1])
+                u.sp -= 2
+                c_decref(u.stack[u.sp + 1])
+                c_decref(u.stack[u.sp])
+                _unp_push(u, o)
+                _unp_memoize_if_next(u)
+            else:
+                _unp_load_reduce(u)
         elif op == UOP_APPEND:
             if u.sp - 1 <= u.fence:
                 _unp_underflow(u)
@@ -2240,15 +2307,21 @@ cdef object unp_loads_default(data, allowed):
     """loads(data, allowed=allowed) with every other argument at its default."""
     cdef Unpickler u = _unp_claim_decoder()
     try:
-        # Keep the defaults the shared decoder already has.
-        if u.encoding_is_bytes or u.buffers is not None \
-                or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
-            _unp_configure(u, True, "ASCII", "strict", (), None)
-        u.restriction = _unp_restriction_for(allowed)
+        _unp_configure_default(u, allowed)
         _unp_set_memory_input(u, data)
         return _unp_decode(u)
     finally:
         _unp_end_loads(u)
+
+
+cdef int _unp_configure_default(Unpickler u, allowed) except -1:
+    """Every option at its default but allowed=; the shared decoder keeps
+    the defaults it already has."""
+    if u.encoding_is_bytes or u.buffers is not None \
+            or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
+        _unp_configure(u, True, "ASCII", "strict", (), None)
+    u.restriction = _unp_restriction_for(allowed)
+    return 0
 
 
 cdef inline Unpickler _unp_claim_decoder():
@@ -2284,5 +2357,25 @@ def load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(
     the Security section of :class:`Unpickler` before loading untrusted
     data).
     """
-    return Unpickler(file, fix_imports=fix_imports, encoding=encoding, errors=errors,
-                     buffers=buffers, allowed=allowed).load()
+    cdef Unpickler u
+    methods = _unp_file_methods(file)
+    # The decoder loads() shares, as loads() uses it: making and freeing an
+    # Unpickler (its keyword arguments, stack and memo arrays) cost more than
+    # decoding a small message read from a socket's makefile().
+    u = _unp_claim_decoder()
+    try:
+        if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
+            _unp_configure_default(u, allowed)
+        else:
+            _unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+        u.consumed_before = 0
+        _unp_set_file_input(u, methods)
+        try:
+            return _unp_decode(u)
+        finally:
+            # Leave the file just past what was decoded (peeked bytes are
+            # read off it), before the decoder is emptied and released.
+            _unp_finish_file(u)
+    finally:
+        _unp_forget_file(u)
+        _unp_end_loads(u)

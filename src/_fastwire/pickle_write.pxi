@@ -146,6 +146,51 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* An int's magnitude digits (least significant first), their count and
+       its sign; the layout changed in 3.12. */
+    static inline const digit *pw_long_digits(PyObject *o, Py_ssize_t *count, int *negative) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        uintptr_t tag = ((PyLongObject *)o)->long_value.lv_tag;
+        *count = (Py_ssize_t)(tag >> _PyLong_NON_SIZE_BITS);
+        *negative = (tag & _PyLong_SIGN_MASK) == 2;
+        return ((PyLongObject *)o)->long_value.ob_digit;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        *count = size < 0 ? -size : size;
+        *negative = size < 0;
+        return ((PyLongObject *)o)->ob_digit;
+    #endif
+    }
+    /* The value of an int whose magnitude is below 2**63, read from its
+       digits as pw_compact_long reads one: ints of 31 to 63 bits are common
+       (ids, timestamps, hashes) and would otherwise take
+       PyLong_AsLongLongAndOverflow's general loop. */
+    static inline int pw_int63_value(PyObject *o, long long *out) {
+        Py_ssize_t n, i;
+        int negative;
+        uint64_t v;
+        const digit *d = pw_long_digits(o, &n, &negative);
+        if (n <= 1) {
+            v = n ? d[0] : 0;
+        } else if (n == 2) {
+            v = (uint64_t)d[0] | ((uint64_t)d[1] << PyLong_SHIFT);
+        } else {
+            if (n * PyLong_SHIFT > 63 && ((n - 1) * PyLong_SHIFT >= 63
+                    || (d[n - 1] >> (63 - (n - 1) * PyLong_SHIFT)) != 0))
+                return 0;
+            v = 0;
+            for (i = n - 1; i >= 0; i--)
+                v = (v << PyLong_SHIFT) | d[i];
+        }
+        *out = negative ? -(long long)v : (long long)v;
+        return 1;
+    }
+    """
+    bint pw_int63_value(PyObject *o, long long *out)
+
+
+cdef extern from *:
+    """
     #include "datetime.h"
     /* The datetime family's pickle state, read from the objects as
        _datetimemodule.c's own __reduce_ex__ builds it: the packed data bytes
@@ -198,16 +243,43 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* Bits and signed little-endian bytes of an int, without a Python-level
-       call: 3.13 made _PyLong_AsByteArray internal and added
-       PyLong_AsNativeBytes (flags 1: little endian, signed). */
+    /* Bits and the low n bytes of an int's two's complement, little endian,
+       read from its digits: CPython's _PyLong_AsByteArray and
+       PyLong_AsNativeBytes move one byte per step (about 15 instructions a
+       byte); this moves 32 bits per store. The caller sizes n from the bit
+       count, so the bytes above n are pure sign extension. A negative
+       number's digits are complemented with a running carry (-m == ~m + 1). */
     static inline size_t pw_long_numbits(PyObject *v) { return _PyLong_NumBits(v); }
     static inline int pw_long_as_le_bytes(PyObject *v, unsigned char *out, Py_ssize_t n) {
-    #if PY_VERSION_HEX >= 0x030D0000
-        return PyLong_AsNativeBytes(v, out, n, 1) < 0 ? -1 : 0;
-    #else
-        return _PyLong_AsByteArray((PyLongObject *)v, out, (size_t)n, 1, 1);
-    #endif
+        Py_ssize_t ndigits, i, pos = 0;
+        int negative, bits = 0;
+        const digit *d = pw_long_digits(v, &ndigits, &negative);
+        uint64_t acc = 0, carry = 1, dv;
+        for (i = 0; i < ndigits && pos < n; i++) {
+            dv = d[i];
+            if (negative) {
+                dv = (~dv & PyLong_MASK) + carry;
+                carry = dv >> PyLong_SHIFT;
+                dv &= PyLong_MASK;
+            }
+            acc |= dv << bits;
+            bits += PyLong_SHIFT;
+            while (bits >= 32 && pos + 4 <= n) {
+                uint32_t word = (uint32_t)acc;
+                if (!FW_HOST_LITTLE) word = fw_bswap32(word);
+                memcpy(out + pos, &word, 4);
+                pos += 4;
+                acc >>= 32;
+                bits -= 32;
+            }
+        }
+        if (negative)
+            acc |= ~(uint64_t)0 << bits;
+        while (pos < n) {
+            out[pos++] = (unsigned char)acc;
+            acc = negative ? (acc >> 8) | ((uint64_t)0xff << 56) : acc >> 8;
+        }
+        return 0;
     }
     """
     size_t pw_long_numbits(PyObject *v)
@@ -294,6 +366,9 @@ cdef enum:
     PW_FAST_NESTING_LIMIT = 50        # depth at which fast mode starts tracking cycles
     PW_STACK_OUTPUT = 1024            # dumps() assembles small pickles on the C stack
     PW_INLINE_MEMO = 16               # memo slots on the C stack for dumps()
+    PW_FIRST_HEAP_MEMO = 128          # slots of the first memo table off the stack
+    PW_ATOM_ROOM = 9                  # the longest atom pw_save_atom stores unchecked (BINFLOAT)
+    PW_FIRST_HEAP_OUTPUT = 16 * 1024  # the first output buffer off the stack
     # Each nested by-value reduction re-enters Python from C; 3.13 counts such
     # re-entries against its C limit only (10,000), far more than the C stack
     # holds for this cycle, so the encoder bounds the nesting itself.
@@ -386,9 +461,13 @@ cdef void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count)
 
 cdef int pw_memo_grow(PwMemo *m) noexcept:
     # x4 while small: a pickle with thousands of containers would otherwise
-    # rehash and re-zero its table a dozen times.
+    # rehash and re-zero its table a dozen times. Leaving the inline table
+    # goes straight to PW_FIRST_HEAP_MEMO slots: a record of a few dozen
+    # strings (bm_pickle's profile) then allocates and rehashes once.
     cdef size_t old_cap = m.mask + 1
     cdef int factor_bits = 2 if old_cap < 65536 else 1
+    while not m.owns_slots and (old_cap << factor_bits) < PW_FIRST_HEAP_MEMO:
+        factor_bits += 1
     cdef size_t new_cap = old_cap << factor_bits
     cdef PwMemoSlot *old = m.slots
     cdef PwMemoSlot *fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
@@ -518,7 +597,11 @@ cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
     # over-allocating large buffers matters: the final shrink then leaves the
     # block no larger than the next call asks for, so glibc serves it again
     # from the heap instead of mmapping (and page-faulting) fresh memory.
-    cap = e.cap * 2
+    # x4 while below a frame: realloc seldom grows in place, and each move
+    # copies everything written so far.
+    cap = e.cap * 4 if e.cap < PW_FRAME_TARGET else e.cap * 2
+    if e.out == NULL and cap < PW_FIRST_HEAP_OUTPUT:
+        cap = PW_FIRST_HEAP_OUTPUT
     if n >= PW_FRAME_TARGET:
         cap = need + PW_FRAME_HEADER + 64
     elif cap < need + 64:
@@ -764,19 +847,11 @@ cdef inline int pw_put_small_int(PwEnc *e, long long x) noexcept:
 
 cdef inline int pw_save_int(PwEnc *e, PyObject *obj) except -1:
     cdef long long x
-    if pw_compact_long(obj, &x):        # one digit: |x| < 2**30, fits BININT
-        return pw_put_small_int(e, x)
-    return pw_save_wide_int(e, obj)
-
-
-cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
-    cdef int overflow = 0
-    cdef long long x = pw_as_long_long(obj, &overflow)
-    if x == -1 and not overflow and pw_err_occurred() != NULL:
-        return -1
-    if overflow:
-        return pw_put_big_int(e, obj)
-    return pw_put_long_long(e, x)
+    if pw_int63_value(obj, &x):
+        if -0x80000000 <= x <= 0x7fffffff:
+            return pw_put_small_int(e, x)
+        return pw_put_long_long(e, x)
+    return pw_put_big_int(e, obj)
 
 
 cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
@@ -814,7 +889,8 @@ cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
 
 
 cdef int pw_put_big_int(PwEnc *e, PyObject *value) noexcept:
-    """LONG1/LONG4 for an int beyond 64 bits, its two's complement bytes
+    """LONG1/LONG4 for an int of 2**63 or more in magnitude (any int gets the
+    stdlib's bytes here; smaller ones take pw_put_long_long), its two's complement bytes
     written straight into the output: pickle's encode_long computes
     (bit_length >> 3) + 1 bytes of to_bytes(signed=True), then drops a
     negative number's top byte when it is pure sign extension."""
@@ -997,39 +1073,87 @@ cdef int pw_save_bytes(PwEnc *e, PyObject *obj, int flags) except -1:
 
 cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     """Write obj and return 1 if it is an atom that cannot run user code: a
-    short ASCII str, an int, a float, None, True, False, or a reference to an
-    object already in the memo (and no frame boundary or persistent_id call
-    is due). Return 0, writing nothing,
-    for anything else (pw_save then handles it), -1 on error. Container loops
-    write most items this way, without taking a reference."""
-    cdef PwType *t = pw_type_of(obj)
+    short ASCII str, an int below 2**63, a float, None, True, False, or a
+    reference to an object already in the memo (and no frame boundary or
+    persistent_id call is due). Return 0, writing nothing, for anything else
+    (pw_save then handles it), -1 on error. Container loops write most items
+    this way, without taking a reference.
+
+    Room for the longest fixed-size atom is made first, so that the int,
+    float and singleton paths store straight into the buffer and call
+    nothing: the compiler then keeps them free of register saves."""
+    cdef PwType *t
     cdef long long x
-    cdef int r = 0
+    cdef char *p
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
+    if e.cap - e.len < PW_ATOM_ROOM:
+        return pw_save_atom_grow(e, obj)
+    t = pw_type_of(obj)
+    p = e.buf + e.len
     if t == &pw_str_type:
-        return pw_save_short_ascii(e, obj, 0)
+        return pw_atom_str(e, obj)
     if t == &pw_long_type:
-        if not pw_compact_long(obj, &x):
+        if not pw_int63_value(obj, &x):
             return 0                    # pw_save's wide-int path
-        r = pw_put_small_int(e, x)
-    elif t == &pw_float_type:
-        r = pw_save_float(e, obj)
-    elif obj == pw_none:
-        r = pw_put1(e, OP_NONE)
+        if 0 <= x <= 0xff:
+            p[0] = <char>OP_BININT1
+            p[1] = <char>x
+            e.len += 2
+        elif 0 <= x <= 0xffff:
+            p[0] = <char>OP_BININT2
+            p[1] = <char>(x & 0xff)
+            p[2] = <char>(x >> 8)
+            e.len += 3
+        elif -0x80000000 <= x <= 0x7fffffff:
+            p[0] = <char>OP_BININT
+            pw_store_le32(p + 1, <uint32_t>x)
+            e.len += 5
+        else:
+            return pw_save_atom_long1(e, x)
+        return 1
+    if t == &pw_float_type:
+        p[0] = <char>OP_BINFLOAT
+        fw_store_f64(p + 1, pw_float_value(obj), FW_HOST_LITTLE)   # big-endian on the wire
+        e.len += 9
+        return 1
+    if obj == pw_none:
+        p[0] = <char>OP_NONE
     elif obj == pw_true:
-        r = pw_put1(e, OP_NEWTRUE)
+        p[0] = <char>OP_NEWTRUE
     elif obj == pw_false:
-        r = pw_put1(e, OP_NEWFALSE)
+        p[0] = <char>OP_NEWFALSE
     elif not pw_unique(obj, 0) and e.memo.used:
         return pw_save_atom_memo_ref(e, obj)
     else:
         return 0
-    return -1 if r < 0 else 1
+    e.len += 1
+    return 1
 
 
-# The memo reference case of pw_save_atom, out of line so that its common
-# path (and pw_put_small_int within it) stays small enough to be inlined.
+# The rare cases of pw_save_atom, out of line so that its common paths stay
+# small enough to be inlined into the container loops.
+
+cdef int pw_save_atom_grow(PwEnc *e, PyObject *obj) noexcept:
+    if pw_grow(e, PW_ATOM_ROOM) < 0:
+        return -1
+    return pw_save_atom(e, obj)
+
+
+cdef int pw_save_atom_str(PwEnc *e, PyObject *obj) noexcept:
+    return pw_save_short_ascii(e, obj, 0)
+
+
+# Called through a pointer: the compiler would otherwise inline the string
+# path (memcpy, memo) into pw_save_atom, and its register saves would then
+# cost every int, float and None as well.
+cdef int (*pw_atom_str)(PwEnc *e, PyObject *obj) noexcept
+pw_atom_str = pw_save_atom_str
+
+
+cdef int pw_save_atom_long1(PwEnc *e, long long x) noexcept:
+    return -1 if pw_put_long_long(e, x) < 0 else 1
+
 
 cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
     """A shared object seen before: the memo reference needs no user code."""
@@ -1344,10 +1468,18 @@ cdef int pw_save_frozenset(PwEnc *e, PyObject *obj, int flags) except -1:
 cdef int pw_save_bytearray(PwEnc *e, PyObject *obj) except -1:
     cdef Py_ssize_t n = pw_bytearray_size(obj)
     cdef char header[9]
+    cdef char *p
     if e.proto < 5:
         if n == 0:
             return pw_save_reduce(e, (bytearray, ()), obj)
         return pw_save_reduce(e, (bytearray, (bytes(<object>obj),)), obj)
+    if n < PW_FRAME_TARGET:
+        # Small enough for any frame: one claim, no payload object.
+        p = pw_reserve(e, 9 + n)
+        p[0] = <char>OP_BYTEARRAY8
+        pw_store_le64(p + 1, <uint64_t>n)
+        memcpy(p + 9, pw_bytearray_data(obj), n)
+        return pw_memo_put(e, obj)
     header[0] = <char>OP_BYTEARRAY8
     pw_store_le64(header + 1, <uint64_t>n)
     pw_write_payload(e, header, 9, pw_bytearray_data(obj), n, <object>obj)
@@ -1391,6 +1523,7 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
     cdef object o = <object>obj
     cdef object rv = None
     cdef object reduce_func
+    cdef PyObject *reduce_method
     if t == &pw_set_type:
         return pw_save_set(e, obj)
     if t == &pw_frozenset_type:
@@ -1427,7 +1560,10 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
             return 0
         if pw_plain_instance(t, obj) == 1:
             return pw_save_plain_instance(e, obj, t)
-        if pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
+        reduce_method = pw_class_reduce(t, obj)
+        if reduce_method != NULL:
+            rv = pw_call_class_reduce(reduce_method, o)
+        elif pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
             rv = o.__reduce_ex__(e.proto)       # no bound method object
         else:
             # __reduce_ex__ = None is called (TypeError), as by _pickle.
@@ -1516,6 +1652,60 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, PwType *t) except -1:
     if pw_memo_put(e, obj) < 0:
         return -1
     return 1
+
+
+# --- A class-level Python __reduce__ ------------------------------------------
+# object.__reduce_ex__ looks __reduce__ up on the instance (a bound method),
+# looks it up again on the class to see whether it overrides object's, and
+# calls the bound method. When every one of those lookups is the generic one
+# (no __getattribute__/__getattr__, metaclass exactly type, no instance
+# attribute shadowing either name) and the class's __reduce__ is a plain
+# function, that is exactly the function called with the instance.
+
+cdef extern from *:
+    """
+    /* f(arg), f held for the call (a __reduce__ may delete itself from its
+       class). The call into the builtin __reduce_ex__ it replaces counts one
+       level of recursion: counting it here keeps RecursionError at the
+       stdlib's exact depth. */
+    static PyObject *pw_call_one(PyObject *f, PyObject *arg) {
+        PyObject *r;
+        if (Py_EnterRecursiveCall(" while calling a Python object"))
+            return NULL;
+        Py_INCREF(f);
+        r = PyObject_Vectorcall(f, &arg, 1, NULL);
+        Py_DECREF(f);
+        Py_LeaveRecursiveCall();
+        return r;
+    }
+    """
+    object pw_call_one(PyObject *f, PyObject *arg)
+
+cdef PyObject *pw_object_reduce_ex = pw_type_lookup(&pw_object_type, <PyObject *>PW_REDUCE_EX)
+
+
+cdef PyObject *pw_class_reduce(PwType *t, PyObject *obj) except? NULL:
+    """The class's __reduce__ function when object.__reduce_ex__ would call
+    it with obj and nothing else (see above), else NULL. Borrowed."""
+    cdef PyObject *f
+    cdef object d
+    if t.tp_getattro != pw_object_type.tp_getattro or pw_type_of(<PyObject *>t) != &pw_type_type:
+        return NULL
+    if pw_type_lookup(t, <PyObject *>PW_REDUCE_EX) != pw_object_reduce_ex:
+        return NULL
+    f = pw_type_lookup(t, <PyObject *>PW_REDUCE)
+    if f == NULL or pw_type_of(f) != &pw_function_type:
+        return NULL
+    if t.tp_dictoffset != 0:
+        d = pw_generic_get_dict(<object>obj, NULL)
+        if (pw_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE) != NULL
+                or pw_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE_EX) != NULL):
+            return NULL
+    return f
+
+
+cdef inline object pw_call_class_reduce(PyObject *f, object o):
+    return pw_call_one(f, <PyObject *>o)
 
 
 cdef inline bint pw_plain_method(PwType *t, PyObject *name) noexcept:
@@ -1952,15 +2142,159 @@ cdef int pw_save_by_value(PwEnc *e, object obj) except -1:
     return 1
 
 
+# --- Where a class or function was found, remembered across pickles --------
+# save_global imports the module and walks the qualified name for every
+# class a pickle names, though a small message names the same few classes
+# (its date, its record class) every time. A found top-level name is
+# remembered with what it depended on; the next pickle re-checks each of those
+# things by identity, running no Python code, and takes the slow path when
+# any of them changed: the class's __qualname__ or __module__, the metaclass's
+# descriptors for them, the module in sys.modules, the module's attribute,
+# builtins.__import__, or a copyreg extension code registered since.
+
+cdef extern from *:
+    """
+    #define pw_heap_qualname(t) (((PyHeapTypeObject *)(t))->ht_qualname)
+    #define pw_func_qualname(f) (((PyFunctionObject *)(f))->func_qualname)
+    #define pw_func_module(f) (((PyFunctionObject *)(f))->func_module)
+    #define pw_type_dict(t) (((PyTypeObject *)(t))->tp_dict)
+    """
+    PyObject *pw_type_dict(PyObject *t)
+    PyObject *pw_heap_qualname(PyObject *t)
+    PyObject *pw_func_qualname(PyObject *f)
+    PyObject *pw_func_module(PyObject *f)
+    PyObject *pw_module_dict "PyModule_GetDict"(PyObject *m)
+    PyObject *pw_modules_dict "PyImport_GetModuleDict"()
+    PyObject *pw_eval_builtins "PyEval_GetBuiltins"()
+    PwType pw_module_type "PyModule_Type"
+    PwType *pw_type_of_type "Py_TYPE"(PyObject *o)
+
+cdef struct PwGlobalEntry:
+    PyObject *obj              # owned, as are the three below
+    PyObject *module_name
+    PyObject *name
+    PyObject *module
+
+cdef enum:
+    PW_GLOBAL_CACHE = 64
+
+cdef PwGlobalEntry pw_global_cache[64]
+cdef str PW_MODULE = "__module__"
+cdef str PW_QUALNAME = "__qualname__"
+cdef str PW_IMPORT = "__import__"
+cdef object pw_original_import = __builtins__.__import__ if hasattr(__builtins__, "__import__") \
+    else __builtins__["__import__"]
+
+
+cdef inline PwGlobalEntry *pw_global_entry(PyObject *obj) noexcept:
+    return &pw_global_cache[((<size_t>obj) >> 4) & (PW_GLOBAL_CACHE - 1)]
+
+
+cdef bint pw_global_names_plain(PyObject *obj) noexcept:
+    """obj's __qualname__ and __module__ are read from fields this cache can
+    compare: a plain function, or a class whose metaclass looks them up as
+    type does."""
+    cdef PwType *meta = pw_type_of(obj)
+    if meta == &pw_function_type:
+        return True
+    if not pw_is_subtype(meta, &pw_type_type):
+        return False
+    if meta == &pw_type_type:
+        return True
+    return (meta.tp_getattro == pw_type_type.tp_getattro
+            and pw_type_lookup(meta, <PyObject *>PW_QUALNAME) == pw_type_lookup(&pw_type_type, <PyObject *>PW_QUALNAME)
+            and pw_type_lookup(meta, <PyObject *>PW_MODULE) == pw_type_lookup(&pw_type_type, <PyObject *>PW_MODULE))
+
+
+cdef bint pw_global_names_match(PyObject *obj, PwGlobalEntry *entry) noexcept:
+    cdef PwType *t
+    if pw_type_of(obj) == &pw_function_type:
+        return (pw_func_qualname(obj) == entry.name
+                and pw_func_module(obj) == entry.module_name)
+    t = <PwType *>obj
+    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE):
+        return True            # a static type's names are fixed by its tp_name
+    return (pw_heap_qualname(obj) == entry.name
+            and pw_dict_get(pw_type_dict(obj), <PyObject *>PW_MODULE) == entry.module_name)
+
+
+cdef int pw_save_cached_global(PwEnc *e, PyObject *obj) except -1:
+    """1 if obj was written from the cache (and memoized), else 0."""
+    cdef PwGlobalEntry *entry = pw_global_entry(obj)
+    cdef PyObject *builtins
+    cdef object module_name, name
+    if FW_FREE_THREADED or entry.obj != obj:
+        return 0
+    if pw_dict_size(<PyObject *>pw_extension_registry) != 0:
+        return 0
+    if not pw_global_names_plain(obj) or not pw_global_names_match(obj, entry):
+        return 0
+    builtins = pw_eval_builtins()
+    if builtins == NULL or pw_type_of(builtins) != &pw_dict_type \
+            or pw_dict_get(builtins, <PyObject *>PW_IMPORT) != <PyObject *>pw_original_import:
+        return 0
+    if pw_dict_get(pw_modules_dict(), entry.module_name) != entry.module:
+        return 0
+    if pw_dict_get(pw_module_dict(entry.module), entry.name) != obj:
+        return 0
+    # Held while written: nothing below runs Python code, but the entry is
+    # a shared slot.
+    module_name = <object>entry.module_name
+    name = <object>entry.name
+    if e.proto >= 4:
+        pw_save(e, <PyObject *>module_name, 0)
+        pw_save(e, <PyObject *>name, 0)
+        pw_write1(e, OP_STACK_GLOBAL)
+    else:
+        pw_write_global_opcode(e, module_name, name)
+    pw_memo_put(e, obj)
+    return 1
+
+
+cdef void pw_remember_global(PyObject *obj, object module_name, object name, object module) noexcept:
+    """Remember where a class or function was found by its top-level name."""
+    cdef PwGlobalEntry *entry
+    cdef PyObject *old[4]
+    cdef int i
+    if FW_FREE_THREADED:
+        return                 # an entry is four fields, updated non-atomically
+    if type(module_name) is not str or type(name) is not str or type(module) is not type(_pw_sys):
+        return
+    if not pw_global_names_plain(obj):
+        return
+    if pw_type_lookup(&pw_module_type, <PyObject *>name) != NULL:
+        return                 # a ModuleType descriptor would shadow the module's dict
+    entry = pw_global_entry(obj)
+    old[0] = entry.obj
+    old[1] = entry.module_name
+    old[2] = entry.name
+    old[3] = entry.module
+    pw_incref(obj)
+    pw_incref(<PyObject *>module_name)
+    pw_incref(<PyObject *>name)
+    pw_incref(<PyObject *>module)
+    entry.obj = obj
+    entry.module_name = <PyObject *>module_name
+    entry.name = <PyObject *>name
+    entry.module = <PyObject *>module
+    # Released last: a destructor run here sees a complete entry.
+    for i in range(4):
+        pw_xdecref(old[i])
+
+
 cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
     cdef list path
     cdef object module_name, module, found, parent, lastname, code
     cdef long code_value
     cdef char *p
+    cdef bint cacheable = False
     if name is None:
         # obj is itself a class or function (not a __reduce__ string).
         if e.by_value_reduce != NULL and pw_save_by_value(e, obj):
             return 0
+        if pw_save_cached_global(e, <PyObject *>obj):
+            return 0
+        cacheable = True
         try:
             name = obj.__qualname__
         except AttributeError:
@@ -2011,6 +2345,8 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
 
     if parent is module:
         name = lastname
+        if cacheable and len(path) == 1:
+            pw_remember_global(<PyObject *>obj, module_name, name, module)
     if e.proto >= 4:
         pw_save(e, <PyObject *>module_name, 0)
         pw_save(e, <PyObject *>name, 0)

@@ -521,6 +521,22 @@ def same_object_graph(a, b, proto=pickle.HIGHEST_PROTOCOL) -> bool:
     return pickle.dumps(a, proto) == pickle.dumps(b, proto)
 
 
+def dumps_outcome(dumps, obj, proto):
+    """The pickle, or the type of the exception raised instead."""
+    try:
+        return dumps(obj, proto)
+    except Exception as exc:   # the type is what is compared
+        return type(exc)
+
+
+def assert_dumps_like_stdlib(obj):
+    """fastwire's dumps gives the stdlib's bytes, or raises its exception
+    type, at every protocol fastwire writes itself."""
+    from fastwire import pickle as fw
+    for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        assert dumps_outcome(fw.dumps, obj, proto) == dumps_outcome(pickle.dumps, obj, proto), proto
+
+
 def outcome(fn):
     """A comparable summary: the result's pickle, or the exception type."""
     try:
