@@ -7,8 +7,7 @@ import pickle
 import socket
 import tempfile
 import threading
-from multiprocessing import AuthenticationError
-from multiprocessing import connection as mpc
+from multiprocessing import AuthenticationError, connection as mpc
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Socket fault injection (issue 6): real loopback sockets driven by a
+"""Socket fault injection: real loopback sockets driven by a
 misbehaving peer. Every case ends in complete delivery or a documented
 exception; never a partial object, a lost or reordered message, or memory
 sized by what the peer claims."""

@@ -56,14 +56,17 @@ from __future__ import annotations
 import os
 import re
 import socket
-from multiprocessing import AuthenticationError, BufferTooShort
-from multiprocessing import connection as _std_connection
+from multiprocessing import AuthenticationError, BufferTooShort, connection as _std_connection
 from time import monotonic as _monotonic
 
 from . import pickle as _pickle
-from ._fastwire import FAST_SOCKETS as FAST_SOCKETS  # re-exported, as MessageLock
-from ._fastwire import ConnectionCore, deadline_of, recv_exactly
-from ._fastwire import MessageLock as MessageLock
+from ._fastwire import (
+    FAST_SOCKETS as FAST_SOCKETS,  # re-exported, as MessageLock
+    ConnectionCore,
+    MessageLock as MessageLock,
+    deadline_of,
+    recv_exactly,
+)
 from ._protocol import (
     COPY_THRESHOLD,
     DEFAULT_HANDSHAKE_TIMEOUT,
