@@ -363,3 +363,118 @@ def test_hypothesis_namedtuples_match_stdlib(rows, share, proto):
 def test_point_pickles_load_back():
     value = [Point(1, 2, 3), PointTupleSlots((4,))]
     assert std.loads(fw.dumps(value, 5)) == value
+
+
+# --- slotted classes: state is (__dict__ or None, {set slot: value}) -----------
+
+class Slotted:
+    __slots__ = ("__private", "a", "b")
+
+    def __init__(self, a, b=None):
+        self.a = a
+        if b is not None:
+            self.b = b
+
+
+class SlottedChild(Slotted):
+    __slots__ = ("c",)
+
+
+class SlottedWithDict(Slotted):
+    pass
+
+
+class SlottedNewArgs(Slotted):
+    __slots__ = ()
+
+    def __new__(cls, *args):
+        return super().__new__(cls)
+
+    def __getnewargs__(self):
+        return (self.a,)
+
+
+class NoState:
+    __slots__ = ()
+
+
+def _slotted_values():
+    child = SlottedChild(1, 2)
+    child.c = child
+    with_dict = SlottedWithDict([1], "b")
+    with_dict.extra = with_dict
+    only_dict = SlottedWithDict.__new__(SlottedWithDict)
+    only_dict.x = 1
+    private = Slotted(3)
+    private._Slotted__private = "p"
+    return {
+        "slots all set": [Slotted(i, str(i)) for i in range(4)],
+        "slots some unset": [Slotted(1), Slotted(2, 3), Slotted.__new__(Slotted)],
+        "mangled private slot": [private, private],
+        "inherited slots in a cycle": [child, SlottedChild(0)],
+        "slots and a __dict__": [with_dict, SlottedWithDict(2), only_dict, SlottedWithDict.__new__(SlottedWithDict)],
+        "slots with __getnewargs__": [SlottedNewArgs(1, 2), SlottedNewArgs(3)],
+        "empty __slots__": [NoState(), NoState()],
+    }
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+@pytest.mark.parametrize("name", sorted(_slotted_values()))
+def test_slotted_shapes_match_stdlib(name, proto):
+    got = assert_like_stdlib(lambda: _slotted_values()[name], proto)
+    if proto >= 2:                # copyreg's protocols 0-1 refuse most slotted classes
+        assert all(isinstance(r, bytes) for r in got)
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_slotnames_changed_in_place_between_dumps(proto):
+    # copyreg caches __slotnames__ on the class; editing that list changes no
+    # version tag, and the stdlib reads it afresh on every reduce.
+    def make():
+        cls = publish(type("Edited", (Slotted,), {"__slots__": ("d",), "twin": property(lambda self: 7)}))
+        value = [cls(1, 2), cls(3, 4)]
+        std.dumps(value, max(proto, 2))      # learned at protocol 2 and above
+        fw.dumps(value, max(proto, 2))
+        names = cls.__dict__["__slotnames__"]
+        names.remove("b")          # a slot no longer saved
+        names.append("twin")       # a name that is not a slot: getattr runs the property
+        value[0].d = "d"
+        return value
+    assert_like_stdlib(make, proto)
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getnewargs_that_edits_slotnames_and_slots(proto):
+    def make():
+        def getnewargs(self):
+            if self.a == "armed":
+                names = type(self).__dict__["__slotnames__"]
+                names.append(SneakyName("b"))    # a str subclass as a slot name
+                del self.b
+                names.reverse()
+            return (self.a,)
+
+        cls = publish(type("SlotHostile", (SlottedNewArgs,), {"__getnewargs__": getnewargs}))
+        return [cls("learn", 0), cls("learn", 1), cls("armed", 2), cls("after", 3)]
+    assert_like_stdlib(make, proto)
+
+
+class SneakyName(str):
+    __slots__ = ()
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", "c", "x"]), atoms), max_size=12),
+       proto=st.integers(2, std.HIGHEST_PROTOCOL))
+def test_hypothesis_slotted_instances_match_stdlib(rows, proto):
+    objects = [SlottedChild.__new__(SlottedChild), SlottedWithDict.__new__(SlottedWithDict)]
+    for i, (name, value) in enumerate(rows):
+        obj = objects[i % 2]
+        if name == "c" and i % 2:
+            name = "a"                   # SlottedWithDict has no slot c
+        if name == "x" and not i % 2:
+            name = "b"                   # SlottedChild has no __dict__
+        setattr(obj, name, value)
+    value = objects + objects[:1]
+    for _ in range(2):
+        assert pickletools.optimize(fw.dumps(value, proto)) == pickletools.optimize(std.dumps(value, proto))

@@ -1560,8 +1560,8 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
         if pw_save_value_type(e, obj, t):
             return 0
         shape = pw_plain_instance(t, obj)
-        if shape != PW_PLAIN_NO:
-            return pw_save_plain_instance(e, obj, t, shape)
+        if shape != PW_PLAIN_NO and pw_save_plain_instance(e, obj, t, shape) == 0:
+            return 0
         reduce_method = pw_class_reduce(t, obj)
         if reduce_method != NULL:
             rv = pw_call_class_reduce(reduce_method, o)
@@ -1957,7 +1957,8 @@ cdef inline object pw_next(object it):
 # For a class that customises nothing about pickling, object.__reduce_ex__
 # returns (copyreg.__newobj__, (cls, *args), state, None, None), where args is
 # () or what a __getnewargs__ of the class returned, and state is
-# obj.__dict__, or None when it is empty or absent. The encoder writes that
+# obj.__dict__ (None when it is empty or absent), paired with a dict of the
+# set slots named by cls.__slotnames__ when there are any. The encoder writes that
 # directly instead of building and parsing the tuple. A class qualifies only
 # after one of its instances was reduced the slow way and produced exactly that
 # shape (so version differences in the stdlib are learned, not assumed), and
@@ -1972,8 +1973,8 @@ cdef struct PwPlainEntry:
 cdef enum:
     PW_PLAIN_CACHE = 64
     PW_PLAIN_NO = 0
-    PW_PLAIN_DICT = 1            # NEWOBJ (cls,); BUILD from the __dict__
-    PW_PLAIN_NEWARGS = 2         # NEWOBJ (cls, *__getnewargs__()); BUILD from the __dict__
+    PW_PLAIN_NOARGS = 1          # NEWOBJ (cls,); BUILD from the __dict__ and slots
+    PW_PLAIN_NEWARGS = 2         # NEWOBJ (cls, *__getnewargs__()); BUILD as above
 
 cdef PwPlainEntry pw_plain_cache[64]
 
@@ -2004,6 +2005,27 @@ cdef extern from *:
     object pw_fresh_args(PyObject *args)
 
 
+cdef extern from *:
+    """
+    #include "structmember.h"
+    /* 1 and the slot's value (borrowed, NULL when unset) when descr is a
+       __slots__ member of obj's class: reading it runs no Python code and
+       fails, as getattr does, only when the slot is empty. 0 otherwise. */
+    static int pw_slot_value(PyObject *descr, PyObject *obj, PyObject **value) {
+        PyMemberDef *m;
+        if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type)
+            return 0;
+        m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type != T_OBJECT_EX || m->flags != 0
+                || !PyObject_TypeCheck(obj, PyDescr_TYPE(descr)))
+            return 0;
+        *value = *(PyObject **)((char *)obj + m->offset);
+        return 1;
+    }
+    """
+    bint pw_slot_value(PyObject *descr, PyObject *obj, PyObject **value) noexcept
+
+
 cdef int pw_type_plain_shape(PwType *t) except -1:
     """The PW_PLAIN_* shape every instance of t reduces to, judged from the
     type alone."""
@@ -2024,22 +2046,21 @@ cdef int pw_type_plain_shape(PwType *t) except -1:
             return PW_PLAIN_NO
     if pw_type_lookup(t, <PyObject *>PW_GETNEWARGS_EX) != NULL:
         return PW_PLAIN_NO
-    if not pw_no_slotnames(t):
+    if not pw_has_slotnames(t):
         return PW_PLAIN_NO
     getnewargs = pw_type_lookup(t, <PyObject *>PW_GETNEWARGS)
     if getnewargs == NULL:
-        return PW_PLAIN_DICT if t.tp_dictoffset != 0 else PW_PLAIN_NO
+        return PW_PLAIN_NOARGS
     # Calling a plain function with the instance is what binding it and
     # calling the bound method (as _PyObject_LookupSpecial does) would do.
     return PW_PLAIN_NEWARGS if pw_type_of(getnewargs) == &pw_function_type else PW_PLAIN_NO
 
 
-cdef inline bint pw_no_slotnames(PwType *t) noexcept:
+cdef inline bint pw_has_slotnames(PwType *t) noexcept:
     """object.__getstate__ adds the slot values named by
-    cls.__dict__['__slotnames__'], a list that can change in place without a
-    new version tag."""
+    cls.__dict__['__slotnames__'] (a list copyreg caches there)."""
     cdef PyObject *sn = pw_dict_get(pw_type_dict(<PyObject *>t), <PyObject *>PW_SLOTNAMES)
-    return sn != NULL and pw_type_of(sn) == &pw_list_type and len(<list>sn) == 0
+    return sn != NULL and pw_type_of(sn) == &pw_list_type
 
 
 cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
@@ -2055,7 +2076,7 @@ cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
     cdef PwPlainEntry *entry = pw_plain_entry(t)
     cdef object d
     if entry.type != t or entry.verdict == PW_PLAIN_NO or not pw_version_valid(t) \
-            or entry.version != t.tp_version_tag or not pw_no_slotnames(t):
+            or entry.version != t.tp_version_tag or not pw_has_slotnames(t):
         return PW_PLAIN_NO
     if t.tp_dictoffset != 0:
         d = pw_generic_get_dict(<object>obj, NULL)
@@ -2065,12 +2086,44 @@ cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
 
 
 cdef object pw_plain_state(PwType *t, object o):
-    """object.__getstate__'s answer for a class without slots."""
-    cdef object d
-    if t.tp_dictoffset == 0:
-        return None
-    d = pw_generic_get_dict(o, NULL)
-    return d if len(<dict>d) else None
+    """object.__getstate__'s answer for an instance of a class that
+    pw_plain_instance accepted, or pw_sentinel when a name in __slotnames__
+    (a list that can change in place without a new version tag) is not a
+    plain slot of the class."""
+    cdef object d = None
+    cdef object slots
+    cdef list names = <list>pw_dict_get(pw_type_dict(<PyObject *>t), <PyObject *>PW_SLOTNAMES)
+    cdef PyObject *value
+    if t.tp_dictoffset != 0:
+        d = pw_generic_get_dict(o, NULL)
+        if not len(<dict>d):
+            d = None
+    if len(names) == 0:
+        return d
+    slots = {}
+    # No Python code runs in this loop: exact str keys, slot reads.
+    for name in names:
+        if type(name) is not str:
+            return pw_sentinel
+        if not pw_slot_value(pw_type_lookup(t, <PyObject *>name), <PyObject *>o, &value):
+            return pw_sentinel
+        if value != NULL:
+            slots[name] = <object>value
+    return (d, slots) if len(<dict>slots) else d
+
+
+cdef bint pw_same_state(object expected, object state) except -1:
+    """state, as pw_plain_state built it, holds the same objects as the
+    state a slow reduce returned."""
+    if state is pw_sentinel:
+        return False
+    if type(state) is not tuple:
+        return expected is state
+    if type(expected) is not tuple or len(<tuple>expected) != 2 or expected[0] is not state[0]:
+        return False
+    if type(expected[1]) is not dict or list(expected[1]) != list(state[1]):
+        return False
+    return all(expected[1][k] is v for k, v in (<dict>state[1]).items())
 
 
 cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
@@ -2091,10 +2144,10 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
             and type(rv[1]) is tuple and len(<tuple>rv[1]) >= 1 and rv[1][0] is <object><PyObject *>t
             and rv[3] is None and rv[4] is None):
         verdict = pw_type_plain_shape(t)
-        if verdict == PW_PLAIN_DICT and len(<tuple>rv[1]) != 1:
+        if verdict == PW_PLAIN_NOARGS and len(<tuple>rv[1]) != 1:
             verdict = PW_PLAIN_NO
         if (verdict != PW_PLAIN_NO
-                and (pw_plain_instance_overridden(t, obj) or rv[2] is not pw_plain_state(t, o))):
+                and (pw_plain_instance_overridden(t, obj) or not pw_same_state(rv[2], pw_plain_state(t, o)))):
             verdict = PW_PLAIN_NO
     if not pw_version_valid(t):
         return 0
@@ -2127,7 +2180,8 @@ cdef tuple pw_reduce_after_newargs(object o, object args):
 
 cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t, int shape) except -1:
     """NEWOBJ of the class with its new-arguments, then BUILD from the
-    __dict__ (shape: what pw_plain_instance answered)."""
+    __dict__ and slots (shape: what pw_plain_instance answered). 0 when
+    written, 1 when nothing was written or called: reduce obj the slow way."""
     cdef object o = <object>obj                    # the callout may drop obj
     cdef object cls = <object><PyObject *>t        # or give it another class
     cdef object getnewargs
@@ -2146,6 +2200,10 @@ cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t, int shape) e
             return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
         args = pw_fresh_args(<PyObject *>args)
     state = pw_plain_state(t, o)
+    if state is pw_sentinel:
+        if args is None:
+            return 1
+        return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
     pw_save(e, <PyObject *>t, 0)
     if args is None:
         pw_write2(e, OP_EMPTY_TUPLE, OP_NEWOBJ)
