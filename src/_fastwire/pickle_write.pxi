@@ -1969,6 +1969,10 @@ cdef struct PwPlainEntry:
     PwType *type
     unsigned int version
     int verdict                  # a PW_PLAIN_* shape
+    # len(cls.__slotnames__) when learned: the list can change in place
+    # without a new version tag, and object.__getstate__ refuses an instance
+    # larger than its class's slots account for (without __getnewargs__).
+    Py_ssize_t slot_count
 
 cdef enum:
     PW_PLAIN_CACHE = 64
@@ -2046,7 +2050,7 @@ cdef int pw_type_plain_shape(PwType *t) except -1:
             return PW_PLAIN_NO
     if pw_type_lookup(t, <PyObject *>PW_GETNEWARGS_EX) != NULL:
         return PW_PLAIN_NO
-    if not pw_has_slotnames(t):
+    if pw_slotnames(t) == NULL:
         return PW_PLAIN_NO
     getnewargs = pw_type_lookup(t, <PyObject *>PW_GETNEWARGS)
     if getnewargs == NULL:
@@ -2056,11 +2060,11 @@ cdef int pw_type_plain_shape(PwType *t) except -1:
     return PW_PLAIN_NEWARGS if pw_type_of(getnewargs) == &pw_function_type else PW_PLAIN_NO
 
 
-cdef inline bint pw_has_slotnames(PwType *t) noexcept:
-    """object.__getstate__ adds the slot values named by
-    cls.__dict__['__slotnames__'] (a list copyreg caches there)."""
+cdef inline PyObject *pw_slotnames(PwType *t) noexcept:
+    """cls.__dict__['__slotnames__'] (borrowed), the list copyreg caches there
+    and object.__getstate__ reads slot values by, or NULL."""
     cdef PyObject *sn = pw_dict_get(pw_type_dict(<PyObject *>t), <PyObject *>PW_SLOTNAMES)
-    return sn != NULL and pw_type_of(sn) == &pw_list_type
+    return sn if sn != NULL and pw_type_of(sn) == &pw_list_type else NULL
 
 
 cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
@@ -2074,9 +2078,13 @@ cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
 cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
     """The PW_PLAIN_* shape pw_save_plain_instance may write obj with."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
+    cdef PyObject *names
     cdef object d
     if entry.type != t or entry.verdict == PW_PLAIN_NO or not pw_version_valid(t) \
-            or entry.version != t.tp_version_tag or not pw_has_slotnames(t):
+            or entry.version != t.tp_version_tag:
+        return PW_PLAIN_NO
+    names = pw_slotnames(t)
+    if names == NULL or len(<list>names) != entry.slot_count:
         return PW_PLAIN_NO
     if t.tp_dictoffset != 0:
         d = pw_generic_get_dict(<object>obj, NULL)
@@ -2155,6 +2163,7 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
     entry.type = t
     entry.version = t.tp_version_tag
     entry.verdict = verdict
+    entry.slot_count = len(<list>pw_slotnames(t)) if verdict != PW_PLAIN_NO else 0
     return 0
 
 
