@@ -7,16 +7,12 @@ the exception type) to the stdlib's, including callbacks that change the
 class, the instance or the function while the pickle is being written.
 """
 
-import os
 import pickle as std
-import sys
 
 import pytest
 
 from fastwire import pickle as fw
-
-sys.path.insert(0, os.path.dirname(__file__))
-import pickle_catalogue as cat  # noqa: E402
+from tests.support import pickle_catalogue as cat
 
 CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)
 

@@ -8,7 +8,6 @@ holds fastwire to the stdlib's result (bytes, or exception type) afterwards.
 
 import builtins
 import copyreg
-import os
 import pickle as std
 import sys
 import types
@@ -16,9 +15,7 @@ import types
 import pytest
 
 from fastwire import pickle as fw
-
-sys.path.insert(0, os.path.dirname(__file__))
-import pickle_catalogue as cat  # noqa: E402
+from tests.support import pickle_catalogue as cat
 
 CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)
 

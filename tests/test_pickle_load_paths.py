@@ -20,11 +20,10 @@ import sys
 import types
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import fastwire.pickle as fw
-from tests.pickle_read_catalogue import outcome
+from tests.support.pickle_catalogue import outcome
 
 IMPLS = [pytest.param(pickle.loads, id="stdlib"), pytest.param(fw.loads, id="fastwire")]
 

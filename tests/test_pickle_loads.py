@@ -13,12 +13,11 @@ import sys
 import threading
 
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from fastwire import pickle as fwpickle
-from tests import pickle_read_catalogue as cat
-from tests.pickle_read_catalogue import ReadReadlineOnly, outcome, same_object_graph
+from tests.support import pickle_catalogue as cat
+from tests.support.pickle_catalogue import ReadReadlineOnly, outcome, same_object_graph
 
 ALL_PICKLES = cat.pickles()
 
@@ -220,7 +219,7 @@ def _hostile_memo_or_length(data: bytes) -> bool:
     untrusted field before the bytes exist (gh-115952): a memo index far
     beyond the input, or a byte-string length beyond it."""
     try:
-        for op, arg, pos in pickletools.genops(data):
+        for op, arg, _pos in pickletools.genops(data):
             if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int) \
                     and arg > 4 * len(data) + 1024:
                 return True
@@ -462,7 +461,7 @@ def test_unpickler_subclass_find_class_and_persistent_load():
 
     got = Loader(io.BytesIO(buf.getvalue())).load()
     assert got == [1, "PID:1000", cat.Plain(2, 3)]
-    assert calls == ["pid:1000", ("tests.pickle_read_catalogue", "Plain")]
+    assert calls == ["pid:1000", ("tests.support.pickle_catalogue", "Plain")]
 
 
 def test_persistent_load_assigned_as_attribute_and_protocol0_pid():
@@ -561,7 +560,7 @@ def test_short_strings_are_exact_whatever_the_string_cache_holds():
             s = ("H" * 8 + middle * max(n - 16, 0) + "T" * 8)[:n] if n > 16 else (middle * n)
             strings.append(s)
     strings += [f"k{i}" for i in range(2000)]  # more than the cache has slots
-    for rounds in range(2):
+    for _round in range(2):
         for proto in (0, 2, 5):
             for chunk in (strings, strings[::-1]):
                 data = pickle.dumps(chunk, proto)

@@ -33,13 +33,10 @@ cdef extern from "Python.h":
 cdef extern from "wire.h":
     void fw_bytes_forget_hash(PyObject* obj)
 
-cdef extern from "sockio.h":
-    int FW_FAST_SOCKETS
-    int fw_fd_send_all(const int* fdp, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
-    Py_ssize_t fw_fd_recv(const int* fdp, char* buf, Py_ssize_t n) except -1
-
 DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
 DEFAULT_COPY_THRESHOLD = 64 * 1024
+# What every receiver raises (as EOFError) when the peer closes inside a frame.
+EOF_IN_MESSAGE = "the peer closed the connection in the middle of a message"
 
 # Smallest arena and smallest read window offered to recv_into.
 cdef Py_ssize_t _MIN_WINDOW = 64 * 1024
@@ -1132,22 +1129,6 @@ cdef class FrameScanner:
                 want = rest
         return self._ensure_space(want)
 
-    cdef object _recv_fd(self, const int* fdp):
-        """recv_from() straight on a blocking socket's file descriptor, read from
-        *fdp just before the system call (sockio.h): the frames completed, or None
-        at end of stream."""
-        cdef Py_ssize_t n
-        self._claim()
-        try:
-            self._open_window(-1)
-            n = fw_fd_recv(fdp, self._arena.data + self._end, self._arena.size - self._end)
-            if n == 0:
-                return None
-            self._end += n
-            return self._scan()
-        finally:
-            self._busy = False
-
     def buffer_updated(self, Py_ssize_t nbytes):
         """Account for `nbytes` written into the last ``get_buffer()``; the frames completed.
 
@@ -1381,7 +1362,7 @@ cdef object _receive_payload(recv_into, Py_ssize_t length, received, PyObject* r
                 if window.close():
                     raw = _abandon_block(window, raw, size)
             if n == 0:
-                raise EOFError("the peer closed the connection in the middle of a message")
+                raise EOFError(EOF_IN_MESSAGE)
             if n < 0 or n > size - filled:
                 raise ValueError("recv_into reported more bytes than the buffer holds")
             filled += n

@@ -193,8 +193,8 @@ def _plot(results: list[_bench.Result], path: str, note: str) -> None:
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1, label="stdlib speed (1x)")
     ax.set_yticks(list(rows), [r.name for r in ordered], fontsize=8)
     for row, r in zip(rows, ordered):
-        ax.annotate(f"{r.speedup:.2f}x", (max(r.speedup, r.target, 1.0), row), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=7)
+        ax.annotate(f"{r.speedup:.2f}x", (max(r.speedup, r.target, 1.0), row), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
@@ -214,8 +214,8 @@ def _plot(results: list[_bench.Result], path: str, note: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "bench":
-        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--plot FILE.png] [--dask] [--xproc]",
-              file=sys.stderr)
+        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--plot FILE.png]"
+              " [--dask] [--xproc]", file=sys.stderr)
         return 2
     return bench(argv[1:])
 

@@ -302,7 +302,8 @@ def markdown(rows):
     """The rows, then the targets, as Markdown table lines."""
     lines = ["| transfer | figure |", "| --- | --- |"]
     for name, value, unit in rows:
-        lines.append(f"| {name} | {value / 1000:.0f}k {unit} |" if unit == "msg/s" else f"| {name} | {value:.1f} {unit} |")
+        figure = f"{value / 1000:.0f}k {unit}" if unit == "msg/s" else f"{value:.1f} {unit}"
+        lines.append(f"| {name} | {figure} |")
     lines += ["", "| target | this run | at least | met |", "| --- | --- | --- | --- |"]
     for what, ratio, least, met in verdicts(rows):
         lines.append(f"| {what} | **{ratio:.2f}x** | {least:.1f}x | {'yes' if met else '**no**'} |")
