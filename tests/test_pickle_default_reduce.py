@@ -18,8 +18,7 @@ import pickle as std
 import pickletools
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from fastwire import pickle as fw
 
