@@ -1524,6 +1524,7 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
     cdef object rv = None
     cdef object reduce_func
     cdef PyObject *reduce_method
+    cdef int shape
     if t == &pw_set_type:
         return pw_save_set(e, obj)
     if t == &pw_frozenset_type:
@@ -1558,8 +1559,9 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
     else:
         if pw_save_value_type(e, obj, t):
             return 0
-        if pw_plain_instance(t, obj) == 1:
-            return pw_save_plain_instance(e, obj, t)
+        shape = pw_plain_instance(t, obj)
+        if shape != PW_PLAIN_NO and pw_save_plain_instance(e, obj, t, shape) == 0:
+            return 0
         reduce_method = pw_class_reduce(t, obj)
         if reduce_method != NULL:
             rv = pw_call_class_reduce(reduce_method, o)
@@ -1953,21 +1955,30 @@ cdef inline object pw_next(object it):
 
 # --- Plain class instances --------------------------------------------------
 # For a class that customises nothing about pickling, object.__reduce_ex__
-# returns (copyreg.__newobj__, (cls,), obj.__dict__ or None, None, None). The
-# encoder writes that directly instead of building and parsing the tuple. A
-# class qualifies only after one of its instances was reduced the slow way and
-# produced exactly that shape (so version differences in the stdlib are
-# learned, not assumed), and only while nothing it inherits changes: the
-# verdict is keyed by the type's version tag, which CPython renews whenever
-# the class or a base is modified.
+# returns (copyreg.__newobj__, (cls, *args), state, None, None), where args is
+# () or what a __getnewargs__ of the class returned, and state is
+# obj.__dict__ (None when it is empty or absent), paired with a dict of the
+# set slots named by cls.__slotnames__ when there are any. The encoder writes that
+# directly instead of building and parsing the tuple. A class qualifies only
+# after one of its instances was reduced the slow way and produced exactly that
+# shape (so version differences in the stdlib are learned, not assumed), and
+# only while nothing it inherits changes: the verdict is keyed by the type's
+# version tag, which CPython renews whenever the class or a base is modified.
 
 cdef struct PwPlainEntry:
     PwType *type
     unsigned int version
-    int verdict                  # 1 plain, 0 not plain
+    int verdict                  # a PW_PLAIN_* shape
+    # len(cls.__slotnames__) when learned: the list can change in place
+    # without a new version tag, and object.__getstate__ refuses an instance
+    # larger than its class's slots account for (without __getnewargs__).
+    Py_ssize_t slot_count
 
 cdef enum:
     PW_PLAIN_CACHE = 64
+    PW_PLAIN_NO = 0
+    PW_PLAIN_NOARGS = 1          # NEWOBJ (cls,); BUILD from the __dict__ and slots
+    PW_PLAIN_NEWARGS = 2         # NEWOBJ (cls, *__getnewargs__()); BUILD as above
 
 cdef PwPlainEntry pw_plain_cache[64]
 
@@ -1976,25 +1987,84 @@ cdef inline PwPlainEntry *pw_plain_entry(PwType *t) noexcept:
     return &pw_plain_cache[((<size_t>t) >> 4) & (PW_PLAIN_CACHE - 1)]
 
 
-cdef bint pw_type_is_static_plain(PwType *t) except -1:
-    """The type-level conditions under which every instance reduces alike."""
-    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or t.tp_itemsize != 0 or t.tp_new == NULL:
-        return False
-    if t.tp_flags & PW_TPFLAGS_BUILTIN_SUBCLASS_MASK:
-        return False
-    if t.tp_getattro != pw_object_type.tp_getattro or t.tp_dictoffset == 0:
-        return False
+cdef extern from *:
+    """
+    /* The argument tuple NEWOBJ gets: _pickle writes a slice of the reduce
+       value's arguments, always a new exact tuple, so a tuple that anything
+       else refers to (which may already be in the memo) is copied. */
+    static PyObject *pw_fresh_args(PyObject *args) {
+        Py_ssize_t i, n = PyTuple_GET_SIZE(args);
+        PyObject *copy;
+        if (PyTuple_CheckExact(args) && (Py_REFCNT(args) == 1 || n == 0))
+            return Py_NewRef(args);
+        copy = PyTuple_New(n);
+        if (copy == NULL)
+            return NULL;
+        for (i = 0; i < n; i++)
+            PyTuple_SET_ITEM(copy, i, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+        return copy;
+    }
+    """
+    unsigned long PW_TPFLAGS_TUPLE_SUBCLASS "Py_TPFLAGS_TUPLE_SUBCLASS"
+    object pw_fresh_args(PyObject *args)
+
+
+cdef extern from *:
+    """
+    #include "structmember.h"
+    /* 1 and the slot's value (borrowed, NULL when unset) when descr is a
+       __slots__ member of obj's class: reading it runs no Python code and
+       fails, as getattr does, only when the slot is empty. 0 otherwise. */
+    static int pw_slot_value(PyObject *descr, PyObject *obj, PyObject **value) {
+        PyMemberDef *m;
+        if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type)
+            return 0;
+        m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type != T_OBJECT_EX || m->flags != 0
+                || !PyObject_TypeCheck(obj, PyDescr_TYPE(descr)))
+            return 0;
+        *value = *(PyObject **)((char *)obj + m->offset);
+        return 1;
+    }
+    """
+    bint pw_slot_value(PyObject *descr, PyObject *obj, PyObject **value) noexcept
+
+
+cdef int pw_type_plain_shape(PwType *t) except -1:
+    """The PW_PLAIN_* shape every instance of t reduces to, judged from the
+    type alone."""
+    cdef unsigned long builtin = t.tp_flags & PW_TPFLAGS_BUILTIN_SUBCLASS_MASK
+    cdef PyObject *getnewargs
+    if not (t.tp_flags & PW_TPFLAGS_HEAPTYPE) or t.tp_new == NULL:
+        return PW_PLAIN_NO
+    # A tuple subclass (a namedtuple) reduces through its __getnewargs__ with
+    # no list or dict items; other builtin bases add state of their own.
+    if builtin != 0 and builtin != PW_TPFLAGS_TUPLE_SUBCLASS:
+        return PW_PLAIN_NO
+    if t.tp_itemsize != 0 and builtin == 0:
+        return PW_PLAIN_NO
+    if t.tp_getattro != pw_object_type.tp_getattro:
+        return PW_PLAIN_NO
     for name in (PW_REDUCE_EX, PW_REDUCE, PW_GETSTATE, PW_CLASS):
         if pw_type_lookup(t, <PyObject *>name) != pw_type_lookup(&pw_object_type, <PyObject *>name):
-            return False
-    for name in (PW_GETNEWARGS_EX, PW_GETNEWARGS):
-        if pw_type_lookup(t, <PyObject *>name) != NULL:
-            return False
-    # object.__getstate__ adds slot values named by cls.__dict__['__slotnames__'].
-    sn = (<object><PyObject *>t).__dict__.get(PW_SLOTNAMES)
-    if type(sn) is not list or len(sn) != 0:
-        return False
-    return True
+            return PW_PLAIN_NO
+    if pw_type_lookup(t, <PyObject *>PW_GETNEWARGS_EX) != NULL:
+        return PW_PLAIN_NO
+    if pw_slotnames(t) == NULL:
+        return PW_PLAIN_NO
+    getnewargs = pw_type_lookup(t, <PyObject *>PW_GETNEWARGS)
+    if getnewargs == NULL:
+        return PW_PLAIN_NOARGS
+    # Calling a plain function with the instance is what binding it and
+    # calling the bound method (as _PyObject_LookupSpecial does) would do.
+    return PW_PLAIN_NEWARGS if pw_type_of(getnewargs) == &pw_function_type else PW_PLAIN_NO
+
+
+cdef inline PyObject *pw_slotnames(PwType *t) noexcept:
+    """cls.__dict__['__slotnames__'] (borrowed), the list copyreg caches there
+    and object.__getstate__ reads slot values by, or NULL."""
+    cdef PyObject *sn = pw_dict_get(pw_type_dict(<PyObject *>t), <PyObject *>PW_SLOTNAMES)
+    return sn if sn != NULL and pw_type_of(sn) == &pw_list_type else NULL
 
 
 cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
@@ -2006,22 +2076,69 @@ cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
 
 
 cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
-    """1 when obj may be written by pw_save_plain_instance, else 0."""
+    """The PW_PLAIN_* shape pw_save_plain_instance may write obj with."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
+    cdef PyObject *names
     cdef object d
-    if entry.type != t or entry.verdict != 1 or not pw_version_valid(t) \
+    if entry.type != t or entry.verdict == PW_PLAIN_NO or not pw_version_valid(t) \
             or entry.version != t.tp_version_tag:
-        return 0
-    d = pw_generic_get_dict(<object>obj, NULL)
-    return 0 if pw_instance_dict_overrides(<PyObject *>d) else 1
+        return PW_PLAIN_NO
+    names = pw_slotnames(t)
+    if names == NULL or len(<list>names) != entry.slot_count:
+        return PW_PLAIN_NO
+    if t.tp_dictoffset != 0:
+        d = pw_generic_get_dict(<object>obj, NULL)
+        if pw_instance_dict_overrides(<PyObject *>d):
+            return PW_PLAIN_NO
+    return entry.verdict
+
+
+cdef object pw_plain_state(PwType *t, object o):
+    """object.__getstate__'s answer for an instance of a class that
+    pw_plain_instance accepted, or pw_sentinel when a name in __slotnames__
+    (a list that can change in place without a new version tag) is not a
+    plain slot of the class."""
+    cdef object d = None
+    cdef object slots
+    cdef list names = <list>pw_dict_get(pw_type_dict(<PyObject *>t), <PyObject *>PW_SLOTNAMES)
+    cdef PyObject *value
+    if t.tp_dictoffset != 0:
+        d = pw_generic_get_dict(o, NULL)
+        if not len(<dict>d):
+            d = None
+    if len(names) == 0:
+        return d
+    slots = {}
+    # No Python code runs in this loop: exact str keys, slot reads.
+    for name in names:
+        if type(name) is not str:
+            return pw_sentinel
+        if not pw_slot_value(pw_type_lookup(t, <PyObject *>name), <PyObject *>o, &value):
+            return pw_sentinel
+        if value != NULL:
+            slots[name] = <object>value
+    return (d, slots) if len(<dict>slots) else d
+
+
+cdef bint pw_same_state(object expected, object state) except -1:
+    """state, as pw_plain_state built it, holds the same objects as the
+    state a slow reduce returned."""
+    if state is pw_sentinel:
+        return False
+    if type(state) is not tuple:
+        return expected is state
+    if type(expected) is not tuple or len(<tuple>expected) != 2 or expected[0] is not state[0]:
+        return False
+    if type(expected[1]) is not dict or list(expected[1]) != list(state[1]):
+        return False
+    return all(expected[1][k] is v for k, v in (<dict>state[1]).items())
 
 
 cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
-    """Record whether t's instances reduce to the plain shape (see above)."""
+    """Record which shape, if any, t's instances reduce to (see above)."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
     cdef object o = <object>obj
-    cdef object d
-    cdef bint verdict
+    cdef int verdict = PW_PLAIN_NO
     if FW_FREE_THREADED:
         # An entry is three fields; two threads learning types that share a
         # slot could leave one type paired with the other's verdict.
@@ -2030,40 +2147,86 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
         return 0                                  # nothing could be cached
     if entry.type == t and entry.version == t.tp_version_tag:
         return 0                                  # already known
-    verdict = (
-        type(rv) is tuple and len(<tuple>rv) == 5
-        and rv[0] is pw_newobj
-        and type(rv[1]) is tuple and len(<tuple>rv[1]) == 1 and rv[1][0] is <object><PyObject *>t
-        and rv[3] is None and rv[4] is None
-        and pw_type_is_static_plain(t)
-    )
-    if verdict:
-        d = pw_generic_get_dict(o, NULL)
-        verdict = (not pw_instance_dict_overrides(<PyObject *>d)
-                   and ((rv[2] is d) if len(<dict>d) else (rv[2] is None)))
+    if (type(rv) is tuple and len(<tuple>rv) == 5
+            and rv[0] is pw_newobj
+            and type(rv[1]) is tuple and len(<tuple>rv[1]) >= 1 and rv[1][0] is <object><PyObject *>t
+            and rv[3] is None and rv[4] is None):
+        verdict = pw_type_plain_shape(t)
+        if verdict == PW_PLAIN_NOARGS and len(<tuple>rv[1]) != 1:
+            verdict = PW_PLAIN_NO
+        if (verdict != PW_PLAIN_NO
+                and (pw_plain_instance_overridden(t, obj) or not pw_same_state(rv[2], pw_plain_state(t, o)))):
+            verdict = PW_PLAIN_NO
     if not pw_version_valid(t):
         return 0
     entry = pw_plain_entry(t)
     entry.type = t
     entry.version = t.tp_version_tag
-    entry.verdict = 1 if verdict else 0
+    entry.verdict = verdict
+    entry.slot_count = len(<list>pw_slotnames(t)) if verdict != PW_PLAIN_NO else 0
     return 0
 
 
-cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t) except -1:
-    """NEWOBJ of the class with no arguments, then BUILD from the __dict__."""
-    cdef object d = pw_generic_get_dict(<object>obj, NULL)
+cdef inline bint pw_plain_instance_overridden(PwType *t, PyObject *obj) except -1:
+    cdef object d
+    if t.tp_dictoffset == 0:
+        return False
+    d = pw_generic_get_dict(<object>obj, NULL)
+    return pw_instance_dict_overrides(<PyObject *>d)
+
+
+cdef tuple pw_reduce_after_newargs(object o, object args):
+    """What object.__reduce_ex__ returns once __getnewargs__ has answered,
+    for an instance whose class the call changed: the rest of
+    reduce_newobj, where object_getstate(obj, required=0) is
+    obj.__getstate__()."""
+    cdef object cls = type(o)
+    cdef object state = o.__getstate__()
+    cdef object listitems = iter(o) if isinstance(o, list) else None
+    cdef object dictitems = iter(o.items()) if isinstance(o, dict) else None
+    return (pw_newobj, (cls,) + <tuple>pw_fresh_args(<PyObject *>args), state, listitems, dictitems)
+
+
+cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t, int shape) except -1:
+    """NEWOBJ of the class with its new-arguments, then BUILD from the
+    __dict__ and slots (shape: what pw_plain_instance answered). 0 when
+    written, 1 when nothing was written or called: reduce obj the slow way."""
+    cdef object o = <object>obj                    # the callout may drop obj
+    cdef object cls = <object><PyObject *>t        # or give it another class
+    cdef object getnewargs
+    cdef object args = None
+    cdef object state
     cdef Py_ssize_t idx
+    if shape == PW_PLAIN_NEWARGS:
+        getnewargs = <object>pw_type_lookup(t, <PyObject *>PW_GETNEWARGS)
+        args = pw_call_one(<PyObject *>getnewargs, obj)
+        if not isinstance(args, tuple):
+            raise TypeError("__getnewargs__ should return a tuple, not '%s'"
+                            % pw_type_of(<PyObject *>args).tp_name.decode("utf-8", "replace"))
+        # The call may have changed the class, its __slotnames__ or the
+        # instance, or re-entered dumps and relearned the class.
+        if pw_type_of(obj) != t or pw_plain_instance(t, obj) != PW_PLAIN_NEWARGS:
+            return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
+        args = pw_fresh_args(<PyObject *>args)
+    state = pw_plain_state(t, o)
+    if state is pw_sentinel:
+        if args is None:
+            return 1
+        return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
     pw_save(e, <PyObject *>t, 0)
-    pw_write2(e, OP_EMPTY_TUPLE, OP_NEWOBJ)
+    if args is None:
+        pw_write2(e, OP_EMPTY_TUPLE, OP_NEWOBJ)
+    else:
+        pw_save(e, <PyObject *>args, 0)
+        pw_write1(e, OP_NEWOBJ)
     idx = pw_memo_index(e, obj)
     if idx >= 0:
         pw_write1(e, OP_POP)
         return pw_memo_get(e, idx)
     if pw_memo_put(e, obj) < 0:
         return -1
-    if len(<dict>d):
-        pw_save(e, <PyObject *>d, PW_HELD)
+    if state is not None:
+        pw_save(e, <PyObject *>state, PW_HELD)
         pw_write1(e, OP_BUILD)
     return 0
 
