@@ -1525,6 +1525,7 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
     cdef object reduce_func
     cdef PyObject *reduce_method
     cdef int shape
+    cdef PyObject *slotnames = NULL
     if t == &pw_set_type:
         return pw_save_set(e, obj)
     if t == &pw_frozenset_type:
@@ -1559,8 +1560,8 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, PwType *t, int flags) except -1:
     else:
         if pw_save_value_type(e, obj, t):
             return 0
-        shape = pw_plain_instance(t, obj)
-        if shape != PW_PLAIN_NO and pw_save_plain_instance(e, obj, t, shape) == 0:
+        shape = pw_plain_instance(t, obj, &slotnames)
+        if shape != PW_PLAIN_NO and pw_save_plain_instance(e, obj, t, shape, slotnames) == 0:
             return 0
         reduce_method = pw_class_reduce(t, obj)
         if reduce_method != NULL:
@@ -2075,8 +2076,9 @@ cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
             or pw_dict_get(d, <PyObject *>PW_GETNEWARGS) != NULL)
 
 
-cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
-    """The PW_PLAIN_* shape pw_save_plain_instance may write obj with."""
+cdef int pw_plain_instance(PwType *t, PyObject *obj, PyObject **slotnames) except -1:
+    """The PW_PLAIN_* shape pw_save_plain_instance may write obj with, and
+    the class's __slotnames__ list it was judged by (borrowed) in *slotnames."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
     cdef PyObject *names
     cdef object d
@@ -2086,6 +2088,7 @@ cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
     names = pw_slotnames(t)
     if names == NULL or len(<list>names) != entry.slot_count:
         return PW_PLAIN_NO
+    slotnames[0] = names
     if t.tp_dictoffset != 0:
         d = pw_generic_get_dict(<object>obj, NULL)
         if pw_instance_dict_overrides(<PyObject *>d):
@@ -2093,14 +2096,14 @@ cdef int pw_plain_instance(PwType *t, PyObject *obj) except -1:
     return entry.verdict
 
 
-cdef object pw_plain_state(PwType *t, object o):
+cdef object pw_plain_state(PwType *t, object o, PyObject *slotnames):
     """object.__getstate__'s answer for an instance of a class that
     pw_plain_instance accepted, or pw_sentinel when a name in __slotnames__
     (a list that can change in place without a new version tag) is not a
     plain slot of the class."""
     cdef object d = None
     cdef object slots
-    cdef list names = <list>pw_dict_get(pw_type_dict(<PyObject *>t), <PyObject *>PW_SLOTNAMES)
+    cdef list names = <list>slotnames
     cdef PyObject *value
     if t.tp_dictoffset != 0:
         d = pw_generic_get_dict(o, NULL)
@@ -2155,7 +2158,7 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
         if verdict == PW_PLAIN_NOARGS and len(<tuple>rv[1]) != 1:
             verdict = PW_PLAIN_NO
         if (verdict != PW_PLAIN_NO
-                and (pw_plain_instance_overridden(t, obj) or not pw_same_state(rv[2], pw_plain_state(t, o)))):
+                and (pw_plain_instance_overridden(t, obj) or not pw_same_state(rv[2], pw_plain_state(t, o, pw_slotnames(t))))):
             verdict = PW_PLAIN_NO
     if not pw_version_valid(t):
         return 0
@@ -2187,7 +2190,8 @@ cdef tuple pw_reduce_after_newargs(object o, object args):
     return (pw_newobj, (cls,) + <tuple>pw_fresh_args(<PyObject *>args), state, listitems, dictitems)
 
 
-cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t, int shape) except -1:
+cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t, int shape,
+                                 PyObject *slotnames) except -1:
     """NEWOBJ of the class with its new-arguments, then BUILD from the
     __dict__ and slots (shape: what pw_plain_instance answered). 0 when
     written, 1 when nothing was written or called: reduce obj the slow way."""
@@ -2205,10 +2209,10 @@ cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, PwType *t, int shape) e
                             % pw_type_of(<PyObject *>args).tp_name.decode("utf-8", "replace"))
         # The call may have changed the class, its __slotnames__ or the
         # instance, or re-entered dumps and relearned the class.
-        if pw_type_of(obj) != t or pw_plain_instance(t, obj) != PW_PLAIN_NEWARGS:
+        if pw_type_of(obj) != t or pw_plain_instance(t, obj, &slotnames) != PW_PLAIN_NEWARGS:
             return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
         args = pw_fresh_args(<PyObject *>args)
-    state = pw_plain_state(t, o)
+    state = pw_plain_state(t, o, slotnames)
     if state is pw_sentinel:
         if args is None:
             return 1
