@@ -455,6 +455,52 @@ def test_slotnames_changed_in_place_between_dumps(edit, proto):
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)
+def test_slotnames_rebound_between_dumps(proto):
+    # The learned entry keeps the class's __slotnames__ list itself; rebinding
+    # the name to a list of the same length must not leave it reading the old one.
+    def make():
+        cls = publish(type("Rebound", (Slotted,), {"__slots__": ("d",)}))
+        value = [cls(1, 2), cls(3, 4)]
+        std.dumps(value, max(proto, 2))
+        fw.dumps(value, max(proto, 2))
+        cls.__slotnames__ = list(reversed(cls.__dict__["__slotnames__"]))
+        value[0].d = "d"
+        return value
+    assert_like_stdlib(make, proto)
+
+
+class EqThatRebindsSlotnames(str):
+    """A slot name whose comparison, should any pickler make one, rebinds the
+    class's __slotnames__."""
+
+    __slots__ = ()
+    victim = None
+
+    def __eq__(self, other):
+        cls, EqThatRebindsSlotnames.victim = EqThatRebindsSlotnames.victim, None
+        if cls is not None:
+            cls.__slotnames__ = ["a"]
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+@pytest.mark.parametrize("proto", range(2, std.HIGHEST_PROTOCOL + 1))
+def test_str_subclass_slot_name_that_rebinds_slotnames_matches_stdlib(proto):
+    def make():
+        cls = publish(type("Learnt", (), {"__slots__": ("a", "b")}))
+        obj = cls()
+        obj.a, obj.b = 1, 2
+        std.dumps(obj, proto)                 # copyreg caches __slotnames__
+        cls.__slotnames__ = ["a", EqThatRebindsSlotnames("b")]
+        EqThatRebindsSlotnames.victim = cls
+        return [obj, obj.__class__(), obj]
+    got = outcome(fw.dumps, make, proto)
+    expected = outcome(std.dumps, make, proto)
+    assert got == expected
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
 def test_getnewargs_that_edits_slotnames_and_slots(proto):
     def make():
         def getnewargs(self):

@@ -1970,9 +1970,12 @@ cdef struct PwPlainEntry:
     PwType *type
     unsigned int version
     int verdict                  # a PW_PLAIN_* shape
-    # len(cls.__slotnames__) when learned: the list can change in place
-    # without a new version tag, and object.__getstate__ refuses an instance
-    # larger than its class's slots account for (without __getnewargs__).
+    # cls.__dict__['__slotnames__'] (a strong reference) and its length when
+    # learned. Rebinding the name renews the version tag, so the entry's list
+    # is the class's for as long as the tag matches; but the list can change
+    # in place, and object.__getstate__ refuses an instance larger than its
+    # class's slots account for (without __getnewargs__).
+    PyObject *slotnames
     Py_ssize_t slot_count
 
 cdef enum:
@@ -2085,7 +2088,7 @@ cdef int pw_plain_instance(PwType *t, PyObject *obj, PyObject **slotnames) excep
     if entry.type != t or entry.verdict == PW_PLAIN_NO or not pw_version_valid(t) \
             or entry.version != t.tp_version_tag:
         return PW_PLAIN_NO
-    names = pw_slotnames(t)
+    names = entry.slotnames
     if names == NULL or len(<list>names) != entry.slot_count:
         return PW_PLAIN_NO
     slotnames[0] = names
@@ -2142,6 +2145,9 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
     cdef PwPlainEntry *entry = pw_plain_entry(t)
     cdef object o = <object>obj
     cdef int verdict = PW_PLAIN_NO
+    cdef object names = None          # held: comparing states may run Python code
+    cdef unsigned int version
+    cdef PyObject *dropped
     if FW_FREE_THREADED:
         # An entry is three fields; two threads learning types that share a
         # slot could leave one type paired with the other's verdict.
@@ -2150,6 +2156,7 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
         return 0                                  # nothing could be cached
     if entry.type == t and entry.version == t.tp_version_tag:
         return 0                                  # already known
+    version = t.tp_version_tag
     if (type(rv) is tuple and len(<tuple>rv) == 5
             and rv[0] is pw_newobj
             and type(rv[1]) is tuple and len(<tuple>rv[1]) >= 1 and rv[1][0] is <object><PyObject *>t
@@ -2157,16 +2164,30 @@ cdef int pw_learn_plain_instance(PwType *t, PyObject *obj, object rv) except -1:
         verdict = pw_type_plain_shape(t)
         if verdict == PW_PLAIN_NOARGS and len(<tuple>rv[1]) != 1:
             verdict = PW_PLAIN_NO
-        if (verdict != PW_PLAIN_NO
-                and (pw_plain_instance_overridden(t, obj) or not pw_same_state(rv[2], pw_plain_state(t, o, pw_slotnames(t))))):
-            verdict = PW_PLAIN_NO
-    if not pw_version_valid(t):
+        if verdict != PW_PLAIN_NO:
+            names = <object>pw_slotnames(t)      # not NULL: pw_type_plain_shape checked it
+            if (pw_plain_instance_overridden(t, obj)
+                    or not pw_same_state(rv[2], pw_plain_state(t, o, <PyObject *>names))):
+                verdict = PW_PLAIN_NO
+    # Comparing states may run Python code (a str subclass's __eq__) that
+    # changes the class: what was learned is then about a class gone.
+    if not pw_version_valid(t) or t.tp_version_tag != version:
         return 0
     entry = pw_plain_entry(t)
+    dropped = entry.slotnames
     entry.type = t
     entry.version = t.tp_version_tag
     entry.verdict = verdict
-    entry.slot_count = len(<list>pw_slotnames(t)) if verdict != PW_PLAIN_NO else 0
+    if verdict != PW_PLAIN_NO:
+        Py_INCREF(names)
+        entry.slotnames = <PyObject *>names
+        entry.slot_count = len(<list>names)
+    else:
+        entry.slotnames = NULL
+        entry.slot_count = 0
+    # Released once the entry is whole: freeing the old list may run a
+    # finalizer of one of its items, which may pickle and consult the cache.
+    pw_xdecref(dropped)
     return 0
 
 
