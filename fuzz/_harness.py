@@ -21,6 +21,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# The oracles are shared with the tests (tests/support/); appended, not
+# prepended, so that the fastwire under test still comes from sys.path.
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
 
 
 def load_atheris():
@@ -188,7 +193,7 @@ def main(test_one_input):
         replay(test_one_input, args[1:])
         return
     if atheris is None:
-        skip(f"atheris is not installed for Python {sys.version.split()[0]} "
+        sys.exit(f"atheris is not installed for Python {sys.version.split()[0]} "
              "(pip install '.[fuzz]'); use --replay PATH to run a corpus without it")
     instrument_own_code()
     last_input = os.environ.get("FASTWIRE_FUZZ_LAST_INPUT")

@@ -2,17 +2,16 @@
 restricted the way fastwire's documentation says it restricts, and the
 harmless-types-only find_class the full-mode targets install on both sides."""
 
+import _compat_pickle
+import codecs
 import collections
+import copyreg
 import datetime
 import decimal
-import codecs
-import copyreg
 import io
+import pickle as std_pickle
 import pickletools
 import re
-import pickle as std_pickle
-
-import _compat_pickle
 
 # Restricted mode (allowed=()): the builtin value types' constructors (pickles
 # of complex, bytearray and sets call them; bytes in protocols 0-2 go through

@@ -2,7 +2,7 @@
 
 Input: prefix index, a case byte (max_frame_size, copy_threshold, feed() or
 get_buffer()/buffer_updated()), the number of split points and the points,
-then the stream. The oracle is fuzz/_wire_reference.py (the stdlib's struct
+then the stream. The oracle is tests/support/frames.py (the stdlib's struct
 for fixed prefixes, multiprocessing.connection's header rule, plain LEB128):
 the scanner must emit exactly the reference's payloads in order, raise
 FrameTooLarge / FrameError exactly when the reference finds a bad header
@@ -12,7 +12,8 @@ declared length. index_frames() must agree too.
 """
 
 import _harness
-import _wire_reference as ref
+
+from tests.support import frames as ref
 
 frames = _harness.import_fastwire_part("frames")
 
@@ -107,7 +108,7 @@ def test_one_input(data):
                                          copy_threshold=copy_threshold)
         except frames.FrameError as exc:
             if expected:
-                raise AssertionError(f"{where}: {name} raised {exc!r} before returning frames")
+                raise AssertionError(f"{where}: {name} raised {exc!r} before returning frames") from exc
             check_error(f"{where} ({name})", reference_error, exc)
             continue
         if [bytes(p) for p in found] != expected or found_consumed != consumed:

@@ -49,7 +49,7 @@ class PeekingFile(ReadOnlyFile):
         return chunk
 
 
-_scratch = tempfile.TemporaryFile()
+_scratch = tempfile.TemporaryFile()  # noqa: SIM115 - reused by every input, closed at exit
 
 
 def open_stream(kind, data):

@@ -9,7 +9,6 @@ same type. Run with the commands in fuzz/README.md.
 import math
 import re
 import struct as std
-import sys
 
 import _harness
 

@@ -3,13 +3,14 @@
 Input byte 0 even: decode the rest as a varint-prefixed stream and compare the
 header fastwire finds (complete frame, declared length of a partial frame,
 incomplete header or FrameError for more than 64 bits) with the reference in
-fuzz/_wire_reference.py. Odd: encode the next 8 bytes (a uint64) with
+tests/support/frames.py. Odd: encode the next 8 bytes (a uint64) with
 ``FramePrefix('varint').header`` and compare with the reference encoding, then
 decode it back.
 """
 
 import _harness
-import _wire_reference as ref
+
+from tests.support import frames as ref
 
 frames = _harness.import_fastwire_part("frames")
 

@@ -21,10 +21,9 @@ from __future__ import annotations
 import os
 import sys
 
+import dask
 import pytest
 
-import dask
-import distributed.protocol
 import fastwire.dask
 
 # The package attribute ``serialize`` is the function, which shadows the module.

@@ -7,12 +7,11 @@ import pickle
 import socket
 import tempfile
 import threading
-from multiprocessing import AuthenticationError
-from multiprocessing import connection as mpc
+from multiprocessing import AuthenticationError, connection as mpc
 
 import pytest
 
-from fastwire import aio, net
+from fastwire import _protocol, aio, net
 from fastwire.frames import FrameTooLarge, encode_frame
 from fastwire.pickle import UnpicklingError
 
@@ -127,7 +126,7 @@ def test_oversized_frame_aborts():
 
 
 def test_eof_mid_message_is_an_error_not_the_end():
-    frame = encode_frame(b"\x80\x05K\x01.", net._PREFIX)
+    frame = encode_frame(b"\x80\x05K\x01.", _protocol.PREFIX)
     address = raw_server(lambda conn: conn.sendall(frame + frame[:6]))
 
     async def main():
@@ -325,3 +324,19 @@ print("all pairs ran")
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "all pairs ran"
+
+
+def test_aio_stands_on_the_protocol_module_not_on_net():
+    """fastwire.aio takes the handshake, prefix and limits from fastwire._protocol:
+    importing it does not import the blocking transport."""
+    import subprocess
+    import sys
+
+    import fastwire
+
+    script = "import sys, fastwire.aio; print('fastwire.net' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastwire.__file__)))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "False"

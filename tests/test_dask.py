@@ -22,18 +22,16 @@ import threading
 import time
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 pytest.importorskip("distributed", reason="fastwire.dask needs Dask distributed (pip install 'fastwire[dask]')")
 np = pytest.importorskip("numpy", reason="the buffer tests use NumPy arrays")
 
-import distributed.protocol as dask_protocol  # noqa: E402
-from distributed.protocol.serialize import Serialize, deserialize, serialize  # noqa: E402
-
 import cloudpickle  # noqa: E402
 import dask  # noqa: E402
+import distributed.protocol as dask_protocol  # noqa: E402
 from distributed import Client, LocalCluster, wait  # noqa: E402
+from distributed.protocol.serialize import Serialize, deserialize, serialize  # noqa: E402
 
 import fastwire.dask as fd  # noqa: E402
 import fastwire.pickle  # noqa: E402
@@ -297,7 +295,7 @@ def main_module_class():
 
     MainRecord.__module__ = "__main__"
     MainRecord.__qualname__ = "MainRecord"
-    setattr(sys.modules["__main__"], "MainRecord", MainRecord)
+    sys.modules["__main__"].MainRecord = MainRecord
     return MainRecord
 
 
@@ -852,7 +850,7 @@ def _dask_process(args, log):
 
 def test_command_line_scheduler_and_workers_with_preload(tmp_path):
     scheduler_file = tmp_path / "scheduler.json"
-    log = open(tmp_path / "dask.log", "wb")
+    log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 - the child processes write it until the finally
     processes = [_dask_process(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
                                 "--no-dashboard", "--scheduler-file", str(scheduler_file),
                                 "--preload", "fastwire.dask"], log)]

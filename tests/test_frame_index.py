@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from frame_reference import max_payload, reference_header
 from fastwire.frames import (
     DEFAULT_COPY_THRESHOLD,
     FrameError,
@@ -29,82 +28,15 @@ from fastwire.frames import (
     index_frames,
     scan_frames,
 )
+from tests.support.frames import NEGATIVE, OVERLONG, TOO_LARGE, encode_header, max_payload, scan
 
 STRUCT_PREFIXES = [">I", "<I", "!H", ">Q", "<Q", "=L", ">i", "<q", "B", "b", "@I", "@N", "!h", "@l"]
 ALL_PREFIXES = STRUCT_PREFIXES + ["multiprocessing", "varint"]
 
 
-# --- the oracle: the pure-Python loop everybody writes ------------------------
-
-class Negative(Exception):
-    pass
-
-
-class Overlong(Exception):
-    pass
-
-
-class TooLarge(Exception):
-    pass
-
-
-def python_header(data, pos, prefix):
-    """(header size, length) of the frame header at pos, None if incomplete; raises Negative/Overlong."""
-    end = len(data)
-    if prefix == "varint":
-        value = 0
-        for i in range(10):
-            if pos + i >= end:
-                return None
-            byte = data[pos + i]
-            if i == 9 and byte > 1:
-                raise Overlong
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                return i + 1, value
-        raise Overlong  # unreachable: a 10th byte > 1 raised above
-    if prefix == "multiprocessing":
-        # multiprocessing.connection._recv_bytes: '!i', and -1 announces a '!Q'.
-        if pos + 4 > end:
-            return None
-        (size,) = struct.unpack_from("!i", data, pos)
-        if size == -1:
-            if pos + 12 > end:
-                return None
-            return 12, struct.unpack_from("!Q", data, pos + 4)[0]
-        if size < 0:
-            raise Negative
-        return 4, size
-    width = struct.calcsize(prefix)
-    if pos + width > end:
-        return None
-    (size,) = struct.unpack_from(prefix, data, pos)
-    if size < 0:
-        raise Negative
-    return width, size
-
-
-def python_scan(data, prefix, max_frame_size):
-    """(payloads as bytes, consumed, the exception that stopped the scan or None)."""
-    frames, pos = [], 0
-    while pos < len(data):
-        try:
-            header = python_header(data, pos, prefix)
-        except (Negative, Overlong) as exc:
-            return frames, pos, exc
-        if header is None:
-            break
-        width, length = header
-        if length > max_frame_size:
-            return frames, pos, TooLarge()
-        if pos + width + length > len(data):
-            break
-        frames.append(bytes(data[pos + width:pos + width + length]))
-        pos += width + length
-    return frames, pos, None
-
-
-ORACLE_ERRORS = {Negative: FrameError, Overlong: FrameError, TooLarge: FrameTooLarge}
+# The oracle is tests/support/frames.py's scan: the pure-Python loop everybody
+# writes, over struct.unpack_from and slicing. What stops it maps to fastwire's errors:
+ORACLE_ERRORS = {NEGATIVE: FrameError, OVERLONG: FrameError, TOO_LARGE: FrameTooLarge}
 
 
 @st.composite
@@ -112,7 +44,7 @@ def streams(draw):
     """A prefix and a stream: valid frames, then maybe arbitrary bytes (bad or partial headers)."""
     prefix = draw(st.sampled_from(ALL_PREFIXES))
     payloads = draw(st.lists(st.binary(max_size=max_payload(prefix)), max_size=12))
-    stream = b"".join(reference_header(prefix, len(p)) + p for p in payloads)
+    stream = b"".join(encode_header(prefix, len(p)) + p for p in payloads)
     tail = draw(st.one_of(
         st.just(b""),
         st.binary(max_size=24),
@@ -139,7 +71,7 @@ def test_index_scan_frames_and_the_python_loop_agree(case, max_frame_size, copy_
     prefix, stream = case
     cut = data.draw(st.integers(0, len(stream)))
     buf = data.draw(st.sampled_from([bytes, bytearray, memoryview]))(stream[:cut])
-    expected_frames, expected_consumed, stopped_by = python_scan(stream[:cut], prefix, max_frame_size)
+    expected_frames, expected_consumed, stopped_by = scan(prefix, stream[:cut], max_frame_size)
 
     index_result = outcome(index_frames, buf, prefix, max_frame_size=max_frame_size,
                            copy_threshold=copy_threshold)
@@ -148,7 +80,7 @@ def test_index_scan_frames_and_the_python_loop_agree(case, max_frame_size, copy_
     assert index_result == scan_result
     if stopped_by is not None and not expected_frames:
         assert index_result[0] == "error"
-        assert index_result[1] is ORACLE_ERRORS[type(stopped_by)]
+        assert index_result[1] is ORACLE_ERRORS[stopped_by]
     else:
         assert index_result == ("ok", expected_frames, expected_consumed)
 
@@ -180,7 +112,7 @@ def test_any_chunking_of_a_stream(case, sizes, data):
     oracle, whatever the chunk sizes."""
     prefix, stream = case
     max_frame_size = data.draw(st.sampled_from([400, 2**64 - 1]))
-    expected, _, stopped_by = python_scan(stream, prefix, max_frame_size)
+    expected, _, stopped_by = scan(prefix, stream, max_frame_size)
     buf = bytearray()
     got, pos, i = [], 0, 0
     error = None
@@ -210,9 +142,9 @@ def test_every_prefix_kind_on_a_million_byte_stream():
     """Big enough for the GIL-free scan and several capacity steps of the span arrays."""
     for prefix in ALL_PREFIXES:
         sizes = [(i * 7919) % (max_payload(prefix) + 1) for i in range(20_000)]
-        partial = reference_header(prefix, 5) + b"ab"
-        stream = b"".join(reference_header(prefix, n) + bytes([n % 256]) * n for n in sizes) + partial
-        frames, consumed, _ = python_scan(stream, prefix, 2**64)
+        partial = encode_header(prefix, 5) + b"ab"
+        stream = b"".join(encode_header(prefix, n) + bytes([n % 256]) * n for n in sizes) + partial
+        frames, consumed, _ = scan(prefix, stream, 2**64)
         index, index_consumed = index_frames(stream, prefix)
         assert index_consumed == consumed == len(stream) - len(partial)
         assert len(index) == len(frames) == len(sizes)
@@ -511,7 +443,7 @@ def test_release_during_iteration_and_comparison():
             return False
     index = indexed(PAYLOADS)
     with pytest.raises(ValueError, match="released"):
-        ReleasesOnEq() in index
+        ReleasesOnEq() in index  # noqa: B015 - the comparison itself is under test
 
 
 def test_an_mmapped_file(tmp_path):

@@ -9,7 +9,6 @@ from multiprocessing.connection import Connection as StdConnection
 import pytest
 from hypothesis import given, strategies as st
 
-from frame_reference import max_payload, reference_header, reference_varint
 from fastwire.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     FrameError,
@@ -20,6 +19,7 @@ from fastwire.frames import (
     frame_buffers,
     scan_frames,
 )
+from tests.support.frames import encode_header, max_payload
 
 STRUCT_PREFIXES = [">I", "<I", "!H", ">Q", "<Q", "=L", ">i", "<q", "B", "@I", "@N", "!h", "b"]
 ALL_PREFIXES = STRUCT_PREFIXES + ["multiprocessing", "varint"]
@@ -33,7 +33,7 @@ def as_bytes(frames):
 def framed_streams(draw):
     prefix = draw(st.sampled_from(ALL_PREFIXES))
     payloads = draw(st.lists(st.binary(max_size=max_payload(prefix)), max_size=12))
-    stream = b"".join(reference_header(prefix, len(p)) + p for p in payloads)
+    stream = b"".join(encode_header(prefix, len(p)) + p for p in payloads)
     return prefix, payloads, stream
 
 
@@ -55,7 +55,7 @@ def test_scan_frames_leaves_partial_tail(case, data):
     # The oracle: the complete frames are exactly those whose last byte is before the cut.
     expected, pos = [], 0
     for p in payloads:
-        end = pos + len(reference_header(prefix, len(p))) + len(p)
+        end = pos + len(encode_header(prefix, len(p))) + len(p)
         if end > cut:
             break
         expected.append(p)
@@ -99,7 +99,7 @@ def test_recv_into_path_gives_the_same_frames(case, sizes):
 def test_headers_match_reference(prefix):
     for n in [0, 1, 127, 128, 255, 300, 16383, 16384, 65535, 2**31 - 1, 2**31, 2**32 - 1, 2**40, 2**63]:
         try:
-            expected = reference_header(prefix, n)
+            expected = encode_header(prefix, n)
         except struct.error:
             with pytest.raises(FrameError):
                 FramePrefix(prefix).header(n)
@@ -200,13 +200,13 @@ def test_frames_before_a_bad_header_are_delivered_first():
 @pytest.mark.parametrize("prefix", ALL_PREFIXES)
 def test_oversized_header_raises_at_once(prefix):
     limit = 100
-    header = reference_header(prefix, limit + 1)
+    header = encode_header(prefix, limit + 1)
     with pytest.raises(FrameTooLarge):
         scan_frames(header, prefix, max_frame_size=limit)
     scanner = FrameScanner(prefix, max_frame_size=limit)
     with pytest.raises(FrameTooLarge):
         scanner.feed(header)  # the header alone, no payload byte yet
-    assert scan_frames(reference_header(prefix, limit) + b"x" * limit, prefix,
+    assert scan_frames(encode_header(prefix, limit) + b"x" * limit, prefix,
                        max_frame_size=limit)[1] == len(header) + limit
 
 
@@ -313,8 +313,9 @@ def test_take_partial_hands_over_the_rest_of_a_frame():
 
 
 def test_receive_payload_over_a_real_socket():
-    from fastwire.frames import receive_payload
     import threading
+
+    from fastwire.frames import receive_payload
 
     for size, head in [(0, b""), (5, b"ab"), (3 << 20, b"h" * 1000), ((1 << 20) + 1, b"")]:
         a, b = socket.socketpair()

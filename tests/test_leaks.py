@@ -23,10 +23,7 @@ import tracemalloc
 import pytest
 
 import fastwire
-from fastwire import pickle as fw_pickle
-from fastwire import struct as fw_struct
-
-from fastwire import frames
+from fastwire import frames, pickle as fw_pickle, struct as fw_struct
 
 # FASTWIRE_LEAK_ITERATIONS lowers the count under valgrind (scripts/valgrind-tests).
 ITERATIONS = int(os.environ.get("FASTWIRE_LEAK_ITERATIONS", "1000"))
@@ -272,7 +269,7 @@ def frames_cases():
         index, _ = frames.index_frames(data, copy_threshold=64)
         list(index)
         list(reversed(index[1::2]))
-        b"x" * 40 in index
+        b"x" * 40 in index  # noqa: B015 - the search itself is measured
         index.count(b"nothing")
         index.offsets.tolist()
         index.lengths.tolist()
@@ -302,8 +299,8 @@ def frames_cases():
 
 CASES = [pytest.param("struct", name, id=f"struct: {name}") for name in struct_cases()]
 CASES += [pytest.param("pickle", name, id=f"pickle: {name}") for name in pickle_cases()]
-FRAME_CASE_NAMES = ["index_frames", "index_frames too large", "scan_frames", "scan_frames varint", "FrameScanner.feed split",
-                    "FrameScanner get_buffer/buffer_updated", "FrameScanner.take_partial",
+FRAME_CASE_NAMES = ["index_frames", "index_frames too large", "scan_frames", "scan_frames varint",
+                    "FrameScanner.feed split", "FrameScanner get_buffer/buffer_updated", "FrameScanner.take_partial",
                     "encode_frame", "frame_buffers", "FramePrefix.header", "scan_frames too large",
                     "FrameScanner broken", "FramePrefix bad", "header too big"]
 CASES += [pytest.param("frames", name, id=f"frames: {name}") for name in FRAME_CASE_NAMES]

@@ -362,3 +362,61 @@ def test_close_from_another_thread_during_a_blocking_recv_with_deadline(pipe):
         b.recv(timeout=5)
     timer.join()
     reuse.assert_untouched()
+
+
+def test_init_reentered_from_the_descriptors_index():
+    """__init__ claims the connection only after the socket's methods ran: an
+    __index__ that initialises the same connection wins, the outer call is
+    refused, and the descriptor it was given stays the caller's, open."""
+    ours, peer = socket.socketpair()
+    inner, inner_peer = socket.socketpair()
+    conn = net.Connection.__new__(net.Connection)
+
+    class Descriptor:
+        def __index__(self):
+            conn.__init__(inner)
+            return ours.fileno()
+
+    with pytest.raises(RuntimeError, match="initialised twice"):
+        conn.__init__(Descriptor())
+    with net.Connection(inner_peer) as other:
+        conn.send("inner")
+        assert other.recv() == "inner"
+    ours.sendall(b"open")
+    assert peer.recv(4) == b"open"
+    conn.close()
+    for sock in (ours, peer):
+        sock.close()
+
+
+class SocketClosingInFileno(socket.socket):
+    """A socket whose fileno() runs `action` (once) after reading the number."""
+
+    action = None
+
+    def fileno(self):
+        number = super().fileno()
+        action, self.action = self.action, None
+        if action is not None:
+            action()
+        return number
+
+
+def test_settimeout_callout_closes_and_the_descriptor_is_reused(pipe):
+    """settimeout(None) looks up the descriptor through the socket's methods; one
+    that closes the connection meanwhile must not leave that number behind for
+    the compiled send()/recv() (the next socket opened takes it over)."""
+    _a, b = pipe
+    s1, s2 = socket.socketpair()
+    conn = net.Connection(SocketClosingInFileno(fileno=s1.detach()), trusted=True)
+    reuse = Reuse()
+    conn.settimeout(1.0)
+    conn._sock.action = lambda: reuse(conn)
+    conn.settimeout(None)
+    assert conn._fd == -1
+    with pytest.raises(OSError, match="handle is closed"):
+        conn.send("lost")
+    with pytest.raises(OSError, match="handle is closed"):
+        conn.recv()
+    reuse.assert_untouched()
+    s2.close()

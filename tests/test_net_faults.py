@@ -1,4 +1,4 @@
-"""Socket fault injection (issue 6): real loopback sockets driven by a
+"""Socket fault injection: real loopback sockets driven by a
 misbehaving peer. Every case ends in complete delivery or a documented
 exception; never a partial object, a lost or reordered message, or memory
 sized by what the peer claims."""
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fastwire import net
+from fastwire import _protocol, net
 from fastwire.frames import FrameTooLarge
 
 
@@ -378,3 +378,29 @@ def test_large_text_frame_is_read_in_chunks_not_a_byte_at_a_time(name):
         peer.close()
     assert got == pickle.loads(payload)
     assert CountingSocket.reads <= len(payload) // 16384 + 20  # a byte at a time: millions
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("call", ["recv", "recv_timeout", "recv_bytes", "recv_bytes_into"])
+def test_every_receive_path_reports_a_cut_message_alike(tcp_pair, call, size):
+    """The descriptor read, the deadline read and the large-frame reads all end a
+    stream cut inside a frame with the protocol's one EOFError message."""
+    peer, conn = tcp_pair
+    payload = pickle.dumps(list(range(300_000)) if size == "large" else "small", protocol=5)
+    assert (len(payload) >= net.STREAM_THRESHOLD) == (size == "large")
+    wire = frame(payload)
+    sender = threading.Thread(target=lambda: (peer.sendall(wire[:len(wire) // 2]), peer.close()))
+    sender.start()
+    with pytest.raises(EOFError) as info:
+        if call == "recv":
+            conn.recv()
+        elif call == "recv_timeout":
+            conn.recv(timeout=10)
+        elif call == "recv_bytes":
+            conn.recv_bytes()
+        else:
+            conn.recv_bytes_into(bytearray(len(payload)))
+    sender.join()
+    assert info.value.args == (_protocol.EOF_IN_MESSAGE,)
+    assert "middle of a message" in _protocol.EOF_IN_MESSAGE
+    assert conn.closed

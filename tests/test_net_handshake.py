@@ -21,8 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from multiprocessing import AuthenticationError
-from multiprocessing import connection as std_connection
+from multiprocessing import AuthenticationError, connection as std_connection
 from pathlib import Path
 
 import pytest

@@ -19,15 +19,12 @@ from hypothesis import given, strategies as st
 
 from fastwire import pickle as fw
 from fastwire.frames import FrameError, dumps_framed, encode_frame
-
-sys.path.insert(0, os.path.dirname(__file__))
-import pickle_catalogue as cat  # noqa: E402
+from tests.support import pickle_catalogue as cat
+from tests.support.pickle_catalogue import dumps_outcome, same_object_graph
 
 PROTOCOLS = range(0, std.HIGHEST_PROTOCOL + 1)
 CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)   # written by fastwire itself
 CATALOGUE = cat.catalogue()
-# Catalogue entries whose objects do not define value equality.
-NO_EQUALITY = {"singletons", "bound method", "exceptions", "functions"}
 
 
 def graph_signature(obj):
@@ -36,20 +33,12 @@ def graph_signature(obj):
     return std.dumps(obj, 4)
 
 
-def outcome(dumps, obj, proto):
-    """The pickle, or the type of the exception raised instead."""
-    try:
-        return dumps(obj, proto)
-    except Exception as exc:
-        return type(exc)
-
-
 def assert_round_trip(obj, proto):
     """fastwire's pickle loads into the same graph as the stdlib's; where the
     stdlib refuses the object, fastwire raises the same exception type.
     Returns (fastwire's bytes, loaded object), or (None, None) for a refusal."""
-    expected = outcome(std.dumps, obj, proto)
-    data = outcome(fw.dumps, obj, proto)
+    expected = dumps_outcome(std.dumps, obj, proto)
+    data = dumps_outcome(fw.dumps, obj, proto)
     if isinstance(expected, type):
         assert data is expected
         return None, None
@@ -76,7 +65,17 @@ def test_catalogue_round_trip(name, proto):
     if data is None:
         assert proto < 2     # e.g. __slots__ without __getstate__ needs protocol 2
         return
-    if name not in NO_EQUALITY and not (name == "false state" and proto < 2):
+    if name == "nan" and proto == 0:
+        pass  # protocol 0 writes floats as repr(), which drops a NaN's sign
+    elif name == "exceptions":
+        # Compared with the stdlib's bytes above only: how the stdlib itself
+        # round-trips an OSError depends on what the process imported (once
+        # distributed is imported, FileNotFoundError comes back as OSError
+        # below protocol 3).
+        pass
+    elif name in cat.NO_VALUE_EQUALITY:
+        assert same_object_graph(loaded, obj)
+    elif not (name == "false state" and proto < 2):
         # (copyreg._reduce_ex, used below protocol 2, drops a false state.)
         assert loaded == obj
     if proto >= 2:
@@ -87,7 +86,7 @@ def test_catalogue_round_trip(name, proto):
 def test_every_opcode_stream_is_well_formed(proto):
     # pickletools.dis validates the stack and mark discipline and the memo
     # references of a pickle; it raises on anything malformed.
-    for name, obj in CATALOGUE.items():
+    for obj in CATALOGUE.values():
         pickletools.dis(fw.dumps(obj, proto), out=io.StringIO())
 
 
@@ -382,8 +381,8 @@ def _unpicklables():
 @pytest.mark.parametrize("name", sorted(_unpicklables()))
 def test_unpicklable_raises_what_stdlib_raises(name, proto):
     obj = _unpicklables()[name]
-    expected = outcome(std.dumps, obj, proto)
-    got = outcome(fw.dumps, obj, proto)
+    expected = dumps_outcome(std.dumps, obj, proto)
+    got = dumps_outcome(fw.dumps, obj, proto)
     if isinstance(expected, type):
         assert got is expected
     else:
@@ -463,7 +462,7 @@ def _deep(kind, depth):
             p.a = obj
             obj = p
         elif kind == "reduce":
-            obj = cat.ReduceTuple(obj)
+            obj = cat.Reduced("nested", obj)
     return obj
 
 
@@ -669,7 +668,7 @@ def test_dumps_framed_large_and_shared_objects():
 def test_dumps_framed_errors():
     # An unpicklable object anywhere: the stdlib's exception, nothing returned.
     for proto in PROTOCOLS:
-        expected = outcome(std.dumps, lambda: 0, proto)
+        expected = dumps_outcome(std.dumps, lambda: 0, proto)
         with pytest.raises(expected):
             dumps_framed([1, lambda: 0, 2], ">I", proto)
     with pytest.raises(FrameError):
@@ -693,3 +692,31 @@ def test_memo_indices_across_size_boundaries(protocol, count):
     loaded = std.loads(data)
     assert loaded[1] is loaded[0][-1] and loaded[2] is loaded[0][255 % count]
     assert loaded[3] is loaded[0][count // 2] and loaded[4] is loaded[0][0]
+
+
+# Ints are read from their digits: one digit, two, up to 2**63 in place, and
+# beyond that as two's complement bytes. Every boundary of those paths, alone
+# and in each container loop, against the stdlib's bytes.
+INT_BOUNDARIES = sorted({sign * ((1 << bits) + delta)
+                         for bits in (7, 8, 15, 16, 29, 30, 31, 32, 59, 60, 61, 62, 63, 64, 65,
+                                      90, 91, 2039, 2040, 2047, 2048, 2049)
+                         for delta in (-2, -1, 0, 1)
+                         for sign in (1, -1)} | {0, 1, -1})
+
+
+def int_shapes(x):
+    return [x, [x], [x, -x], (x,), (x, x, x, x), {x: x}, {"k": x, "j": x}]
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_ints_at_every_digit_and_byte_boundary(proto):
+    for x in INT_BOUNDARIES:
+        for obj in int_shapes(x):
+            assert fw.dumps(obj, proto) == std.dumps(obj, proto), (x, obj)
+
+
+@given(st.integers(-2**2100, 2**2100) | st.integers(-2**70, 2**70) | st.integers(-2**64, 2**64),
+       st.sampled_from(list(CORE_PROTOCOLS)))
+def test_ints_of_any_size_match_the_stdlib(x, proto):
+    for obj in int_shapes(x):
+        assert fw.dumps(obj, proto) == std.dumps(obj, proto)

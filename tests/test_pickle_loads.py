@@ -13,12 +13,11 @@ import sys
 import threading
 
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from fastwire import pickle as fwpickle
-from tests import pickle_read_catalogue as cat
-from tests.pickle_read_catalogue import ReadReadlineOnly, outcome, same_object_graph
+from tests.support import pickle_catalogue as cat
+from tests.support.pickle_catalogue import ReadReadlineOnly, outcome, same_object_graph
 
 ALL_PICKLES = cat.pickles()
 
@@ -163,6 +162,39 @@ def test_python2_renamed_global_is_mapped():
         fwpickle.loads(PY2_RENAMED, fix_imports=False)
 
 
+# loads() with default arguments reuses the shared decoder's configuration
+# when the previous call left it at the defaults; each call in this sequence
+# must still decode as the stdlib does with exactly the arguments it passed.
+OPTION_SEQUENCE = [
+    (PY2_STR, {"encoding": "bytes"}), (PY2_STR, {}),
+    (PY2_STR, {"encoding": "latin1"}), (PY2_STR, {}),
+    (PY2_STR, {"encoding": "ascii", "errors": "replace"}), (PY2_STR, {}),
+    (PY2_RENAMED, {"fix_imports": False}), (PY2_RENAMED, {}),
+    # Fails part-way through configuring (fix_imports is already set when
+    # the embedded null is found): the next default call must not inherit it.
+    (PY2_RENAMED, {"fix_imports": False, "encoding": "a\0b"}), (PY2_RENAMED, {}),
+    (PY2_STR, {"encoding": "latin1", "errors": "a\0b"}), (PY2_STR, {}),
+    (PY2_STR, {"encoding": "ASCII", "errors": "strict", "fix_imports": True}), (PY2_STR, {}),
+]
+
+
+def test_default_loads_after_other_options_decodes_like_stdlib():
+    for rounds in range(2):
+        for data, kwargs in OPTION_SEQUENCE:
+            expected = outcome(lambda: pickle.loads(data, **kwargs))
+            assert outcome(lambda: fwpickle.loads(data, **kwargs)) == expected, kwargs
+
+
+def test_default_loads_after_out_of_band_buffers_like_stdlib():
+    data = pickle.dumps(pickle.PickleBuffer(b"oob"), 5, buffer_callback=lambda b: None)
+    buffers = [pickle.PickleBuffer(b"oob")]
+    assert bytes(fwpickle.loads(data, buffers=buffers)) == bytes(pickle.loads(data, buffers=buffers))
+    with pytest.raises(pickle.UnpicklingError):
+        pickle.loads(data)
+    with pytest.raises(pickle.UnpicklingError):
+        fwpickle.loads(data)
+
+
 def test_inst_opcode_instantiates_without_calling_init():
     mod = type(sys)("fw_inst_module")
 
@@ -220,7 +252,7 @@ def _hostile_memo_or_length(data: bytes) -> bool:
     untrusted field before the bytes exist (gh-115952): a memo index far
     beyond the input, or a byte-string length beyond it."""
     try:
-        for op, arg, pos in pickletools.genops(data):
+        for op, arg, _pos in pickletools.genops(data):
             if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int) \
                     and arg > 4 * len(data) + 1024:
                 return True
@@ -462,7 +494,7 @@ def test_unpickler_subclass_find_class_and_persistent_load():
 
     got = Loader(io.BytesIO(buf.getvalue())).load()
     assert got == [1, "PID:1000", cat.Plain(2, 3)]
-    assert calls == ["pid:1000", ("tests.pickle_read_catalogue", "Plain")]
+    assert calls == ["pid:1000", ("tests.support.pickle_catalogue", "Plain")]
 
 
 def test_persistent_load_assigned_as_attribute_and_protocol0_pid():
@@ -561,7 +593,7 @@ def test_short_strings_are_exact_whatever_the_string_cache_holds():
             s = ("H" * 8 + middle * max(n - 16, 0) + "T" * 8)[:n] if n > 16 else (middle * n)
             strings.append(s)
     strings += [f"k{i}" for i in range(2000)]  # more than the cache has slots
-    for rounds in range(2):
+    for _round in range(2):
         for proto in (0, 2, 5):
             for chunk in (strings, strings[::-1]):
                 data = pickle.dumps(chunk, proto)
@@ -591,3 +623,40 @@ def test_tuples_of_atoms_are_untracked_as_the_collector_would():
     cycle.append((cycle,))
     loaded = fwpickle.loads(pickle.dumps(cycle, 5))
     assert loaded[0][0] is loaded and gc.is_tracked(loaded[0])
+
+
+class Plain:
+    """Instances pickle their attributes as BUILD dict state."""
+
+
+def test_instance_state_interleaved_with_plain_loads_like_stdlib():
+    # BUILD interns attribute names through a per-load cache that is emptied
+    # only after loads that used it; plain loads between must not disturb it.
+    def make(i):
+        obj = Plain()
+        obj.alpha, obj.beta = i, [i]
+        setattr(obj, f"name_{i % 3}_" + "x" * 30, i)
+        return obj
+
+    for i in range(30):
+        for value in ([make(i), make(i + 1)], {"plain": i}, (i, "s"), make(i)):
+            data = pickle.dumps(value, 5)
+            assert outcome(lambda: fwpickle.loads(data)) == outcome(lambda: pickle.loads(data))
+
+
+def test_instance_state_names_are_not_kept_after_the_load():
+    # Run-time made and interned here, so the load's interned attribute name
+    # is this very object; a decoder that kept its per-load name cache past
+    # the load would hold one more reference to it.  (From 3.12 interned
+    # strings are immortal and their count never moves; the check bites on 3.11.)
+    name = sys.intern("".join(["attribute_name_made_at_run_time_", str(os.getpid())]))
+    obj = Plain()
+    setattr(obj, name, 1)
+    data = pickle.dumps(obj, 5)
+    del obj
+    before = sys.getrefcount(name)
+    loaded = fwpickle.loads(data)
+    assert getattr(loaded, name) == 1
+    del loaded
+    fwpickle.loads(pickle.dumps([1, 2], 5))
+    assert sys.getrefcount(name) == before

@@ -4,20 +4,16 @@ against the stdlib's C Pickler doing the same thing, on real files and sockets."
 import collections
 import copyreg
 import io
-import os
 import pickle as std
 import pickletools
 import socket
-import sys
 import tempfile
 import threading
 
 import pytest
 
 from fastwire import pickle as fw
-
-sys.path.insert(0, os.path.dirname(__file__))
-import pickle_catalogue as cat  # noqa: E402
+from tests.support import pickle_catalogue as cat
 
 PROTOCOLS = range(0, std.HIGHEST_PROTOCOL + 1)
 
@@ -308,7 +304,7 @@ def test_deep_nesting_on_pickler_raises_recursion_error():
 
 def _big_object():
     return {"blob": bytes(range(256)) * 1024, "ints": list(range(50_000)),
-            "text": ["line %d" % i for i in range(20_000)], "plain": cat.Plain()}
+            "text": [f"line {i}" for i in range(20_000)], "plain": cat.Plain()}
 
 
 @pytest.mark.parametrize("proto", [2, 4, 5])

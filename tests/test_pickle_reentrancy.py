@@ -898,7 +898,8 @@ def test_memo_sparse_index_reached_by_dense_growth():
 
 def test_memo_huge_sparse_indices_then_clear():
     # The stdlib allocates a memo array the size of the largest index (gh-115952).
-    data = b"\x80\x02" + b"".join(b"K\x07" + put(i) + b"0" for i in [(1 << 32) - 1, 1 << 30, 70000]) + get(1 << 30) + b"."
+    data = (b"\x80\x02" + b"".join(b"K\x07" + put(i) + b"0" for i in [(1 << 32) - 1, 1 << 30, 70000])
+            + get(1 << 30) + b".")
     assert fw.loads(data) == 7
     u = fw.Unpickler(io.BytesIO(data))
     u.load()

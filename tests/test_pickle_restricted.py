@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from fastwire import pickle as fwpickle
-from tests import pickle_read_catalogue as cat
-from tests.pickle_read_catalogue import same_object_graph
+from tests.support import pickle_catalogue as cat
+from tests.support.pickle_catalogue import same_object_graph
 
 CANARY = "fw_restricted_canary"
 
@@ -92,7 +92,7 @@ HOSTILE_CANARY = _hostile_pickles(CANARY, "record")
 
 
 @pytest.mark.parametrize("how", HOSTILE_CANARY)
-@pytest.mark.parametrize("allowed", [(), [cat.Plain], ["tests.pickle_read_catalogue.Plain"]])
+@pytest.mark.parametrize("allowed", [(), [cat.Plain], ["tests.support.pickle_catalogue.Plain"]])
 def test_refused_global_is_never_imported(how, allowed, canary):
     data = HOSTILE_CANARY[how]
     with pytest.raises(pickle.UnpicklingError, match=f"{CANARY}.record"):
@@ -161,8 +161,9 @@ def test_persistent_ids_need_the_callers_persistent_load():
     assert Loader(io.BytesIO(data), allowed=()).load() == ("resolved by the caller", "pid")
 
 
-VALUE_NAMES = ["none", "bools", "small ints", "big ints", "floats", "complex", "strings",
-               "bytes", "bytearray", "tuples", "lists", "dicts", "sets", "shared",
+VALUE_NAMES = ["none", "bools", "ints", "floats", "nan", "complex", "strings", "surrogates",
+               "long string", "long non-ascii string", "bytes", "large bytes", "bytearrays",
+               "tuples", "lists", "dicts", "sets", "shared containers",
                "recursive list", "recursive dict", "tuple cycle",
                "references past 256 memo entries"]
 
@@ -175,7 +176,7 @@ def test_builtin_value_types_load_at_every_protocol(name, proto):
     assert same_object_graph(fwpickle.loads(data, allowed=()), pickle.loads(data))
 
 
-@pytest.mark.parametrize("allowed", [[cat.Plain], ["tests.pickle_read_catalogue.Plain"]])
+@pytest.mark.parametrize("allowed", [[cat.Plain], ["tests.support.pickle_catalogue.Plain"]])
 @pytest.mark.parametrize("proto", range(6))
 def test_allowed_class_loads_at_every_protocol(allowed, proto):
     """Protocols 0 and 1 build instances through copyreg._reconstructor."""
@@ -185,8 +186,8 @@ def test_allowed_class_loads_at_every_protocol(allowed, proto):
 
 @pytest.mark.parametrize("proto", range(6))
 def test_allowed_classes_with_state_slots_and_newargs(proto):
-    allowed = [cat.Slotted, cat.SlottedWithDict, cat.WithSetstate, cat.KeywordOnly]
-    for obj in (cat.Slotted(1, 2), cat.SlottedWithDict(1, 2, 3), cat.WithSetstate([1])):
+    allowed = [cat.WithSlots, cat.SlottedWithDict, cat.WithSetstate, cat.KeywordOnly]
+    for obj in (cat.WithSlots(1, 2), cat.SlottedWithDict(1, 2, 3), cat.WithSetstate([1])):
         try:
             data = pickle.dumps(obj, proto)
         except TypeError:
@@ -212,7 +213,7 @@ def test_nested_class_below_protocol_4_needs_getattr_and_is_refused():
 
 def test_build_never_sets_attributes_on_a_class():
     # state (None, {"__eq__": 1}): BUILD would setattr(Plain, "__eq__", 1).
-    data = (b"\x80\x02" + _global("tests.pickle_read_catalogue", "Plain", 2)
+    data = (b"\x80\x02" + _global("tests.support.pickle_catalogue", "Plain", 2)
             + b"N}X\x06\x00\x00\x00__eq__K\x01s\x86b.")
     before = cat.Plain.__dict__["__eq__"]
     with pytest.raises(pickle.UnpicklingError, match="BUILD"):
@@ -266,7 +267,7 @@ def test_allowed_rejects_names_that_defeat_it():
         with pytest.raises(ValueError, match=name):
             fwpickle.loads(b"N.", allowed=[name])
     with pytest.raises(TypeError):
-        fwpickle.loads(b"N.", allowed="tests.pickle_read_catalogue.Plain")
+        fwpickle.loads(b"N.", allowed="tests.support.pickle_catalogue.Plain")
     with pytest.raises(ValueError):
         fwpickle.loads(b"N.", allowed=["nodot"])
 
@@ -292,10 +293,10 @@ def test_subclass_find_class_is_only_asked_about_allowed_names(canary):
 
     data = pickle.dumps([cat.Plain(1, 2)], 2)
     assert Loader(io.BytesIO(data), allowed=[cat.Plain]).load() == [cat.Plain(1, 2)]
-    assert asked == [("tests.pickle_read_catalogue", "Plain")]
+    assert asked == [("tests.support.pickle_catalogue", "Plain")]
     with pytest.raises(pickle.UnpicklingError):
         Loader(io.BytesIO(HOSTILE_CANARY["REDUCE p2"]), allowed=[cat.Plain]).load()
-    assert asked == [("tests.pickle_read_catalogue", "Plain")]
+    assert asked == [("tests.support.pickle_catalogue", "Plain")]
     assert not canary.exists()
 
 

@@ -62,7 +62,7 @@ def test_int_subclass_still_takes_the_reduce_path(proto):
     assert [type(v) for v in loaded] == [BigInt, BigInt]
 
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 PLUS2 = datetime.timezone(datetime.timedelta(hours=2), "CEST")
 DATETIMES = [
     datetime.datetime(2024, 2, 29, 23, 59, 59, 999999),

@@ -33,7 +33,7 @@ import pytest
 
 import fastwire.pickle
 from fastwire import pickle as fwpickle
-from tests import pickle_read_catalogue as cat
+from tests.support import pickle_catalogue as cat
 
 REFUSED_NAMES = [
     # deserializers and the loaders of code
@@ -328,4 +328,4 @@ def test_an_entry_whose_name_reenters_loads_gets_clean_results():
     ARMED[:] = [entries]
     outer = fwpickle.loads(payload, allowed=entries)
     assert outer == [Reentrant(), "x"]
-    assert REENTERED == [[Reentrant(), (2,)]]
+    assert [[Reentrant(), (2,)]] == REENTERED

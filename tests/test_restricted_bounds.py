@@ -11,18 +11,16 @@ interpreter run in a child process with a time limit.
 """
 
 import collections
+import pathlib
 import pickle
 import struct
 import subprocess
 import sys
 import textwrap
 
-import pathlib
-
 import pytest
 
-from fastwire import net
-from fastwire import pickle as fwpickle
+from fastwire import net, pickle as fwpickle
 
 ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
 
@@ -109,7 +107,7 @@ def restricted_load_in_child(data, timeout=60):
 
 
 def test_deep_tuple_as_dict_key_is_refused_not_a_segfault():
-    out = run_child(f"""
+    out = run_child("""
         from fastwire import pickle
         from tests.test_restricted_bounds import deep_tuple_as_dict_key
         try:
@@ -328,7 +326,7 @@ def test_tuple_subclass_arguments_are_checked_like_tuples(case):
 
 
 def test_codec_named_through_a_tuple_subclass_imports_nothing():
-    out = run_child(f"""
+    out = run_child("""
         import sys, collections, __main__
         from fastwire import pickle
         Two = collections.namedtuple("Two", "a b")
@@ -389,7 +387,7 @@ ATTACKS = {
 
 
 def test_pipe_receiver_refuses_each_attack_and_keeps_receiving():
-    out = run_child(f"""
+    out = run_child("""
         import threading
         from fastwire import net, pickle
         from tests.test_restricted_bounds import ATTACKS as attacks
@@ -402,8 +400,8 @@ def test_pipe_receiver_refuses_each_attack_and_keeps_receiving():
             except pickle.UnpicklingError:
                 print("refused", name)
             sender.join()
-            a.send({{"after": name}})
-            assert b.recv() == {{"after": name}}
+            a.send({"after": name})
+            assert b.recv() == {"after": name}
         print("served")
     """, timeout=120)
     assert out.count("refused") == len(ATTACKS) and "served" in out, out

@@ -25,7 +25,6 @@ from struct_oracle import (
     FLOAT32_MAX,
     FLOAT32_OVERFLOW,
     NATIVE_ONLY_CODES,
-    corrected_value_error,
     PREFIXES,
     FloatOnly,
     Index,
@@ -34,6 +33,7 @@ from struct_oracle import (
     MyFloat,
     MyInt,
     Raises,
+    corrected_value_error,
     int_range,
     native_f_overflows,
     oracle_format,
@@ -543,8 +543,8 @@ def test_huge_but_valid_formats_never_allocate_their_size(fmt):
         assert outcome(lambda: fw.pack(fmt)) == outcome(lambda: std.pack(fmt))
 
 
-@pytest.mark.parametrize("fmt", ["0s", "0x", "0i", "c0i", "b0q", "<b0q", "0s0x", "1000x", "70000s", "1p", "255p", "257p",
-                                 "i 2h\t\n\r\v\fq ", b" b  h ", "!  I", "@ ?e", "x" * 500])
+@pytest.mark.parametrize("fmt", ["0s", "0x", "0i", "c0i", "b0q", "<b0q", "0s0x", "1000x", "70000s", "1p", "255p",
+                                 "257p", "i 2h\t\n\r\v\fq ", b" b  h ", "!  I", "@ ?e", "x" * 500])
 def test_counts_and_whitespace(fmt):
     size = std.calcsize(fmt)
     assert fw.calcsize(fmt) == size

@@ -9,8 +9,7 @@ exception type, for every format, row and buffer, with the stdlib as oracle
 import struct as std
 
 import pytest
-from hypothesis import given, note
-from hypothesis import strategies as st
+from hypothesis import given, note, strategies as st
 from struct_oracle import (
     READABLE_KINDS,
     UNUSABLE_KINDS,

@@ -330,7 +330,7 @@ def test_finalizer_reinitialising_during_init(collector_on_every_allocation):
     """__init__ compiles before it publishes: a finalizer that re-initialises
     the same Struct meanwhile leaves format, size and codes of one format."""
     s = fw.Struct("<i")
-    for round_ in range(200):
+    for _round in range(200):
         Garbage(lambda: s.__init__("<200?"))
         s.__init__("<2h")
         fmt = s.format

@@ -11,8 +11,7 @@ each departure is also pinned by a named test in test_struct_api.py.
 
 import struct as std
 
-from hypothesis import example, given, note
-from hypothesis import strategies as st
+from hypothesis import example, given, note, strategies as st
 from struct_oracle import (
     READABLE_KINDS,
     READONLY_KINDS,

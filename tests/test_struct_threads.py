@@ -1,4 +1,4 @@
-"""One Struct shared by 8 threads packing and unpacking concurrently (issue 6).
+"""One Struct shared by 8 threads packing and unpacking concurrently.
 
 Expected values come from the stdlib, computed before the threads start.
 Every thread checks every result it gets and reports mismatches; the test

@@ -86,7 +86,7 @@ def literal_call_signature(app, what, name, obj, options, lines):
     if not lines or not lines[0].startswith(short_name + "("):
         return
     depth = 0
-    for end, line in enumerate(lines):
+    for end, line in enumerate(lines):  # noqa: B007 - end is read after the loop
         depth += line.count("(") - line.count(")")
         if depth <= 0:
             break

@@ -1,5 +1,5 @@
-# The per-message path of fastwire.net.Connection: send() and recv() of an
-# ordinary message, compiled.
+# The compiled connection: fastwire.net.Connection's state, its per-message
+# send(), and the one receive loop every receive runs.
 #
 # A small message costs two system calls on the wire; everything else a
 # Connection written in Python does around them (state checks, a lock, the
@@ -9,14 +9,20 @@
 # descriptor (sockio.h), and received frames are read with one recv() straight
 # into the FrameScanner's buffer and decoded without leaving C.
 #
-# Only the common case lives here. The Python subclass (fastwire/net.py) keeps
-# everything else and every rare branch: sockets with a timeout (the socket
-# module's timeout machinery), Windows, large bytes sent without a copy, large
-# frames decoded while they arrive, end-of-stream and error handling.
+# Receiving has one loop (ConnectionCore._next_frame) over one read step
+# (_read), which picks the read primitive the socket allows: recv() on the
+# descriptor (a blocking socket without timeout, on POSIX), the socket's
+# recv_into (its own timeout, Windows), or recv_into without blocking after
+# waiting for a deadline or for poll(). The core never calls a method it does
+# not define, except the two hooks it declares (_send_slowly, _load_streamed):
+# the Python subclass (fastwire/net.py) provides those, and everything else
+# that must be Python (large bytes sent without a copy, large frames decoded
+# while they arrive, the handshake).
 
 # Shared declarations this part uses.
 # From frames.pxi (declared in src/fastwire/_fastwire.pxd: FramePrefix,
-# FrameScanner), by inclusion: FrameError, _receive_payload.
+# FrameScanner), by inclusion: DEFAULT_COPY_THRESHOLD, DEFAULT_MAX_FRAME_SIZE,
+# EOF_IN_MESSAGE, FrameError, _receive_payload.
 # From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
 # From pickle_read.pxi, by inclusion: unp_loads_default.
 from libc.stdint cimport uint64_t
@@ -26,15 +32,26 @@ from capi cimport c_incref, c_refcnt
 from wire cimport FW_FREE_THREADED
 from encoder cimport PwCall, PwEnc, pw_call_begin, pw_call_end
 
+cimport cython
 from cpython.pythread cimport (
     NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_release_lock, PyThread_type_lock,
 )
+from operator import index as _conn_index
+from time import monotonic as _conn_monotonic
+
+cdef extern from "sockio.h":
+    int FW_FAST_SOCKETS
+    int FW_MSG_DONTWAIT
+    int fw_fd_load(const int* fdp) noexcept
+    void fw_fd_store(int* fdp, int fd) noexcept
+    int fw_fd_send_all(const int* fdp, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
+    Py_ssize_t fw_fd_recv(const int* fdp, char* buf, Py_ssize_t n) except -1
 
 cdef FramePrefix _conn_prefix = FramePrefix("multiprocessing")
 cdef Py_ssize_t _conn_header_guess = pw_header_guess(&_conn_prefix.spec)
-# A bytes/bytearray at least this large is sent without being copied, and a frame
-# at least this large is read straight into its final place (both by the subclass).
+# A bytes/bytearray at least this large is sent without being copied (_send_slowly),
+# and a frame at least this large is read straight into its final place.
 cdef Py_ssize_t _CONN_STREAMED = 1024 * 1024
 STREAM_THRESHOLD = _CONN_STREAMED
 
@@ -98,45 +115,274 @@ cdef class MessageLock:
         self.give()
 
 
-cdef class ConnectionCore:
-    """The compiled half of :class:`fastwire.net.Connection`; not for direct use.
+def deadline_of(timeout):
+    """The ``time.monotonic()`` by which a call given `timeout` seconds must
+    finish (None: never). ValueError unless `timeout` is None or > 0."""
+    if timeout is None:
+        return None
+    if not timeout > 0:
+        raise ValueError("timeout must be None or > 0")
+    return _conn_monotonic() + timeout
 
-    The subclass sets every attribute in its ``__init__``, once (it refuses to
-    re-initialise: a call in progress holds the scanner, deque and locks it
-    read). ``_fd`` is the socket's descriptor while the fast path may use it (a
-    blocking socket without timeout, on POSIX), else -1; the subclass keeps it
-    current and stores -1 there before it closes the socket. The fast path
-    reads it only after every callout and right before each system call.
+
+def recv_exactly(recv_into, view):
+    """Fill the writable byte view `view` by calling ``recv_into(part) -> int``
+    (a socket's, or the one a Connection hands its hooks). EOFError if it
+    returns 0 first: the peer closed in the middle of a message."""
+    cdef Py_ssize_t got = 0
+    cdef Py_ssize_t n = len(view)
+    while got < n:
+        k = recv_into(view[got:])
+        if k == 0:
+            raise EOFError(EOF_IN_MESSAGE)
+        got += k
+
+
+cdef bint _conn_readable(object sock, object timeout) except -1:
+    """Whether `sock` becomes readable within `timeout` seconds (None: forever)."""
+    import select
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+    return bool(select.select([sock], [], [], timeout)[0])  # pragma: no cover
+
+
+cdef int _conn_wait_readable(object sock, object deadline) except -1:
+    """Wait until `sock` is readable; TimeoutError once `deadline` has passed."""
+    remaining = deadline - _conn_monotonic()
+    if remaining <= 0 or not _conn_readable(sock, remaining):
+        raise TimeoutError("timed out")
+    return 0
+
+
+@cython.final
+cdef class _DeadlineRecv:
+    """A socket's recv_into that waits for bytes at most until a deadline
+    (TimeoutError after it); set once when made, read-only after."""
+
+    cdef object sock
+    cdef object deadline
+
+    def __call__(self, view):
+        while True:
+            _conn_wait_readable(self.sock, self.deadline)
+            try:
+                return self.sock.recv_into(view, 0, FW_MSG_DONTWAIT)
+            except BlockingIOError:  # a spurious wake-up
+                continue
+
+
+cdef class ConnectionCore:
+    """A message connection over a connected, blocking socket: the compiled
+    base of :class:`fastwire.net.Connection`.
+
+    ``ConnectionCore(sock, readable=True, writable=True, *, allowed=(),
+    max_frame_size=...)`` takes ownership of `sock` (a ``socket.socket`` or a
+    descriptor of one); `allowed` is what ``loads(allowed=)`` takes, or None
+    for a trusted connection. It is initialised once: a second ``__init__``
+    raises RuntimeError (a call in progress holds the scanner, deque and
+    locks it set up).
+
+    ``_fd`` is the socket's descriptor while send()/recv() may use it directly
+    (a blocking socket without timeout, on POSIX), else -1. ``close()`` stores
+    -1 there before it closes the socket, and sockio.h reads it afresh before
+    each system call, so a closed connection's number, soon reused by another
+    socket, is never touched. The socket itself is read and replaced only
+    under a critical section (free-threaded builds).
+
+    Hooks a subclass provides (the base raises NotImplementedError); both
+    are called with the state they need re-validated, and the core touches
+    nothing but its own owned references after they return:
+
+    ``_send_slowly(obj)``
+        Send `obj` where send() does not write it from C: the connection is
+        closed or read-only (raise what ``_live()`` / ``_check_writable()``
+        raise), the socket has a timeout or no descriptor I/O (Windows), or
+        `obj` is a bytes/bytearray of at least STREAM_THRESHOLD bytes (to go
+        out without a copy). Called without any lock; it writes the whole
+        message under the send lock (``_send_locked``) or nothing.
+    ``_load_streamed(length, received, recv_into)``
+        Decode a frame whose payload is `length` (>= STREAM_THRESHOLD) bytes,
+        of which `received` (a read-only view) has arrived, reading the rest
+        with ``recv_into(view) -> int`` (0: end of stream; it honours the
+        call's deadline). Called with the receive lock held, after the frame
+        left the scanner: it consumes exactly the rest of the frame and
+        returns the object, or closes the connection (the stream cannot be
+        resynchronised); a refused pickle may leave it open only once the rest
+        of the frame is consumed.
     """
 
-    cdef public object _sock
-    cdef public bint _readable
-    cdef public bint _writable
-    cdef public object _allowed       # None: trusted; else the tuple given to loads()
-    cdef public FrameScanner _scanner
-    cdef public object _ready         # collections.deque of received payloads
-    cdef public MessageLock _send_lock
-    cdef public MessageLock _recv_lock
-    cdef public int _fd
-    cdef public object _spare   # the last large bytes received, kept for its paged-in memory
+    cdef object _socket            # None once closed
+    cdef readonly bint _readable
+    cdef readonly bint _writable
+    cdef readonly object _allowed  # None: trusted; else what loads() takes as allowed=
+    cdef readonly object _max_frame_size
+    cdef readonly FrameScanner _scanner
+    cdef readonly object _ready    # collections.deque of received payloads
+    cdef readonly MessageLock _send_lock
+    cdef readonly MessageLock _recv_lock
+    cdef readonly int _fd
+    cdef object _spare             # the last large bytes received, kept for its paged-in memory
 
-    def _receive_bytes(self, Py_ssize_t length, received, recv_into=None):
-        """The rest of a large frame as one bytes object (receive_payload()),
-        read with `recv_into` (default: the socket's). If the caller has dropped the large bytes this
-        connection returned last time, its memory is filled instead of a new
-        block: paging in a fresh 64 MiB costs more than receiving it."""
-        cdef PyObject* reuse = NULL
-        cdef PyObject* spare = <PyObject*>self._spare
-        if spare != <PyObject*>None and c_refcnt(spare) == 1:  # held by nobody else
-            c_incref(spare)
-            reuse = spare
-        self._spare = None
-        if recv_into is None:
-            recv_into = self._sock.recv_into
-        result = _receive_payload(recv_into, length, received, reuse)
-        if not FW_FREE_THREADED:  # a reference count proves nothing there
-            self._spare = result
-        return result
+    def __cinit__(self):
+        self._fd = -1
+
+    def __init__(self, sock, readable=True, writable=True, *, allowed=(),
+                 max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+        cdef bint can_read = readable   # truth tested once, outside the critical section
+        cdef bint can_write = writable
+        import collections
+        import socket
+        if self._scanner is not None:
+            raise RuntimeError("a connection cannot be initialised twice")
+        wrapped = not isinstance(sock, socket.socket)
+        if wrapped:
+            sock = socket.socket(fileno=sock.__index__())
+        if not can_read and not can_write:
+            raise ValueError("at least one of `readable` and `writable` must be True")
+        if sock.gettimeout() == 0.0:
+            sock.close()
+            raise ValueError(
+                "fastwire.net.Connection needs a blocking socket (timeout None or > 0); "
+                "use fastwire.aio for non-blocking I/O")
+        try:
+            scanner = FrameScanner(_conn_prefix, max_frame_size=max_frame_size,
+                                   copy_threshold=DEFAULT_COPY_THRESHOLD)
+        except BaseException:
+            sock.close()
+            raise
+        ready = collections.deque()  # complete payloads received, not yet returned
+        send_lock = MessageLock()
+        recv_lock = MessageLock()
+        with cython.critical_section(self):
+            # The socket's methods above may have run Python that initialised us.
+            claimed = self._scanner is None
+            if claimed:
+                self._socket = sock
+                self._readable = can_read
+                self._writable = can_write
+                self._allowed = allowed
+                self._max_frame_size = max_frame_size
+                self._ready = ready
+                self._send_lock = send_lock
+                self._recv_lock = recv_lock
+                self._scanner = scanner  # last: it marks the connection initialised
+        if not claimed:
+            if wrapped:
+                sock.detach()  # the descriptor stays the caller's
+            raise RuntimeError("a connection cannot be initialised twice")
+        self._track_fast_path()
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def _sock(self):
+        """The socket, or None once closed."""
+        with cython.critical_section(self):
+            return self._socket
+
+    @property
+    def closed(self):
+        """True if the connection is closed."""
+        return self._sock is None
+
+    @property
+    def readable(self):
+        """True if the connection is readable."""
+        return self._readable
+
+    @property
+    def writable(self):
+        """True if the connection is writable."""
+        return self._writable
+
+    @property
+    def trusted(self):
+        """True if recv() runs arbitrary pickles."""
+        return self._allowed is None
+
+    @property
+    def max_frame_size(self):
+        """The longest message accepted (longer: FrameTooLarge, and the connection closes)."""
+        return self._max_frame_size
+
+    def fileno(self):
+        """File descriptor of the socket. Raises OSError if closed."""
+        return self._live_sock().fileno()
+
+    def settimeout(self, timeout):
+        """Set the timeout (seconds or None) of every later call. 0 is refused (non-blocking)."""
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be None or > 0")
+        self._live_sock().settimeout(timeout)
+        self._track_fast_path()
+
+    cdef int _track_fast_path(self) except -1:
+        """Point _fd at the descriptor while send()/recv() may use it directly:
+        the socket blocks without a timeout (a timeout needs the socket module's)."""
+        cdef int fd = -1
+        sock = self._sock
+        if FW_FAST_SOCKETS and sock is not None and sock.gettimeout() is None:
+            fd = sock.fileno()
+        with cython.critical_section(self):
+            # gettimeout()/fileno() may have run Python that closed us meanwhile.
+            fw_fd_store(&self._fd, fd if self._socket is sock else -1)
+        return 0
+
+    def close(self):
+        """Close the connection (idempotent)."""
+        with cython.critical_section(self):
+            fw_fd_store(&self._fd, -1)  # first: the descriptor number may be reused once closed
+            sock = self._socket
+            self._socket = None
+            spare = self._spare
+            self._spare = None
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, exc_tb):
+        self.close()
+
+    cdef object _live_sock(self):
+        with cython.critical_section(self):
+            sock = self._socket
+        if sock is None:
+            raise OSError("handle is closed")
+        return sock
+
+    def _live(self):
+        """The socket; OSError("handle is closed") once the connection is closed."""
+        return self._live_sock()
+
+    def _check_writable(self):
+        if not self._writable:
+            raise OSError("connection is read-only")
+
+    def _check_readable(self):
+        if not self._readable:
+            raise OSError("connection is write-only")
+
+    cdef int _require_readable(self) except -1:
+        self._live_sock()
+        if not self._readable:
+            raise OSError("connection is write-only")
+        return 0
+
+    # -- hooks -----------------------------------------------------------------
+
+    def _send_slowly(self, obj):
+        """Hook: send `obj` where send() does not write it from C (see the class)."""
+        raise NotImplementedError("ConnectionCore._send_slowly is provided by a subclass")
+
+    def _load_streamed(self, length, received, recv_into):
+        """Hook: decode a large frame while it arrives (see the class)."""
+        raise NotImplementedError("ConnectionCore._load_streamed is provided by a subclass")
+
+    # -- sending ---------------------------------------------------------------
 
     def send(self, obj):
         """Send a picklable object (pickle protocol 5).
@@ -150,7 +396,7 @@ cdef class ConnectionCore:
         cdef PwEnc *e
         cdef Py_ssize_t sent = 0
         cdef MessageLock lock
-        if self._fd < 0 or not self._writable or (
+        if fw_fd_load(&self._fd) < 0 or not self._writable or (
                 (type(obj) is bytes or type(obj) is bytearray) and len(obj) >= _CONN_STREAMED):
             return self._send_slowly(obj)
         e = pw_call_begin(&call, 5, NULL)
@@ -158,8 +404,8 @@ cdef class ConnectionCore:
             # Pickling runs Python (__reduce__, persistent_id, ...), which may close
             # the connection or give it a timeout: the descriptor is read only after.
             pw_append_frame(e, <PyObject *>obj, &_conn_prefix.spec, _conn_header_guess)
-            if self._fd < 0:
-                return self._send_frames(PyBytes_FromStringAndSize(e.buf, e.len))
+            if fw_fd_load(&self._fd) < 0:
+                return self._send_locked(PyBytes_FromStringAndSize(e.buf, e.len))
             lock = self._send_lock  # owned: a callback cannot take it away mid-call
             lock.take()
             try:
@@ -172,6 +418,101 @@ cdef class ConnectionCore:
                 lock.give()
         finally:
             pw_call_end(&call)
+
+    def _send_locked(self, data, write=None):
+        """Write one whole message `data` to the live socket under the send lock:
+        ``sock.sendall(data)``, or ``write(sock, data)``. A timeout or an
+        interruption in the middle closes the connection (the stream cannot be
+        resynchronised)."""
+        cdef MessageLock lock
+        self._live_sock()  # a live socket proves the locks are set up
+        lock = self._send_lock
+        lock.take()
+        try:
+            sock = self._live_sock()  # again: closed while this call waited for the lock?
+            try:
+                if write is None:
+                    sock.sendall(data)
+                else:
+                    write(sock, data)
+            except (TimeoutError, InterruptedError):
+                self.close()
+                raise
+        finally:
+            lock.give()
+
+    # -- receiving -------------------------------------------------------------
+
+    cdef object _read(self, object deadline, bint nonblocking):
+        """One read into the scanner, by the primitive the socket allows: the
+        frames it completed (maybe none). At end of stream EOFError, or None
+        with `nonblocking` (poll(): recv() raises at once). With a `deadline`,
+        TimeoutError once it has passed with no byte to read; the bytes
+        received so far stay buffered. Receive lock held."""
+        cdef FrameScanner scanner = self._scanner
+        try:
+            if deadline is None and not nonblocking and fw_fd_load(&self._fd) >= 0:
+                frames = scanner.recv_with(fw_fd_recv, &self._fd)
+            else:
+                sock = self._live_sock()
+                if deadline is None and not nonblocking:
+                    frames = scanner.recv_from(sock)
+                else:
+                    if deadline is not None:
+                        _conn_wait_readable(sock, deadline)
+                    try:
+                        frames = scanner.recv_from(sock, FW_MSG_DONTWAIT)
+                    except BlockingIOError:  # nothing yet (or a spurious wake-up)
+                        return []
+        except FrameError:
+            self.close()
+            raise
+        if frames is None:
+            if nonblocking:
+                return None
+            if scanner.buffered():
+                self.close()
+                raise EOFError(EOF_IN_MESSAGE)
+            raise EOFError
+        return frames
+
+    cdef object _next_frame(self, object deadline, object maxlength):
+        """The receive loop: the next complete frame, or None once the frame
+        arriving has declared STREAM_THRESHOLD bytes or more, or more than
+        `maxlength` (the caller takes it over with take_partial()). Receive
+        lock held."""
+        cdef object ready = self._ready
+        cdef FrameScanner scanner = self._scanner
+        cdef object frames
+        cdef uint64_t announced
+        while True:
+            if ready:
+                try:
+                    return ready.popleft()
+                except IndexError:  # a lock-free recv() in another thread took it
+                    continue
+            frames = self._read(deadline, False)
+            if frames:
+                if len(<list>frames) == 1 and not ready:
+                    return (<list>frames)[0]  # the usual case: no detour through the deque
+                ready.extend(frames)
+            else:
+                announced = scanner.incomplete_length()
+                if announced and (announced >= <uint64_t>_CONN_STREAMED or
+                                  (maxlength is not None and announced > maxlength)):
+                    return None
+
+    cdef object _recv_into_until(self, object deadline):
+        """The recv_into that reads the rest of a large frame: the socket's, or
+        with a deadline, one that raises TimeoutError after it."""
+        cdef _DeadlineRecv reader
+        sock = self._live_sock()
+        if deadline is None:
+            return sock.recv_into
+        reader = _DeadlineRecv.__new__(_DeadlineRecv)
+        reader.sock = sock
+        reader.deadline = deadline
+        return reader
 
     def recv(self, timeout=None):
         """Receive one object.
@@ -190,53 +531,164 @@ cdef class ConnectionCore:
         the middle of a message over 1 MiB, which closes the connection).
         """
         cdef object ready = self._ready
-        cdef FrameScanner scanner = self._scanner
+        cdef object deadline = None
         cdef MessageLock lock
-        cdef bint slowly = False
-        if self._sock is None or not self._readable or timeout is not None:
-            return self._recv_slowly(timeout)
+        if fw_fd_load(&self._fd) < 0 or not self._readable:
+            self._require_readable()
+        if timeout is not None:
+            deadline = deadline_of(timeout)
         # A frame already received needs no lock: popleft() hands it to one caller.
         if ready:
             try:
                 frame = ready.popleft()
             except IndexError:  # another thread took it
-                return self._recv_slowly()
-            return unp_loads_default(frame, self._allowed)
-        if self._fd < 0:
-            return self._recv_slowly()
+                pass
+            else:
+                return unp_loads_default(frame, self._allowed)
         lock = self._recv_lock  # owned: a callback cannot take it away mid-call
         lock.take()
         try:
-            while True:
-                if ready:
-                    try:
-                        frame = ready.popleft()
-                        break
-                    except IndexError:  # a lock-free recv() in another thread took it
-                        continue
-                if self._fd < 0:  # given a timeout (or closed) by another thread meanwhile
-                    slowly = True
-                    break
-                try:
-                    frames = scanner.recv_with(fw_fd_recv, &self._fd)
-                except FrameError:
-                    self.close()
-                    raise
-                if frames is None:
-                    if scanner.buffered():
-                        self.close()
-                        raise EOFError("the peer closed the connection in the middle of a message")
-                    raise EOFError
-                if frames:
-                    if len(<list>frames) == 1 and not ready:
-                        frame = (<list>frames)[0]  # the usual case: no detour through the deque
-                        break
-                    ready.extend(frames)
-                elif scanner.incomplete_length() >= <uint64_t>_CONN_STREAMED:
-                    # Decoded while it arrives, straight into the objects it makes.
-                    return self._load_streamed(*scanner.take_partial())
+            frame = self._next_frame(deadline, None)
+            if frame is None:
+                # Decoded while it arrives, straight into the objects it makes.
+                length, received = self._scanner.take_partial()
+                return self._load_streamed(length, received, self._recv_into_until(deadline))
         finally:
             lock.give()
-        if slowly:
-            return self._recv_slowly()
         return unp_loads_default(frame, self._allowed)
+
+    def recv_bytes(self, maxlength=None, *, timeout=None):
+        """Receive one message as bytes.
+
+        Raises OSError("bad message length") if it is longer than `maxlength`
+        (the connection then stops being readable, as in the standard
+        library), EOFError/FrameTooLarge/TimeoutError as recv() does.
+        `timeout` is a deadline for the whole call, as in recv().
+        """
+        cdef MessageLock lock
+        self._require_readable()
+        if maxlength is not None and maxlength < 0:
+            raise ValueError("negative maxlength")
+        deadline = deadline_of(timeout)
+        lock = self._recv_lock
+        lock.take()
+        try:
+            frame = self._next_frame(deadline, maxlength)
+            if frame is None:
+                if maxlength is not None and self._scanner.incomplete_length() > maxlength:
+                    self._bad_message_length()
+                frame = self._receive_large(deadline)
+            elif maxlength is not None and len(frame) > maxlength:
+                self._ready.appendleft(frame)  # it stays first, as it was
+                self._bad_message_length()
+        finally:
+            lock.give()
+        return frame if type(frame) is bytes else bytes(frame)
+
+    def recv_bytes_into(self, buf, offset=0, *, timeout=None):
+        """Receive one message into the writable bytes-like `buf` at byte `offset`.
+
+        Returns its size. Raises BufferTooShort (carrying the whole message)
+        if it does not fit, ValueError for a bad offset. `timeout` is a
+        deadline for the whole call, as in recv().
+        """
+        cdef MessageLock lock
+        self._require_readable()
+        offset = _conn_index(offset)  # once, before any lock: __index__ runs Python
+        deadline = deadline_of(timeout)
+        with memoryview(buf) as m:
+            itemsize = m.itemsize
+            bytesize = itemsize * len(m)
+            if offset < 0:
+                raise ValueError("negative offset")
+            elif offset > bytesize:
+                raise ValueError("offset too large")
+            with m.cast("B") as target:
+                lock = self._recv_lock
+                lock.take()
+                try:
+                    frame = self._next_frame(deadline, None)
+                    if frame is None:
+                        length = self._scanner.incomplete_length()
+                        if offset + length <= bytesize:
+                            # Large and fits: the rest of it goes straight from the socket into buf.
+                            return self._receive_into(target, offset, deadline)
+                        frame = self._receive_large(deadline)
+                    size = len(frame)
+                    if bytesize < offset + size:
+                        from multiprocessing import BufferTooShort
+                        raise BufferTooShort(bytes(frame))
+                    target[offset:offset + size] = frame
+                    return size
+                finally:
+                    lock.give()
+
+    cdef object _receive_into(self, target, offset, deadline):
+        """The large frame arriving, into `target` at `offset`; its length."""
+        length, head = self._scanner.take_partial()
+        target[offset:offset + len(head)] = head
+        try:
+            recv_exactly(self._recv_into_until(deadline), target[offset + len(head):offset + length])
+        except BaseException:
+            self.close()  # the frame is cut: the stream cannot be resynchronised
+            raise
+        return length
+
+    def poll(self, timeout=0.0):
+        """Whether a message can be received without blocking (waits up to `timeout`
+        seconds, None = forever). Also True when the peer has closed (recv() then raises).
+        """
+        cdef object ready = self._ready
+        cdef MessageLock lock
+        self._require_readable()
+        deadline = None if timeout is None else _conn_monotonic() + max(timeout, 0.0)
+        lock = self._recv_lock
+        lock.take()
+        try:
+            while not ready:
+                remaining = None if deadline is None else max(deadline - _conn_monotonic(), 0.0)
+                if not _conn_readable(self._live_sock(), remaining):
+                    return False
+                frames = self._read(None, True)
+                if frames is None:
+                    return True  # end of stream: recv() raises EOFError at once
+                ready.extend(frames)
+                if deadline is not None and _conn_monotonic() >= deadline and not ready:
+                    return False
+            return True
+        finally:
+            lock.give()
+
+    cdef object _receive_large(self, deadline):
+        """The rest of a large frame, read straight into the bytes object returned."""
+        length, head = self._scanner.take_partial()
+        try:
+            return self._receive_bytes(length, head, self._recv_into_until(deadline))
+        except BaseException:
+            self.close()  # the frame is cut: the stream cannot be resynchronised
+            raise
+
+    cdef int _bad_message_length(self) except -1:
+        if self._writable:
+            self._readable = False
+        else:
+            self.close()
+        raise OSError("bad message length")
+
+    def _receive_bytes(self, Py_ssize_t length, received, recv_into):
+        """The rest of a large frame as one bytes object (receive_payload()), read
+        with `recv_into`. If the caller has dropped the large bytes this
+        connection returned last time, its memory is filled instead of a new
+        block: paging in a fresh 64 MiB costs more than receiving it."""
+        cdef PyObject* reuse = NULL
+        with cython.critical_section(self):
+            spare = self._spare
+            self._spare = None
+        if spare is not None and c_refcnt(<PyObject*>spare) == 1:  # held by nobody else
+            c_incref(<PyObject*>spare)
+            reuse = <PyObject*>spare
+        spare = None
+        result = _receive_payload(recv_into, length, received, reuse)
+        if not FW_FREE_THREADED:  # a reference count proves nothing there
+            self._spare = result
+        return result

@@ -44,13 +44,10 @@ from cpython.bytes cimport _PyBytes_Resize
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 
 
-cdef extern from "sockio.h":
-    int FW_FAST_SOCKETS
-    int fw_fd_send_all(const int* fdp, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
-    Py_ssize_t fw_fd_recv(const int* fdp, char* buf, Py_ssize_t n) except -1
-
 DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
 DEFAULT_COPY_THRESHOLD = 64 * 1024
+# What every receiver raises (as EOFError) when the peer closes inside a frame.
+EOF_IN_MESSAGE = "the peer closed the connection in the middle of a message"
 
 # Smallest arena and smallest read window offered to recv_into.
 cdef Py_ssize_t _MIN_WINDOW = 64 * 1024
@@ -1337,7 +1334,7 @@ cdef object _receive_payload(recv_into, Py_ssize_t length, received, PyObject* r
                 if window.close():
                     raw = _abandon_block(window, raw, size)
             if n == 0:
-                raise EOFError("the peer closed the connection in the middle of a message")
+                raise EOFError(EOF_IN_MESSAGE)
             if n < 0 or n > size - filled:
                 raise ValueError("recv_into reported more bytes than the buffer holds")
             filled += n

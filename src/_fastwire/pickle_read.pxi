@@ -27,9 +27,9 @@ from capi cimport (
     PY_SSIZE_T_MAX, c_bytearray_from, c_bytes_decode_escape, c_bytes_from, c_call_object,
     c_decode_ascii, c_decode_raw_unicode_escape, c_decode_utf8, c_decref, c_dict_setitem, c_false,
     c_float_from_double, c_import, c_incref, c_int_from_le_bytes, c_int_from_long,
-    c_int_from_string, c_is_dict_exact, c_is_list_exact, c_is_set, c_is_tuple, c_is_type,
-    c_memoryview_from, c_new_dict, c_new_list, c_new_set, c_new_tuple, c_none, c_set_add, c_setitem,
-    c_string_to_double, c_sys_audit, c_true, c_unicode_decode,
+    c_int_from_longlong, c_int_from_string, c_is_dict_exact, c_is_list_exact, c_is_set, c_is_tuple,
+    c_is_type, c_memoryview_from, c_new_dict, c_new_list, c_new_set, c_new_tuple, c_none, c_set_add,
+    c_setitem, c_string_to_double, c_sys_audit, c_true, c_unicode_decode,
 )
 from wire cimport FW_FREE_THREADED, fw_claim, fw_release
 from opcodes cimport (
@@ -63,11 +63,13 @@ cdef extern from "unpickle.h":
     PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n) except NULL
     Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
     long fw_le_int(const char *s, int nbytes) nogil
+    long long fw_le_signed(const char *s, Py_ssize_t nbytes) nogil
     double fw_be_double(const char *s) nogil
     bint fw_memoryview_is_readonly(object view)
     void fw_memoryview_set_readonly(object view)
     bint fw_type_has_new(PyObject *cls)
     PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *kwargs) except NULL
+    PyObject *fw_call_new(PyObject *cls, PyObject *args, PyObject *new_name) except NULL
     int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result) except -1
     ctypedef struct fw_intern_cache:
         pass
@@ -75,6 +77,13 @@ cdef extern from "unpickle.h":
                             fw_intern_cache *interns) except -1
     void fw_intern_cache_clear(fw_intern_cache *cache)
     long fw_strtol(const char *s, char **end, int *failed)
+    ctypedef struct fw_import_names:
+        PyObject *builtins
+        PyObject *import_
+        PyObject *spec
+        PyObject *initializing
+        PyObject *builtin_import
+    int fw_imported_module(object name, const fw_import_names *names, PyObject **module) except -1
 
 
 UnpicklingError = pickle.UnpicklingError
@@ -105,6 +114,7 @@ cdef dict unp_import_mapping = _compat_pickle.IMPORT_MAPPING
 cdef str unp_s_setstate = "__setstate__"
 cdef str unp_s_dict = "__dict__"
 cdef str unp_s_getinitargs = "__getinitargs__"
+cdef str unp_s_new = "__new__"
 
 
 # ---------------------------------------------------------------------------
@@ -579,11 +589,28 @@ cdef object unp_map_name(int proto, bint fix_imports, module, name):
     return (module, name)
 
 
+# What fw_imported_module reads; the objects live as long as the module.
+cdef str unp_s_builtins = "__builtins__"
+cdef str unp_s_import = "__import__"
+cdef str unp_s_spec = "__spec__"
+cdef str unp_s_initializing = "_initializing"
+cdef object unp_builtin_import = builtins.__import__
+cdef fw_import_names unp_import_names = fw_import_names(
+    <PyObject *>unp_s_builtins, <PyObject *>unp_s_import, <PyObject *>unp_s_spec,
+    <PyObject *>unp_s_initializing, <PyObject *>unp_builtin_import)
+
+
 cdef object unp_default_find_class(int proto, bint fix_imports, module_name, global_name):
+    cdef PyObject *found = NULL
     c_sys_audit("pickle.find_class", "OO", <PyObject *>module_name, <PyObject *>global_name)
     module_name, global_name = unp_map_name(proto, fix_imports, module_name, global_name)
-    module = <object>c_import(module_name)
-    c_decref(<PyObject *>module)  # c_import returned a new reference
+    # The import of a module already loaded costs more than the rest of a
+    # small pickle; fw_imported_module skips it only where it would do nothing.
+    if fw_imported_module(module_name, &unp_import_names, &found):
+        module = <object>found
+    else:
+        module = <object>c_import(module_name)
+    c_decref(<PyObject *>module)  # both returned a new reference
     return unp_get_dotted(module, global_name, proto >= 4)
 
 
@@ -712,6 +739,10 @@ cdef class Unpickler:
     cdef bytes errors
     cdef bint encoding_is_bytes
     cdef object buffers
+    # Every option above at its default: loads() with default arguments then
+    # reconfigures nothing (comparing the option bytes each call costs more
+    # than the rest of its setup).
+    cdef bint default_options
     cdef object find_class_hook     # bound method when a subclass overrides it
     cdef object pers_func
     cdef object pers_func_set       # assigned through the persistent_load attribute
@@ -735,22 +766,15 @@ cdef class Unpickler:
         self.fix_imports = True
         self.encoding = b"ASCII"
         self.errors = b"strict"
+        self.default_options = True
 
     def __init__(self, file, *, fix_imports=True, encoding="ASCII", errors="strict",
                  buffers=(), allowed=None):
-        peek = getattr(file, "peek", None)
-        readinto = getattr(file, "readinto", None)
-        read = getattr(file, "read", None)
-        readline = getattr(file, "readline", None)
-        if read is None or readline is None:
-            raise TypeError("file must have 'read' and 'readline' attributes")
+        methods = unp_file_methods(file)
         unp_claim(self, "__init__() called")
         try:
             unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
-            self.file_read = read
-            self.file_readline = readline
-            self.file_readinto = readinto
-            self.file_peek = peek
+            unp_set_file_input(self, methods)
             self.initialized = True
         finally:
             fw_release(&self.busy)
@@ -873,6 +897,8 @@ cdef int unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
         raise TypeError(f"argument 'encoding' must be str, not {type(encoding).__name__}")
     if not isinstance(errors, str):
         raise TypeError(f"argument 'errors' must be str, not {type(errors).__name__}")
+    # Cleared first: a configuration that raises part-way is not the default.
+    u.default_options = False
     u.fix_imports = bool(fix_imports)
     u.encoding = (<str>encoding).encode("utf-8")
     u.errors = (<str>errors).encode("utf-8")
@@ -884,6 +910,8 @@ cdef int unp_configure(Unpickler u, fix_imports, encoding, errors, buffers,
     else:
         u.buffers = iter(buffers)
     u.restriction = unp_restriction_for(allowed)
+    u.default_options = u.fix_imports and u.buffers is None \
+        and encoding == "ASCII" and errors == "strict"
     return 0
 
 
@@ -935,6 +963,29 @@ cdef int unp_bind_hooks(Unpickler u) except -1:
 
 
 # ----- input ---------------------------------------------------------------
+
+cdef tuple unp_file_methods(file):
+    """(read, readline, readinto, peek) of *file*, looked up as the stdlib does
+    when an Unpickler is made: read and readline required, the others used
+    when present."""
+    peek = getattr(file, "peek", None)
+    readinto = getattr(file, "readinto", None)
+    read = getattr(file, "read", None)
+    readline = getattr(file, "readline", None)
+    if read is None or readline is None:
+        raise TypeError("file must have 'read' and 'readline' attributes")
+    return (read, readline, readinto, peek)
+
+
+cdef int unp_set_file_input(Unpickler u, tuple methods) except -1:
+    u.file_read, u.file_readline, u.file_readinto, u.file_peek = methods
+    return 0
+
+
+cdef void unp_forget_file(Unpickler u) noexcept:
+    u.file_read = u.file_readline = u.file_readinto = u.file_peek = None
+    u.from_peek = False
+
 
 cdef int unp_set_memory_input(Unpickler u, data) except -1:
     if type(data) is bytes:
@@ -1492,8 +1543,10 @@ cdef int unp_load_newobj(Unpickler u, bint with_kwargs) except -1:
                 raise UnpicklingError(f"{opname} with keyword arguments for "
                                       f"{(<type>cls).__name__} is not allowed in restricted mode")
             unp_charge(u, kwargs, UNP_CHARGE_PASS)
-    obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args,
-                         <PyObject *>kwargs if with_kwargs else NULL)
+    if with_kwargs:
+        obj = fw_call_tp_new(<PyObject *>cls, <PyObject *>args, <PyObject *>kwargs)
+    else:
+        obj = fw_call_new(<PyObject *>cls, <PyObject *>args, <PyObject *>unp_s_new)
     unp_push(u, obj)
     if u.restriction is not None:
         unp_note_made(u, <object>obj)
@@ -1757,6 +1810,8 @@ cdef int unp_load_counted_long(Unpickler u, int nbytes) except -1:
     if size == 0:
         return unp_push(u, c_int_from_long(0))
     s = unp_take(u, size)
+    if size <= 8:
+        return unp_push(u, c_int_from_longlong(fw_le_signed(s, size)))
     return unp_push(u, c_int_from_le_bytes(<const unsigned char *>s, size, 1, 1))
 
 
@@ -1964,7 +2019,17 @@ cdef object unp_decode(Unpickler u):
             s = unp_take(u, n)
             unp_push(u, fw_decode_pickled_str(s, n))
         elif op == OP_SHORT_BINBYTES:
-            unp_load_bytes(u, 1, False)
+            # Inline when the payload is in the buffer: every datetime, date,
+            # time, UUID and Decimal state is a short bytes.
+            s = unp_take_fast(u, 1)
+            if s == NULL:
+                s = unp_take_slow(u, 1)
+            n = <unsigned char>s[0]
+            if n > 0 and u.end - u.pos >= n:
+                unp_push(u, c_bytes_from(unp_take_fast(u, n), n))
+                unp_memoize_if_next(u)
+            else:
+                unp_push_payload(u, n, False)
         elif op == OP_BINBYTES:
             unp_load_bytes(u, 4, False)
         elif op == OP_BINBYTES8:
@@ -1986,7 +2051,7 @@ cdef object unp_decode(Unpickler u):
             o = u.stack[u.sp - 2] if u.sp - 2 >= u.fence else NULL
             if (o != NULL and u.restriction is None and c_is_type(o) and fw_type_has_new(o)
                     and c_is_tuple(u.stack[u.sp - 1])):
-                o = fw_call_tp_new(o, u.stack[u.sp - 1], NULL)
+                o = fw_call_new(o, u.stack[u.sp - 1], <PyObject *>unp_s_new)
                 u.sp -= 2
                 c_decref(u.stack[u.sp + 1])
                 c_decref(u.stack[u.sp])
@@ -1999,7 +2064,17 @@ cdef object unp_decode(Unpickler u):
         elif op == OP_BUILD:
             unp_load_build(u)
         elif op == OP_REDUCE:
-            unp_load_reduce(u)
+            if u.restriction is None and u.sp - 2 >= u.fence:
+                # As NEWOBJ above: call from the stack slots, which keep the
+                # callable and its arguments alive through the call.
+                o = c_call_object(u.stack[u.sp - 2], u.stack[u.sp - 1])
+                u.sp -= 2
+                c_decref(u.stack[u.sp + 1])
+                c_decref(u.stack[u.sp])
+                unp_push(u, o)
+                unp_memoize_if_next(u)
+            else:
+                unp_load_reduce(u)
         elif op == OP_APPEND:
             if u.sp - 1 <= u.fence:
                 unp_underflow(u)
@@ -2153,15 +2228,20 @@ cdef object unp_loads_default(data, allowed):
     """loads(data, allowed=allowed) with every other argument at its default."""
     cdef Unpickler u = unp_claim_decoder()
     try:
-        # Keep the defaults the shared decoder already has.
-        if u.encoding_is_bytes or u.buffers is not None \
-                or not u.fix_imports or u.encoding != b"ASCII" or u.errors != b"strict":
-            unp_configure(u, True, "ASCII", "strict", (), None)
-        u.restriction = unp_restriction_for(allowed)
+        unp_configure_default(u, allowed)
         unp_set_memory_input(u, data)
         return unp_decode(u)
     finally:
         unp_end_loads(u)
+
+
+cdef int unp_configure_default(Unpickler u, allowed) except -1:
+    """Every option at its default but allowed=; the shared decoder keeps
+    the defaults it already has."""
+    if not u.default_options:
+        unp_configure(u, True, "ASCII", "strict", (), None)
+    u.restriction = unp_restriction_for(allowed)
+    return 0
 
 
 cdef inline Unpickler unp_claim_decoder():
@@ -2197,5 +2277,25 @@ def load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(
     the Security section of :class:`Unpickler` before loading untrusted
     data).
     """
-    return Unpickler(file, fix_imports=fix_imports, encoding=encoding, errors=errors,
-                     buffers=buffers, allowed=allowed).load()
+    cdef Unpickler u
+    methods = unp_file_methods(file)
+    # The decoder loads() shares, as loads() uses it: making and freeing an
+    # Unpickler (its keyword arguments, stack and memo arrays) cost more than
+    # decoding a small message read from a socket's makefile().
+    u = unp_claim_decoder()
+    try:
+        if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
+            unp_configure_default(u, allowed)
+        else:
+            unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+        u.consumed_before = 0
+        unp_set_file_input(u, methods)
+        try:
+            return unp_decode(u)
+        finally:
+            # Leave the file just past what was decoded (peeked bytes are
+            # read off it), before the decoder is emptied and released.
+            unp_finish_file(u)
+    finally:
+        unp_forget_file(u)
+        unp_end_loads(u)

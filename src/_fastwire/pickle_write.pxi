@@ -30,9 +30,10 @@
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from capi cimport (
-    C_BUILTIN_SUBCLASS_FLAGS, Py_TPFLAGS_HEAPTYPE, TypeObject, c_as_long_long, c_buffer_contiguous,
+    C_BUILTIN_SUBCLASS_FLAGS, Py_TPFLAGS_HEAPTYPE, TypeObject, c_buffer_contiguous,
     c_bytearray_data, c_bytearray_size, c_bytearray_type, c_bytes_data, c_bytes_from_or_null,
     c_bytes_resize, c_bytes_size, c_bytes_type, c_complex_imag, c_complex_real, c_complex_type,
     c_decref, c_dict_get, c_dict_next, c_dict_size, c_dict_type, c_enter_recursive_call,
@@ -42,7 +43,7 @@ from capi cimport (
     c_list_size, c_list_type, c_long_type, c_no_memory, c_none, c_object_type, c_picklebuffer_type,
     c_picklebuffer_view, c_refcnt, c_set_error, c_set_size, c_set_type, c_str_data, c_str_length,
     c_str_type, c_true, c_tuple_item, c_tuple_size, c_tuple_type, c_type_lookup, c_type_of,
-    c_type_type, c_utf8_and_size,
+    c_type_type, c_utf8_and_size, c_xdecref,
 )
 from wire cimport (
     FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_release, fw_store_f64, fw_store_u32,
@@ -103,6 +104,51 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* An int's magnitude digits (least significant first), their count and
+       its sign; the layout changed in 3.12. */
+    static inline const digit *pw_long_digits(PyObject *o, Py_ssize_t *count, int *negative) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        uintptr_t tag = ((PyLongObject *)o)->long_value.lv_tag;
+        *count = (Py_ssize_t)(tag >> _PyLong_NON_SIZE_BITS);
+        *negative = (tag & _PyLong_SIGN_MASK) == 2;
+        return ((PyLongObject *)o)->long_value.ob_digit;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        *count = size < 0 ? -size : size;
+        *negative = size < 0;
+        return ((PyLongObject *)o)->ob_digit;
+    #endif
+    }
+    /* The value of an int whose magnitude is below 2**63, read from its
+       digits as pw_compact_long reads one: ints of 31 to 63 bits are common
+       (ids, timestamps, hashes) and would otherwise take
+       PyLong_AsLongLongAndOverflow's general loop. */
+    static inline int pw_int63_value(PyObject *o, long long *out) {
+        Py_ssize_t n, i;
+        int negative;
+        uint64_t v;
+        const digit *d = pw_long_digits(o, &n, &negative);
+        if (n <= 1) {
+            v = n ? d[0] : 0;
+        } else if (n == 2) {
+            v = (uint64_t)d[0] | ((uint64_t)d[1] << PyLong_SHIFT);
+        } else {
+            if (n * PyLong_SHIFT > 63 && ((n - 1) * PyLong_SHIFT >= 63
+                    || (d[n - 1] >> (63 - (n - 1) * PyLong_SHIFT)) != 0))
+                return 0;
+            v = 0;
+            for (i = n - 1; i >= 0; i--)
+                v = (v << PyLong_SHIFT) | d[i];
+        }
+        *out = negative ? -(long long)v : (long long)v;
+        return 1;
+    }
+    """
+    bint pw_int63_value(PyObject *o, long long *out)
+
+
+cdef extern from *:
+    """
     #include "datetime.h"
     /* The datetime family's pickle state, read from the objects as
        _datetimemodule.c's own __reduce_ex__ builds it: the packed data bytes
@@ -155,16 +201,43 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* Bits and signed little-endian bytes of an int, without a Python-level
-       call: 3.13 made _PyLong_AsByteArray internal and added
-       PyLong_AsNativeBytes (flags 1: little endian, signed). */
+    /* Bits and the low n bytes of an int's two's complement, little endian,
+       read from its digits: CPython's _PyLong_AsByteArray and
+       PyLong_AsNativeBytes move one byte per step (about 15 instructions a
+       byte); this moves 32 bits per store. The caller sizes n from the bit
+       count, so the bytes above n are pure sign extension. A negative
+       number's digits are complemented with a running carry (-m == ~m + 1). */
     static inline size_t pw_long_numbits(PyObject *v) { return _PyLong_NumBits(v); }
     static inline int pw_long_as_le_bytes(PyObject *v, unsigned char *out, Py_ssize_t n) {
-    #if PY_VERSION_HEX >= 0x030D0000
-        return PyLong_AsNativeBytes(v, out, n, 1) < 0 ? -1 : 0;
-    #else
-        return _PyLong_AsByteArray((PyLongObject *)v, out, (size_t)n, 1, 1);
-    #endif
+        Py_ssize_t ndigits, i, pos = 0;
+        int negative, bits = 0;
+        const digit *d = pw_long_digits(v, &ndigits, &negative);
+        uint64_t acc = 0, carry = 1, dv;
+        for (i = 0; i < ndigits && pos < n; i++) {
+            dv = d[i];
+            if (negative) {
+                dv = (~dv & PyLong_MASK) + carry;
+                carry = dv >> PyLong_SHIFT;
+                dv &= PyLong_MASK;
+            }
+            acc |= dv << bits;
+            bits += PyLong_SHIFT;
+            while (bits >= 32 && pos + 4 <= n) {
+                uint32_t word = (uint32_t)acc;
+                if (!FW_HOST_LITTLE) word = fw_bswap32(word);
+                memcpy(out + pos, &word, 4);
+                pos += 4;
+                acc >>= 32;
+                bits -= 32;
+            }
+        }
+        if (negative)
+            acc |= ~(uint64_t)0 << bits;
+        while (pos < n) {
+            out[pos++] = (unsigned char)acc;
+            acc = negative ? (acc >> 8) | ((uint64_t)0xff << 56) : acc >> 8;
+        }
+        return 0;
     }
     """
     size_t pw_long_numbits(PyObject *v)
@@ -193,6 +266,9 @@ cdef enum:
     PW_FRAME_TARGET = 64 * 1024       # frames are committed once they reach this size
     PW_FRAME_MIN = 4                  # smaller frames are written without a header
     PW_FAST_NESTING_LIMIT = 50        # depth at which fast mode starts tracking cycles
+    PW_FIRST_HEAP_MEMO = 128          # slots of the first memo table off the stack
+    PW_ATOM_ROOM = 9                  # the longest atom pw_save_atom stores unchecked (BINFLOAT)
+    PW_FIRST_HEAP_OUTPUT = 16 * 1024  # the first output buffer off the stack
     # Each nested by-value reduction re-enters Python from C; 3.13 counts such
     # re-entries against its C limit only (10,000), far more than the C stack
     # holds for this cycle, so the encoder bounds the nesting itself.
@@ -261,9 +337,13 @@ cdef inline PwMemoSlot *pw_memo_slot(const PwMemo *m, PyObject *key) noexcept:
 
 cdef int pw_memo_grow(PwMemo *m) noexcept:
     # x4 while small: a pickle with thousands of containers would otherwise
-    # rehash and re-zero its table a dozen times.
+    # rehash and re-zero its table a dozen times. Leaving the inline table
+    # goes straight to PW_FIRST_HEAP_MEMO slots: a record of a few dozen
+    # strings (bm_pickle's profile) then allocates and rehashes once.
     cdef size_t old_cap = m.mask + 1
     cdef int factor_bits = 2 if old_cap < 65536 else 1
+    while not m.owns_slots and (old_cap << factor_bits) < PW_FIRST_HEAP_MEMO:
+        factor_bits += 1
     cdef size_t new_cap = old_cap << factor_bits
     cdef PwMemoSlot *old = m.slots
     cdef PwMemoSlot *fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
@@ -352,7 +432,11 @@ cdef int pw_grow(PwEnc *e, Py_ssize_t n) noexcept:
     # over-allocating large buffers matters: the final shrink then leaves the
     # block no larger than the next call asks for, so glibc serves it again
     # from the heap instead of mmapping (and page-faulting) fresh memory.
-    cap = e.cap * 2
+    # x4 while below a frame: realloc seldom grows in place, and each move
+    # copies everything written so far.
+    cap = e.cap * 4 if e.cap < PW_FRAME_TARGET else e.cap * 2
+    if e.out == NULL and cap < PW_FIRST_HEAP_OUTPUT:
+        cap = PW_FIRST_HEAP_OUTPUT
     if n >= PW_FRAME_TARGET:
         cap = need + PW_FRAME_HEADER + 64
     elif cap < need + 64:
@@ -598,19 +682,11 @@ cdef inline int pw_put_small_int(PwEnc *e, long long x) noexcept:
 
 cdef inline int pw_save_int(PwEnc *e, PyObject *obj) except -1:
     cdef long long x
-    if pw_compact_long(obj, &x):        # one digit: |x| < 2**30, fits BININT
-        return pw_put_small_int(e, x)
-    return pw_save_wide_int(e, obj)
-
-
-cdef int pw_save_wide_int(PwEnc *e, PyObject *obj) except -1:
-    cdef int overflow = 0
-    cdef long long x = c_as_long_long(obj, &overflow)
-    if x == -1 and not overflow and c_err_occurred() != NULL:
-        return -1
-    if overflow:
-        return pw_put_big_int(e, obj)
-    return pw_put_long_long(e, x)
+    if pw_int63_value(obj, &x):
+        if -0x80000000 <= x <= 0x7fffffff:
+            return pw_put_small_int(e, x)
+        return pw_put_long_long(e, x)
+    return pw_put_big_int(e, obj)
 
 
 cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
@@ -648,7 +724,8 @@ cdef int pw_put_long_long(PwEnc *e, long long x) noexcept:
 
 
 cdef int pw_put_big_int(PwEnc *e, PyObject *value) noexcept:
-    """LONG1/LONG4 for an int beyond 64 bits, its two's complement bytes
+    """LONG1/LONG4 for an int of 2**63 or more in magnitude (any int gets the
+    stdlib's bytes here; smaller ones take pw_put_long_long), its two's complement bytes
     written straight into the output: pickle's encode_long computes
     (bit_length >> 3) + 1 bytes of to_bytes(signed=True), then drops a
     negative number's top byte when it is pure sign extension."""
@@ -831,39 +908,87 @@ cdef int pw_save_bytes(PwEnc *e, PyObject *obj, int flags) except -1:
 
 cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     """Write obj and return 1 if it is an atom that cannot run user code: a
-    short ASCII str, an int, a float, None, True, False, or a reference to an
-    object already in the memo (and no frame boundary or persistent_id call
-    is due). Return 0, writing nothing,
-    for anything else (pw_save then handles it), -1 on error. Container loops
-    write most items this way, without taking a reference."""
-    cdef TypeObject *t = c_type_of(obj)
+    short ASCII str, an int below 2**63, a float, None, True, False, or a
+    reference to an object already in the memo (and no frame boundary or
+    persistent_id call is due). Return 0, writing nothing, for anything else
+    (pw_save then handles it), -1 on error. Container loops write most items
+    this way, without taking a reference.
+
+    Room for the longest fixed-size atom is made first, so that the int,
+    float and singleton paths store straight into the buffer and call
+    nothing: the compiler then keeps them free of register saves."""
+    cdef TypeObject *t
     cdef long long x
-    cdef int r = 0
+    cdef char *p
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
+    if e.cap - e.len < PW_ATOM_ROOM:
+        return pw_save_atom_grow(e, obj)
+    t = c_type_of(obj)
+    p = e.buf + e.len
     if t == &c_str_type:
-        return pw_save_short_ascii(e, obj, 0)
+        return pw_atom_str(e, obj)
     if t == &c_long_type:
-        if not pw_compact_long(obj, &x):
+        if not pw_int63_value(obj, &x):
             return 0                    # pw_save's wide-int path
-        r = pw_put_small_int(e, x)
-    elif t == &c_float_type:
-        r = pw_save_float(e, obj)
-    elif obj == c_none:
-        r = pw_put1(e, OP_NONE)
+        if 0 <= x <= 0xff:
+            p[0] = <char>OP_BININT1
+            p[1] = <char>x
+            e.len += 2
+        elif 0 <= x <= 0xffff:
+            p[0] = <char>OP_BININT2
+            p[1] = <char>(x & 0xff)
+            p[2] = <char>(x >> 8)
+            e.len += 3
+        elif -0x80000000 <= x <= 0x7fffffff:
+            p[0] = <char>OP_BININT
+            pw_store_le32(p + 1, <uint32_t>x)
+            e.len += 5
+        else:
+            return pw_save_atom_long1(e, x)
+        return 1
+    if t == &c_float_type:
+        p[0] = <char>OP_BINFLOAT
+        fw_store_f64(p + 1, c_float_value(obj), FW_HOST_LITTLE)   # big-endian on the wire
+        e.len += 9
+        return 1
+    if obj == c_none:
+        p[0] = <char>OP_NONE
     elif obj == c_true:
-        r = pw_put1(e, OP_NEWTRUE)
+        p[0] = <char>OP_NEWTRUE
     elif obj == c_false:
-        r = pw_put1(e, OP_NEWFALSE)
+        p[0] = <char>OP_NEWFALSE
     elif not pw_unique(obj, 0) and e.memo.used:
         return pw_save_atom_memo_ref(e, obj)
     else:
         return 0
-    return -1 if r < 0 else 1
+    e.len += 1
+    return 1
 
 
-# The memo reference case of pw_save_atom, out of line so that its common
-# path (and pw_put_small_int within it) stays small enough to be inlined.
+# The rare cases of pw_save_atom, out of line so that its common paths stay
+# small enough to be inlined into the container loops.
+
+cdef int pw_save_atom_grow(PwEnc *e, PyObject *obj) noexcept:
+    if pw_grow(e, PW_ATOM_ROOM) < 0:
+        return -1
+    return pw_save_atom(e, obj)
+
+
+cdef int pw_save_atom_str(PwEnc *e, PyObject *obj) noexcept:
+    return pw_save_short_ascii(e, obj, 0)
+
+
+# Called through a pointer: the compiler would otherwise inline the string
+# path (memcpy, memo) into pw_save_atom, and its register saves would then
+# cost every int, float and None as well.
+cdef int (*pw_atom_str)(PwEnc *e, PyObject *obj) noexcept
+pw_atom_str = pw_save_atom_str
+
+
+cdef int pw_save_atom_long1(PwEnc *e, long long x) noexcept:
+    return -1 if pw_put_long_long(e, x) < 0 else 1
+
 
 cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
     """A shared object seen before: the memo reference needs no user code."""
@@ -1178,10 +1303,18 @@ cdef int pw_save_frozenset(PwEnc *e, PyObject *obj, int flags) except -1:
 cdef int pw_save_bytearray(PwEnc *e, PyObject *obj) except -1:
     cdef Py_ssize_t n = c_bytearray_size(obj)
     cdef char header[9]
+    cdef char *p
     if e.proto < 5:
         if n == 0:
             return pw_save_reduce(e, (bytearray, ()), obj)
         return pw_save_reduce(e, (bytearray, (bytes(<object>obj),)), obj)
+    if n < PW_FRAME_TARGET:
+        # Small enough for any frame: one claim, no payload object.
+        p = pw_reserve(e, 9 + n)
+        p[0] = <char>OP_BYTEARRAY8
+        pw_store_le64(p + 1, <uint64_t>n)
+        memcpy(p + 9, c_bytearray_data(obj), n)
+        return pw_memo_put(e, obj)
     header[0] = <char>OP_BYTEARRAY8
     pw_store_le64(header + 1, <uint64_t>n)
     pw_write_payload(e, header, 9, c_bytearray_data(obj), n, <object>obj)
@@ -1225,6 +1358,9 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, TypeObject *t, int flags) except
     cdef object o = <object>obj
     cdef object rv = None
     cdef object reduce_func
+    cdef PyObject *reduce_method
+    cdef int shape
+    cdef PyObject *slotnames = NULL
     if t == &c_set_type:
         return pw_save_set(e, obj)
     if t == &c_frozenset_type:
@@ -1259,9 +1395,13 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, TypeObject *t, int flags) except
     else:
         if pw_save_value_type(e, obj, t):
             return 0
-        if pw_plain_instance(t, obj) == 1:
-            return pw_save_plain_instance(e, obj, t)
-        if pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
+        shape = pw_plain_instance(t, obj, &slotnames)
+        if shape != PW_PLAIN_NO and pw_save_plain_instance(e, obj, t, shape, slotnames) == 0:
+            return 0
+        reduce_method = pw_class_reduce(t, obj)
+        if reduce_method != NULL:
+            rv = pw_call_class_reduce(reduce_method, o)
+        elif pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
             rv = o.__reduce_ex__(e.proto)       # no bound method object
         else:
             # __reduce_ex__ = None is called (TypeError), as by _pickle.
@@ -1350,6 +1490,60 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, TypeObject *t) except -1:
     if pw_memo_put(e, obj) < 0:
         return -1
     return 1
+
+
+# --- A class-level Python __reduce__ ------------------------------------------
+# object.__reduce_ex__ looks __reduce__ up on the instance (a bound method),
+# looks it up again on the class to see whether it overrides object's, and
+# calls the bound method. When every one of those lookups is the generic one
+# (no __getattribute__/__getattr__, metaclass exactly type, no instance
+# attribute shadowing either name) and the class's __reduce__ is a plain
+# function, that is exactly the function called with the instance.
+
+cdef extern from *:
+    """
+    /* f(arg), f held for the call (a __reduce__ may delete itself from its
+       class). The call into the builtin __reduce_ex__ it replaces counts one
+       level of recursion: counting it here keeps RecursionError at the
+       stdlib's exact depth. */
+    static PyObject *pw_call_one(PyObject *f, PyObject *arg) {
+        PyObject *r;
+        if (Py_EnterRecursiveCall(" while calling a Python object"))
+            return NULL;
+        Py_INCREF(f);
+        r = PyObject_Vectorcall(f, &arg, 1, NULL);
+        Py_DECREF(f);
+        Py_LeaveRecursiveCall();
+        return r;
+    }
+    """
+    object pw_call_one(PyObject *f, PyObject *arg)
+
+cdef PyObject *pw_object_reduce_ex = c_type_lookup(&c_object_type, <PyObject *>PW_REDUCE_EX)
+
+
+cdef PyObject *pw_class_reduce(TypeObject *t, PyObject *obj) except? NULL:
+    """The class's __reduce__ function when object.__reduce_ex__ would call
+    it with obj and nothing else (see above), else NULL. Borrowed."""
+    cdef PyObject *f
+    cdef object d
+    if t.tp_getattro != c_object_type.tp_getattro or c_type_of(<PyObject *>t) != &c_type_type:
+        return NULL
+    if c_type_lookup(t, <PyObject *>PW_REDUCE_EX) != pw_object_reduce_ex:
+        return NULL
+    f = c_type_lookup(t, <PyObject *>PW_REDUCE)
+    if f == NULL or c_type_of(f) != &c_function_type:
+        return NULL
+    if t.tp_dictoffset != 0:
+        d = c_generic_get_dict(<object>obj, NULL)
+        if (c_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE) != NULL
+                or c_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE_EX) != NULL):
+            return NULL
+    return f
+
+
+cdef inline object pw_call_class_reduce(PyObject *f, object o):
+    return pw_call_one(f, <PyObject *>o)
 
 
 cdef inline bint pw_plain_method(TypeObject *t, PyObject *name) noexcept:
@@ -1596,21 +1790,33 @@ cdef inline object pw_next(object it):
 
 # --- Plain class instances --------------------------------------------------
 # For a class that customises nothing about pickling, object.__reduce_ex__
-# returns (copyreg.__newobj__, (cls,), obj.__dict__ or None, None, None). The
-# encoder writes that directly instead of building and parsing the tuple. A
-# class qualifies only after one of its instances was reduced the slow way and
-# produced exactly that shape (so version differences in the stdlib are
-# learned, not assumed), and only while nothing it inherits changes: the
-# verdict is keyed by the type's version tag, which CPython renews whenever
-# the class or a base is modified.
+# returns (copyreg.__newobj__, (cls, *args), state, None, None), where args is
+# () or what a __getnewargs__ of the class returned, and state is
+# obj.__dict__ (None when it is empty or absent), paired with a dict of the
+# set slots named by cls.__slotnames__ when there are any. The encoder writes that
+# directly instead of building and parsing the tuple. A class qualifies only
+# after one of its instances was reduced the slow way and produced exactly that
+# shape (so version differences in the stdlib are learned, not assumed), and
+# only while nothing it inherits changes: the verdict is keyed by the type's
+# version tag, which CPython renews whenever the class or a base is modified.
 
 cdef struct PwPlainEntry:
     TypeObject *type
     unsigned int version
-    int verdict                  # 1 plain, 0 not plain
+    int verdict                  # a PW_PLAIN_* shape
+    # cls.__dict__['__slotnames__'] (a strong reference) and its length when
+    # learned. Rebinding the name renews the version tag, so the entry's list
+    # is the class's for as long as the tag matches; but the list can change
+    # in place, and object.__getstate__ refuses an instance larger than its
+    # class's slots account for (without __getnewargs__).
+    PyObject *slotnames
+    Py_ssize_t slot_count
 
 cdef enum:
     PW_PLAIN_CACHE = 64
+    PW_PLAIN_NO = 0
+    PW_PLAIN_NOARGS = 1          # NEWOBJ (cls,); BUILD from the __dict__ and slots
+    PW_PLAIN_NEWARGS = 2         # NEWOBJ (cls, *__getnewargs__()); BUILD as above
 
 cdef PwPlainEntry pw_plain_cache[64]
 
@@ -1619,25 +1825,84 @@ cdef inline PwPlainEntry *pw_plain_entry(TypeObject *t) noexcept:
     return &pw_plain_cache[((<size_t>t) >> 4) & (PW_PLAIN_CACHE - 1)]
 
 
-cdef bint pw_type_is_static_plain(TypeObject *t) except -1:
-    """The type-level conditions under which every instance reduces alike."""
-    if not (t.tp_flags & Py_TPFLAGS_HEAPTYPE) or t.tp_itemsize != 0 or t.tp_new == NULL:
-        return False
-    if t.tp_flags & C_BUILTIN_SUBCLASS_FLAGS:
-        return False
-    if t.tp_getattro != c_object_type.tp_getattro or t.tp_dictoffset == 0:
-        return False
+cdef extern from *:
+    """
+    /* The argument tuple NEWOBJ gets: _pickle writes a slice of the reduce
+       value's arguments, always a new exact tuple, so a tuple that anything
+       else refers to (which may already be in the memo) is copied. */
+    static PyObject *pw_fresh_args(PyObject *args) {
+        Py_ssize_t i, n = PyTuple_GET_SIZE(args);
+        PyObject *copy;
+        if (PyTuple_CheckExact(args) && (Py_REFCNT(args) == 1 || n == 0))
+            return Py_NewRef(args);
+        copy = PyTuple_New(n);
+        if (copy == NULL)
+            return NULL;
+        for (i = 0; i < n; i++)
+            PyTuple_SET_ITEM(copy, i, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+        return copy;
+    }
+    """
+    unsigned long PW_TPFLAGS_TUPLE_SUBCLASS "Py_TPFLAGS_TUPLE_SUBCLASS"
+    object pw_fresh_args(PyObject *args)
+
+
+cdef extern from *:
+    """
+    #include "structmember.h"
+    /* 1 and the slot's value (borrowed, NULL when unset) when descr is a
+       __slots__ member of obj's class: reading it runs no Python code and
+       fails, as getattr does, only when the slot is empty. 0 otherwise. */
+    static int pw_slot_value(PyObject *descr, PyObject *obj, PyObject **value) {
+        PyMemberDef *m;
+        if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type)
+            return 0;
+        m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type != T_OBJECT_EX || m->flags != 0
+                || !PyObject_TypeCheck(obj, PyDescr_TYPE(descr)))
+            return 0;
+        *value = *(PyObject **)((char *)obj + m->offset);
+        return 1;
+    }
+    """
+    bint pw_slot_value(PyObject *descr, PyObject *obj, PyObject **value) noexcept
+
+
+cdef int pw_type_plain_shape(TypeObject *t) except -1:
+    """The PW_PLAIN_* shape every instance of t reduces to, judged from the
+    type alone."""
+    cdef unsigned long builtin = t.tp_flags & C_BUILTIN_SUBCLASS_FLAGS
+    cdef PyObject *getnewargs
+    if not (t.tp_flags & Py_TPFLAGS_HEAPTYPE) or t.tp_new == NULL:
+        return PW_PLAIN_NO
+    # A tuple subclass (a namedtuple) reduces through its __getnewargs__ with
+    # no list or dict items; other builtin bases add state of their own.
+    if builtin != 0 and builtin != PW_TPFLAGS_TUPLE_SUBCLASS:
+        return PW_PLAIN_NO
+    if t.tp_itemsize != 0 and builtin == 0:
+        return PW_PLAIN_NO
+    if t.tp_getattro != c_object_type.tp_getattro:
+        return PW_PLAIN_NO
     for name in (PW_REDUCE_EX, PW_REDUCE, PW_GETSTATE, PW_CLASS):
         if c_type_lookup(t, <PyObject *>name) != c_type_lookup(&c_object_type, <PyObject *>name):
-            return False
-    for name in (PW_GETNEWARGS_EX, PW_GETNEWARGS):
-        if c_type_lookup(t, <PyObject *>name) != NULL:
-            return False
-    # object.__getstate__ adds slot values named by cls.__dict__['__slotnames__'].
-    sn = (<object><PyObject *>t).__dict__.get(PW_SLOTNAMES)
-    if type(sn) is not list or len(sn) != 0:
-        return False
-    return True
+            return PW_PLAIN_NO
+    if c_type_lookup(t, <PyObject *>PW_GETNEWARGS_EX) != NULL:
+        return PW_PLAIN_NO
+    if pw_slotnames(t) == NULL:
+        return PW_PLAIN_NO
+    getnewargs = c_type_lookup(t, <PyObject *>PW_GETNEWARGS)
+    if getnewargs == NULL:
+        return PW_PLAIN_NOARGS
+    # Calling a plain function with the instance is what binding it and
+    # calling the bound method (as _PyObject_LookupSpecial does) would do.
+    return PW_PLAIN_NEWARGS if c_type_of(getnewargs) == &c_function_type else PW_PLAIN_NO
+
+
+cdef inline PyObject *pw_slotnames(TypeObject *t) noexcept:
+    """cls.__dict__['__slotnames__'] (borrowed), the list copyreg caches there
+    and object.__getstate__ reads slot values by, or NULL."""
+    cdef PyObject *sn = c_dict_get(pw_type_dict(<PyObject *>t), <PyObject *>PW_SLOTNAMES)
+    return sn if sn != NULL and c_type_of(sn) == &c_list_type else NULL
 
 
 cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
@@ -1648,23 +1913,75 @@ cdef inline bint pw_instance_dict_overrides(PyObject *d) noexcept:
             or c_dict_get(d, <PyObject *>PW_GETNEWARGS) != NULL)
 
 
-cdef int pw_plain_instance(TypeObject *t, PyObject *obj) except -1:
-    """1 when obj may be written by pw_save_plain_instance, else 0."""
+cdef int pw_plain_instance(TypeObject *t, PyObject *obj, PyObject **slotnames) except -1:
+    """The PW_PLAIN_* shape pw_save_plain_instance may write obj with, and
+    the class's __slotnames__ list it was judged by (borrowed) in *slotnames."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
+    cdef PyObject *names
     cdef object d
-    if entry.type != t or entry.verdict != 1 or not pw_version_valid(t) \
+    if entry.type != t or entry.verdict == PW_PLAIN_NO or not pw_version_valid(t) \
             or entry.version != t.tp_version_tag:
-        return 0
-    d = c_generic_get_dict(<object>obj, NULL)
-    return 0 if pw_instance_dict_overrides(<PyObject *>d) else 1
+        return PW_PLAIN_NO
+    names = entry.slotnames
+    if names == NULL or len(<list>names) != entry.slot_count:
+        return PW_PLAIN_NO
+    slotnames[0] = names
+    if t.tp_dictoffset != 0:
+        d = c_generic_get_dict(<object>obj, NULL)
+        if pw_instance_dict_overrides(<PyObject *>d):
+            return PW_PLAIN_NO
+    return entry.verdict
+
+
+cdef object pw_plain_state(TypeObject *t, object o, PyObject *slotnames):
+    """object.__getstate__'s answer for an instance of a class that
+    pw_plain_instance accepted, or pw_sentinel when a name in __slotnames__
+    (a list that can change in place without a new version tag) is not a
+    plain slot of the class."""
+    cdef object d = None
+    cdef object slots
+    cdef list names = <list>slotnames
+    cdef PyObject *value
+    if t.tp_dictoffset != 0:
+        d = c_generic_get_dict(o, NULL)
+        if not len(<dict>d):
+            d = None
+    if len(names) == 0:
+        return d
+    slots = {}
+    # No Python code runs in this loop: exact str keys, slot reads.
+    for name in names:
+        if type(name) is not str:
+            return pw_sentinel
+        if not pw_slot_value(c_type_lookup(t, <PyObject *>name), <PyObject *>o, &value):
+            return pw_sentinel
+        if value != NULL:
+            slots[name] = <object>value
+    return (d, slots) if len(<dict>slots) else d
+
+
+cdef bint pw_same_state(object expected, object state) except -1:
+    """state, as pw_plain_state built it, holds the same objects as the
+    state a slow reduce returned."""
+    if state is pw_sentinel:
+        return False
+    if type(state) is not tuple:
+        return expected is state
+    if type(expected) is not tuple or len(<tuple>expected) != 2 or expected[0] is not state[0]:
+        return False
+    if type(expected[1]) is not dict or list(expected[1]) != list(state[1]):
+        return False
+    return all(expected[1][k] is v for k, v in (<dict>state[1]).items())
 
 
 cdef int pw_learn_plain_instance(TypeObject *t, PyObject *obj, object rv) except -1:
-    """Record whether t's instances reduce to the plain shape (see above)."""
+    """Record which shape, if any, t's instances reduce to (see above)."""
     cdef PwPlainEntry *entry = pw_plain_entry(t)
     cdef object o = <object>obj
-    cdef object d
-    cdef bint verdict
+    cdef int verdict = PW_PLAIN_NO
+    cdef object names = None          # held: comparing states may run Python code
+    cdef unsigned int version
+    cdef PyObject *dropped
     if FW_FREE_THREADED:
         # An entry is three fields; two threads learning types that share a
         # slot could leave one type paired with the other's verdict.
@@ -1673,40 +1990,102 @@ cdef int pw_learn_plain_instance(TypeObject *t, PyObject *obj, object rv) except
         return 0                                  # nothing could be cached
     if entry.type == t and entry.version == t.tp_version_tag:
         return 0                                  # already known
-    verdict = (
-        type(rv) is tuple and len(<tuple>rv) == 5
-        and rv[0] is pw_newobj
-        and type(rv[1]) is tuple and len(<tuple>rv[1]) == 1 and rv[1][0] is <object><PyObject *>t
-        and rv[3] is None and rv[4] is None
-        and pw_type_is_static_plain(t)
-    )
-    if verdict:
-        d = c_generic_get_dict(o, NULL)
-        verdict = (not pw_instance_dict_overrides(<PyObject *>d)
-                   and ((rv[2] is d) if len(<dict>d) else (rv[2] is None)))
-    if not pw_version_valid(t):
+    version = t.tp_version_tag
+    if (type(rv) is tuple and len(<tuple>rv) == 5
+            and rv[0] is pw_newobj
+            and type(rv[1]) is tuple and len(<tuple>rv[1]) >= 1 and rv[1][0] is <object><PyObject *>t
+            and rv[3] is None and rv[4] is None):
+        verdict = pw_type_plain_shape(t)
+        if verdict == PW_PLAIN_NOARGS and len(<tuple>rv[1]) != 1:
+            verdict = PW_PLAIN_NO
+        if verdict != PW_PLAIN_NO:
+            names = <object>pw_slotnames(t)      # not NULL: pw_type_plain_shape checked it
+            if (pw_plain_instance_overridden(t, obj)
+                    or not pw_same_state(rv[2], pw_plain_state(t, o, <PyObject *>names))):
+                verdict = PW_PLAIN_NO
+    # Comparing states may run Python code (a str subclass's __eq__) that
+    # changes the class: what was learned is then about a class gone.
+    if not pw_version_valid(t) or t.tp_version_tag != version:
         return 0
     entry = pw_plain_entry(t)
+    dropped = entry.slotnames
     entry.type = t
     entry.version = t.tp_version_tag
-    entry.verdict = 1 if verdict else 0
+    entry.verdict = verdict
+    if verdict != PW_PLAIN_NO:
+        Py_INCREF(names)
+        entry.slotnames = <PyObject *>names
+        entry.slot_count = len(<list>names)
+    else:
+        entry.slotnames = NULL
+        entry.slot_count = 0
+    # Released once the entry is whole: freeing the old list may run a
+    # finalizer of one of its items, which may pickle and consult the cache.
+    c_xdecref(dropped)
     return 0
 
 
-cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, TypeObject *t) except -1:
-    """NEWOBJ of the class with no arguments, then BUILD from the __dict__."""
-    cdef object d = c_generic_get_dict(<object>obj, NULL)
+cdef inline bint pw_plain_instance_overridden(TypeObject *t, PyObject *obj) except -1:
+    cdef object d
+    if t.tp_dictoffset == 0:
+        return False
+    d = c_generic_get_dict(<object>obj, NULL)
+    return pw_instance_dict_overrides(<PyObject *>d)
+
+
+cdef tuple pw_reduce_after_newargs(object o, object args):
+    """What object.__reduce_ex__ returns once __getnewargs__ has answered,
+    for an instance whose class the call changed: the rest of
+    reduce_newobj, where object_getstate(obj, required=0) is
+    obj.__getstate__()."""
+    cdef object cls = type(o)
+    cdef object state = o.__getstate__()
+    cdef object listitems = iter(o) if isinstance(o, list) else None
+    cdef object dictitems = iter(o.items()) if isinstance(o, dict) else None
+    return (pw_newobj, (cls,) + <tuple>pw_fresh_args(<PyObject *>args), state, listitems, dictitems)
+
+
+cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, TypeObject *t, int shape,
+                                PyObject *slotnames) except -1:
+    """NEWOBJ of the class with its new-arguments, then BUILD from the
+    __dict__ and slots (shape: what pw_plain_instance answered). 0 when
+    written, 1 when nothing was written or called: reduce obj the slow way."""
+    cdef object o = <object>obj                    # the callout may drop obj
+    cdef object cls = <object><PyObject *>t        # or give it another class
+    cdef object getnewargs
+    cdef object args = None
+    cdef object state
     cdef Py_ssize_t idx
+    if shape == PW_PLAIN_NEWARGS:
+        getnewargs = <object>c_type_lookup(t, <PyObject *>PW_GETNEWARGS)
+        args = pw_call_one(<PyObject *>getnewargs, obj)
+        if not isinstance(args, tuple):
+            raise TypeError("__getnewargs__ should return a tuple, not '%s'"
+                            % c_type_of(<PyObject *>args).tp_name.decode("utf-8", "replace"))
+        # The call may have changed the class, its __slotnames__ or the
+        # instance, or re-entered dumps and relearned the class.
+        if c_type_of(obj) != t or pw_plain_instance(t, obj, &slotnames) != PW_PLAIN_NEWARGS:
+            return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
+        args = pw_fresh_args(<PyObject *>args)
+    state = pw_plain_state(t, o, slotnames)
+    if state is pw_sentinel:
+        if args is None:
+            return 1
+        return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
     pw_save(e, <PyObject *>t, 0)
-    pw_write2(e, OP_EMPTY_TUPLE, OP_NEWOBJ)
+    if args is None:
+        pw_write2(e, OP_EMPTY_TUPLE, OP_NEWOBJ)
+    else:
+        pw_save(e, <PyObject *>args, 0)
+        pw_write1(e, OP_NEWOBJ)
     idx = pw_memo_index(e, obj)
     if idx >= 0:
         pw_write1(e, OP_POP)
         return pw_memo_get(e, idx)
     if pw_memo_put(e, obj) < 0:
         return -1
-    if len(<dict>d):
-        pw_save(e, <PyObject *>d, PW_HELD)
+    if state is not None:
+        pw_save(e, <PyObject *>state, PW_HELD)
         pw_write1(e, OP_BUILD)
     return 0
 
@@ -1785,15 +2164,159 @@ cdef int pw_save_by_value(PwEnc *e, object obj) except -1:
     return 1
 
 
+# --- Where a class or function was found, remembered across pickles --------
+# save_global imports the module and walks the qualified name for every
+# class a pickle names, though a small message names the same few classes
+# (its date, its record class) every time. A found top-level name is
+# remembered with what it depended on; the next pickle re-checks each of those
+# things by identity, running no Python code, and takes the slow path when
+# any of them changed: the class's __qualname__ or __module__, the metaclass's
+# descriptors for them, the module in sys.modules, the module's attribute,
+# builtins.__import__, or a copyreg extension code registered since.
+
+cdef extern from *:
+    """
+    #define pw_heap_qualname(t) (((PyHeapTypeObject *)(t))->ht_qualname)
+    #define pw_func_qualname(f) (((PyFunctionObject *)(f))->func_qualname)
+    #define pw_func_module(f) (((PyFunctionObject *)(f))->func_module)
+    #define pw_type_dict(t) (((PyTypeObject *)(t))->tp_dict)
+    """
+    PyObject *pw_type_dict(PyObject *t)
+    PyObject *pw_heap_qualname(PyObject *t)
+    PyObject *pw_func_qualname(PyObject *f)
+    PyObject *pw_func_module(PyObject *f)
+    PyObject *pw_module_dict "PyModule_GetDict"(PyObject *m)
+    PyObject *pw_modules_dict "PyImport_GetModuleDict"()
+    PyObject *pw_eval_builtins "PyEval_GetBuiltins"()
+    TypeObject pw_module_type "PyModule_Type"
+    TypeObject *pw_type_of_type "Py_TYPE"(PyObject *o)
+
+cdef struct PwGlobalEntry:
+    PyObject *obj              # owned, as are the three below
+    PyObject *module_name
+    PyObject *name
+    PyObject *module
+
+cdef enum:
+    PW_GLOBAL_CACHE = 64
+
+cdef PwGlobalEntry pw_global_cache[64]
+cdef str PW_MODULE = "__module__"
+cdef str PW_QUALNAME = "__qualname__"
+cdef str PW_IMPORT = "__import__"
+cdef object pw_original_import = __builtins__.__import__ if hasattr(__builtins__, "__import__") \
+    else __builtins__["__import__"]
+
+
+cdef inline PwGlobalEntry *pw_global_entry(PyObject *obj) noexcept:
+    return &pw_global_cache[((<size_t>obj) >> 4) & (PW_GLOBAL_CACHE - 1)]
+
+
+cdef bint pw_global_names_plain(PyObject *obj) noexcept:
+    """obj's __qualname__ and __module__ are read from fields this cache can
+    compare: a plain function, or a class whose metaclass looks them up as
+    type does."""
+    cdef TypeObject *meta = c_type_of(obj)
+    if meta == &c_function_type:
+        return True
+    if not c_is_subtype(meta, &c_type_type):
+        return False
+    if meta == &c_type_type:
+        return True
+    return (meta.tp_getattro == c_type_type.tp_getattro
+            and c_type_lookup(meta, <PyObject *>PW_QUALNAME) == c_type_lookup(&c_type_type, <PyObject *>PW_QUALNAME)
+            and c_type_lookup(meta, <PyObject *>PW_MODULE) == c_type_lookup(&c_type_type, <PyObject *>PW_MODULE))
+
+
+cdef bint pw_global_names_match(PyObject *obj, PwGlobalEntry *entry) noexcept:
+    cdef TypeObject *t
+    if c_type_of(obj) == &c_function_type:
+        return (pw_func_qualname(obj) == entry.name
+                and pw_func_module(obj) == entry.module_name)
+    t = <TypeObject *>obj
+    if not (t.tp_flags & Py_TPFLAGS_HEAPTYPE):
+        return True            # a static type's names are fixed by its tp_name
+    return (pw_heap_qualname(obj) == entry.name
+            and c_dict_get(pw_type_dict(obj), <PyObject *>PW_MODULE) == entry.module_name)
+
+
+cdef int pw_save_cached_global(PwEnc *e, PyObject *obj) except -1:
+    """1 if obj was written from the cache (and memoized), else 0."""
+    cdef PwGlobalEntry *entry = pw_global_entry(obj)
+    cdef PyObject *builtins
+    cdef object module_name, name
+    if FW_FREE_THREADED or entry.obj != obj:
+        return 0
+    if c_dict_size(<PyObject *>pw_extension_registry) != 0:
+        return 0
+    if not pw_global_names_plain(obj) or not pw_global_names_match(obj, entry):
+        return 0
+    builtins = pw_eval_builtins()
+    if builtins == NULL or c_type_of(builtins) != &c_dict_type \
+            or c_dict_get(builtins, <PyObject *>PW_IMPORT) != <PyObject *>pw_original_import:
+        return 0
+    if c_dict_get(pw_modules_dict(), entry.module_name) != entry.module:
+        return 0
+    if c_dict_get(pw_module_dict(entry.module), entry.name) != obj:
+        return 0
+    # Held while written: nothing below runs Python code, but the entry is
+    # a shared slot.
+    module_name = <object>entry.module_name
+    name = <object>entry.name
+    if e.proto >= 4:
+        pw_save(e, <PyObject *>module_name, 0)
+        pw_save(e, <PyObject *>name, 0)
+        pw_write1(e, OP_STACK_GLOBAL)
+    else:
+        pw_write_global_opcode(e, module_name, name)
+    pw_memo_put(e, obj)
+    return 1
+
+
+cdef void pw_remember_global(PyObject *obj, object module_name, object name, object module) noexcept:
+    """Remember where a class or function was found by its top-level name."""
+    cdef PwGlobalEntry *entry
+    cdef PyObject *old[4]
+    cdef int i
+    if FW_FREE_THREADED:
+        return                 # an entry is four fields, updated non-atomically
+    if type(module_name) is not str or type(name) is not str or type(module) is not type(sys):
+        return
+    if not pw_global_names_plain(obj):
+        return
+    if c_type_lookup(&pw_module_type, <PyObject *>name) != NULL:
+        return                 # a ModuleType descriptor would shadow the module's dict
+    entry = pw_global_entry(obj)
+    old[0] = entry.obj
+    old[1] = entry.module_name
+    old[2] = entry.name
+    old[3] = entry.module
+    c_incref(obj)
+    c_incref(<PyObject *>module_name)
+    c_incref(<PyObject *>name)
+    c_incref(<PyObject *>module)
+    entry.obj = obj
+    entry.module_name = <PyObject *>module_name
+    entry.name = <PyObject *>name
+    entry.module = <PyObject *>module
+    # Released last: a destructor run here sees a complete entry.
+    for i in range(4):
+        c_xdecref(old[i])
+
+
 cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
     cdef list path
     cdef object module_name, module, found, parent, lastname, code
     cdef long code_value
     cdef char *p
+    cdef bint cacheable = False
     if name is None:
         # obj is itself a class or function (not a __reduce__ string).
         if e.by_value_reduce != NULL and pw_save_by_value(e, obj):
             return 0
+        if pw_save_cached_global(e, <PyObject *>obj):
+            return 0
+        cacheable = True
         try:
             name = obj.__qualname__
         except AttributeError:
@@ -1844,6 +2367,8 @@ cdef int pw_save_global(PwEnc *e, object obj, object name) except -1:
 
     if parent is module:
         name = lastname
+        if cacheable and len(path) == 1:
+            pw_remember_global(<PyObject *>obj, module_name, name, module)
     if e.proto >= 4:
         pw_save(e, <PyObject *>module_name, 0)
         pw_save(e, <PyObject *>name, 0)

@@ -25,9 +25,23 @@
 
 #include <Python.h>
 
+/* The owner's copy of the descriptor number: written by close() and
+ * settimeout() while another thread's call may read it, so every access is
+ * atomic (free-threaded builds have no GIL to order them). */
+#if defined(_MSC_VER)
+static int fw_fd_load(const int *fdp) { return *(const volatile int *)fdp; }
+static void fw_fd_store(int *fdp, int fd) { *(volatile int *)fdp = fd; }
+#else
+static int fw_fd_load(const int *fdp) { return __atomic_load_n(fdp, __ATOMIC_ACQUIRE); }
+static void fw_fd_store(int *fdp, int fd) { __atomic_store_n(fdp, fd, __ATOMIC_RELEASE); }
+#endif
+
 #ifdef _WIN32
 
 #define FW_FAST_SOCKETS 0
+/* No MSG_DONTWAIT there: a receive with a deadline has waited for readability
+ * first, so a plain recv returns at once. */
+#define FW_MSG_DONTWAIT 0
 
 static int fw_fd_send_all(const int *fdp, const char *buf, Py_ssize_t n, Py_ssize_t *sent)
 {
@@ -51,6 +65,7 @@ static Py_ssize_t fw_fd_recv(const int *fdp, char *buf, Py_ssize_t n)
 #include <sys/types.h>
 
 #define FW_FAST_SOCKETS 1
+#define FW_MSG_DONTWAIT MSG_DONTWAIT
 
 static int fw_would_block(int err)
 {
@@ -61,7 +76,7 @@ static int fw_would_block(int err)
  * for a closed connection set. */
 static int fw_fd_current(const int *fdp)
 {
-    int fd = __atomic_load_n(fdp, __ATOMIC_ACQUIRE);
+    int fd = fw_fd_load(fdp);
     if (fd < 0)
         PyErr_SetString(PyExc_OSError, "handle is closed");
     return fd;

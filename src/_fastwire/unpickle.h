@@ -55,10 +55,15 @@ static inline PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n)
  * reference cycle is a tracked container, or an exact tuple still tracked. */
 static inline int fw_may_be_tracked(PyObject *obj)
 {
-    if (!PyObject_IS_GC(obj))
+    PyTypeObject *tp = Py_TYPE(obj);
+    /* The type flag first, inline: most items are ints and strings, and
+     * PyObject_IS_GC is an out-of-line call for extensions before 3.13. */
+    if (!PyType_IS_GC(tp))
         return 0;
-    if (PyTuple_CheckExact(obj))
+    if (tp == &PyTuple_Type)
         return PyObject_GC_IsTracked(obj);
+    if (tp->tp_is_gc != NULL)
+        return tp->tp_is_gc(obj);
     return 1;
 }
 
@@ -146,6 +151,98 @@ static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
 }
 #endif
 
+/* Short non-ASCII UTF-8 (accented names, CJK words, emoji in labels): the
+ * interpreter's decoder starts an ASCII string, widens it at the first other
+ * character and shrinks it at the end, several times the cost of the string.
+ * Here one pass validates and counts, a second writes a str of the final kind.
+ * Only well-formed input is decoded (surrogates included, as surrogatepass
+ * allows them); anything else returns NULL without an error, and the caller
+ * lets the interpreter's decoder produce its result or its exact error. */
+#define FW_UTF8_SHORT_MAX 256
+
+static inline int fw_utf8_cont(unsigned char c)
+{
+    return (c & 0xC0) == 0x80;
+}
+
+static PyObject *fw_decode_short_utf8(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, chars = 0;
+    Py_UCS4 maxchar = 0, ch;
+    PyObject *str;
+    int kind;
+    void *data;
+
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            ch = c;
+            i += 1;
+        }
+        else if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || !fw_utf8_cont(p[i + 1]))
+                return NULL;
+            ch = ((Py_UCS4)(c & 0x1F) << 6) | (p[i + 1] & 0x3F);
+            i += 2;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n || !fw_utf8_cont(p[i + 1]) || !fw_utf8_cont(p[i + 2]))
+                return NULL;
+            if (c == 0xE0 && p[i + 1] < 0xA0)       /* overlong */
+                return NULL;
+            ch = ((Py_UCS4)(c & 0x0F) << 12) | ((Py_UCS4)(p[i + 1] & 0x3F) << 6)
+                 | (p[i + 2] & 0x3F);
+            i += 3;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n || !fw_utf8_cont(p[i + 1]) || !fw_utf8_cont(p[i + 2])
+                    || !fw_utf8_cont(p[i + 3]))
+                return NULL;
+            if ((c == 0xF0 && p[i + 1] < 0x90) || (c == 0xF4 && p[i + 1] > 0x8F))
+                return NULL;                        /* overlong, or past U+10FFFF */
+            ch = ((Py_UCS4)(c & 0x07) << 18) | ((Py_UCS4)(p[i + 1] & 0x3F) << 12)
+                 | ((Py_UCS4)(p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
+            i += 4;
+        }
+        else {
+            return NULL;
+        }
+        if (ch > maxchar)
+            maxchar = ch;
+        chars++;
+    }
+    if (chars < 2)      /* the interpreter hands out its one-character singletons */
+        return NULL;
+    str = PyUnicode_New(chars, maxchar);
+    if (str == NULL)
+        return NULL;
+    kind = PyUnicode_KIND(str);
+    data = PyUnicode_DATA(str);
+    for (i = 0, chars = 0; i < n; chars++) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            ch = c;
+            i += 1;
+        }
+        else if (c < 0xE0) {
+            ch = ((Py_UCS4)(c & 0x1F) << 6) | (p[i + 1] & 0x3F);
+            i += 2;
+        }
+        else if (c < 0xF0) {
+            ch = ((Py_UCS4)(c & 0x0F) << 12) | ((Py_UCS4)(p[i + 1] & 0x3F) << 6)
+                 | (p[i + 2] & 0x3F);
+            i += 3;
+        }
+        else {
+            ch = ((Py_UCS4)(c & 0x07) << 18) | ((Py_UCS4)(p[i + 1] & 0x3F) << 12)
+                 | ((Py_UCS4)(p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
+            i += 4;
+        }
+        PyUnicode_WRITE(kind, data, chars, ch);
+    }
+    return str;
+}
+
 static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
 {
     if (n > 1) {
@@ -165,6 +262,11 @@ static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
                 return fw_cached_ascii_str(s, n);
 #endif
             return fw_new_ascii_str(s, n);
+        }
+        if (n <= FW_UTF8_SHORT_MAX) {
+            PyObject *str = fw_decode_short_utf8(p, n);
+            if (str != NULL || PyErr_Occurred())
+                return str;
         }
     }
     return PyUnicode_DecodeUTF8(s, n, "surrogatepass");
@@ -195,6 +297,21 @@ static inline long fw_le_int(const char *s, int nbytes)
         return (long)p[0] | ((long)p[1] << 8);
     return (long)(int32_t)((uint32_t)p[0] | ((uint32_t)p[1] << 8) |
                            ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+}
+
+/* The signed little-endian integer of 1 to 8 bytes (LONG1/LONG4 payloads
+ * that fit a C long long: most ints past 32 bits), so that it is built with
+ * PyLong_FromLongLong rather than the generic byte-array conversion. */
+static inline long long fw_le_signed(const char *s, Py_ssize_t nbytes)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t x = 0;
+    Py_ssize_t i;
+    for (i = 0; i < nbytes; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    if (nbytes < 8 && (p[nbytes - 1] & 0x80))
+        x |= ~UINT64_C(0) << (8 * nbytes);
+    return (long long)x;
 }
 
 static inline double fw_be_double(const char *s)
@@ -236,6 +353,54 @@ static inline PyObject *fw_call_tp_new(PyObject *cls, PyObject *args, PyObject *
     return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, kwargs);
 }
 
+/* NEWOBJ of a class whose __new__ is a Python function, without the
+ * attribute lookup and argument copy of its slot (slot_tp_new): with the
+ * metaclass exactly `type`, type.__getattribute__ finds `__new__` as the
+ * staticmethod in the class's MRO and calls it with (cls, *args), which is
+ * what this does from the argument tuple's own items.  Anything else (another
+ * metaclass, a builtin __new__, many arguments) goes through the slot.
+ * `new_name` is the interned "__new__". */
+#define FW_NEW_INLINE_ARGS 8
+#ifndef Py_GIL_DISABLED
+/* The slot of classes with a Python __new__ (slot_tp_new, which the C API
+ * does not name), learned from the first one met: classes whose tp_new is
+ * another (object.__new__ and every builtin) then skip the MRO lookup.  Only
+ * a shortcut to the slot, which is always correct, so a wrong guess would
+ * cost speed, never behaviour. */
+static newfunc fw_python_new_slot;
+#endif
+
+static inline PyObject *fw_call_new(PyObject *cls, PyObject *args, PyObject *new_name)
+{
+    PyObject *descr, *func, *result;
+    PyObject *stack[FW_NEW_INLINE_ARGS + 1];
+    Py_ssize_t i, n;
+
+    if (!Py_IS_TYPE(cls, &PyType_Type) || !PyTuple_CheckExact(args)
+            || (n = PyTuple_GET_SIZE(args)) > FW_NEW_INLINE_ARGS)
+        return fw_call_tp_new(cls, args, NULL);
+#ifndef Py_GIL_DISABLED
+    if (fw_python_new_slot != NULL && ((PyTypeObject *)cls)->tp_new != fw_python_new_slot)
+        return fw_call_tp_new(cls, args, NULL);
+#endif
+    descr = _PyType_Lookup((PyTypeObject *)cls, new_name);     /* borrowed */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyStaticMethod_Type))
+        return fw_call_tp_new(cls, args, NULL);
+#ifndef Py_GIL_DISABLED
+    fw_python_new_slot = ((PyTypeObject *)cls)->tp_new;
+#endif
+    func = PyStaticMethod_Type.tp_descr_get(descr, NULL, cls);
+    if (func == NULL)
+        return NULL;
+    stack[0] = cls;
+    for (i = 0; i < n; i++)
+        stack[i + 1] = PyTuple_GET_ITEM(args, i);
+    /* args (held by the caller) keeps the items alive during the call. */
+    result = PyObject_Vectorcall(func, stack, (size_t)(n + 1), NULL);
+    Py_DECREF(func);
+    return result;
+}
+
 /* getattr(obj, name, <missing>) without raising AttributeError: 1 found,
  * 0 missing, -1 error (what the stdlib uses for __setstate__). */
 static inline int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
@@ -255,6 +420,9 @@ static inline int fw_lookup_attr(PyObject *obj, PyObject *name, PyObject **resul
 typedef struct {
     PyObject *src[FW_INTERN_SLOTS];
     PyObject *dst[FW_INTERN_SLOTS];
+    /* Set by the first store, so that emptying the cache after a load that
+     * applied no dict state (most loads) does not walk every slot. */
+    int used;
 } fw_intern_cache;
 
 static PyObject *fw_intern(fw_intern_cache *cache, PyObject *key)
@@ -274,12 +442,16 @@ static PyObject *fw_intern(fw_intern_cache *cache, PyObject *key)
     cache->src[slot] = key;
     Py_INCREF(interned);
     cache->dst[slot] = interned;
+    cache->used = 1;
     return interned;
 }
 
 static void fw_intern_cache_clear(fw_intern_cache *cache)
 {
     int i;
+    if (!cache->used)
+        return;
+    cache->used = 0;
     for (i = 0; i < FW_INTERN_SLOTS; i++) {
         Py_CLEAR(cache->src[i]);
         Py_CLEAR(cache->dst[i]);
@@ -345,6 +517,92 @@ static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_n
 error:
     Py_XDECREF(dict);
     return -1;
+}
+
+/* The names fw_imported_module reads, interned once by the caller. */
+typedef struct {
+    PyObject *builtins;         /* "__builtins__" */
+    PyObject *import_;          /* "__import__" */
+    PyObject *spec;             /* "__spec__" */
+    PyObject *initializing;     /* "_initializing" */
+    PyObject *builtin_import;   /* the interpreter's own builtins.__import__ */
+} fw_import_names;
+
+/* sys.modules[name] when PyImport_Import(name), which find_class calls as
+ * the stdlib does, would return it without running anything else: the
+ * current builtins' __import__ is the interpreter's own, the entry is an
+ * exact module and its spec is not still initializing.  The import would
+ * then only look the name up and, for a package, run importlib's fromlist
+ * handling for '__doc__', which finds it on every exact module (the module
+ * type supplies one) and does nothing.  1 with *module set (a new
+ * reference), 0 when the real import must run, -1 on error. */
+static int fw_imported_module(PyObject *name, const fw_import_names *names, PyObject **module)
+{
+    PyObject *globals, *builtins, *import, *modules, *mod, *spec, *initializing;
+    int status;
+
+    if (!PyUnicode_CheckExact(name))
+        return 0;
+    globals = PyEval_GetGlobals();      /* borrowed; what PyImport_Import reads */
+    if (globals == NULL || !PyDict_CheckExact(globals))
+        return 0;
+    builtins = PyDict_GetItemWithError(globals, names->builtins);
+    if (builtins == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (PyModule_CheckExact(builtins))
+        builtins = PyModule_GetDict(builtins);
+    if (builtins == NULL || !PyDict_CheckExact(builtins))
+        return 0;
+    import = PyDict_GetItemWithError(builtins, names->import_);
+    if (import != names->builtin_import)
+        return PyErr_Occurred() ? -1 : 0;
+    modules = PyImport_GetModuleDict();     /* borrowed: sys.modules */
+    if (modules == NULL || !PyDict_CheckExact(modules))
+        return 0;
+    mod = PyDict_GetItemWithError(modules, name);
+    if (mod == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyModule_CheckExact(mod))
+        return 0;
+    Py_INCREF(mod);
+    spec = PyDict_GetItemWithError(PyModule_GetDict(mod), names->spec);
+    if (spec == NULL) {
+        /* Without __spec__ in its dict the import would ask the module's
+         * __getattr__ for it: let it. */
+        Py_DECREF(mod);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (spec != Py_None) {
+        /* The import's own test (import_ensure_initialized): a module that
+         * another thread is still executing makes it wait for the lock. */
+        Py_INCREF(spec);
+        status = fw_lookup_attr(spec, names->initializing, &initializing);
+        Py_DECREF(spec);
+        if (status > 0) {
+            status = PyObject_IsTrue(initializing);
+            Py_DECREF(initializing);
+        }
+        if (status != 0) {
+            /* Initializing, or its spec misbehaves: the real import decides. */
+            PyErr_Clear();
+            Py_DECREF(mod);
+            return 0;
+        }
+        /* The spec ran Python, which may have changed sys.modules: like
+         * PyImport_Import, hand out what it holds now. */
+        Py_DECREF(mod);
+        modules = PyImport_GetModuleDict();
+        mod = modules == NULL ? NULL : PyObject_GetItem(modules, name);
+        if (mod == NULL) {
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_KeyError))
+                return -1;
+            PyErr_Clear();
+            PyErr_SetObject(PyExc_KeyError, name);
+            return -1;
+        }
+    }
+    *module = mod;
+    return 1;
 }
 
 /* strtol with the overflow the INT opcode falls back on reported as a flag

@@ -41,14 +41,18 @@ def _print_table(results: list[_bench.Result]) -> None:
         )
 
 
-def _print_markdown(results: list[_bench.Result]) -> None:
+def _markdown_lines(results: list[_bench.Result]) -> list[str]:
     """The table as docs/performance.md shows it."""
-    print("| area | operation | stdlib | fastwire | speedup | target |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    lines = ["| area | operation | stdlib | fastwire | speedup | target |", "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
         flag = "" if r.speedup >= r.target else " (below)"
-        print(f"| {r.area} | {r.name} | {r.stdlib_seconds * 1e6:.2f} µs | {r.fastwire_seconds * 1e6:.2f} µs "
-              f"| **{r.speedup:.2f}x**{flag} | {r.target:.1f}x |")
+        lines.append(f"| {r.area} | {r.name} | {r.stdlib_seconds * 1e6:.2f} µs | {r.fastwire_seconds * 1e6:.2f} µs "
+                     f"| **{r.speedup:.2f}x**{flag} | {r.target:.1f}x |")
+    return lines
+
+
+def _print_markdown(results: list[_bench.Result]) -> None:
+    print("\n".join(_markdown_lines(results)))
 
 
 def bench(argv: list[str]) -> int:
@@ -109,17 +113,23 @@ def bench(argv: list[str]) -> int:
 
 
 def _print_corpus_summary(results: list[_bench.Result]) -> None:
+    summary = _corpus_summary(results)
+    if summary:
+        print("\n" + summary)
+
+
+def _corpus_summary(results: list[_bench.Result]) -> str | None:
     """The broad corpus's promises: geometric means per direction, and the cases below 1.0x."""
     from ._bench import corpus_cases
 
     corpus = [r for r in results if r.area == "corpus"]
     if not corpus:
-        return
+        return None
     means = corpus_cases.geomeans(corpus)
     slower = [r.name for r in corpus if r.speedup < 1.0]
-    print(f"\ncorpus geometric mean: dumps {means['dumps']:.2f}x (target {corpus_cases.DUMPS_GEOMEAN_TARGET}x), "
-          f"loads {means['loads']:.2f}x (target {corpus_cases.LOADS_GEOMEAN_TARGET}x); "
-          f"{len(slower)} of {len(corpus)} cases below 1.0x" + (": " + ", ".join(slower) if slower else ""))
+    return (f"corpus geometric mean: dumps {means['dumps']:.2f}x (target {corpus_cases.DUMPS_GEOMEAN_TARGET}x), "
+            f"loads {means['loads']:.2f}x (target {corpus_cases.LOADS_GEOMEAN_TARGET}x); "
+            f"{len(slower)} of {len(corpus)} cases below 1.0x" + (": " + ", ".join(slower) if slower else ""))
 
 
 def _bench_xproc(args) -> int:
@@ -133,10 +143,7 @@ def _bench_xproc(args) -> int:
         return 0
     print(f"fastwire bench --xproc on {_machine()}, {args.messages} messages of {xproc.MESSAGE!r}, "
           f"median of {max(1, min(args.rounds, 3))} fresh process pairs\n")
-    print("| transfer | figure |")
-    print("| --- | --- |")
-    for name, value, unit in rows:
-        print(f"| {name} | {value / 1000:.0f}k {unit} |" if unit == "msg/s" else f"| {name} | {value:.1f} {unit} |")
+    print("\n".join(xproc.markdown(rows)))
     return 0
 
 
@@ -186,8 +193,8 @@ def _plot(results: list[_bench.Result], path: str, note: str) -> None:
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1, label="stdlib speed (1x)")
     ax.set_yticks(list(rows), [r.name for r in ordered], fontsize=8)
     for row, r in zip(rows, ordered):
-        ax.annotate(f"{r.speedup:.2f}x", (max(r.speedup, r.target, 1.0), row), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=7)
+        ax.annotate(f"{r.speedup:.2f}x", (max(r.speedup, r.target, 1.0), row), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
@@ -207,8 +214,8 @@ def _plot(results: list[_bench.Result], path: str, note: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "bench":
-        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--plot FILE.png] [--dask] [--xproc]",
-              file=sys.stderr)
+        print("usage: python -m fastwire bench [--json] [--area AREA] [--rounds N] [--plot FILE.png]"
+              " [--dask] [--xproc]", file=sys.stderr)
         return 2
     return bench(argv[1:])
 

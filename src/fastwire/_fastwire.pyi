@@ -2,8 +2,10 @@
 # keeps its own section, in the order of the includes in src/_fastwire.pyx.
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence as _Sequence
+from typing import Any, Protocol, Self, SupportsIndex, final, overload
+
+from typing_extensions import disjoint_base
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
@@ -12,6 +14,7 @@ else:
 
 # --- struct ------------------------------------------------------------------
 
+@disjoint_base
 class Struct:
     def __init__(self, format: str | bytes) -> None: ...
     @property
@@ -34,17 +37,24 @@ def unpack_from(format: str | bytes, /, buffer: Buffer, offset: int = 0) -> tupl
 def iter_unpack(format: str | bytes, buffer: Buffer, /) -> Iterator[tuple[Any, ...]]: ...
 def _clearcache() -> None: ...
 
-# --- frames ------------------------------------------------------------------
+@final
+class CompiledFormat: ...  # what a format compiles to; made only by the struct functions
 
-from collections.abc import Sequence as _Sequence
-from typing import SupportsIndex, overload
+@disjoint_base
+class StructIterator(Iterator[tuple[Any, ...]]):
+    def __next__(self) -> tuple[Any, ...]: ...
+    def __length_hint__(self) -> int: ...
+
+# --- frames ------------------------------------------------------------------
 
 DEFAULT_MAX_FRAME_SIZE: int
 DEFAULT_COPY_THRESHOLD: int
+EOF_IN_MESSAGE: str
 
 class FrameError(ValueError): ...
 class FrameTooLarge(FrameError): ...
 
+@disjoint_base
 class FramePrefix:
     def __init__(self, format: str) -> None: ...
     @property
@@ -70,6 +80,7 @@ def index_frames(
 
 # Registered as a collections.abc.Sequence by fastwire.frames (a compiled class
 # cannot inherit the ABC); it implements every Sequence method itself.
+@final
 class FrameIndex(_Sequence[bytes | memoryview]):
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...  # raises: made by index_frames()
     def __len__(self) -> int: ...
@@ -101,6 +112,7 @@ def dumps_framed(
 ) -> bytes: ...
 def receive_payload(recv_into: Callable[[memoryview], int], length: int, received: Buffer = b"") -> bytes: ...
 
+@disjoint_base
 class FrameScanner:
     def __init__(
         self,
@@ -127,9 +139,6 @@ class FrameScanner:
 
 # --- pickle encoder (pickle_write.pxi) ------------------------------------------
 
-from collections.abc import Callable, Mapping
-from typing import Protocol
-
 class _WritableFile(Protocol):
     def write(self, data: bytes, /) -> Any: ...
 
@@ -154,6 +163,7 @@ def dump(
     buffer_callback: Callable[[Any], Any] | None = None,
 ) -> None: ...
 
+@disjoint_base
 class Pickler:
     fast: bool
     # Optional hooks, looked up on the instance (then the class) at each dump():
@@ -174,8 +184,13 @@ class Pickler:
     def memo(self) -> PicklerMemoProxy: ...
     @memo.setter
     def memo(self, value: PicklerMemoProxy | dict[int, tuple[int, Any]]) -> None: ...
+    # Raises AttributeError before 3.13 unless set; pw_no_persistent_id from 3.13.
+    persistent_id: Callable[[Any], Any]
     def __getattr__(self, name: str) -> Any: ...  # instance __dict__ (hooks set per instance)
 
+def pw_no_persistent_id(obj: Any, /) -> None: ...
+
+@disjoint_base
 class PicklerMemoProxy:
     def copy(self) -> dict[int, tuple[int, Any]]: ...
     def clear(self) -> None: ...
@@ -186,17 +201,20 @@ class PicklerMemoProxy:
 DEFAULT_MAX_DEPTH: int
 DEFAULT_WORK_FACTOR: int
 
+@disjoint_base
 class Allowed:
     max_depth: int
     work_factor: int
-    def __init__(
-        self, entries: Iterable[type | Any | str] = (), *, max_depth: int = 1000, work_factor: int = 64
-    ) -> None: ...
+    def __new__(
+        cls, entries: Iterable[type | Any | str] = (), *, max_depth: int = 1000, work_factor: int = 64
+    ) -> Allowed: ...
 
+@disjoint_base
 class UnpicklerMemoProxy:
     def copy(self) -> dict[int, Any]: ...
     def clear(self) -> None: ...
 
+@disjoint_base
 class Unpickler:
     memo: UnpicklerMemoProxy | dict[int, Any]
     persistent_load: Any
@@ -238,6 +256,7 @@ def load(
 FAST_SOCKETS: bool
 STREAM_THRESHOLD: int
 
+@disjoint_base
 class MessageLock:
     def acquire(self, blocking: bool = True) -> bool: ...
     def release(self) -> None: ...
@@ -245,6 +264,37 @@ class MessageLock:
     def __enter__(self) -> bool: ...
     def __exit__(self, *exc_info: object) -> None: ...
 
+def deadline_of(timeout: float | None) -> float | None: ...
+def recv_exactly(recv_into: Callable[[memoryview], int], view: memoryview) -> None: ...
+
+@disjoint_base
 class ConnectionCore:
+    def __init__(
+        self,
+        sock: Any,
+        readable: bool = True,
+        writable: bool = True,
+        *,
+        allowed: Any = (),
+        max_frame_size: int = ...,
+    ) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def readable(self) -> bool: ...
+    @property
+    def writable(self) -> bool: ...
+    @property
+    def trusted(self) -> bool: ...
+    @property
+    def max_frame_size(self) -> int: ...
+    def fileno(self) -> int: ...
+    def settimeout(self, timeout: float | None) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: object, exc_value: object, exc_tb: object) -> None: ...
     def send(self, obj: Any) -> None: ...
     def recv(self, timeout: float | None = None) -> Any: ...
+    def recv_bytes(self, maxlength: int | None = None, *, timeout: float | None = None) -> bytes: ...
+    def recv_bytes_into(self, buf: Buffer, offset: int = 0, *, timeout: float | None = None) -> int: ...
+    def poll(self, timeout: float | None = 0.0) -> bool: ...

@@ -31,18 +31,22 @@ import collections
 from multiprocessing import AuthenticationError
 
 from . import pickle as _pickle
-from .frames import DEFAULT_MAX_FRAME_SIZE, FramePrefix, FrameScanner, dumps_framed
-from .net import (
-    _HANDSHAKE_FAILURES,
-    _MAX_HANDSHAKE_MESSAGE,
-    _RECEIVE,
+from ._protocol import (
+    COPY_THRESHOLD,
     DEFAULT_HANDSHAKE_TIMEOUT,
-    _check_authkey,
-    _check_handshake_timeout,
+    EOF_IN_MESSAGE,
+    HANDSHAKE_FAILURES,
+    MAX_HANDSHAKE_MESSAGE,
+    PREFIX,
+    RECEIVE,
     answer_steps,
     challenge_steps,
+    check_authkey,
+    check_handshake_timeout,
     handshake_failure,
+    restriction_of,
 )
+from .frames import DEFAULT_MAX_FRAME_SIZE, FrameScanner, dumps_framed
 
 __all__ = [
     "ObjectStream",
@@ -52,8 +56,6 @@ __all__ = [
     "start_unix_server",
 ]
 
-_PREFIX = FramePrefix("multiprocessing")
-COPY_THRESHOLD = 64 * 1024
 DEFAULT_READ_LIMIT = 4 * 1024 * 1024
 
 
@@ -61,7 +63,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     """Receives straight into a FrameScanner and queues the complete frames."""
 
     def __init__(self, max_frame_size, read_limit, on_connect=None):
-        self._scanner = FrameScanner(_PREFIX, max_frame_size=max_frame_size,
+        self._scanner = FrameScanner(PREFIX, max_frame_size=max_frame_size,
                                      copy_threshold=COPY_THRESHOLD)
         self._frames = collections.deque()
         self._queued_bytes = 0
@@ -104,7 +106,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def eof_received(self):
         if self._scanner.pending:
-            self._finish(EOFError("the peer closed the connection in the middle of a message"))
+            self._finish(EOFError(EOF_IN_MESSAGE))
         else:
             self._finish(EOFError())
         return False
@@ -182,7 +184,7 @@ class ObjectStream:
     def __init__(self, protocol, *, trusted=False, allowed=()):
         self._protocol = protocol
         self._transport = protocol.transport
-        self._allowed = None if trusted else _pickle._restriction_of(allowed)
+        self._allowed = restriction_of(trusted, allowed)
 
     @property
     def transport(self):
@@ -199,20 +201,20 @@ class ObjectStream:
     async def send(self, obj):
         """Send one object (pickle protocol 5); waits while the transport is paused."""
         # Pickled straight behind its frame header: one buffer, one write.
-        self._writable_transport().write(dumps_framed((obj,), _PREFIX, 5))
+        self._writable_transport().write(dumps_framed((obj,), PREFIX, 5))
         await self._protocol.drain()
 
     async def send_many(self, objs):
         """Send every object of `objs` in order, in one transport write."""
         transport = self._writable_transport()
-        frames = dumps_framed(objs, _PREFIX, 5)  # every pickle behind its header, in one buffer
+        frames = dumps_framed(objs, PREFIX, 5)  # every pickle behind its header, in one buffer
         if frames:
             transport.write(frames)
         await self._protocol.drain()
 
     async def send_bytes(self, data):
         """Send a bytes-like object as one message."""
-        _write_all(self._writable_transport(), (_PREFIX.header(memoryview(data).nbytes), data))
+        _write_all(self._writable_transport(), (PREFIX.header(memoryview(data).nbytes), data))
         await self._protocol.drain()
 
     async def recv(self):
@@ -255,20 +257,20 @@ class ObjectStream:
 
 
 async def _handshake(stream, steps):
-    """Drive fastwire.net's handshake steps over a stream (AuthenticationError for
+    """Drive the protocol's handshake steps over a stream (AuthenticationError for
     every failure the peer causes)."""
     reply = None
     try:
         while True:
             out = steps.send(reply)
-            if out is _RECEIVE:
+            if out is RECEIVE:
                 reply = await stream.recv_bytes()
             else:
                 await stream.send_bytes(out)
                 reply = None
     except StopIteration:
         pass
-    except _HANDSHAKE_FAILURES as exc:
+    except HANDSHAKE_FAILURES as exc:
         raise handshake_failure(exc) from exc
 
 
@@ -277,7 +279,7 @@ async def _authenticate(stream, authkey, *, server, options):
     closed if they fail."""
     scanner = stream._protocol._scanner
     limit = scanner.max_frame_size
-    scanner.max_frame_size = _MAX_HANDSHAKE_MESSAGE  # an unauthenticated peer gets nothing bigger in
+    scanner.max_frame_size = MAX_HANDSHAKE_MESSAGE  # an unauthenticated peer gets nothing bigger in
     allow_md5 = options["allow_md5"]
     steps = (challenge_steps(authkey, allow_md5=allow_md5), answer_steps(authkey, allow_md5=allow_md5))
     try:
@@ -320,12 +322,12 @@ def _factory(options, on_connect=None):
 
 def _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5):
     return dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size, read_limit=read_limit,
-                handshake_timeout=_check_handshake_timeout(handshake_timeout), allow_md5=allow_md5)
+                handshake_timeout=check_handshake_timeout(handshake_timeout), allow_md5=allow_md5)
 
 
 async def _connected(connect, factory, options, authkey):
     if authkey is not None:
-        _check_authkey(authkey)
+        check_authkey(authkey)
     _, protocol = await connect(factory)
     stream = ObjectStream(protocol, trusted=options["trusted"], allowed=options["allowed"])
     if authkey is not None:
@@ -362,7 +364,7 @@ async def open_unix_connection(path=None, *, authkey=None, trusted=False, allowe
 def _on_connect_calling(client_connected_cb, options, authkey):
     loop = asyncio.get_running_loop()
     if authkey is not None:
-        _check_authkey(authkey)
+        check_authkey(authkey)
 
     async def serve(stream):
         try:

@@ -51,30 +51,39 @@ Unauthenticated peers cannot stall a server: the handshake has one deadline
 AuthenticationError; ``allow_md5=False`` refuses legacy HMAC-MD5. A socket
 timeout bounds each read; ``recv(timeout=)`` bounds a whole receive.
 """
-
 from __future__ import annotations
 
-import collections
-import functools
-import hmac
-import operator
 import os
 import re
-import select
 import socket
-import time
-from multiprocessing import AuthenticationError, BufferTooShort
-from multiprocessing import connection as _std_connection
+from multiprocessing import AuthenticationError, BufferTooShort, connection as _std_connection
+from time import monotonic as _monotonic
 
 from . import pickle as _pickle
-from ._fastwire import FAST_SOCKETS, STREAM_THRESHOLD, ConnectionCore, MessageLock
-from .frames import (
-    DEFAULT_MAX_FRAME_SIZE,
-    FrameError,
-    FramePrefix,
-    FrameScanner,
-    dumps_framed,
+from ._fastwire import (
+    FAST_SOCKETS as FAST_SOCKETS,  # re-exported, as MessageLock
+    ConnectionCore,
+    MessageLock as MessageLock,
+    deadline_of,
+    recv_exactly,
 )
+from ._protocol import (
+    COPY_THRESHOLD,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    EOF_IN_MESSAGE,
+    HANDSHAKE_FAILURES,
+    MAX_HANDSHAKE_MESSAGE,
+    PREFIX,
+    RECEIVE,
+    STREAM_THRESHOLD,
+    answer_steps,
+    challenge_steps,
+    check_authkey,
+    check_handshake_timeout,
+    handshake_failure,
+    restriction_of,
+)
+from .frames import DEFAULT_MAX_FRAME_SIZE, dumps_framed
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -88,13 +97,6 @@ __all__ = [
     "wait",
 ]
 
-_PREFIX = FramePrefix("multiprocessing")
-# Payloads below this are copied out of the receive buffer (and concatenated with
-# their header on the way out); larger ones are views / scatter-gather (pyzmq's rule).
-COPY_THRESHOLD = 64 * 1024
-# STREAM_THRESHOLD (from the compiled core, which tests it too): recv() decodes a frame
-# at least this large while reading it, straight into the objects it makes, rather
-# than assembling the frame first (which would double peak memory).
 try:
     _IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
 except (AttributeError, ValueError, OSError):  # pragma: no cover - not on Linux
@@ -118,90 +120,17 @@ class Connection(ConnectionCore):
     (``TimeoutError``); a non-blocking socket raises ValueError here.
     A Connection is initialised once: calling ``__init__`` again raises
     RuntimeError (a call in progress holds the state it set up).
+
+    State, send(), and every receive (recv, recv_bytes, recv_bytes_into,
+    poll) are the compiled ConnectionCore's; this class provides its two hooks
+    (large messages: bytes sent without a copy, frames decoded while they
+    arrive) and the sends that take several buffers.
     """
 
     def __init__(self, sock, readable=True, writable=True, *, trusted=False, allowed=(),
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE):
-        if self._scanner is not None:
-            raise RuntimeError("a fastwire.net.Connection cannot be initialised twice")
-        if not isinstance(sock, socket.socket):
-            sock = socket.socket(fileno=sock.__index__())
-        if not readable and not writable:
-            raise ValueError("at least one of `readable` and `writable` must be True")
-        if sock.gettimeout() == 0.0:
-            sock.close()
-            raise ValueError(
-                "fastwire.net.Connection needs a blocking socket (timeout None or > 0); "
-                "use fastwire.aio for non-blocking I/O")
-        self._sock = sock
-        self._readable = readable
-        self._writable = writable
-        self._allowed = None if trusted else _pickle._restriction_of(allowed)
-        self._max_frame_size = max_frame_size
-        self._scanner = FrameScanner(_PREFIX, max_frame_size=max_frame_size,
-                                     copy_threshold=COPY_THRESHOLD)
-        self._ready = collections.deque()  # complete payloads received, not yet returned
-        self._send_lock = MessageLock()
-        self._recv_lock = MessageLock()
-        self._fd = -1
-        self._track_fast_path()
-
-    # -- state -----------------------------------------------------------------
-
-    @property
-    def closed(self):
-        """True if the connection is closed."""
-        return self._sock is None
-
-    @property
-    def readable(self):
-        """True if the connection is readable."""
-        return self._readable
-
-    @property
-    def writable(self):
-        """True if the connection is writable."""
-        return self._writable
-
-    @property
-    def trusted(self):
-        """True if recv() runs arbitrary pickles."""
-        return self._allowed is None
-
-    @property
-    def max_frame_size(self):
-        return self._max_frame_size
-
-    def fileno(self):
-        """File descriptor of the socket. Raises OSError if closed."""
-        return self._live().fileno()
-
-    def settimeout(self, timeout):
-        """Set the timeout (seconds or None) of every later call. 0 is refused (non-blocking)."""
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be None or > 0")
-        self._live().settimeout(timeout)
-        self._track_fast_path()
-
-    def _track_fast_path(self):
-        # The compiled send()/recv() use the descriptor directly only while the
-        # socket blocks without a timeout; a timeout needs the socket module's.
-        sock = self._sock
-        self._fd = sock.fileno() if FAST_SOCKETS and sock is not None and sock.gettimeout() is None else -1
-
-    def close(self):
-        """Close the connection (idempotent)."""
-        self._fd = -1  # first: the descriptor number may be reused once closed
-        self._spare = None
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc_value, exc_tb):
-        self.close()
+        super().__init__(sock, readable, writable, max_frame_size=max_frame_size,
+                         allowed=restriction_of(trusted, allowed))
 
     def __del__(self):
         sock = getattr(self, "_sock", None)
@@ -209,39 +138,21 @@ class Connection(ConnectionCore):
             sock.close()
 
     def __repr__(self):
-        state = "closed" if self._sock is None else f"fd={self._sock.fileno()}"
-        return f"<fastwire.net.Connection {state}{' trusted' if self.trusted else ''}>"
-
-    def _live(self):
         sock = self._sock
-        if sock is None:
-            raise OSError("handle is closed")
-        return sock
-
-    def _check_writable(self):
-        if not self._writable:
-            raise OSError("connection is read-only")
-
-    def _check_readable(self):
-        if not self._readable:
-            raise OSError("connection is write-only")
+        state = "closed" if sock is None else f"fd={sock.fileno()}"
+        return f"<fastwire.net.Connection {state}{' trusted' if self.trusted else ''}>"
 
     # -- sending ---------------------------------------------------------------
 
-    # send() and recv() are ConnectionCore's (compiled); these are their
-    # general paths: sockets with a timeout, Windows, large messages, errors.
-
     def _send_slowly(self, obj):
-        sock = self._sock
-        if sock is None or not self._writable:
-            self._live()
-            self._check_writable()
+        self._live()
+        self._check_writable()
         if type(obj) in (bytes, bytearray) and len(obj) >= STREAM_THRESHOLD:
             chunks = []
             _pickle.dump(obj, _ChunkWriter(chunks), protocol=5)
             self._send_message(chunks)
             return
-        self._send_frames(dumps_framed((obj,), _PREFIX, 5))
+        self._send_locked(dumps_framed((obj,), PREFIX, 5))
 
     def send_many(self, objs):
         """Send every object of `objs`, in order, with as few system calls as possible.
@@ -253,14 +164,9 @@ class Connection(ConnectionCore):
         """
         self._live()
         self._check_writable()
-        frames = dumps_framed(objs, _PREFIX, 5)
+        frames = dumps_framed(objs, PREFIX, 5)
         if frames:
-            self._send_frames(frames)
-
-    def _send_frames(self, frames):
-        # One write: no Nagle delay between header and payload (bpo-20540).
-        with self._send_lock:
-            self._guarded(self._live().sendall, frames)
+            self._send_locked(frames)
 
     def send_bytes(self, buf, offset=0, size=None):
         """Send `size` bytes of the bytes-like `buf` from `offset` as one message.
@@ -289,188 +195,21 @@ class Connection(ConnectionCore):
         size = 0
         for chunk in chunks:
             size += len(chunk)
-        header = _PREFIX.header(size)
+        header = PREFIX.header(size)
         if size < COPY_THRESHOLD:
-            self._send_frames(header + b"".join(chunks))
+            # One write: no Nagle delay between header and payload (bpo-20540).
+            self._send_locked(header + b"".join(chunks))
         else:
-            with self._send_lock:
-                self._guarded(_sendmsg_all, self._live(), [header, *chunks])
-
-    def _guarded(self, call, *args):
-        """Run a socket write; a timeout mid-message leaves the stream unusable, so close."""
-        try:
-            return call(*args)
-        except (TimeoutError, InterruptedError):
-            self.close()
-            raise
+            self._send_locked([header, *chunks], _sendmsg_all)
 
     # -- receiving -------------------------------------------------------------
 
-    def _recv_slowly(self, timeout=None):
-        self._live()
-        self._check_readable()
-        return self._recv_arriving(_deadline(timeout))  # it takes an already buffered frame first
-
-    def _recv_arriving(self, deadline=None):
-        """recv() when no complete frame is buffered: read until one is."""
-        ready = self._ready
-        with self._recv_lock:
-            while True:
-                while not ready:
-                    self._fill(deadline=deadline)
-                    if not ready:
-                        length = self._scanner.partial_frame_size
-                        if length is not None and length >= STREAM_THRESHOLD:
-                            return self._load_streamed(*self._scanner.take_partial(), deadline)
-                try:
-                    frame = ready.popleft()
-                except IndexError:  # a lock-free recv() in another thread took it
-                    continue
-                break
-        return _pickle.loads(frame, allowed=self._allowed)
-
-    def recv_bytes(self, maxlength=None, *, timeout=None):
-        """Receive one message as bytes.
-
-        Raises OSError("bad message length") if it is longer than `maxlength`
-        (the connection then stops being readable, as in the standard
-        library), EOFError/FrameTooLarge/TimeoutError as recv() does.
-        `timeout` is a deadline for the whole call, as in recv().
-        """
-        self._live()
-        self._check_readable()
-        if maxlength is not None and maxlength < 0:
-            raise ValueError("negative maxlength")
-        deadline = _deadline(timeout)
-        with self._recv_lock:
-            frame = self._next_frame(maxlength, deadline)
-        return frame if type(frame) is bytes else bytes(frame)
-
-    def recv_bytes_into(self, buf, offset=0, *, timeout=None):
-        """Receive one message into the writable bytes-like `buf` at byte `offset`.
-
-        Returns its size. Raises BufferTooShort (carrying the whole message)
-        if it does not fit, ValueError for a bad offset. `timeout` is a
-        deadline for the whole call, as in recv().
-        """
-        self._live()
-        self._check_readable()
-        offset = operator.index(offset)  # once, before any lock: __index__ runs Python
-        deadline = _deadline(timeout)
-        with memoryview(buf) as m:
-            itemsize = m.itemsize
-            bytesize = itemsize * len(m)
-            if offset < 0:
-                raise ValueError("negative offset")
-            elif offset > bytesize:
-                raise ValueError("offset too large")
-            with self._recv_lock, m.cast("B") as target:
-                while not self._ready:
-                    self._fill(deadline=deadline)
-                    length = self._scanner.partial_frame_size
-                    if (not self._ready and length is not None and length >= STREAM_THRESHOLD
-                            and offset + length <= bytesize):
-                        # Large and fits: the rest of it goes straight from the socket into buf.
-                        length, head = self._scanner.take_partial()
-                        target[offset:offset + len(head)] = head
-                        try:
-                            _recv_exactly(self._live(), target[offset + len(head):offset + length],
-                                          deadline)
-                        except BaseException:
-                            self.close()  # the frame is cut: the stream cannot be resynchronised
-                            raise
-                        return length
-                frame = self._ready.popleft()
-                size = len(frame)
-                if bytesize < offset + size:
-                    raise BufferTooShort(bytes(frame))
-                target[offset:offset + size] = frame
-                return size
-
-    def poll(self, timeout=0.0):
-        """Whether a message can be received without blocking (waits up to `timeout`
-        seconds, None = forever). Also True when the peer has closed (recv() then raises).
-        """
-        self._live()
-        self._check_readable()
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        with self._recv_lock:
-            while not self._ready:
-                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                if not _readable(self._live(), remaining):
-                    return False
-                if not self._fill(nonblocking=True):
-                    return True  # end of stream: recv() raises EOFError at once
-                if deadline is not None and time.monotonic() >= deadline and not self._ready:
-                    return False
-            return True
-
-    def _next_frame(self, maxlength, deadline=None):
-        while not self._ready:
-            self._fill(deadline=deadline)
-            length = None if self._ready else self._scanner.partial_frame_size
-            if length is not None:
-                if maxlength is not None and length > maxlength:
-                    self._bad_message_length()
-                if length >= STREAM_THRESHOLD:
-                    return self._receive_large(deadline)
-        if maxlength is not None and len(self._ready[0]) > maxlength:
-            self._bad_message_length()
-        return self._ready.popleft()
-
-    def _receive_large(self, deadline=None):
-        """The rest of a large frame, read straight into the bytes object returned."""
-        length, head = self._scanner.take_partial()
-        try:
-            return self._receive_bytes(length, head, _recv_into_by(self._live(), deadline))
-        except BaseException:
-            self.close()  # the frame is cut: the stream cannot be resynchronised
-            raise
-
-    def _bad_message_length(self):
-        if self._writable:
-            self._readable = False
-        else:
-            self.close()
-        raise OSError("bad message length")
-
-    def _fill(self, nonblocking=False, deadline=None):
-        """One read into the scanner; queue the frames it completed. False at end of stream.
-
-        With a `deadline` (time.monotonic()), TimeoutError once it has passed
-        with no byte to read; the bytes received so far stay buffered.
-        """
-        sock = self._live()
-        waited = deadline is not None
-        if waited:
-            _wait_readable(sock, deadline)
-        try:
-            if nonblocking or waited:
-                try:
-                    frames = self._scanner.recv_from(sock, socket.MSG_DONTWAIT)
-                except BlockingIOError:  # nothing yet (or a spurious wake-up)
-                    return True
-            else:
-                frames = self._scanner.recv_from(sock)
-        except FrameError:
-            self.close()
-            raise
-        if frames is None:
-            if nonblocking:
-                return False  # poll(): recv() will raise at once
-            if self._scanner.pending:
-                self.close()
-                raise EOFError("the peer closed the connection in the middle of a message")
-            raise EOFError
-        self._ready.extend(frames)
-        return True
-
-    def _load_streamed(self, length, received, deadline=None):
+    def _load_streamed(self, length, received, recv_into):
         """Decode a large frame while reading it, straight into the objects it makes."""
         shape = _lone_bytes_pickle(received, length)
         if shape is not None:
-            return self._load_lone_bytes(length, received, *shape, deadline)
-        reader = _FrameReader(self._live(), length, received, deadline)
+            return self._load_lone_bytes(length, received, *shape, recv_into)
+        reader = _FrameReader(recv_into, length, received)
         try:
             obj = _pickle.load(reader, allowed=self._allowed)
         except (EOFError, OSError):
@@ -489,17 +228,15 @@ class Connection(ConnectionCore):
             self.close()
             raise
 
-
-    def _load_lone_bytes(self, length, received, op_end, size, trailer_size, deadline=None):
+    def _load_lone_bytes(self, length, received, op_end, size, trailer_size, recv_into):
         """A frame that pickles one large bytes object, received like recv_bytes()
         (into recycled memory when it can be), then checked against its trailer."""
         try:
-            sock = self._live()
-            data = self._receive_bytes(size, received[op_end:op_end + size], _recv_into_by(sock, deadline))
+            data = self._receive_bytes(size, received[op_end:op_end + size], recv_into)
             trailer = bytearray(received[op_end + size:])
             if len(trailer) < trailer_size:
                 missing = bytearray(trailer_size - len(trailer))
-                _recv_exactly(sock, memoryview(missing), deadline)
+                recv_exactly(recv_into, memoryview(missing))
                 trailer += missing
         except BaseException:
             self.close()  # the frame is cut: the stream cannot be resynchronised
@@ -547,9 +284,8 @@ class _FrameReader:
     text opcodes from whole chunks, never a system call per byte.
     """
 
-    def __init__(self, sock, length, received, deadline=None):
-        self._sock = sock
-        self._deadline = deadline
+    def __init__(self, recv_into, length, received):
+        self._recv_into_raw = recv_into  # honours the receive's deadline
         self._head = received         # payload bytes received, not yet consumed from _pos
         self._pos = 0
         self._unread = length - len(received)  # payload bytes still on the socket
@@ -558,15 +294,15 @@ class _FrameReader:
         return len(self._head) - self._pos + self._unread
 
     def _recv_into(self, view):
-        _recv_exactly(self._sock, view, self._deadline)
+        recv_exactly(self._recv_into_raw, view)
         self._unread -= len(view)
 
     def _refill(self):
         """Replace the consumed head with the next bytes that arrive (one read)."""
         chunk = memoryview(bytearray(min(self._unread, _LINE_CHUNK)))
-        n = _recv_into_by(self._sock, self._deadline)(chunk)
+        n = self._recv_into_raw(chunk)
         if n == 0:
-            raise EOFError("the peer closed the connection in the middle of a message")
+            raise EOFError(EOF_IN_MESSAGE)
         self._unread -= n
         self._head, self._pos = chunk[:n], 0
 
@@ -630,54 +366,10 @@ class _FrameReader:
             self._recv_into(scratch[:min(self._unread, len(scratch))])
 
 
-def _deadline(timeout):
-    """The time.monotonic() by which a call given `timeout` seconds must finish (None: never)."""
-    if timeout is None:
-        return None
-    if not timeout > 0:
-        raise ValueError("timeout must be None or > 0")
-    return time.monotonic() + timeout
-
-
 def _remaining(deadline):
     """Seconds left before `deadline` (None: no deadline), as a timeout that is
     already over rather than an invalid one once it has passed."""
-    return None if deadline is None else max(deadline - time.monotonic(), 1e-9)
-
-
-def _wait_readable(sock, deadline):
-    """Wait until `sock` is readable; TimeoutError once `deadline` has passed."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0 or not _readable(sock, remaining):
-        raise TimeoutError("timed out")
-
-
-def _recv_some(sock, deadline, view):
-    """One read into `view` of the bytes that arrive before `deadline`."""
-    while True:
-        _wait_readable(sock, deadline)
-        try:
-            return sock.recv_into(view, 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:  # a spurious wake-up
-            continue
-
-
-def _recv_into_by(sock, deadline):
-    """`sock.recv_into`, or with a deadline, a recv_into that raises TimeoutError after it."""
-    if deadline is None:
-        return sock.recv_into
-    return functools.partial(_recv_some, sock, deadline)
-
-
-def _recv_exactly(sock, view, deadline=None):
-    """Fill the writable byte view from the socket; EOFError if the peer closes first."""
-    recv_into = _recv_into_by(sock, deadline)
-    got, n = 0, len(view)
-    while got < n:
-        k = recv_into(view[got:])
-        if k == 0:
-            raise EOFError("the peer closed the connection in the middle of a message")
-        got += k
+    return None if deadline is None else max(deadline - _monotonic(), 1e-9)
 
 
 def _sendmsg_all(sock, buffers):
@@ -703,143 +395,7 @@ def _sendmsg_all(sock, buffers):
             buffers[0] = memoryview(buffers[0]).cast("B")[sent:]
 
 
-def _readable(sock, timeout):
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else timeout * 1000))
-    return bool(select.select([sock], [], [], timeout)[0])  # pragma: no cover
-
-
-# -- authentication (Lib/multiprocessing/connection.py, 3.12+ protocol) -----------
-
-_MESSAGE_LENGTH = 40
-_CHALLENGE = b"#CHALLENGE#"
-_WELCOME = b"#WELCOME#"
-_FAILURE = b"#FAILURE#"
-_ALLOWED_DIGESTS = frozenset({b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"})
-_MAX_DIGEST_LEN = max(len(d) for d in _ALLOWED_DIGESTS)
-# A 3.11 peer sends a bare 20-byte challenge and answers with a bare 16-byte HMAC-MD5.
-_LEGACY_LENGTHS = (20, 16)
-
-
-# Every handshake waits this long at most, by default: an idle or trickling
-# peer must not hold a Listener's accept() (or an aio server's task) forever.
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-# What an unauthenticated peer can make a handshake read raise, besides
-# AuthenticationError: cut streams, timeouts, oversize messages (OSError, EOFError),
-# bad length prefixes (FrameError/FrameTooLarge are ValueErrors), and digests
-# this build of hashlib cannot compute (ValueError).
-_HANDSHAKE_FAILURES = (OSError, EOFError, ValueError)
-
-
-def _digest_name_and_payload(message):
-    if len(message) in _LEGACY_LENGTHS:
-        return "", message
-    if message.startswith(b"{"):
-        curly = message.find(b"}", 1, _MAX_DIGEST_LEN + 2)
-        if curly > 0 and message[1:curly] in _ALLOWED_DIGESTS:
-            return message[1:curly].decode("ascii"), message[curly + 1:]
-    raise AuthenticationError(
-        "unsupported message length, missing digest prefix, or unsupported digest")
-
-
-def _digest_of(message, allow_md5):
-    """The digest the peer's challenge or response uses ('md5' for a bare, legacy one);
-    AuthenticationError if it is MD5 and `allow_md5` is false."""
-    digest_name = _digest_name_and_payload(message)[0] or "md5"
-    if digest_name == "md5" and not allow_md5:
-        raise AuthenticationError("the peer uses HMAC-MD5, refused (allow_md5=False)")
-    return digest_name
-
-
-def _response(authkey, message):
-    digest_name = _digest_name_and_payload(message)[0]
-    if not digest_name:
-        try:
-            return hmac.new(authkey, message, "md5").digest()
-        except ValueError:  # no MD5 (FIPS build)
-            digest_name = "sha256"
-    mac = hmac.new(authkey, message, digest_name).digest()
-    return b"{%s}%s" % (digest_name.encode("ascii"), mac)
-
-
-def _verify(authkey, message, response):
-    digest_name, mac = _digest_name_and_payload(response)
-    try:
-        expected = hmac.new(authkey, message, digest_name or "md5").digest()
-    except ValueError:
-        raise AuthenticationError(f"digest {digest_name!r} unsupported") from None
-    if len(expected) != len(mac) or not hmac.compare_digest(expected, mac):
-        raise AuthenticationError("digest received was wrong")
-
-
-def _check_authkey(authkey):
-    if not isinstance(authkey, bytes):
-        raise TypeError("authkey should be a byte string")
-
-
-def _check_handshake_timeout(timeout):
-    if timeout is not None and not timeout > 0:
-        raise ValueError("handshake_timeout must be None or > 0")
-    return timeout
-
-
-# The handshake is written once, as generators of I/O steps: each yields the
-# bytes to send, or _RECEIVE to be sent the next message back; run_handshake
-# drives them over a Connection, fastwire.aio over a stream.
-_RECEIVE = None
-_MAX_HANDSHAKE_MESSAGE = 256
-
-
-def challenge_steps(authkey, digest_name="sha256", *, allow_md5=True):
-    """Challenge the peer to prove it knows `authkey` (AuthenticationError if not).
-
-    With ``allow_md5=False`` a response in HMAC-MD5 (every peer before 3.12)
-    is refused like a wrong one. ValueError at once for a `digest_name` the
-    protocol does not offer (or "md5" with ``allow_md5=False``).
-    """
-    if digest_name.encode("ascii") not in _ALLOWED_DIGESTS or (digest_name == "md5" and not allow_md5):
-        raise ValueError(f"digest_name {digest_name!r} is not offered")
-    return _challenge_steps(authkey, digest_name, allow_md5)
-
-
-def _challenge_steps(authkey, digest_name, allow_md5):
-    message = b"{%s}%s" % (digest_name.encode("ascii"), os.urandom(_MESSAGE_LENGTH))
-    yield _CHALLENGE + message
-    response = yield _RECEIVE
-    try:
-        _digest_of(response, allow_md5)
-        _verify(authkey, message, response)
-    except AuthenticationError:
-        yield _FAILURE
-        raise
-    yield _WELCOME
-
-
-def answer_steps(authkey, *, allow_md5=True):
-    """Prove to the peer that we know `authkey` (AuthenticationError if it disagrees).
-
-    With ``allow_md5=False`` a challenge asking for HMAC-MD5 (every peer
-    before 3.12) is refused: AuthenticationError, nothing is answered.
-    """
-    message = yield _RECEIVE
-    if not message.startswith(_CHALLENGE):
-        raise AuthenticationError("protocol error, expected a challenge")
-    message = message[len(_CHALLENGE):]
-    if len(message) < 20:
-        raise AuthenticationError(f"challenge too short: {len(message)} bytes")
-    _digest_of(message, allow_md5)
-    yield _response(authkey, message)
-    if (yield _RECEIVE) != _WELCOME:
-        raise AuthenticationError("digest sent was rejected")
-
-
-def handshake_failure(exc):
-    """The AuthenticationError a handshake raises for `exc`, an error the peer
-    caused (one of _HANDSHAKE_FAILURES): a server that catches
-    AuthenticationError survives every unauthenticated peer."""
-    return AuthenticationError(f"authentication handshake failed: {exc!r}")
+# -- authentication (the steps are _protocol's; these drive them over a Connection) --
 
 
 def run_handshake(connection, steps, timeout=None):
@@ -848,19 +404,19 @@ def run_handshake(connection, steps, timeout=None):
     `timeout` bounds the whole handshake. Every failure, whatever the peer
     did, raises AuthenticationError (chained to the error it caused).
     """
-    deadline = _deadline(timeout)
+    deadline = deadline_of(timeout)
     reply = None
     try:
         while True:
             out = steps.send(reply)
-            if out is _RECEIVE:
-                reply = connection.recv_bytes(_MAX_HANDSHAKE_MESSAGE, timeout=_remaining(deadline))
+            if out is RECEIVE:
+                reply = connection.recv_bytes(MAX_HANDSHAKE_MESSAGE, timeout=_remaining(deadline))
             else:
                 connection.send_bytes(out)
                 reply = None
     except StopIteration:
         pass
-    except _HANDSHAKE_FAILURES as exc:
+    except HANDSHAKE_FAILURES as exc:
         raise handshake_failure(exc) from exc
 
 
@@ -881,7 +437,7 @@ def answer_challenge(connection, authkey, *, allow_md5=True, timeout=None):
 def _authenticate(conn, authkey, *, server, allow_md5, timeout):
     """Both challenges over a new Connection (the server challenges first), within
     one deadline; the connection is closed if they fail."""
-    deadline = _deadline(timeout)
+    deadline = deadline_of(timeout)
     steps = (challenge_steps(authkey, allow_md5=allow_md5), answer_steps(authkey, allow_md5=allow_md5))
     try:
         for step in (steps if server else steps[::-1]):
@@ -938,8 +494,8 @@ class Listener:
         family = _family(address, family)
         address = address or _arbitrary_address(family)
         if authkey is not None:
-            _check_authkey(authkey)
-        self._handshake_timeout = _check_handshake_timeout(handshake_timeout)
+            check_authkey(authkey)
+        self._handshake_timeout = check_handshake_timeout(handshake_timeout)
         self._allow_md5 = allow_md5
         sock = socket.socket(_FAMILIES[family])
         try:
@@ -1021,8 +577,8 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
     """
     family = _family(address, family)
     if authkey is not None:
-        _check_authkey(authkey)
-    _check_handshake_timeout(handshake_timeout)
+        check_authkey(authkey)
+    check_handshake_timeout(handshake_timeout)
     sock = socket.socket(_FAMILIES[family])
     try:
         sock.settimeout(timeout)

@@ -18,24 +18,21 @@ from pickle import (
     UnpicklingError,
 )
 
-from ._fastwire import (  # noqa: E402
-    DEFAULT_MAX_DEPTH,
-    DEFAULT_WORK_FACTOR,
-    Allowed,
-    Unpickler,
-    UnpicklerMemoProxy,
-    load,
-    loads,
-)
-
 # The encoder is fastwire's own: protocols 2-5 are written by the compiled
 # core, 0-1 by the stdlib. Pickler.memo is a PicklerMemoProxy like the C
 # pickle's (copy() -> {id(obj): (index, obj)}, clear(), len()); assigning a
 # dict of that shape or another proxy replaces the memo.
-from ._fastwire import Pickler, PicklerMemoProxy, dump, dumps  # noqa: E402
+from ._fastwire import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_WORK_FACTOR,
+    Allowed,
+    Pickler,
+    PicklerMemoProxy,
+    Unpickler,
+    UnpicklerMemoProxy,
+    dump,
+    dumps,
+    load,
+    loads,
+)
 
-
-def _restriction_of(allowed):
-    """*allowed* as the connections keep it: an :class:`Allowed` as given,
-    any other iterable as a tuple (built into an Allowed once per tuple)."""
-    return allowed if isinstance(allowed, Allowed) else tuple(allowed)

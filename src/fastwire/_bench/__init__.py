@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import statistics
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 # The modules of each area; each defines ``pairs() -> list[Pair]``.
 AREA_MODULES = {

@@ -194,7 +194,7 @@ def bm_pickle_sets() -> dict[str, object]:
 def corpus() -> dict[str, object]:
     """Name -> object, one per family; each object is a few hundred to a few thousand values."""
     n = 500
-    utc = datetime.timezone.utc
+    utc = datetime.UTC
     plus2 = datetime.timezone(datetime.timedelta(hours=2))
     base = datetime.datetime(2024, 1, 2, 3, 4, 5, 678901)
     shared = [1, 2, 3]

@@ -230,16 +230,14 @@ def round_trip_breakdown(reps: int = 5) -> dict:
 
     import fastwire.dask  # noqa: F401  (registers the family)
     from fastwire import pickle as fw_pickle
+    from fastwire.dask import _gc_pause
 
     def codec(module, value, pause):
+        # "Paused" is the family's own policy (threshold, counted pause), not a
+        # copy of it, so the column measures what the family does.
         def run():
             data = module.dumps(value, protocol=5)
-            if pause:
-                gc.disable()
-            try:
-                out = module.loads(data)
-            finally:
-                gc.enable()
+            out = _gc_pause.loads_paused(module.loads, data) if pause else module.loads(data)
             return _collect_young(out)
         return run
 
@@ -312,9 +310,7 @@ def message_split(family: str, serializers, value, reps: int = 3) -> tuple[float
     """``value`` sent through Dask's message layer (dumps + loads, what one get_data
     does), in this process: (median total seconds, seconds inside ``family``'s own
     dumps and loads). The total is timed without the instrumentation."""
-    from distributed.protocol import dumps as message_dumps
-    from distributed.protocol import loads as message_loads
-    from distributed.protocol import to_serialize
+    from distributed.protocol import dumps as message_dumps, loads as message_loads, to_serialize
     from distributed.protocol.serialize import families
 
     def send():
@@ -449,9 +445,7 @@ def _profile_text(profile: cProfile.Profile, limit: int = 12) -> str:
 
 def cluster_report(reps: int = 5, n: int = 100_000, tasks: int = 20_000) -> dict:
     """End-to-end figures on two 2-worker LocalClusters; medians of ``reps`` (interleaved)."""
-    from distributed.protocol import dumps as message_dumps
-    from distributed.protocol import loads as message_loads
-    from distributed.protocol import to_serialize
+    from distributed.protocol import dumps as message_dumps, loads as message_loads, to_serialize
 
     plain_records = records(n)
     report: dict = {"records": n, "reps": reps, "round_trip_breakdown": round_trip_breakdown(reps)}
@@ -536,8 +530,8 @@ def print_cluster_report(report: dict) -> None:
     print(f"  fastwire setup vs Dask's default setup: {base / fw:.2f}x ({target} the 1.3x target); "
           f"codec alone (whole(list) both sides): {moves['Dask default, whole(list)'] / fw:.2f}x")
     print(f"  pickle.dumps + pickle.loads of the same list: {report['pickle_round_trip_seconds'] * 1e3:.1f} ms")
-    print(f"\nOne message carrying the plain list through Dask's message layer in this process "
-          f"(median of 3), per element:")
+    print("\nOne message carrying the plain list through Dask's message layer in this process "
+          "(median of 3), per element:")
     split = report["plain_list_message"]
     for name, (total, in_family) in split.items():
         print(f"  {name:<13} {total / n * 1e6:6.2f} us total, {in_family / n * 1e6:5.2f} us in the family's "

@@ -270,6 +270,46 @@ def rows(count=100_000, runs=3, families=("AF_INET", "AF_UNIX")):
     return out
 
 
+# The promises across processes, as (what, numerator row, denominator row,
+# at least): a rate ratio of two rows of rows(), or for round trips the
+# inverse ratio of latencies. "ahead of" is a ratio of at least 1.0.
+TARGETS = [
+    ("TCP single messages: fastwire / mp.connection", "TCP one-way, one message per send: fastwire",
+     "TCP one-way, one message per send: mp.connection", 2.0),
+    ("TCP single messages: fastwire / pyzmq send_pyobj", "TCP one-way, one message per send: fastwire",
+     "TCP one-way, one message per send: pyzmq", 1.0),
+    ("AF_UNIX single messages: fastwire / mp.connection", "AF_UNIX one-way, one message per send: fastwire",
+     "AF_UNIX one-way, one message per send: mp.connection", 3.0),
+    ("makefile program: fastwire.pickle / pickle", "TCP makefile program (dump+flush / load): fastwire.pickle",
+     "TCP makefile program (dump+flush / load): pickle", 1.2),
+    ("TCP round trip: mp.connection latency / fastwire latency", "TCP request/response round trip: mp.connection",
+     "TCP request/response round trip: fastwire", 1.0),
+]
+
+
+def verdicts(rows):
+    """(what, ratio, at least, met) for each target whose rows were measured."""
+    figures = {name: value for name, value, _ in rows}
+    out = []
+    for what, top, bottom, least in TARGETS:
+        if top in figures and bottom in figures:
+            ratio = figures[top] / figures[bottom]
+            out.append((what, ratio, least, ratio >= least))
+    return out
+
+
+def markdown(rows):
+    """The rows, then the targets, as Markdown table lines."""
+    lines = ["| transfer | figure |", "| --- | --- |"]
+    for name, value, unit in rows:
+        figure = f"{value / 1000:.0f}k {unit}" if unit == "msg/s" else f"{value:.1f} {unit}"
+        lines.append(f"| {name} | {figure} |")
+    lines += ["", "| target | this run | at least | met |", "| --- | --- | --- | --- |"]
+    for what, ratio, least, met in verdicts(rows):
+        lines.append(f"| {what} | **{ratio:.2f}x** | {least:.1f}x | {'yes' if met else '**no**'} |")
+    return lines
+
+
 def main(argv):
     impl, family, address, count, mode = argv
     import ast

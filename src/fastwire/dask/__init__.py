@@ -35,8 +35,7 @@ from ._deploy import (
     setup_process,
     setup_worker,
 )
-from ._family import FAMILY, allowed, dumps, loads, register
-from ._family import decodes as _decodes
+from ._family import FAMILY, allowed, decodes as _decodes, dumps, loads, register
 from ._pickle_path import (
     DASK_PICKLE_PATH,
     TESTED_DISTRIBUTED,

@@ -49,7 +49,7 @@ class Options:
     pause_gc: bool = True
 
     @classmethod
-    def from_config(cls) -> "Options":
+    def from_config(cls) -> Options:
         """Read the ``fastwire.*`` keys of Dask's configuration (YAML, ``DASK_FASTWIRE__*`` env)."""
         import dask
 

@@ -30,13 +30,13 @@ import sys
 import threading
 import types
 import weakref
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import cloudpickle  # a dependency of distributed
 from distributed.protocol.serialize import dask_serialize
 
-from ..pickle import dumps as _fw_dumps
-from ..pickle import loads as _fw_loads
+from ..pickle import dumps as _fw_dumps, loads as _fw_loads
 from . import _gc_pause
 from ._whole import WHOLE_TYPES
 

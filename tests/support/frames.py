@@ -1,7 +1,9 @@
-"""An independent, deliberately plain model of fastwire's frame formats.
+"""An independent, deliberately plain model of fastwire's frame formats,
+written from their specifications with the standard library's struct.
 
-It is the oracle of the frame and varint fuzz targets and the encoder of their
-seed corpora. Fixed-width prefixes are decoded by the standard library's
+It is the oracle of the frame tests (tests/test_frames.py,
+tests/test_frame_index.py), of the frame and varint fuzz targets, and the
+encoder of their seed corpora. Fixed-width prefixes are decoded by the standard library's
 struct, the 'multiprocessing' header as multiprocessing.connection reads it
 ('!i', with -1 announcing a '!Q'), and varints as unsigned LEB128 of at most
 64 bits (ten bytes, the tenth holding only bit 63).
@@ -24,7 +26,14 @@ def prefix_limit(prefix):
     return 2**bits - 1
 
 
+def max_payload(prefix):
+    """The largest payload the generated test streams use under prefix: small
+    enough to keep streams short, never past what the prefix can announce."""
+    return min(300, prefix_limit(prefix))
+
+
 def encode_varint(value):
+    """Unsigned LEB128, as the protobuf encoding spec writes it."""
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -49,6 +58,7 @@ def decode_varint(data, pos=0):
 
 
 def encode_header(prefix, length):
+    # 'multiprocessing' as multiprocessing.connection._send_bytes writes it.
     if prefix == "varint":
         return encode_varint(length)
     if prefix == "multiprocessing":

@@ -1,0 +1,87 @@
+"""bench/performance_doc.py: the generated part of docs/performance.md says
+plainly where fastwire is not ahead, and only that part carries figures
+(no timing is measured here: results are made up)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastwire._bench import Result, xproc
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "performance.md"
+
+
+@pytest.fixture(scope="module")
+def doc():
+    spec = importlib.util.spec_from_file_location("performance_doc", ROOT / "bench" / "performance_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def result(name, area, speedup, target=1.0):
+    return Result(name, area, stdlib_seconds=speedup * 1e-6, fastwire_seconds=1e-6, target=target)
+
+
+ROWS = [
+    ("TCP one-way, one message per send: fastwire", 300e3, "msg/s"),
+    ("TCP one-way, one message per send: mp.connection", 200e3, "msg/s"),
+    ("TCP one-way, one message per send: pyzmq", 400e3, "msg/s"),
+    ("AF_UNIX one-way, one message per send: fastwire", 900e3, "msg/s"),
+    ("AF_UNIX one-way, one message per send: mp.connection", 200e3, "msg/s"),
+    ("TCP makefile program (dump+flush / load): pickle", 400e3, "msg/s"),
+    ("TCP makefile program (dump+flush / load): fastwire.pickle", 500e3, "msg/s"),
+    ("TCP request/response round trip: fastwire", 10.0, "us"),
+    ("TCP request/response round trip: mp.connection", 30.0, "us"),
+]
+
+
+def test_the_cross_process_targets_are_judged_from_the_rows():
+    verdicts = {what: (round(ratio, 2), met) for what, ratio, _, met in xproc.verdicts(ROWS)}
+    assert verdicts == {
+        "TCP single messages: fastwire / mp.connection": (1.5, False),
+        "TCP single messages: fastwire / pyzmq send_pyobj": (0.75, False),
+        "AF_UNIX single messages: fastwire / mp.connection": (4.5, True),
+        "makefile program: fastwire.pickle / pickle": (1.25, True),
+        "TCP round trip: mp.connection latency / fastwire latency": (3.0, True),
+    }
+
+
+def test_the_generated_part_names_every_shortfall(doc):
+    results = [result("dumps fast", "pickle", 2.0), result("corpus loads slow", "corpus", 0.9),
+               result("corpus dumps bm shape", "corpus", 1.5, target=2.0)]
+    text = "\n".join(doc.section(results, ROWS, "header", "speedup.png"))
+    shortfalls = text.split("### Where fastwire is not ahead in this run")[1].split("### Across processes")[0]
+    assert "corpus: corpus loads slow: **0.90x**" in shortfalls
+    assert "corpus: corpus dumps bm shape: **1.50x**, target 2.0x" in shortfalls
+    assert "Corpus geometric mean: dumps 1.50x (target 2.5x), loads 0.90x (target 1.3x)" in shortfalls
+    assert "dumps fast" not in shortfalls
+    assert "TCP single messages: fastwire / mp.connection: **1.50x**, target 2.0x" in shortfalls
+    assert "TCP single messages: fastwire / pyzmq send_pyobj: **0.75x**" in shortfalls
+    assert "AF_UNIX" not in shortfalls
+
+
+def test_rewriting_touches_only_the_generated_part(doc, tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(f"intro\n{doc.BEGIN}\nold figures\n{doc.END}\noutro\n")
+    doc.rewrite(page, [doc.BEGIN, "new figures", doc.END])
+    assert page.read_text() == f"intro\n{doc.BEGIN}\nnew figures\n{doc.END}\noutro\n"
+
+
+def test_the_performance_page_quotes_figures_only_in_its_generated_part(doc):
+    text = PAGE.read_text(encoding="utf-8")
+    before, rest = text.split(doc.BEGIN)
+    generated, after = rest.split(doc.END)
+    assert "One run of `python bench/performance_doc.py`" in generated
+    figure = re.compile(r"\d+(\.\d+)?x\b|\d+k msg/s")
+    assert not figure.search(before + after)
