@@ -179,7 +179,7 @@ OPTION_SEQUENCE = [
 
 
 def test_default_loads_after_other_options_decodes_like_stdlib():
-    for rounds in range(2):
+    for _round in range(2):
         for data, kwargs in OPTION_SEQUENCE:
             expected = outcome(lambda: pickle.loads(data, **kwargs))
             assert outcome(lambda: fwpickle.loads(data, **kwargs)) == expected, kwargs
