@@ -8,6 +8,8 @@ Sans-IO: nothing here reads or writes a socket. It holds
 * what a connection decodes with (``restriction_of``);
 * the message every transport gives a peer that closes in the middle of a
   frame (``EOF_IN_MESSAGE``);
+* the out-of-band message (PEP 574): a manifest frame that carries the pickle
+  stream, then one frame per buffer (``manifest``, ``parse_manifest``);
 * the authkey handshake (Lib/multiprocessing/connection.py, 3.12+ protocol,
   which also answers and verifies the legacy HMAC-MD5 of 3.11 peers), written
   once as generators of I/O steps: each step yields the bytes to send, or
@@ -22,14 +24,17 @@ from __future__ import annotations
 
 import hmac
 import os
+import struct
 from multiprocessing import AuthenticationError
 
-from ._fastwire import DEFAULT_COPY_THRESHOLD, EOF_IN_MESSAGE, STREAM_THRESHOLD, Allowed
-from .frames import FramePrefix
+from ._fastwire import DEFAULT_COPY_THRESHOLD, DEFAULT_MAX_FRAME_SIZE, EOF_IN_MESSAGE, STREAM_THRESHOLD, Allowed
+from .frames import FrameError, FramePrefix, FrameTooLarge
 
 __all__ = [
     "COPY_THRESHOLD",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_BUFFERS",
+    "DEFAULT_MAX_MESSAGE_SIZE",
     "EOF_IN_MESSAGE",
     "HANDSHAKE_FAILURES",
     "MAX_HANDSHAKE_MESSAGE",
@@ -41,6 +46,9 @@ __all__ = [
     "check_authkey",
     "check_handshake_timeout",
     "handshake_failure",
+    "is_out_of_band",
+    "manifest",
+    "parse_manifest",
     "restriction_of",
 ]
 
@@ -60,6 +68,81 @@ def restriction_of(trusted, allowed):
     if trusted:
         return None
     return allowed if isinstance(allowed, Allowed) else tuple(allowed)
+
+
+# -- out-of-band buffers (PEP 574) ---------------------------------------------
+#
+# A message whose pickle (protocol 5, with a buffer_callback) set buffers aside
+# travels as 1 + n ordinary frames: first the manifest frame
+#
+#     MAGIC (4 bytes) | version (u8) | n (u32) | n x (flags (u8), size (u64)) | pickle stream
+#
+# (integers big-endian, as the frame header), then each buffer's bytes as one
+# frame of exactly the size the manifest gave. Flag bit 0: the sender's buffer
+# was read-only. MAGIC starts with 0xF5, which is no pickle opcode: a plain
+# pickle is never taken for a manifest, and a standard-library peer that gets
+# one fails at once (UnpicklingError "invalid load key") instead of misreading it.
+
+OOB_MAGIC = b"\xf5FWB"
+OOB_VERSION = 1
+OOB_READONLY = 0x01
+_OOB_HEAD = struct.Struct("!4sBI")
+_OOB_ENTRY = struct.Struct("!BQ")
+# Bounds on what a manifest may claim (each configurable per connection): the
+# buffer count, and the sum of the buffer sizes; each buffer is also a frame,
+# so max_frame_size bounds it too.
+DEFAULT_MAX_BUFFERS = 1024
+DEFAULT_MAX_MESSAGE_SIZE = 8 * DEFAULT_MAX_FRAME_SIZE
+
+
+def is_out_of_band(frame):
+    """True if the frame payload `frame` (bytes-like) is a manifest frame."""
+    return frame[:4] == OOB_MAGIC
+
+
+def manifest(raw_buffers):
+    """The manifest for `raw_buffers` (contiguous byte memoryviews, as
+    ``PickleBuffer.raw()`` gives), to which the pickle stream is appended."""
+    parts = [_OOB_HEAD.pack(OOB_MAGIC, OOB_VERSION, len(raw_buffers))]
+    parts += [_OOB_ENTRY.pack(OOB_READONLY if raw.readonly else 0, raw.nbytes) for raw in raw_buffers]
+    return b"".join(parts)
+
+
+def parse_manifest(frame, *, max_buffers=DEFAULT_MAX_BUFFERS, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                   max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+    """``(sizes, readonly_flags, pickle_offset)`` of the manifest frame `frame`.
+
+    FrameError for a malformed manifest or an unknown version; FrameTooLarge if
+    it claims more than `max_buffers` buffers, a buffer above `max_frame_size`
+    or more than `max_message_size` bytes in all. Nothing is allocated from
+    the claimed sizes here.
+    """
+    if len(frame) < _OOB_HEAD.size:
+        raise FrameError("out-of-band manifest cut short")
+    magic, version, count = _OOB_HEAD.unpack_from(frame)
+    if magic != OOB_MAGIC:
+        raise FrameError("not an out-of-band manifest")
+    if version != OOB_VERSION:
+        raise FrameError(f"out-of-band manifest version {version} is not supported (this end speaks {OOB_VERSION})")
+    if count > max_buffers:
+        raise FrameTooLarge(f"out-of-band message of {count} buffers exceeds max_buffers={max_buffers}")
+    end = _OOB_HEAD.size + count * _OOB_ENTRY.size
+    if len(frame) < end:
+        raise FrameError("out-of-band manifest cut short")
+    sizes = []
+    readonly = []
+    total = 0
+    for flags, size in _OOB_ENTRY.iter_unpack(memoryview(frame)[_OOB_HEAD.size:end]):
+        if flags & ~OOB_READONLY:
+            raise FrameError(f"unknown out-of-band buffer flags {flags:#x}")
+        if size > max_frame_size:
+            raise FrameTooLarge(f"out-of-band buffer of {size} bytes exceeds max_frame_size={max_frame_size}")
+        total += size
+        if total > max_message_size:
+            raise FrameTooLarge(f"out-of-band buffers exceed max_message_size={max_message_size}")
+        sizes.append(size)
+        readonly.append(bool(flags & OOB_READONLY))
+    return sizes, readonly, end
 
 
 _MESSAGE_LENGTH = 40
