@@ -11,6 +11,7 @@ import gc
 import io
 import pickle
 import socket
+import sys
 import threading
 
 import pytest
@@ -20,6 +21,7 @@ from fastwire._fastwire import (
     ReceiveBuffer,
     _receive_buffer_strategy,
     receive_buffer,
+    receive_buffer_pool,
 )
 
 MiB = 1024 * 1024
@@ -32,6 +34,17 @@ def strategy(request):
     _receive_buffer_strategy(request.param)
     yield request.param
     _receive_buffer_strategy(before)
+
+
+@pytest.fixture
+def pool():
+    """An empty pool with its default bounds, restored afterwards."""
+    before = receive_buffer_pool()
+    receive_buffer_pool(max_blocks=0)
+    receive_buffer_pool(max_blocks=4, max_bytes=256 * MiB)
+    yield
+    receive_buffer_pool(max_blocks=0)
+    receive_buffer_pool(max_blocks=before["max_blocks"], max_bytes=before["max_bytes"])
 
 
 def pattern(n: int) -> bytes:
@@ -160,9 +173,11 @@ def test_complete_head_needs_no_read():
     assert bytes(got) == b"abc" and got.readonly
 
 
-def test_memory_grows_with_what_arrived_not_with_the_claim(strategy):
+def test_memory_grows_with_what_arrived_not_with_the_claim(strategy, pool):
     """A peer claims 1 TiB and sends 3 MiB: each window offered to recv_into
-    ends within twice what had arrived (at least 1 MiB, rounded to a page)."""
+    ends within twice what had arrived (at least 1 MiB, rounded to a page).
+    (A pooled block is memory already committed; the pool is empty here.)"""
+    receive_buffer_pool(max_blocks=0)
     offered = []
     source = io.BytesIO(pattern(3 * MiB))
 
@@ -192,6 +207,87 @@ def test_growth_doubles_in_few_steps(strategy, size):
     got = receive_buffer(recv_into, size, b"", False)
     assert bytes(got) == b"\x07" * size
     assert len(calls) <= 3
+
+
+def address(buffer) -> int:
+    numpy = pytest.importorskip("numpy")
+    return numpy.frombuffer(buffer, dtype=numpy.uint8).__array_interface__["data"][0]
+
+
+def test_a_dropped_large_buffer_is_received_into_again(strategy, pool):
+    first = receive_over_socket(pattern(8 * MiB), 0)
+    where = address(first)
+    del first
+    assert receive_buffer_pool()["blocks"] == 1
+    second = receive_over_socket(pattern(8 * MiB)[::-1], 100)
+    assert address(second) == where
+    assert bytes(second) == pattern(8 * MiB)[::-1]
+    assert receive_buffer_pool()["blocks"] == 0
+    del second
+    third = receive_over_socket(pattern(9 * MiB + 5), 7)  # grows the pooled block
+    assert bytes(third) == pattern(9 * MiB + 5)
+    del third
+    fourth = receive_over_socket(pattern(5 * MiB), 0)  # trims it
+    assert bytes(fourth) == pattern(5 * MiB)
+
+
+def test_a_buffer_still_referenced_is_never_reused(strategy, pool):
+    first = receive_over_socket(pattern(4 * MiB), 0)
+    view = memoryview(first)
+    array_base = address(first)
+    del first
+    second = receive_over_socket(pattern(4 * MiB)[::-1], 0)
+    assert address(second) != array_base
+    assert view.tobytes() == pattern(4 * MiB)
+
+
+def test_small_buffers_are_not_pooled(pool):
+    for _ in range(3):
+        receive_over_socket(pattern(MiB - 1), 0)
+    assert receive_buffer_pool()["blocks"] == 0
+
+
+def test_a_much_larger_pooled_block_is_left_for_a_larger_buffer(pool):
+    large = receive_over_socket(pattern(16 * MiB), 0)
+    where = address(large)
+    del large
+    small = receive_over_socket(pattern(2 * MiB), 0)
+    assert address(small) != where
+    assert receive_buffer_pool()["blocks"] == 1
+
+
+def test_pool_bounds_in_blocks_and_bytes(pool):
+    receive_buffer_pool(max_blocks=2)
+    held = [receive_over_socket(pattern(2 * MiB), 0) for _ in range(5)]
+    held.clear()
+    state = receive_buffer_pool()
+    assert state["blocks"] == 2 and state["bytes"] == 4 * MiB
+    receive_buffer_pool(max_bytes=3 * MiB)
+    state = receive_buffer_pool()
+    assert state["blocks"] == 1 and state["bytes"] == 2 * MiB
+    big = receive_over_socket(pattern(4 * MiB), 0)  # larger than the pool may hold: freed
+    del big
+    assert receive_buffer_pool()["bytes"] <= 3 * MiB
+    receive_buffer_pool(max_blocks=0)
+    assert receive_buffer_pool()["blocks"] == 0 and receive_buffer_pool()["bytes"] == 0
+    receive_buffer_pool(max_blocks=1000)
+    assert receive_buffer_pool()["max_blocks"] == 64
+    with pytest.raises(ValueError):
+        receive_buffer_pool(max_blocks=-1)
+    with pytest.raises(ValueError):
+        receive_buffer_pool(max_bytes=-1)
+
+
+def test_pool_in_a_forked_child(pool):
+    """A child forked while blocks are pooled uses its copy of them."""
+    import os
+    receive_over_socket(pattern(2 * MiB), 0)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        ok = bytes(receive_over_socket(pattern(2 * MiB), 3)) == pattern(2 * MiB)
+        os._exit(0 if ok and receive_buffer_pool()["blocks"] == 1 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # -- recv_into doing its worst (docs/callouts.md) --------------------------------
@@ -339,3 +435,32 @@ def test_threads_receiving_and_dropping_at_once(strategy):
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
+
+
+def anon_huge_kib() -> int:
+    import re
+    with open("/proc/self/smaps_rollup") as smaps:
+        return int(re.search(r"AnonHugePages:\s+(\d+)", smaps.read())[1])
+
+
+def thp_allowed() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as setting:
+            return "[never]" not in setting.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and thp_allowed()),
+                    reason="transparent huge pages are a Linux feature, here switched off")
+def test_large_buffers_get_huge_pages_by_default(pool):
+    """docs/net.md, Receive memory: on Linux a large buffer lives in a 2 MiB-aligned
+    mapping advised MADV_HUGEPAGE (the kernel may still fall back to 4 KiB pages
+    when it has no free huge page, so this asserts only that some were used)."""
+    receive_buffer_pool(max_blocks=0)
+    assert _receive_buffer_strategy() == STRATEGIES.index("huge")
+    before = anon_huge_kib()
+    got = receive_over_socket(pattern(32 * MiB), 0)
+    assert address(got) % (2 * MiB) == 0
+    assert anon_huge_kib() > before
+    assert bytes(got) == pattern(32 * MiB)

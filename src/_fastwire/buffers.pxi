@@ -22,11 +22,13 @@ from libc.string cimport memcpy
 from cpython.buffer cimport PyBUF_WRITABLE
 from wire cimport acquire_readable, release_view
 from blocks cimport (
-    FW_ALLOC_COUNT, fw_alloc_strategy, fw_block, fw_block_free, fw_block_grow, fw_block_new,
-    fw_block_trim,
+    FW_ALLOC_COUNT, fw_alloc_strategy, fw_block_grow, fw_block_new, fw_block_release,
+    fw_block_trim, fw_pool_configure, fw_pool_init, fw_pool_take,
 )
 
 cimport cython
+
+fw_pool_init()
 
 # What an empty buffer exports: a valid address, never NULL.
 cdef char _empty_block[1]
@@ -44,7 +46,7 @@ cdef class ReceiveBuffer:
         raise TypeError("ReceiveBuffer objects are made by receive_buffer()")
 
     def __dealloc__(self):
-        fw_block_free(&self.block)
+        fw_block_release(&self.block)  # to the pool if large: its pages are already in
 
     def __getbuffer__(self, Py_buffer* buffer, int flags):
         if (flags & PyBUF_WRITABLE) and self.read_only:
@@ -132,7 +134,10 @@ cpdef object receive_buffer(object recv_into, Py_ssize_t length, object received
         size = 2 * filled if 2 * filled > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
         if size > length:
             size = length
-        if fw_block_new(&buffer.block, size, length) < 0:
+        if fw_pool_take(&buffer.block, length):
+            if fw_block_grow(&buffer.block, size) < 0:
+                raise MemoryError()
+        elif fw_block_new(&buffer.block, size, length) < 0:
             raise MemoryError()
         memcpy(buffer.block.data, view.buf, filled)
     finally:
@@ -178,3 +183,23 @@ def _receive_buffer_strategy(strategy=None):
             raise ValueError(f"strategy must be in range({FW_ALLOC_COUNT})")
         fw_alloc_strategy = strategy
     return fw_alloc_strategy
+
+
+def receive_buffer_pool(max_blocks=None, max_bytes=None):
+    """receive_buffer_pool(max_blocks=None, max_bytes=None) -> dict
+
+    The pool of large receive blocks (at least 1 MiB) whose ReceiveBuffer was
+    dropped, kept so the next receive_buffer() fills memory already paged in
+    instead of faulting in fresh pages. It holds at most `max_blocks` blocks
+    (default 4, at most 64) and `max_bytes` bytes (default 256 MiB) and drops
+    its oldest block to make room; 0 turns it off and empties it. Given
+    values set the bounds for the whole process; returns the bounds and what
+    the pool holds: {"max_blocks", "max_bytes", "blocks", "bytes"}.
+    """
+    cdef Py_ssize_t state[4]
+    cdef Py_ssize_t blocks = -1 if max_blocks is None else max_blocks
+    cdef Py_ssize_t nbytes = -1 if max_bytes is None else max_bytes
+    if max_blocks is not None and blocks < 0 or max_bytes is not None and nbytes < 0:
+        raise ValueError("the pool's bounds must be >= 0")
+    fw_pool_configure(blocks, nbytes, state)
+    return {"max_blocks": state[0], "max_bytes": state[1], "blocks": state[2], "bytes": state[3]}
