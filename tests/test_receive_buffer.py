@@ -464,3 +464,45 @@ def test_large_buffers_get_huge_pages_by_default(pool):
     assert address(got) % (2 * MiB) == 0
     assert anon_huge_kib() > before
     assert bytes(got) == pattern(32 * MiB)
+
+
+PEAK_RECEIVER = """
+import socket, sys
+from fastwire._fastwire import receive_buffer
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+sock = socket.socket(fileno=int(sys.argv[1]))
+length = int(sys.argv[2])
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak resident size to the current one
+before = status("VmRSS:")
+got = receive_buffer(sock.recv_into, length, b"", False)
+print(status("VmHWM:") - before, bytes(memoryview(got)[-4:]).hex())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_peak_memory_of_a_64_mib_receive_is_at_most_1_1x():
+    """Goal: peak receiver memory at most 1.1x the payload, in a fresh process
+    fed over AF_UNIX by this one (its resident peak, reset before receiving)."""
+    import os
+    import subprocess
+    length = 64 * MiB
+    here, there = socket.socketpair(socket.AF_UNIX)
+    with here:
+        child = subprocess.Popen(
+            [sys.executable, "-c", PEAK_RECEIVER, str(there.fileno()), str(length)],
+            pass_fds=[there.fileno()], stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        there.close()
+        chunk = pattern(MiB)
+        for _ in range(64):
+            here.sendall(chunk)
+        out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0
+    peak, tail = out.split()
+    assert tail == chunk[-4:].hex()
+    assert int(peak) <= 1.1 * length, f"peak {int(peak) / length:.3f}x the payload"
