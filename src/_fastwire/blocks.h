@@ -290,6 +290,8 @@ static void fw_pool_lock(void) {
         SwitchToThread();
 }
 static void fw_pool_unlock(void) { _InterlockedExchange8(&fw_pool_locked, 0); }
+static int fw_pool_peek_count(void) { return *(volatile int *)&fw_pool_count; }
+static void fw_pool_set_count(int n) { *(volatile int *)&fw_pool_count = n; }
 #else
 #include <sched.h>
 static void fw_pool_lock(void) {
@@ -297,6 +299,10 @@ static void fw_pool_lock(void) {
         sched_yield();
 }
 static void fw_pool_unlock(void) { __atomic_store_n(&fw_pool_locked, 0, __ATOMIC_RELEASE); }
+/* Unlocked, so only a hint: an empty pool costs no lock. */
+static int fw_pool_peek_count(void) { return __atomic_load_n(&fw_pool_count, __ATOMIC_RELAXED); }
+/* Locked writers store atomically for that unlocked reader. */
+static void fw_pool_set_count(int n) { __atomic_store_n(&fw_pool_count, n, __ATOMIC_RELAXED); }
 #endif
 
 #if !defined(_WIN32)
@@ -317,7 +323,7 @@ static void fw_pool_init(void) {
  * smallest that holds it, else the largest. 0 if none (or `length` is small). */
 static int fw_pool_take(fw_block *out, Py_ssize_t length) {
     int i, best = -1;
-    if (length < fw_map_threshold || fw_pool_count == 0)  /* a racy peek: only a hint */
+    if (length < fw_map_threshold || fw_pool_peek_count() == 0)
         return 0;
     fw_pool_lock();
     for (i = 0; i < fw_pool_count; i++) {
@@ -335,7 +341,7 @@ static int fw_pool_take(fw_block *out, Py_ssize_t length) {
     if (best >= 0) {
         *out = fw_pool[best];
         fw_pool_bytes -= out->capacity;
-        fw_pool_count--;
+        fw_pool_set_count(fw_pool_count - 1);
         memmove(&fw_pool[best], &fw_pool[best + 1], sizeof(fw_block) * (size_t)(fw_pool_count - best));
     }
     fw_pool_unlock();
@@ -351,7 +357,7 @@ static int fw_pool_shed(Py_ssize_t incoming, int slots, fw_block *dropped) {
             fw_pool_bytes + incoming > fw_pool_max_bytes)) {
         dropped[n++] = fw_pool[0];
         fw_pool_bytes -= fw_pool[0].capacity;
-        fw_pool_count--;
+        fw_pool_set_count(fw_pool_count - 1);
         memmove(&fw_pool[0], &fw_pool[1], sizeof(fw_block) * (size_t)fw_pool_count);
     }
     return n;
@@ -367,7 +373,8 @@ static void fw_block_release(fw_block *block) {
         fw_pool_lock();
         if (block->capacity <= fw_pool_max_bytes && fw_pool_max_blocks > 0) {
             n = fw_pool_shed(block->capacity, 1, dropped);
-            fw_pool[fw_pool_count++] = *block;
+            fw_pool[fw_pool_count] = *block;
+            fw_pool_set_count(fw_pool_count + 1);
             fw_pool_bytes += block->capacity;
             pooled = 1;
         }
