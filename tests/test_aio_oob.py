@@ -150,12 +150,14 @@ def test_arrays_and_buffers_round_trip(family):
                 await stream.send(pickle.PickleBuffer(b"read-only"))
                 got = await stream.recv()
                 assert bytes(got) == b"read-only" and memoryview(got).readonly
-                nested = {"a": arrays(), "b": [pickle.PickleBuffer(bytearray(b"x" * 100))] * 2, "n": 7}
+                nested = {"a": arrays(), "b": [pickle.PickleBuffer(bytearray(b"x" * 100))] * 2, "n": 7,
+                          "empty": pickle.PickleBuffer(bytearray())}
                 await stream.send(nested)
                 got = await stream.recv()
                 for g, s in zip(got["a"], nested["a"]):
                     check_same_array(g, s)
                 assert [bytes(b) for b in got["b"]] == [b"x" * 100] * 2 and got["n"] == 7
+                assert bytes(got["empty"]) == b""
                 # The sender's PickleBuffer is its own: still usable after the send.
                 assert bytes(pickle.PickleBuffer(writable)) == writable
 
