@@ -318,6 +318,27 @@ def test_stdlib_peer(out_of_band):
         assert np.array_equal(results[0], array)
 
 
+def test_send_many_and_send_bytes_stay_in_band():
+    results = []
+    with mpc.Listener(("127.0.0.1", 0)) as listener:
+        def serve():
+            with listener.accept() as conn:
+                results.append(conn.recv())
+                results.append(conn.recv_bytes())
+        thread = threading.Thread(target=serve)
+        thread.start()
+
+        async def main():
+            stream = await aio.open_connection(*listener.address, out_of_band=True)
+            async with stream:
+                await stream.send_many([pickle.PickleBuffer(bytearray(b"abc"))])
+                await stream.send_bytes(b"raw")
+
+        run(main())
+        thread.join(30)
+    assert results == [bytearray(b"abc"), b"raw"]
+
+
 # -- restricted mode -------------------------------------------------------------------
 
 def test_restricted_mode_applies_to_the_reconstruction():
