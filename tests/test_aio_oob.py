@@ -360,8 +360,16 @@ def test_restricted_mode_applies_to_the_reconstruction():
 # -- bounds ----------------------------------------------------------------------------
 
 def test_max_buffers_and_max_message_size_at_and_past_the_limit():
+    refused = []
+
+    async def guarded_echo(stream):
+        try:
+            await echo(stream)
+        except FrameTooLarge as exc:
+            refused.append(str(exc))
+
     async def main():
-        async with served(echo, out_of_band=True, max_buffers=2, max_message_size=100) as connect:
+        async with served(guarded_echo, out_of_band=True, max_buffers=2, max_message_size=100) as connect:
             stream = await connect(out_of_band=True)
             async with stream:
                 two = [pickle.PickleBuffer(bytearray(50)), pickle.PickleBuffer(bytearray(50))]
@@ -379,6 +387,8 @@ def test_max_buffers_and_max_message_size_at_and_past_the_limit():
                     await stream.recv()
 
     run(main())
+    assert len(refused) == 2
+    assert "max_buffers=2" in refused[0] and "max_message_size=100" in refused[1]
 
 
 def test_options_are_checked():
