@@ -22,7 +22,18 @@ CORE_PROTOCOLS = range(2, std.HIGHEST_PROTOCOL + 1)
 
 
 outcome = cat.dumps_outcome
-same_as_stdlib = cat.assert_dumps_like_stdlib
+
+
+def same_as_stdlib(value):
+    """Equal pickles once pickletools.optimize drops the memo entries nothing
+    refers to (the encoder leaves out entries for objects nothing else can
+    reach); any other difference fails."""
+    for proto in CORE_PROTOCOLS:
+        got = outcome(fw.dumps, value, proto)
+        expected = outcome(std.dumps, value, proto)
+        if isinstance(expected, bytes) and isinstance(got, bytes):
+            got, expected = pickletools.optimize(got), pickletools.optimize(expected)
+        assert got == expected, proto
 
 
 class Point:
@@ -90,8 +101,8 @@ def test_reduce_that_deletes_itself_from_its_class():
         got = outcome(fw.dumps, [Vanishing(), Vanishing()], proto)
         Vanishing.__reduce__ = _vanishing_reduce
         expected = outcome(std.dumps, [Vanishing(), Vanishing()], proto)
-        assert got == expected
         assert isinstance(got, bytes)
+        assert pickletools.optimize(got) == pickletools.optimize(expected)
 
 
 def test_reduce_that_changes_the_class_of_later_items():
@@ -106,7 +117,8 @@ def test_reduce_that_changes_the_class_of_later_items():
                 return (Point, (0, 0))
 
         items = [Shifty(), Shifty(), Shifty()]
-        return outcome(dumps, items, proto)
+        data = outcome(dumps, items, proto)
+        return data if isinstance(data, type) else pickletools.optimize(data)
 
     for proto in CORE_PROTOCOLS:
         assert run(fw.dumps, proto) == run(std.dumps, proto)
@@ -130,8 +142,7 @@ def test_metaclass_and_getattribute_classes_keep_the_slow_path():
             return (Point, (1, 1))
 
     for obj in (WithMeta(), WithGetattribute()):
-        for proto in CORE_PROTOCOLS:
-            assert fw.dumps(obj, proto) == std.dumps(obj, proto)
+        same_as_stdlib(obj)
     assert std.loads(fw.dumps(WithGetattribute(), 5)).x == 9
 
 
@@ -153,18 +164,6 @@ def test_reduce_raising_propagates_the_same_exception():
 
 def _plain_function(*args, **kwargs):
     return args, kwargs
-
-
-def same_graph_as_stdlib(value):
-    """Equal pickles once pickletools.optimize drops the memo entries nothing
-    refers to (the encoder leaves out entries for objects nothing else can
-    reach); any other difference fails."""
-    for proto in CORE_PROTOCOLS:
-        got = outcome(fw.dumps, value, proto)
-        expected = outcome(std.dumps, value, proto)
-        if isinstance(expected, bytes):
-            got, expected = pickletools.optimize(got), pickletools.optimize(expected)
-        assert got == expected, proto
 
 
 class DefaultDictChild(collections.defaultdict):
@@ -191,18 +190,18 @@ def test_c_method_reduce_values_match_stdlib():
         [child, DefaultDictChild(int), PartialChild(_plain_function, 3)],
     ]
     for value in values:
-        same_graph_as_stdlib(value)
-        same_graph_as_stdlib(value)      # a second dump meets what the first left behind
+        same_as_stdlib(value)
+        same_as_stdlib(value)      # a second dump meets what the first left behind
 
 
 def test_c_method_reduce_shadowed_on_the_instance():
     p = functools.partial(_plain_function, 1)
     p.__reduce__ = lambda: (Point, (7, 8))
-    same_graph_as_stdlib(p)
+    same_as_stdlib(p)
     assert std.loads(fw.dumps(p, 5)).x == 7
     q = functools.partial(_plain_function, 2)
     q.__reduce_ex__ = lambda proto: (Point, (proto, 0))
-    same_graph_as_stdlib(q)
+    same_as_stdlib(q)
 
 
 class MutatingItems(collections.defaultdict):

@@ -96,19 +96,36 @@ def test_collections_load_back():
     assert loaded == value and loaded[0].maxlen == 5 and list(loaded[1]) == ["b", "a"]
 
 
+# Instance attributes that shadow the hooks; module functions, so that the
+# instance dict holding them (the state) can itself be pickled.
+def _shadow_reduce():
+    return (collections.deque, ((1,),))
+
+
+def _shadow_reduce_ex(proto):
+    return (collections.deque, ((proto,),))
+
+
+def _shadow_getstate():
+    return {"from": "getstate"}
+
+
+def _shadow_items():
+    return [("shadowed", 1)]
+
+
 @pytest.mark.parametrize("proto", PROTOCOLS)
 def test_instance_attributes_shadowing_the_hooks_are_honoured(proto):
     def make():
         values = []
-        for name, hook in [("__reduce__", lambda: (collections.deque, ((1,),))),
-                           ("__reduce_ex__", lambda proto: (collections.deque, ((proto,),))),
-                           ("__getstate__", lambda: {"from": "getstate"}),
-                           ("items", lambda: [("shadowed", 1)])]:
+        for name, hook in [("__reduce__", _shadow_reduce), ("__reduce_ex__", _shadow_reduce_ex),
+                           ("__getstate__", _shadow_getstate), ("items", _shadow_items)]:
             od = collections.OrderedDict(k=1)
             setattr(od, name, hook)
             values.append(od)
         return values
-    assert_like_stdlib(make, proto)
+    got = assert_like_stdlib(make, proto)
+    assert all(isinstance(r, bytes) for r in got)
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)

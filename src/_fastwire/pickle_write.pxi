@@ -1781,7 +1781,13 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
         pw_write1(e, OP_NEWOBJ)
     else:
         pw_save(e, <PyObject *>func, 0)
-        pw_save(e, <PyObject *>args, 0)
+        # The argument tuple of a reduce value that only we hold is held by
+        # that value and by `args`: nothing else can reach it, so it needs no
+        # memo entry (see the memo policy at the top). Protocol 2 keeps it:
+        # CPython holds that protocol to the exact bytes Python 2 wrote
+        # (test_pickle_to_2x: range, set).
+        pw_save(e, <PyObject *>args,
+                PW_HELD if e.proto > 2 and c_refcnt(<PyObject *>rv) == 1 else 0)
         pw_write1(e, OP_REDUCE)
 
     if obj != NULL:
