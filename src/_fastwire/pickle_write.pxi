@@ -187,11 +187,14 @@ cdef extern from *:
         }
         return 0;
     }
+    #define pw_is_datetime_type(t) ((t) == pw_delta_type || (t) == pw_datetime_type \
+                                    || (t) == pw_date_type || (t) == pw_time_type)
     #define pw_delta_days(o) PyDateTime_DELTA_GET_DAYS(o)
     #define pw_delta_seconds(o) PyDateTime_DELTA_GET_SECONDS(o)
     #define pw_delta_microseconds(o) PyDateTime_DELTA_GET_MICROSECONDS(o)
     """
     TypeObject *pw_delta_type
+    bint pw_is_datetime_type(TypeObject *t) noexcept
     int pw_datetime_import() except -1
     int pw_datetime_state(PyObject *o, TypeObject *t, int proto, unsigned char *out, PyObject **tzinfo) noexcept
     int pw_delta_days(PyObject *o)
@@ -1393,7 +1396,9 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, TypeObject *t, int flags) except
     elif c_is_subtype(t, &c_type_type):
         return pw_save_global(e, o, None)
     else:
-        if pw_save_value_type(e, obj, t):
+        # Not complex: without its copyreg entry it reduces through
+        # object.__reduce_ex__ (NEWOBJ), which the encoder does not imitate.
+        if pw_is_datetime_type(t) and pw_save_value_type(e, obj, t):
             return 0
         shape = pw_plain_instance(t, obj, &slotnames)
         if shape != PW_PLAIN_NO and pw_save_plain_instance(e, obj, t, shape, slotnames) == 0:
