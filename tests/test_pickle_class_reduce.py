@@ -228,3 +228,75 @@ def test_c_method_reduce_whose_items_mutate_the_instance():
         got, expected = run(fw.dumps, proto), run(std.dumps, proto)
         assert got == expected
         assert isinstance(got, bytes)
+
+
+# --- (cls, args[, state]) values, written without the general checks ----------
+
+class Rebuilt:
+    """Reduces to whatever value it was given."""
+
+    def __init__(self, value=None, *rest):
+        self.value = value
+
+    def __reduce__(self):
+        return self.value
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _named(name, meta=type):
+    cls = meta(name, (Rebuilt,), {"__module__": __name__, "__qualname__": name})
+    globals()[name] = cls
+    return cls
+
+
+class NamedMeta(type):
+    """A metaclass whose __name__ is not the class's: the stdlib asks it."""
+
+    @property
+    def __name__(cls):
+        return "__newobj__"
+
+
+SHARED_REDUCE_ARGS = (1, [2])
+SHARED_REDUCE_STATE = {"shared": [3]}
+
+
+def _reduce_values():
+    newobj_named = _named("__newobj__")
+    newobj_ex_named = _named("__newobj_ex__")
+    with_meta = _named("WithNamedMeta", NamedMeta)
+    shared_rv = (Rebuilt, SHARED_REDUCE_ARGS, SHARED_REDUCE_STATE)
+    cached = [Rebuilt(shared_rv), Rebuilt(shared_rv)]
+    return {
+        "(cls, args)": [Rebuilt((Rebuilt, (i, str(i)))) for i in range(3)],
+        "(cls, args, state)": [Rebuilt((Rebuilt, (i,), {"s": i})) for i in range(3)],
+        "state None": [Rebuilt((Rebuilt, (1,), None))],
+        "one reduce value for several objects": cached + [SHARED_REDUCE_ARGS, SHARED_REDUCE_STATE, shared_rv],
+        "shared args and state": [Rebuilt((Rebuilt, SHARED_REDUCE_ARGS, SHARED_REDUCE_STATE)),
+                                  Rebuilt((Rebuilt, SHARED_REDUCE_ARGS, SHARED_REDUCE_STATE)),
+                                  SHARED_REDUCE_ARGS],
+        "args holding the object": [_self_in_args()],
+        "class named __newobj__": [Rebuilt((newobj_named, (newobj_named,)))],
+        "class named __newobj_ex__": [Rebuilt((newobj_ex_named, (newobj_ex_named, (), {})))],
+        "static type": [Rebuilt((range, (1, 5))), Rebuilt((complex, (1.0, 2.0)))],
+        "metaclass naming it __newobj__": [Rebuilt((with_meta, (with_meta, 1)))],
+        "args a tuple subclass": [Rebuilt((Rebuilt, ArgsTuple((1, 2))))],
+    }
+
+
+class ArgsTuple(tuple):
+    pass
+
+
+def _self_in_args():
+    obj = Rebuilt()
+    obj.value = (Rebuilt, ([obj],), {"me": obj})
+    return obj
+
+
+@pytest.mark.parametrize("name", sorted(_reduce_values()))
+def test_class_call_reduce_values_match_stdlib(name):
+    same_as_stdlib(_reduce_values()[name])
+    same_as_stdlib(_reduce_values()[name])

@@ -1696,6 +1696,57 @@ cdef int pw_save_reduce_value(PwEnc *e, PyObject *obj, object rv) except -1:
 
 cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
     """Write what a __reduce__ value describes (obj NULL: do not memoize)."""
+    cdef Py_ssize_t n = c_tuple_size(<PyObject *>rv)
+    cdef PyObject *func
+    # The common value, (cls, args) or (cls, args, state), needs none of the
+    # general path's checks: a class is callable, and one whose metaclass is
+    # exactly type has the __name__ its type object says.
+    if n == 2 or n == 3:
+        func = c_tuple_item(<PyObject *>rv, 0)
+        if (c_type_of(func) == &c_type_type and c_type_of(c_tuple_item(<PyObject *>rv, 1)) == &c_tuple_type
+                and not pw_type_named_newobj(<TypeObject *>func)):
+            return pw_save_class_call(e, <PyObject *>rv, obj, n)
+    return pw_save_reduce_general(e, rv, obj)
+
+
+cdef inline int pw_save_member(PwEnc *e, PyObject *item, bint owner_alone) except -1:
+    """pw_save of an item borrowed from a reduce value: when nothing but us
+    holds that value, an item it alone holds cannot be met again (no memo
+    entry); otherwise a reference is held so that it never counts as alone."""
+    if owner_alone:
+        return pw_save(e, item, 0)
+    c_incref(item)
+    try:
+        return pw_save(e, item, 0)
+    finally:
+        c_decref(item)
+
+
+cdef int pw_save_class_call(PwEnc *e, PyObject *rv, PyObject *obj, Py_ssize_t n) except -1:
+    """pw_save_reduce for (cls, args[, state]) as that function tells it:
+    REDUCE, the memo entry, BUILD. The items are borrowed from rv, which the
+    caller holds. Protocol 2 memoizes them all: CPython holds that protocol
+    to the exact bytes Python 2 wrote (test_pickle_to_2x: range, set)."""
+    cdef bint alone = e.proto > 2 and c_refcnt(rv) == 1
+    cdef PyObject *state = c_tuple_item(rv, 2) if n == 3 else c_none
+    cdef Py_ssize_t idx
+    pw_save_member(e, c_tuple_item(rv, 0), alone)
+    pw_save_member(e, c_tuple_item(rv, 1), alone)
+    pw_write1(e, OP_REDUCE)
+    if obj != NULL:
+        idx = pw_memo_index(e, obj)
+        if idx >= 0:
+            pw_write1(e, OP_POP)
+            return pw_memo_get(e, idx)
+        if pw_memo_put(e, obj) < 0:
+            return -1
+    if state != c_none:
+        pw_save_member(e, state, alone)
+        pw_write1(e, OP_BUILD)
+    return 0
+
+
+cdef int pw_save_reduce_general(PwEnc *e, tuple rv, PyObject *obj) except -1:
     cdef Py_ssize_t size = len(rv)
     cdef Py_ssize_t idx
     cdef object func, args, state, listitems, dictitems, state_setter, name, cls, kwargs
@@ -1786,11 +1837,7 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
         pw_write1(e, OP_NEWOBJ)
     else:
         pw_save(e, <PyObject *>func, 0)
-        # The argument tuple of a reduce value that only we hold is held by
-        # that value and by `args`: nothing else can reach it, so it needs no
-        # memo entry (see the memo policy at the top). Protocol 2 keeps it:
-        # CPython holds that protocol to the exact bytes Python 2 wrote
-        # (test_pickle_to_2x: range, set).
+        # As in pw_save_class_call: `args` holds the one extra reference.
         pw_save(e, <PyObject *>args,
                 PW_HELD if e.proto > 2 and c_refcnt(<PyObject *>rv) == 1 else 0)
         pw_write1(e, OP_REDUCE)
@@ -1841,8 +1888,24 @@ cdef extern from *:
         return PyUnicode_GET_LENGTH(s) == n && PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND
             && memcmp(PyUnicode_DATA(s), lit, (size_t)n) == 0;
     }
+    /* The __name__ of a class whose metaclass is exactly type (a data
+       descriptor of type: the class's own dict cannot override it) is
+       "__newobj__" or "__newobj_ex__", the names save_reduce writes NEWOBJ
+       and NEWOBJ_EX for. A static type's __name__ is its tp_name after the
+       last dot. */
+    static int pw_type_named_newobj(PyTypeObject *t) {
+        const char *s;
+        if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+            PyObject *name = ((PyHeapTypeObject *)t)->ht_name;
+            return pw_str_is_ascii(name, "__newobj__", 10) || pw_str_is_ascii(name, "__newobj_ex__", 13);
+        }
+        s = strrchr(t->tp_name, '.');
+        s = s ? s + 1 : t->tp_name;
+        return strcmp(s, "__newobj__") == 0 || strcmp(s, "__newobj_ex__") == 0;
+    }
     """
     bint pw_str_is_ascii(PyObject *s, const char *lit, Py_ssize_t n) noexcept
+    bint pw_type_named_newobj(TypeObject *t) noexcept
 
 
 cdef inline bint pw_is_iterator(object o):
