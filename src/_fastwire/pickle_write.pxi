@@ -1505,8 +1505,12 @@ cdef inline bint pw_default_slotnames(TypeObject *t) noexcept:
 cdef object pw_collections_reduce(TypeObject *t, object o):
     """o.__reduce__() for an exact deque or OrderedDict (see above), or
     None when the encoder must call it."""
-    cdef PyObject *d = pw_own_dict_slot(<PyObject *>o)
+    cdef PyObject *d
     cdef object state = None
+    if FW_FREE_THREADED:
+        # The dict slot is read without a lock: another thread may replace it.
+        return None
+    d = pw_own_dict_slot(<PyObject *>o)
     if d != NULL and c_dict_size(d):
         if (c_dict_get(d, <PyObject *>PW_REDUCE) != NULL or c_dict_get(d, <PyObject *>PW_REDUCE_EX) != NULL
                 or c_dict_get(d, <PyObject *>PW_GETSTATE) != NULL or c_dict_get(d, <PyObject *>PW_ITEMS) != NULL):
