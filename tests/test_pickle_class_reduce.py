@@ -14,6 +14,7 @@ import pickle as std
 import pickletools
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from fastwire import pickle as fw
 from tests.support import pickle_catalogue as cat
@@ -300,3 +301,22 @@ def _self_in_args():
 def test_class_call_reduce_values_match_stdlib(name):
     same_as_stdlib(_reduce_values()[name])
     same_as_stdlib(_reduce_values()[name])
+
+
+atoms = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                  st.text(max_size=4), st.binary(max_size=4))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.tuples(st.lists(atoms, max_size=3), st.one_of(st.none(), atoms, st.lists(atoms, max_size=2))),
+                     max_size=6),
+       share=st.booleans(), items=st.dictionaries(st.text(max_size=3), atoms, max_size=5))
+def test_hypothesis_class_call_and_c_reduce_values_match_stdlib(rows, share, items):
+    objects = [Rebuilt((Rebuilt, tuple(args)) if state is None else (Rebuilt, tuple(args), state))
+               for args, state in rows]
+    if share and objects:
+        shared_rv = objects[0].value
+        objects += [Rebuilt(shared_rv), shared_rv[1], Rebuilt((Rebuilt, (objects,)))]
+    mapping = collections.defaultdict(list, items)
+    objects += [mapping, collections.defaultdict(None, items), mapping]
+    same_as_stdlib(objects)
