@@ -624,16 +624,17 @@ cdef class ConnectionCore:
                     return ready.popleft()
                 except IndexError:  # a lock-free recv() in another thread took it
                     continue
+            # Checked before reading too: the last read may have brought the
+            # header of a frame the caller takes over, after complete ones.
+            announced = scanner.incomplete_length()
+            if announced and (announced >= <uint64_t>_CONN_STREAMED or
+                              (maxlength is not None and announced > maxlength)):
+                return None
             frames = self._read(deadline, False)
             if frames:
                 if len(<list>frames) == 1 and not ready:
                     return (<list>frames)[0]  # the usual case: no detour through the deque
                 ready.extend(frames)
-            else:
-                announced = scanner.incomplete_length()
-                if announced and (announced >= <uint64_t>_CONN_STREAMED or
-                                  (maxlength is not None and announced > maxlength)):
-                    return None
 
     cdef object _recv_into_until(self, object deadline):
         """The recv_into that reads the rest of a large frame: the socket's, or
