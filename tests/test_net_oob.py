@@ -362,6 +362,74 @@ def test_differential_against_stdlib_pickle_with_buffers(pipe, obj):
     assert_same(b.recv(), stdlib_round_trip(obj))
 
 
+def test_threads_receiving_at_once_each_get_whole_messages(pipe):
+    # Small frames (taken without the lock when queued) interleaved with
+    # out-of-band messages of many small buffers, whose frames arrive queued
+    # with the manifest: while one thread assembles such a message (its
+    # buffers= callable sleeps, letting the others run), the others must not
+    # take its buffer frames. Every message arrives whole, exactly once.
+    a, b = pipe
+    count = 300
+    received = []
+
+    def provide(size, readonly):
+        threading.Event().wait(0.001)
+        return bytearray(size)
+
+    def receiver():
+        while True:
+            message = b.recv(timeout=60, buffers=provide)
+            if message is None:
+                return
+            received.append(message)
+
+    for i in range(0, count, 3):
+        a.send_many([("small", i), ("small", i + 1)])
+        a.send(("buffers", i + 2, [pickle.PickleBuffer(bytearray([i % 256, j])) for j in range(20)]))
+    a.send_many([None] * 4)
+    threads = [threading.Thread(target=receiver, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(m[1] for m in received) == list(range(count))
+    for message in received:
+        if message[0] == "buffers":
+            i = message[1] - 2
+            assert [bytes(x) for x in message[2]] == [bytes([i % 256, j]) for j in range(20)]
+
+
+def test_buffer_frames_queued_during_assembly_stay_with_their_message(raw_peer):
+    # The manifest arrives alone; its buffer frames and two small messages in
+    # the next read, queued together. A second thread calling recv() while the
+    # first assembles (from the buffers= callable) must wait for the lock, not
+    # take a buffer frame as if it were a message.
+    raw, conn = raw_peer
+    obj = [pickle.PickleBuffer(bytearray([j])) for j in range(5)]
+    message = oob_message(obj)
+    (manifest_size,) = struct.unpack("!i", message[:4])
+    first, rest = message[:4 + manifest_size], message[4 + manifest_size:]
+    second = []
+
+    def provide(size, readonly):
+        if not second:
+            thread = threading.Thread(target=lambda: second.append(conn.recv(timeout=30)), daemon=True)
+            second.append(thread)
+            thread.start()
+            thread.join(0.5)  # it either took a queued frame by now, or waits for the lock
+        return bytearray(size)
+
+    raw.sendall(first)
+    sender = in_thread(lambda: (threading.Event().wait(0.2),
+                                raw.sendall(rest + frame(pickle.dumps("one", 5)) + frame(pickle.dumps("two", 5)))))
+    got = conn.recv(timeout=30, buffers=provide)
+    sender.join()
+    second[0].join(30)
+    assert [bytes(x) for x in got] == [bytes([j]) for j in range(5)]
+    assert second[1:] == ["one"]
+    assert conn.recv(timeout=30) == "two"
+
+
 # -- options -----------------------------------------------------------------------------
 
 
