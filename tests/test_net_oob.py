@@ -21,8 +21,7 @@ import tracemalloc
 from multiprocessing import connection as std_connection
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fastwire import net
 from fastwire._protocol import (
@@ -741,6 +740,34 @@ def test_buffers_callable_reenters_recv_from_another_thread(pipe):
     threads[0].join(30)
     assert [x.tolist() for x in got] == [np.arange(5.0).tolist(), np.arange(6.0).tolist()]
     assert results[0].tolist() == np.arange(7.0).tolist()
+
+
+def test_send_reduce_closes_and_the_descriptor_is_reused():
+    # Pickling runs __reduce__ (as NumPy's runs before its buffer is set aside):
+    # it closes the connection and a new socket takes over the descriptor number.
+    # send() raises and writes nothing to the new socket.
+    a, b = net.Pipe(out_of_band=True)
+    number = a.fileno()
+    reused = []
+
+    class ClosesWhilePickled:
+        def __reduce__(self):
+            a.close()
+            pair = socket.socketpair()
+            reused.append(pair)
+            return bytearray, (pickle.PickleBuffer(bytearray(b"payload")),)
+
+    with b:
+        with pytest.raises(OSError, match="handle is closed"):
+            a.send([ClosesWhilePickled()])
+    left, right = reused[0]
+    with left, right:
+        assert number in (left.fileno(), right.fileno())
+        left.setblocking(False)
+        right.setblocking(False)
+        for end in (left, right):
+            with pytest.raises(BlockingIOError):
+                end.recv(1)
 
 
 # -- real processes ------------------------------------------------------------------------
