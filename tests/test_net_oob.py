@@ -494,6 +494,33 @@ def test_buffer_over_max_frame_size_is_refused(raw_peer):
     assert conn.closed
 
 
+@pytest.mark.parametrize("count, refused", [(3, False), (4, True)])
+def test_max_buffers_accepts_the_limit_and_refuses_one_past_it(count, refused):
+    a, b = net.Pipe(out_of_band=True, max_buffers=3)
+    with a, b:
+        sent = [pickle.PickleBuffer(bytearray([i])) for i in range(count)]
+        a.send(sent)
+        if refused:
+            with pytest.raises(FrameTooLarge, match="max_buffers=3"):
+                b.recv()
+            assert b.closed
+        else:
+            assert [bytes(x) for x in b.recv()] == [bytes([i]) for i in range(count)]
+
+
+@pytest.mark.parametrize("total, refused", [(1000, False), (1001, True)])
+def test_max_message_size_accepts_the_limit_and_refuses_one_past_it(total, refused):
+    a, b = net.Pipe(out_of_band=True, max_message_size=1000)
+    with a, b:
+        a.send([pickle.PickleBuffer(bytearray(600)), pickle.PickleBuffer(bytearray(total - 600))])
+        if refused:
+            with pytest.raises(FrameTooLarge, match="max_message_size=1000"):
+                b.recv()
+            assert b.closed
+        else:
+            assert [len(x) for x in b.recv()] == [600, 400]
+
+
 def test_total_over_max_message_size_is_refused():
     left, right = socket.socketpair()
     with left, net.Connection(right, max_message_size=1000) as conn:
