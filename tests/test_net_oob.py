@@ -784,9 +784,8 @@ def test_send_reduce_closes_and_the_descriptor_is_reused():
             reused.append(pair)
             return bytearray, (pickle.PickleBuffer(bytearray(b"payload")),)
 
-    with b:
-        with pytest.raises(OSError, match="handle is closed"):
-            a.send([ClosesWhilePickled()])
+    with b, pytest.raises(OSError, match="handle is closed"):
+        a.send([ClosesWhilePickled()])
     left, right = reused[0]
     with left, right:
         assert number in (left.fileno(), right.fileno())

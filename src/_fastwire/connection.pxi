@@ -272,9 +272,9 @@ cdef class ConnectionCore:
         Send the pickle stream `stream` (bytes) whose PickleBuffers `buffers`
         (a non-empty list, in order) the pickler set aside, as one out-of-band
         message (manifest frame, then each buffer's raw bytes as a frame,
-        none of them copied), and release the buffers. Called without any
-        lock, with the connection possibly closed meanwhile; it writes the
-        whole message under the send lock or nothing.
+        none of them copied). Called without any lock, with the connection
+        possibly closed meanwhile; it writes the whole message under the send
+        lock or nothing.
     ``_load_streamed(length, received, recv_into)``
         Decode a frame whose payload is `length` (>= STREAM_THRESHOLD) bytes,
         of which `received` (a read-only view) has arrived, reading the rest

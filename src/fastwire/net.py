@@ -26,6 +26,14 @@ one if the caller has dropped it: paging in fresh memory costs more than the
 transfer. The connection keeps that one buffer until the next large message
 or ``close()``.
 
+Arrays at memory speed: with ``out_of_band=True`` send() sends every
+PickleBuffer (a NumPy array's data ...) out of band, PEP 574, written from the
+caller's memory with one scatter-gather ``sendmsg``; every Connection receives
+such messages, each buffer read once into memory the rebuilt object owns, or
+the caller's (``recv(buffers=)``), bounded by ``max_frame_size``,
+``max_buffers`` and ``max_message_size``. Off by default: a standard-library
+peer cannot read them.
+
 Safe by default: :meth:`Connection.recv` decodes in fastwire.pickle's
 restricted mode (builtin value types plus the ``allowed=`` globals); only a
 connection opened with ``trusted=True`` runs arbitrary pickles. A frame longer
