@@ -553,21 +553,70 @@ def test_malformed_manifests_are_refused(raw_peer, bad, error):
     assert conn.closed
 
 
-@pytest.mark.parametrize("claimed", [3, 5, 200 * MiB])
-def test_buffer_frame_disagreeing_with_the_manifest_is_refused_unallocated(raw_peer, claimed):
-    raw, conn = raw_peer
-    raw.sendall(manifest_frame([(0, 4)]) + struct.pack("!i", claimed) + b"abc")
-    tracemalloc.start()
-    try:
-        with pytest.raises((FrameError, FrameTooLarge)) as info:
-            conn.recv()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert conn.closed
-    if claimed < 100 * MiB:
-        assert type(info.value) is FrameError and "manifest announced 4" in str(info.value)
-    assert peak < MiB
+HOSTILE_PEAK = """
+import socket, struct, sys, threading
+from fastwire import net
+claim, header_claim, sent = map(int, sys.argv[1:4])
+
+def peak_rss():
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec).
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+left, right = socket.socketpair()
+conn = net.Connection(right)
+head = struct.pack("!4sBI", b"\\xf5FWB", 1, 1) + struct.pack("!BQ", 0, claim) + b"\\x80\\x05N."
+
+def hostile():
+    left.sendall(struct.pack("!i", len(head)) + head + struct.pack("!i", header_claim) + b"x" * sent)
+    left.shutdown(socket.SHUT_WR)
+
+before = peak_rss()
+thread = threading.Thread(target=hostile)
+thread.start()
+try:
+    conn.recv()
+except Exception as exc:
+    print(type(exc).__name__, str(exc).replace(" ", "_"), conn.closed)
+thread.join()
+print(peak_rss() - before)
+"""
+
+
+def hostile_peak(claim, header_claim, sent):
+    """In a fresh process, a peer's out-of-band message claiming one buffer of
+    `claim` bytes, whose frame header claims `header_claim`, cut after `sent`
+    bytes: (error name, message, closed, growth of the peak resident memory)."""
+    out = subprocess.run([sys.executable, "-c", HOSTILE_PEAK, str(claim), str(header_claim), str(sent)],
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert out.returncode == 0, out.stderr
+    first, growth = out.stdout.split("\n")[:2]
+    name, message, closed = first.split(" ")
+    return name, message.replace("_", " "), closed == "True", int(growth)
+
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from Linux /proc")
+
+
+@needs_proc
+@pytest.mark.parametrize("claimed", [3, 5, 100 * MiB, 200 * MiB])
+def test_buffer_frame_disagreeing_with_the_manifest_is_refused_unallocated(claimed):
+    name, message, closed, growth = hostile_peak(4, claimed, 3)
+    assert closed
+    if claimed <= 100 * MiB:
+        assert name == "FrameError" and f"frame of {claimed} bytes, the manifest announced 4" in message
+    else:  # beyond max_frame_size: its header alone is refused
+        assert name == "FrameTooLarge"
+    assert growth < 8 * MiB, growth
+
+
+@needs_proc
+def test_cut_in_the_middle_of_a_large_buffer_allocates_only_what_arrived():
+    # A claim of 100 MiB (within max_frame_size and max_message_size), then
+    # 1 MiB and the end: memory follows what arrived, not what was claimed.
+    name, message, closed, growth = hostile_peak(100 * MiB, 100 * MiB, MiB)
+    assert name == "EOFError" and closed
+    assert growth < 8 * MiB, growth
 
 
 def test_cut_in_the_middle_of_a_buffer(raw_peer):
@@ -587,27 +636,6 @@ def test_cut_between_the_manifest_and_its_buffers(raw_peer):
         conn.recv()
     assert info.value.args  # a cut message, not the clean end of the stream
     assert conn.closed
-
-
-def test_cut_in_the_middle_of_a_large_buffer_allocates_only_what_arrived():
-    # A claim of 100 MiB (within max_frame_size and max_message_size), then
-    # 1 MiB and the end: memory follows what arrived, not what was claimed.
-    left, right = socket.socketpair()
-    with left, net.Connection(right) as conn:
-        def hostile():
-            left.sendall(manifest_frame([(0, 100 * MiB)]) + struct.pack("!i", 100 * MiB) + b"x" * MiB)
-            left.shutdown(socket.SHUT_WR)
-        sender = in_thread(hostile)
-        tracemalloc.start()
-        try:
-            with pytest.raises(EOFError):
-                conn.recv()
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-        sender.join()
-        assert conn.closed
-    assert peak < 8 * MiB, peak
 
 
 def test_timeout_in_the_middle_of_a_message_closes(raw_peer):
