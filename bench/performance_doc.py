@@ -52,7 +52,9 @@ def section(results, rows, header: str, chart: str) -> list[str]:
 
     below_stdlib = [r for r in results if r.speedup < 1.0]
     below_target = [r for r in results if r.target > 1.0 and r.speedup < r.target]
-    missed = [v for v in xproc.verdicts(rows) if not v[3]]
+    judged = xproc.verdicts(rows)
+    missed = [v for v in judged if v.met is False]
+    unmeasured = [v for v in judged if v.met is None]
     lines = [BEGIN, "", header, "", f"```{{fastwire-chart}} {chart}",
              "Speedup of each pair over the standard library, by area, with each pair's target (this run)",
              "```", "", "### Where fastwire is not ahead in this run", ""]
@@ -71,9 +73,15 @@ def section(results, rows, header: str, chart: str) -> list[str]:
         lines += [summary[0].upper() + summary[1:] + ".", ""]
     if missed:
         lines.append("Cross-process targets missed:")
-        lines += [f"- {what}: **{ratio:.2f}x**, target {least:.1f}x" for what, ratio, least, _ in missed]
-    elif rows:
+        lines += [f"- {v.what}: **{xproc.format_figure(v.figure, v.unit)}**, target {xproc.format_bound(v)}"
+                  for v in missed]
+    elif rows and not unmeasured:
         lines.append("Every cross-process target is met.")
+    if unmeasured:
+        lines.append("")
+        lines.append("Cross-process targets not measured in this run (a row they need could not run; "
+                     "the table says why):")
+        lines += [f"- {v.what}" for v in unmeasured]
     lines += ["", "### Across processes (this run)", "", *xproc.markdown(rows), "",
               "### Every pair (this run)", "", *cli._markdown_lines(results), "", END]
     return lines
