@@ -14,20 +14,29 @@
 # descriptor (a blocking socket without timeout, on POSIX), the socket's
 # recv_into (its own timeout, Windows), or recv_into without blocking after
 # waiting for a deadline or for poll(). The core never calls a method it does
-# not define, except the two hooks it declares (_send_slowly, _load_streamed):
-# the Python subclass (fastwire/net.py) provides those, and everything else
-# that must be Python (large bytes sent without a copy, large frames decoded
-# while they arrive, the handshake).
+# not define, except the hooks it declares (_send_slowly, _send_out_of_band,
+# _load_streamed): the Python subclass (fastwire/net.py) provides those, and
+# everything else that must be Python (large bytes sent without a copy, large
+# frames decoded while they arrive, the handshake).
+#
+# An out-of-band message (PEP 574: a manifest frame, then one frame per
+# buffer; the format is fastwire/_protocol.py's) is recognised by the same
+# loop: recv() checks the first bytes of each frame it gets, and a manifest
+# makes it take the buffer frames that follow from that loop too, each copied
+# from what the scanner holds and the rest read straight into its final
+# memory (receive_buffer), before anything is decoded.
 
 # Shared declarations this part uses.
 # From frames.pxi (declared in src/fastwire/_fastwire.pxd: FramePrefix,
 # FrameScanner), by inclusion: DEFAULT_COPY_THRESHOLD, DEFAULT_MAX_FRAME_SIZE,
 # EOF_IN_MESSAGE, FrameError, _receive_payload.
 # From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
-# From pickle_read.pxi, by inclusion: unp_loads_default.
+# From pickle_read.pxi, by inclusion: loads, unp_loads_default.
 from libc.stdint cimport uint64_t
+from libc.string cimport memcmp
 from cpython.object cimport PyObject
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_GET_BUFFER
 from capi cimport c_incref, c_refcnt
 from wire cimport FW_FREE_THREADED
 from encoder cimport PwCall, PwEnc, pw_call_begin, pw_call_end
@@ -35,7 +44,7 @@ from encoder cimport PwCall, PwEnc, pw_call_begin, pw_call_end
 cimport cython
 from cpython.pythread cimport (
     NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
-    PyThread_release_lock, PyThread_type_lock,
+    PyThread_get_thread_ident, PyThread_release_lock, PyThread_type_lock,
 )
 from operator import index as _conn_index
 from time import monotonic as _conn_monotonic
@@ -57,6 +66,56 @@ STREAM_THRESHOLD = _CONN_STREAMED
 
 FAST_SOCKETS = bool(FW_FAST_SOCKETS)
 
+# The out-of-band manifest's first bytes (_protocol.OOB_MAGIC, which starts
+# with 0xF5, no pickle opcode): checked in C on every frame recv() gets.
+cdef const char* _OOB_MAGIC = b"\xf5FWB"
+cdef object _oob_protocol_module = None
+
+
+cdef object _oob_protocol():
+    """fastwire._protocol, which imports this module (so not at import time):
+    the manifest's one reader and writer, and its default bounds."""
+    global _oob_protocol_module
+    if _oob_protocol_module is None:
+        from fastwire import _protocol
+        _oob_protocol_module = _protocol
+    return _oob_protocol_module
+
+
+cdef inline bint _is_manifest(object frame) noexcept:
+    """Whether the frame payload `frame` (bytes or a byte memoryview, as the
+    scanner hands them out) starts with the out-of-band manifest's magic."""
+    cdef const char* data
+    cdef Py_ssize_t n
+    if PyBytes_CheckExact(frame):
+        data = PyBytes_AS_STRING(frame)
+        n = PyBytes_GET_SIZE(frame)
+    elif PyMemoryView_Check(frame):
+        data = <const char*>PyMemoryView_GET_BUFFER(frame).buf
+        n = PyMemoryView_GET_BUFFER(frame).len
+    else:
+        return False
+    return n >= 4 and memcmp(data, _OOB_MAGIC, 4) == 0
+
+
+cdef object _standin_receive_buffer(object recv_into, Py_ssize_t length, object received,
+                                   bint readonly):
+    # Stand-in for buffers.pxi's receive_buffer until it lands.
+    data = bytearray(length)
+    view = memoryview(data)
+    view[:len(received)] = received
+    if len(received) < length:
+        recv_exactly(recv_into, view[len(received):])
+    return view.toreadonly() if readonly else data
+
+
+cdef object _conn_bound(object value, str name):
+    """`value` as a non-negative int (a bound on what a peer may claim)."""
+    bound = _conn_index(value)
+    if bound < 0:
+        raise ValueError(f"{name} must be >= 0")
+    return bound
+
 
 cdef class MessageLock:
     """A mutex with :class:`threading.Lock`'s ``with`` / ``acquire()`` /
@@ -66,6 +125,9 @@ cdef class MessageLock:
 
     cdef PyThread_type_lock lock
     cdef bint held
+    # The holder's thread, 0 while free: written only by the holder, so the
+    # holding thread always reads its own value (take_unless_held).
+    cdef unsigned long owner
 
     def __cinit__(self):
         self.lock = PyThread_allocate_lock()
@@ -80,11 +142,20 @@ cdef class MessageLock:
         if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
             with nogil:
                 PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        self.owner = PyThread_get_thread_ident()
         self.held = True
         return 0
 
+    cdef int take_unless_held(self) except -1:
+        """take(), but RuntimeError instead of waiting forever if this thread
+        holds the lock already (a callout run under it calls back in)."""
+        if self.held and self.owner == PyThread_get_thread_ident():
+            raise RuntimeError("a receive was re-entered by the thread running it")
+        return self.take()
+
     cdef void give(self) noexcept:
         self.held = False
+        self.owner = 0
         PyThread_release_lock(self.lock)
 
     def acquire(self, bint blocking=True):
@@ -92,6 +163,7 @@ cdef class MessageLock:
         if not blocking:
             if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
                 return False
+            self.owner = PyThread_get_thread_ident()
             self.held = True
             return True
         self.take()
@@ -178,9 +250,13 @@ cdef class ConnectionCore:
     base of :class:`fastwire.net.Connection`.
 
     ``ConnectionCore(sock, readable=True, writable=True, *, allowed=(),
-    max_frame_size=...)`` takes ownership of `sock` (a ``socket.socket`` or a
-    descriptor of one); `allowed` is what ``loads(allowed=)`` takes, or None
-    for a trusted connection. It is initialised once: a second ``__init__``
+    max_frame_size=..., out_of_band=False, max_buffers=...,
+    max_message_size=...)`` takes ownership of `sock` (a ``socket.socket`` or
+    a descriptor of one); `allowed` is what ``loads(allowed=)`` takes, or None
+    for a trusted connection; `out_of_band` makes send() set PickleBuffers
+    aside (PEP 574) and send them as frames of their own; the last two bound
+    what an out-of-band message received may claim (the defaults are
+    fastwire._protocol's). It is initialised once: a second ``__init__``
     raises RuntimeError (a call in progress holds the scanner, deque and
     locks it set up).
 
@@ -202,6 +278,13 @@ cdef class ConnectionCore:
         `obj` is a bytes/bytearray of at least STREAM_THRESHOLD bytes (to go
         out without a copy). Called without any lock; it writes the whole
         message under the send lock (``_send_locked``) or nothing.
+    ``_send_out_of_band(stream, buffers)``
+        Send the pickle stream `stream` (bytes) whose PickleBuffers `buffers`
+        (a non-empty list, in order) the pickler set aside, as one out-of-band
+        message (manifest frame, then each buffer's raw bytes as a frame,
+        none of them copied), and release the buffers. Called without any
+        lock, with the connection possibly closed meanwhile; it writes the
+        whole message under the send lock or nothing.
     ``_load_streamed(length, received, recv_into)``
         Decode a frame whose payload is `length` (>= STREAM_THRESHOLD) bytes,
         of which `received` (a read-only view) has arrived, reading the rest
@@ -224,18 +307,29 @@ cdef class ConnectionCore:
     cdef readonly MessageLock _recv_lock
     cdef readonly int _fd
     cdef object _spare             # the last large bytes received, kept for its paged-in memory
+    cdef readonly bint _out_of_band
+    cdef readonly object _max_buffers
+    cdef readonly object _max_message_size
 
     def __cinit__(self):
         self._fd = -1
 
     def __init__(self, sock, readable=True, writable=True, *, allowed=(),
-                 max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+                 max_frame_size=DEFAULT_MAX_FRAME_SIZE, out_of_band=False, max_buffers=None,
+                 max_message_size=None):
         cdef bint can_read = readable   # truth tested once, outside the critical section
         cdef bint can_write = writable
+        cdef bint oob = out_of_band
         import collections
         import socket
         if self._scanner is not None:
             raise RuntimeError("a connection cannot be initialised twice")
+        protocol = _oob_protocol()
+        buffers_bound = _conn_bound(protocol.DEFAULT_MAX_BUFFERS if max_buffers is None else max_buffers,
+                                    "max_buffers")
+        message_bound = _conn_bound(
+            protocol.DEFAULT_MAX_MESSAGE_SIZE if max_message_size is None else max_message_size,
+            "max_message_size")
         wrapped = not isinstance(sock, socket.socket)
         if wrapped:
             sock = socket.socket(fileno=sock.__index__())
@@ -264,6 +358,9 @@ cdef class ConnectionCore:
                 self._writable = can_write
                 self._allowed = allowed
                 self._max_frame_size = max_frame_size
+                self._out_of_band = oob
+                self._max_buffers = buffers_bound
+                self._max_message_size = message_bound
                 self._ready = ready
                 self._send_lock = send_lock
                 self._recv_lock = recv_lock
@@ -306,6 +403,21 @@ cdef class ConnectionCore:
     def max_frame_size(self):
         """The longest message accepted (longer: FrameTooLarge, and the connection closes)."""
         return self._max_frame_size
+
+    @property
+    def out_of_band(self):
+        """True if send() sends PickleBuffers out of band (PEP 574)."""
+        return self._out_of_band
+
+    @property
+    def max_buffers(self):
+        """The most buffers an out-of-band message received may carry."""
+        return self._max_buffers
+
+    @property
+    def max_message_size(self):
+        """The most bytes all buffers of an out-of-band message received may hold."""
+        return self._max_message_size
 
     def fileno(self):
         """File descriptor of the socket. Raises OSError if closed."""
@@ -378,6 +490,10 @@ cdef class ConnectionCore:
         """Hook: send `obj` where send() does not write it from C (see the class)."""
         raise NotImplementedError("ConnectionCore._send_slowly is provided by a subclass")
 
+    def _send_out_of_band(self, stream, buffers):
+        """Hook: send a pickle stream and the buffers set aside (see the class)."""
+        raise NotImplementedError("ConnectionCore._send_out_of_band is provided by a subclass")
+
     def _load_streamed(self, length, received, recv_into):
         """Hook: decode a large frame while it arrives (see the class)."""
         raise NotImplementedError("ConnectionCore._load_streamed is provided by a subclass")
@@ -388,6 +504,11 @@ cdef class ConnectionCore:
         """Send a picklable object (pickle protocol 5).
 
         A bytes or bytearray larger than 1 MiB goes out without being copied.
+        With ``out_of_band=True``, every PickleBuffer the pickle refers to (a
+        NumPy array's data, ``PickleBuffer(...)``) goes out of band: as a frame
+        of its own, written from the caller's memory with the rest of the
+        message in one scatter-gather write; a message with none is the
+        ordinary single frame.
         Raises OSError if closed, PicklingError for unpicklable objects,
         TimeoutError on timeout; any error after part of the message was written
         closes the connection (the stream cannot be resynchronised).
@@ -395,15 +516,27 @@ cdef class ConnectionCore:
         cdef PwCall call
         cdef PwEnc *e
         cdef Py_ssize_t sent = 0
+        cdef Py_ssize_t header_size
+        cdef uint64_t stream_size = 0
         cdef MessageLock lock
+        cdef list set_aside = None
         if fw_fd_load(&self._fd) < 0 or not self._writable or (
                 (type(obj) is bytes or type(obj) is bytearray) and len(obj) >= _CONN_STREAMED):
             return self._send_slowly(obj)
         e = pw_call_begin(&call, 5, NULL)
         try:
+            if self._out_of_band:
+                set_aside = []
+                set_aside_append = set_aside.append  # owned here: the encoder borrows it
+                e.buffer_callback = <PyObject *>set_aside_append  # returns None: out of band
             # Pickling runs Python (__reduce__, persistent_id, ...), which may close
             # the connection or give it a timeout: the descriptor is read only after.
             pw_append_frame(e, <PyObject *>obj, &_conn_prefix.spec, _conn_header_guess)
+            if set_aside:
+                header_size = decode_header(&_conn_prefix.spec, <const unsigned char *>e.buf, e.len,
+                                            &stream_size)
+                return self._send_out_of_band(
+                    PyBytes_FromStringAndSize(e.buf + header_size, <Py_ssize_t>stream_size), set_aside)
             if fw_fd_load(&self._fd) < 0:
                 return self._send_locked(PyBytes_FromStringAndSize(e.buf, e.len))
             lock = self._send_lock  # owned: a callback cannot take it away mid-call
@@ -514,7 +647,7 @@ cdef class ConnectionCore:
         reader.deadline = deadline
         return reader
 
-    def recv(self, timeout=None):
+    def recv(self, timeout=None, *, buffers=None):
         """Receive one object.
 
         `timeout` (seconds, None by default) is a deadline for the whole call:
@@ -522,40 +655,144 @@ cdef class ConnectionCore:
         slowly its bytes trickle in (the socket's own timeout bounds each
         read only). It bounds waiting, not decoding.
 
+        An out-of-band message (what a fastwire peer sends with
+        ``out_of_band=True``) is received whole before it is decoded: each
+        buffer lands in memory the object built on it owns (writable unless
+        the sender's was read-only), or, with `buffers`, in memory the caller
+        provides: ``buffers(size, readonly)`` is called once per buffer, after
+        the message's bounds were checked, and returns a writable, C-contiguous
+        bytes-like object of at least `size` bytes; the object decoded gets
+        exactly that object (a memoryview of its first `size` bytes if it is
+        larger). A message without buffers never calls it.
+
         Decoded in restricted mode unless the connection is trusted. Raises
         EOFError when the peer has closed (also in the middle of a frame: no
         partial object is ever returned), UnpicklingError for a refused or
         malformed pickle (the stream stays usable), FrameTooLarge/FrameError for
-        a bad length prefix (the connection is closed), TimeoutError on
-        timeout (bytes received so far are kept for the next call, except in
-        the middle of a message over 1 MiB, which closes the connection).
+        a bad length prefix or an out-of-band message beyond `max_frame_size`,
+        `max_buffers` or `max_message_size` (the connection is closed),
+        TimeoutError on timeout (bytes received so far are kept for the next
+        call, except in the middle of a message over 1 MiB or of an
+        out-of-band message, which closes the connection). Whatever `buffers`
+        raises, or TypeError/ValueError for what it returns, closes the
+        connection too (the rest of the message is not read); RuntimeError if
+        it calls recv() on the same connection from the same thread.
         """
-        cdef object ready = self._ready
         cdef object deadline = None
+        cdef object stream = None
+        cdef list raws = None
+        cdef bint manifest = False
         cdef MessageLock lock
         if fw_fd_load(&self._fd) < 0 or not self._readable:
             self._require_readable()
         if timeout is not None:
             deadline = deadline_of(timeout)
-        # A frame already received needs no lock: popleft() hands it to one caller.
-        if ready:
-            try:
-                frame = ready.popleft()
-            except IndexError:  # another thread took it
-                pass
-            else:
-                return unp_loads_default(frame, self._allowed)
+        # Frames already received are taken under the lock too: a manifest's
+        # buffer frames must not go to another thread's recv().
         lock = self._recv_lock  # owned: a callback cannot take it away mid-call
-        lock.take()
+        lock.take_unless_held()
         try:
             frame = self._next_frame(deadline, None)
             if frame is None:
                 # Decoded while it arrives, straight into the objects it makes.
-                length, received = self._scanner.take_partial()
-                return self._load_streamed(length, received, self._recv_into_until(deadline))
+                frame = self._receive_large_message(deadline, &manifest)
+                if not manifest:
+                    return frame
+            if manifest or _is_manifest(frame):
+                stream, raws = self._receive_buffers(frame, deadline, buffers)
         finally:
             lock.give()
+        if raws is not None:
+            return loads(stream, buffers=raws, allowed=self._allowed)
         return unp_loads_default(frame, self._allowed)
+
+    cdef object _receive_large_message(self, object deadline, bint* manifest):
+        """The message whose first frame, over STREAM_THRESHOLD, is arriving:
+        that frame read whole if it is an out-of-band manifest (*manifest set),
+        else the object decoded while it arrives (_load_streamed). Receive
+        lock held."""
+        cdef Py_ssize_t missing
+        length, received = self._scanner.take_partial()
+        recv_into = self._recv_into_until(deadline)
+        missing = min(length, 4) - len(received)
+        try:
+            if missing > 0:  # too little has arrived to tell: read the rest of the magic
+                head = bytearray(received)
+                head.extend(bytes(missing))
+                recv_exactly(recv_into, memoryview(head)[len(received):])
+                received = memoryview(bytes(head))
+            if _is_manifest(received):
+                frame = _receive_payload(recv_into, length, received, NULL)
+                manifest[0] = True
+                return frame
+        except BaseException:
+            self.close()  # the frame is cut: the stream cannot be resynchronised
+            raise
+        return self._load_streamed(length, received, recv_into)
+
+    cdef tuple _receive_buffers(self, object frame, object deadline, object into):
+        """The buffers the out-of-band manifest `frame` announces, received from
+        the frames that follow it: ``(pickle stream, buffers)``. Every bound is
+        checked before anything is allocated; any failure closes the connection
+        (the rest of the message cannot be told from the next one) and nothing
+        received is handed out. Receive lock held."""
+        cdef list raws = []
+        cdef Py_ssize_t i
+        try:
+            sizes, readonly, offset = _oob_protocol().parse_manifest(
+                frame, max_buffers=self._max_buffers, max_frame_size=self._max_frame_size,
+                max_message_size=self._max_message_size)
+            for i in range(len(sizes)):
+                raws.append(self._receive_buffer_frame(sizes[i], readonly[i], deadline, into))
+        except EOFError as exc:
+            self.close()
+            if exc.args:
+                raise
+            raise EOFError(EOF_IN_MESSAGE) from None  # a clean end between the frames still cuts the message
+        except BaseException:
+            self.close()
+            raise
+        return memoryview(frame)[offset:], raws
+
+    cdef object _receive_buffer_frame(self, Py_ssize_t size, bint readonly, object deadline,
+                                      object into):
+        """The next frame, an out-of-band buffer of `size` bytes: what the scanner
+        holds of it copied, the rest read straight into the memory returned
+        (the caller's, with `into`)."""
+        # maxlength 0: the scanner hands over any frame whose header is complete
+        # and whose payload is not, instead of buffering it.
+        frame = self._next_frame(deadline, 0)
+        if frame is None:
+            length, received = self._scanner.take_partial()
+        else:
+            length, received = len(frame), frame
+        if length != size:
+            raise FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {size}")
+        recv_into = self._recv_into_until(deadline) if len(received) < length else None
+        if into is None:
+            return _standin_receive_buffer(recv_into, length, received, readonly)
+        return self._receive_into_callers(into, length, received, readonly, recv_into)
+
+    cdef object _receive_into_callers(self, object into, Py_ssize_t length, object received,
+                                      bint readonly, object recv_into):
+        """The buffer `into(length, readonly)` returns, filled with `received`
+        and the rest of the frame; what the decoder is given for it."""
+        target = into(length, readonly)
+        view = memoryview(target)
+        # The callable (and the buffer export) ran Python: this connection may be closed.
+        self._live_sock()
+        if view.readonly:
+            raise TypeError(f"buffers() returned a read-only buffer ({type(target).__name__})")
+        if not view.c_contiguous:
+            raise TypeError(f"buffers() returned a non-contiguous buffer ({type(target).__name__})")
+        flat = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        if flat.nbytes < length:
+            raise ValueError(f"buffers() returned {flat.nbytes} bytes, {length} needed")
+        head = len(received)
+        flat[:head] = received
+        if head < length:
+            recv_exactly(recv_into, flat[head:length])
+        return target if flat.nbytes == length else flat[:length]
 
     def recv_bytes(self, maxlength=None, *, timeout=None):
         """Receive one message as bytes.
@@ -571,7 +808,7 @@ cdef class ConnectionCore:
             raise ValueError("negative maxlength")
         deadline = deadline_of(timeout)
         lock = self._recv_lock
-        lock.take()
+        lock.take_unless_held()
         try:
             frame = self._next_frame(deadline, maxlength)
             if frame is None:
@@ -605,7 +842,7 @@ cdef class ConnectionCore:
                 raise ValueError("offset too large")
             with m.cast("B") as target:
                 lock = self._recv_lock
-                lock.take()
+                lock.take_unless_held()
                 try:
                     frame = self._next_frame(deadline, None)
                     if frame is None:
@@ -643,7 +880,7 @@ cdef class ConnectionCore:
         self._require_readable()
         deadline = None if timeout is None else _conn_monotonic() + max(timeout, 0.0)
         lock = self._recv_lock
-        lock.take()
+        lock.take_unless_held()
         try:
             while not ready:
                 remaining = None if deadline is None else max(deadline - _conn_monotonic(), 0.0)

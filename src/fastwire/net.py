@@ -71,6 +71,8 @@ from ._protocol import (
     COPY_THRESHOLD,
     DEFAULT_HANDSHAKE_TIMEOUT,
     EOF_IN_MESSAGE,
+    DEFAULT_MAX_BUFFERS,
+    DEFAULT_MAX_MESSAGE_SIZE,
     HANDSHAKE_FAILURES,
     MAX_HANDSHAKE_MESSAGE,
     PREFIX,
@@ -81,12 +83,15 @@ from ._protocol import (
     check_authkey,
     check_handshake_timeout,
     handshake_failure,
+    manifest,
     restriction_of,
 )
 from .frames import DEFAULT_MAX_FRAME_SIZE, dumps_framed
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_BUFFERS",
+    "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
     "AuthenticationError",
     "BufferTooShort",
@@ -116,21 +121,29 @@ class Connection(ConnectionCore):
     file descriptor of one). ``trusted=False`` (the default) makes ``recv()``
     decode in restricted mode, allowing builtin value types plus the globals
     in `allowed`; ``trusted=True`` runs any pickle. Frames longer than
-    `max_frame_size` are refused. The socket's timeout applies to every call
+    `max_frame_size` are refused. ``out_of_band=True`` sends PickleBuffers
+    (NumPy arrays' data ...) out of band, PEP 574: turn it on only when the
+    peer is fastwire (a standard-library peer cannot read such a message);
+    every Connection receives them, each within `max_frame_size`, at most
+    `max_buffers` of them and `max_message_size` bytes in all per message.
+    The socket's timeout applies to every call
     (``TimeoutError``); a non-blocking socket raises ValueError here.
     A Connection is initialised once: calling ``__init__`` again raises
     RuntimeError (a call in progress holds the state it set up).
 
     State, send(), and every receive (recv, recv_bytes, recv_bytes_into,
-    poll) are the compiled ConnectionCore's; this class provides its two hooks
+    poll) are the compiled ConnectionCore's; this class provides its hooks
     (large messages: bytes sent without a copy, frames decoded while they
-    arrive) and the sends that take several buffers.
+    arrive; out-of-band messages written with scatter-gather) and the sends
+    that take several buffers.
     """
 
     def __init__(self, sock, readable=True, writable=True, *, trusted=False, allowed=(),
-                 max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+                 max_frame_size=DEFAULT_MAX_FRAME_SIZE, out_of_band=False,
+                 max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
         super().__init__(sock, readable, writable, max_frame_size=max_frame_size,
-                         allowed=restriction_of(trusted, allowed))
+                         allowed=restriction_of(trusted, allowed), out_of_band=out_of_band,
+                         max_buffers=max_buffers, max_message_size=max_message_size)
 
     def __del__(self):
         sock = getattr(self, "_sock", None)
@@ -152,7 +165,34 @@ class Connection(ConnectionCore):
             _pickle.dump(obj, _ChunkWriter(chunks), protocol=5)
             self._send_message(chunks)
             return
+        if self.out_of_band:
+            set_aside = []
+            stream = _pickle.dumps(obj, 5, buffer_callback=set_aside.append)
+            if set_aside:
+                self._send_out_of_band(stream, set_aside)
+                return
+            self._send_message((stream,))
+            return
         self._send_locked(dumps_framed((obj,), PREFIX, 5))
+
+    def _send_out_of_band(self, stream, buffers):
+        """The manifest frame (carrying `stream`), then each buffer's bytes as a
+        frame, in one scatter-gather write straight from the buffers' memory."""
+        raws = []
+        try:
+            for buffer in buffers:
+                raws.append(buffer.raw())  # contiguous: the pickler refused any other
+            head = manifest(raws)
+            first = PREFIX.header(len(head) + len(stream)) + head
+            parts = [first + stream] if len(stream) < COPY_THRESHOLD else [first, stream]
+            for raw in raws:
+                parts += (PREFIX.header(raw.nbytes), raw)
+            self._send_locked(parts, _sendmsg_all)
+        finally:
+            for raw in raws:
+                raw.release()
+            for buffer in buffers:
+                buffer.release()
 
     def send_many(self, objs):
         """Send every object of `objs`, in order, with as few system calls as possible.
@@ -480,8 +520,9 @@ class Listener:
     """A bound, listening socket; ``accept()`` returns a :class:`Connection`.
 
     Same signature as ``multiprocessing.connection.Listener`` plus the
-    :class:`Connection` options (`trusted`, `allowed`, `max_frame_size`) given
-    to every accepted connection. With `authkey`, accept() runs the challenge
+    :class:`Connection` options (`trusted`, `allowed`, `max_frame_size`,
+    `out_of_band`, `max_buffers`, `max_message_size`) given to every accepted
+    connection. With `authkey`, accept() runs the challenge
     handshake and raises AuthenticationError (the connection closed) for any
     peer that does not complete it: another key, garbage, a cut stream, or
     no answer within `handshake_timeout` seconds (None: wait forever).
@@ -490,7 +531,8 @@ class Listener:
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *, trusted=False,
                  allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                 handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True):
+                 handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, out_of_band=False,
+                 max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
         family = _family(address, family)
         address = address or _arbitrary_address(family)
         if authkey is not None:
@@ -512,7 +554,9 @@ class Listener:
         self._family = family
         self._unlink = address if family == "AF_UNIX" and not _is_abstract(address) else None
         self._authkey = authkey
-        self._options = dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size)
+        self._options = dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size,
+                             out_of_band=out_of_band, max_buffers=max_buffers,
+                             max_message_size=max_message_size)
         self._last_accepted = None
 
     def accept(self):
@@ -565,7 +609,8 @@ def _is_abstract(address):
 
 def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
            max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None, handshake_timeout=None,
-           allow_md5=True):
+           allow_md5=True, out_of_band=False, max_buffers=DEFAULT_MAX_BUFFERS,
+           max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
     """Connect to a Listener (fastwire's or the standard library's); a :class:`Connection`.
 
     `timeout` bounds the connect and every later read or write. With `authkey`,
@@ -574,6 +619,8 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
     `handshake_timeout` seconds. That is None (no deadline) by default, unlike
     Listener's: a server starts the handshake only when it calls accept(),
     which may be late. ``allow_md5=False`` refuses HMAC-MD5 both ways.
+    `out_of_band`, `max_buffers` and `max_message_size` are the
+    :class:`Connection`'s.
     """
     family = _family(address, family)
     if authkey is not None:
@@ -588,7 +635,8 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
     except BaseException:
         sock.close()
         raise
-    conn = Connection(sock, trusted=trusted, allowed=allowed, max_frame_size=max_frame_size)
+    conn = Connection(sock, trusted=trusted, allowed=allowed, max_frame_size=max_frame_size,
+                      out_of_band=out_of_band, max_buffers=max_buffers, max_message_size=max_message_size)
     if authkey is not None:
         if handshake_timeout is not None and (timeout is None or handshake_timeout < timeout):
             conn.settimeout(handshake_timeout)  # bounds the handshake's writes
@@ -597,15 +645,18 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
     return conn
 
 
-def Pipe(duplex=True, *, trusted=False, allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE):
-    """A connected pair of Connections over a socketpair.
+def Pipe(duplex=True, *, trusted=False, allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+         out_of_band=False, max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+    """A connected pair of Connections over a socketpair (the keywords are
+    :class:`Connection`'s, given to both).
 
     With ``duplex=False`` the first can only receive and the second only send.
     """
     s1, s2 = socket.socketpair()
     s1.setblocking(True)
     s2.setblocking(True)
-    options = dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size)
+    options = dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size,
+                   out_of_band=out_of_band, max_buffers=max_buffers, max_message_size=max_message_size)
     if duplex:
         return Connection(s1, **options), Connection(s2, **options)
     s1.shutdown(socket.SHUT_WR)
