@@ -13,11 +13,21 @@ with ``python -m fastwire._bench.xproc`` sends (or answers). Rows:
   message, ``pickle.load`` on the other end, with ``pickle`` and with
   ``fastwire.pickle``;
 * request/response round trips (latency) for fastwire.net and
-  multiprocessing.connection, over TCP.
+  multiprocessing.connection, over TCP;
+* arrays and buffers (array_rows): one 64 MiB float64 NumPy array, a dict of
+  100 arrays of 64 KiB, a 64 MiB bytearray and read-only memoryview in a
+  PickleBuffer, a 64 MiB pandas DataFrame, each per ``send``: fastwire.net
+  with ``out_of_band=True`` and without, multiprocessing.connection, pyzmq
+  zero-copy (a metadata frame, then each array sent without a copy and
+  rebuilt with ``np.frombuffer``), and fastwire's
+  ``send_bytes``/``recv_bytes_into`` a reused buffer as the ceiling; the
+  receiver's peak memory over the payload; and small messages with
+  ``out_of_band=True`` against the default. Here this process sends and the
+  child receives: its peak memory is that of a process that did nothing else.
 
-Streaming rates are CPU-time rates: messages divided by the CPU seconds
-(user + system) of the busier end, from the receiver's first message to its
-last. On an idle machine with a core per end the busier end sets the pace, so
+Streaming rates are CPU-time rates: messages (or bytes) divided by the CPU
+seconds (user + system) of the busier end, from the receiver's first message
+to its last. On an idle machine with a core per end the busier end sets the pace, so
 this is the rate such a machine reaches; on a shared one it is the only figure
 other processes do not move. Round trips are wall-clock time on the asking
 side (a round trip's latency includes scheduling, which is the point). Each
@@ -330,24 +340,37 @@ KINDS = {
 }
 
 
-def _payload(kind, impl):
-    """What the sender sends. In-band peers get the plain object (mp.connection
-    pickles at protocol 4 on 3.11-3.13, where a PickleBuffer cannot go)."""
+WARM_UP_SCALE = 4096
+
+
+def _payload(kind, impl, scale=1):
+    """What the sender sends, or with `scale` a version that many times smaller
+    (for "bytearray" and "memoryview" out of band, wrap
+    each send's in a new PickleBuffer: _outgoing). In-band peers get the plain
+    object (mp.connection pickles at protocol 4 on 3.11-3.13, where a
+    PickleBuffer cannot go)."""
     import numpy as np
     if kind == "array":
-        return np.arange(ARRAY_BYTES // _FLOAT64, dtype=np.float64)
+        return np.arange(ARRAY_BYTES // _FLOAT64 // scale, dtype=np.float64)
     if kind == "dict":
-        n = DICT_ARRAY_BYTES // _FLOAT64
+        n = DICT_ARRAY_BYTES // _FLOAT64 // scale
         return {f"a{i}": np.arange(i * n, (i + 1) * n, dtype=np.float64) for i in range(DICT_ARRAYS)}
     if kind == "dataframe":
         import pandas as pd
-        n = ARRAY_BYTES // _FLOAT64 // 8
+        n = ARRAY_BYTES // _FLOAT64 // 8 // scale
         return pd.DataFrame({f"c{i}": np.arange(i * n, (i + 1) * n, dtype=np.float64) for i in range(8)})
-    data = bytearray(range(256)) * (ARRAY_BYTES // 256)
-    plain = data if kind == "bytearray" else memoryview(bytes(data))
-    if impl == OUT_OF_BAND:
-        return pickle.PickleBuffer(plain)
-    return plain if kind == "bytearray" else bytes(plain)
+    data = bytearray(range(256)) * (ARRAY_BYTES // 256 // scale)
+    if kind == "bytearray":
+        return data
+    return memoryview(bytes(data)) if impl == OUT_OF_BAND else bytes(data)
+
+
+def _outgoing(kind, impl, obj):
+    """`obj` as one send() takes it: the buffers out of band go in a PickleBuffer,
+    a new one per send (send() releases the PickleBuffers it set aside)."""
+    if impl == OUT_OF_BAND and kind in ("bytearray", "memoryview"):
+        return pickle.PickleBuffer(obj)
+    return obj
 
 
 def _check(kind, obj):
@@ -389,12 +412,12 @@ def _zmq_rebuild(frames):
 
 
 def _peak_reset():
-    """Reset this process's peak resident size; the resident bytes now (None
-    where /proc cannot do it)."""
+    """Reset this process's peak resident size; (resident bytes, of which
+    file-backed) now, or None where /proc cannot do it."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return _status_bytes("VmRSS")
+        return _status_bytes("VmRSS"), _status_bytes("RssFile")
     except OSError:
         return None
 
@@ -433,7 +456,13 @@ def _receive_stream(impl, family, address, count, kind):
                 for _ in range(parts):
                     offset += conn.recv_bytes_into(target, offset)
                 return target
+    # A small message of the same kind first: the code and state every message
+    # needs (imports, caches, library pages) are not the payload's memory. The
+    # sender waits for "ready": pyzmq's I/O thread would otherwise take in
+    # messages before the peak is reset.
+    receive()
     baseline = _peak_reset()
+    print("ready", flush=True)
     first = receive()
     if impl != CEILING:
         _check(kind, first)
@@ -442,8 +471,20 @@ def _receive_stream(impl, family, address, count, kind):
     for _ in range(count - 1):
         receive()
     cpu = time.process_time() - start
-    peak = -1 if baseline is None else _status_bytes("VmHWM") - baseline
+    peak = -1
+    if baseline is not None:
+        rss, file_pages = baseline
+        # Library code first run while receiving (pages of numpy's, of the
+        # extension's) is resident too: not the receiver's memory for data.
+        peak = _status_bytes("VmHWM") - rss - (_status_bytes("RssFile") - file_pages)
     print(cpu, peak, flush=True)
+
+
+def _wait_for_ready(child):
+    if child.stdout.readline().strip() != "ready":
+        child.kill()
+        child.communicate()
+        raise RuntimeError(f"the receiving child failed before the stream (status {child.returncode})")
 
 
 def array_rate(impl, family, kind, count):
@@ -460,6 +501,8 @@ def array_rate(impl, family, kind, count):
             push.setsockopt(zmq.SNDTIMEO, _ZMQ_PATIENCE_SECONDS * 1000)  # a dead child: an error, not a hang
             try:
                 child = _spawn(impl, family, _zmq_bind(push, family, directory), count, "receive " + kind)
+                push.send_multipart(sum(_zmq_parts(_payload(kind, impl, WARM_UP_SCALE)), []), copy=False)
+                _wait_for_ready(child)
                 meta, arrays = _zmq_parts(obj)
                 start = time.process_time()
                 for _ in range(count):
@@ -477,10 +520,14 @@ def array_rate(impl, family, kind, count):
                 conn = listener.accept()
                 chunks = list(obj.values()) if impl == CEILING and kind == "dict" else [obj]
                 send = conn.send_bytes if impl == CEILING else conn.send
+                warm_up = _payload(kind, impl, WARM_UP_SCALE)
+                for chunk in (list(warm_up.values()) if impl == CEILING and kind == "dict" else [warm_up]):
+                    send(_outgoing(kind, impl, chunk))
+                _wait_for_ready(child)
                 start = time.process_time()
                 for _ in range(count):
                     for chunk in chunks:
-                        send(chunk)
+                        send(_outgoing(kind, impl, chunk))
                 fields = _child_output(child)
                 own = time.process_time() - start
                 conn.close()
