@@ -320,8 +320,9 @@ def round_trip_seconds(impl, family, count) -> float:
 # --- arrays and buffers -----------------------------------------------------------------
 #
 # The parent sends and a fresh child receives, so the receiver's peak memory is
-# that of a process that did nothing else. Each row: `count` messages, the
-# first checked (a row that delivers something else fails) and not timed.
+# that of a process that did nothing else. Each stream: a small message of the
+# same kind (not measured), then `count` messages, the first of them checked (a
+# row that delivers something else fails).
 
 CEILING = "fastwire send_bytes/recv_bytes_into"
 ZERO_COPY = "pyzmq zero-copy"
@@ -344,11 +345,10 @@ WARM_UP_SCALE = 4096
 
 
 def _payload(kind, impl, scale=1):
-    """What the sender sends, or with `scale` a version that many times smaller
-    (for "bytearray" and "memoryview" out of band, wrap
-    each send's in a new PickleBuffer: _outgoing). In-band peers get the plain
-    object (mp.connection pickles at protocol 4 on 3.11-3.13, where a
-    PickleBuffer cannot go)."""
+    """The object a row sends (as each send takes it: _outgoing), or with
+    `scale` one that many times smaller. In-band peers get the plain object:
+    mp.connection pickles at protocol 4 on 3.11-3.13, where a PickleBuffer
+    cannot go."""
     import numpy as np
     if kind == "array":
         return np.arange(ARRAY_BYTES // _FLOAT64 // scale, dtype=np.float64)
@@ -366,11 +366,14 @@ def _payload(kind, impl, scale=1):
 
 
 def _outgoing(kind, impl, obj):
-    """`obj` as one send() takes it: the buffers out of band go in a PickleBuffer,
-    a new one per send (send() releases the PickleBuffers it set aside)."""
+    """What one message of `obj` takes, as a list of what each send gets: the
+    ceiling sends a dict's arrays one by one; out of band, a bytes-like goes in
+    a new PickleBuffer each time (send() releases those it set aside)."""
+    if impl == CEILING and kind == "dict":
+        return list(obj.values())
     if impl == OUT_OF_BAND and kind in ("bytearray", "memoryview"):
-        return pickle.PickleBuffer(obj)
-    return obj
+        return [pickle.PickleBuffer(obj)]
+    return [obj]
 
 
 def _check(kind, obj):
@@ -433,7 +436,7 @@ def _status_bytes(field):
 def _receive_stream(impl, family, address, count, kind):
     """The child's side of an arrays row: receive `count` messages of `kind`;
     prints its CPU seconds for all but the first and the peak resident bytes
-    it added while receiving (-1 where not measurable)."""
+    it added while receiving ("none" where not measurable)."""
     if impl == ZERO_COPY:
         import zmq
         ctx = zmq.Context()
@@ -446,8 +449,9 @@ def _receive_stream(impl, family, address, count, kind):
         # Every fastwire end receives out-of-band messages: the receiver is a plain
         # Client, trusted (it rebuilds NumPy and pandas objects, as mp.connection does).
         conn = _connect("mp.connection" if impl == "mp.connection" else "fastwire", family, address, trusted=True)
-        receive = conn.recv
-        if impl == CEILING:
+        if impl != CEILING:
+            receive = conn.recv
+        else:
             target = bytearray(KINDS[kind][1])
             parts = DICT_ARRAYS if kind == "dict" else 1
 
@@ -471,7 +475,7 @@ def _receive_stream(impl, family, address, count, kind):
     for _ in range(count - 1):
         receive()
     cpu = time.process_time() - start
-    peak = -1
+    peak = "none"
     if baseline is not None:
         rss, file_pages = baseline
         # Library code first run while receiving (pages of numpy's, of the
@@ -518,16 +522,14 @@ def array_rate(impl, family, kind, count):
             try:
                 child = _spawn(impl, family, listener.address, count, "receive " + kind)
                 conn = listener.accept()
-                chunks = list(obj.values()) if impl == CEILING and kind == "dict" else [obj]
                 send = conn.send_bytes if impl == CEILING else conn.send
-                warm_up = _payload(kind, impl, WARM_UP_SCALE)
-                for chunk in (list(warm_up.values()) if impl == CEILING and kind == "dict" else [warm_up]):
-                    send(_outgoing(kind, impl, chunk))
+                for part in _outgoing(kind, impl, _payload(kind, impl, WARM_UP_SCALE)):
+                    send(part)
                 _wait_for_ready(child)
                 start = time.process_time()
                 for _ in range(count):
-                    for chunk in chunks:
-                        send(_outgoing(kind, impl, chunk))
+                    for part in _outgoing(kind, impl, obj):
+                        send(part)
                 fields = _child_output(child)
                 own = time.process_time() - start
                 conn.close()
@@ -536,9 +538,9 @@ def array_rate(impl, family, kind, count):
                 if child.poll() is None:
                     child.kill()
                     child.communicate()
-    receiver_cpu, peak = float(fields[0]), int(fields[1])
+    receiver_cpu, peak = float(fields[0]), fields[1]
     rate = min(count * size / own, (count - 1) * size / receiver_cpu)
-    return rate, (None if peak < 0 else peak / size)
+    return rate, (None if peak == "none" else int(peak) / size)
 
 
 def array_rows(count=6, dict_count=40, messages=100_000, runs=3, families=("AF_UNIX", "AF_INET")):
