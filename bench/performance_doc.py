@@ -73,7 +73,7 @@ def section(results, rows, header: str, chart: str) -> list[str]:
         lines += [summary[0].upper() + summary[1:] + ".", ""]
     if missed:
         lines.append("Cross-process targets missed:")
-        lines += [f"- {v.what}: **{xproc.format_figure(v.figure, v.unit)}**, target {xproc.format_bound(v)}"
+        lines += [f"- {v.what}: **{xproc.format_verdict(v)}**, target {xproc.format_bound(v)}"
                   for v in missed]
     elif rows and not unmeasured:
         lines.append("Every cross-process target is met.")

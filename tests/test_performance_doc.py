@@ -133,3 +133,12 @@ def test_array_rows_and_their_shortfalls_are_written_with_their_units(doc):
             in table)
     assert "| AF_UNIX small messages: out_of_band / default | **0.96x** | 0.95x | yes |" in table
     assert "| TCP small messages: out_of_band / default | n/a | 0.95x | not measured |" in table
+
+
+def test_a_miss_is_never_rounded_onto_its_target():
+    """Regression: the makefile row's 1.1996x read "**1.20x** | 1.2x | **no**"."""
+    rows = [("TCP makefile program (dump+flush / load): pickle", 1000.0, "msg/s"),
+            ("TCP makefile program (dump+flush / load): fastwire.pickle", 1199.6, "msg/s")]
+    assert "| makefile program: fastwire.pickle / pickle | **1.19x** | 1.2x | **no** |" in xproc.markdown(rows)
+    rows[1] = (rows[1][0], 1203.0, "msg/s")
+    assert "| makefile program: fastwire.pickle / pickle | **1.20x** | 1.2x | yes |" in xproc.markdown(rows)

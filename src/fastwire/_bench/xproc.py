@@ -36,6 +36,7 @@ figure is the median of ``runs`` fresh process pairs.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import socket
@@ -687,6 +688,16 @@ def format_figure(value, unit):
     return f"{value:.1f} {unit}"
 
 
+def format_verdict(v):
+    """The figure of Verdict `v`; a ratio that misses is rounded away from its
+    bound, so that it never reads as the bound (1.1996x against 1.2x: 1.19x)."""
+    if v.unit != "x" or v.met is not False:
+        return format_figure(v.figure, v.unit)
+    hundredths = v.figure * 100
+    hundredths = math.ceil(hundredths - 1e-9) if v.at_most else math.floor(hundredths + 1e-9)
+    return f"{hundredths / 100:.2f}x"
+
+
 def format_bound(v):
     if v.unit == "GB/s":
         bound = f"{v.bound / 1e9:.1f} GB/s"
@@ -705,7 +716,7 @@ def markdown(rows):
         if v.figure is None:
             lines.append(f"| {v.what} | n/a | {format_bound(v)} | not measured |")
         else:
-            lines.append(f"| {v.what} | **{format_figure(v.figure, v.unit)}** | {format_bound(v)} | "
+            lines.append(f"| {v.what} | **{format_verdict(v)}** | {format_bound(v)} | "
                          f"{'yes' if v.met else '**no**'} |")
     return lines
 
