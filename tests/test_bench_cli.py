@@ -95,10 +95,45 @@ def test_pyzmq_receiver_raises_when_its_sender_dies():
             endpoint = xproc._zmq_bind(pull, "AF_UNIX", directory)
             child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
             child.wait(timeout=60)
-            receive = xproc._zmq_receiver(pull, child, pull.recv_pyobj)
             with pytest.raises(RuntimeError, match=r"exited \(status 3\)"):
-                receive()
+                xproc._zmq_receive(pull, pull.recv_pyobj, 1, child)
             assert endpoint.startswith("ipc://")
+    finally:
+        pull.close(linger=0)
+        ctx.term()
+
+
+PAUSING_SENDER = """
+import sys, time, zmq
+push = zmq.Context().socket(zmq.PUSH)
+push.connect(sys.argv[1])
+for i in range(4):
+    push.send_pyobj(i)
+    if i == 1:
+        time.sleep(2.5)
+sys.stdin.read()
+push.close(linger=-1)
+"""
+
+
+@needs_zmq
+def test_pyzmq_receiver_takes_every_message_across_a_pause():
+    """A pause longer than the receiver's one-second wait loses no message and
+    skips none: the receive that timed out is still due."""
+    import zmq
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            endpoint = xproc._zmq_bind(pull, "AF_UNIX", directory)
+            child = subprocess.Popen([sys.executable, "-c", PAUSING_SENDER, endpoint], stdin=subprocess.PIPE)
+            try:
+                got = []
+                xproc._zmq_receive(pull, lambda: got.append(pull.recv_pyobj()), 3, child)
+                assert got == [0, 1, 2]
+                assert pull.recv_pyobj() == 3
+            finally:
+                child.communicate(timeout=60)
     finally:
         pull.close(linger=0)
         ctx.term()

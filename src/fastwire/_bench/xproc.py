@@ -36,7 +36,9 @@ figure is the median of ``runs`` fresh process pairs.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import os
 import pickle
 import socket
@@ -249,23 +251,30 @@ def _zmq_bind(sock, family, directory):
     return f"tcp://127.0.0.1:{sock.bind_to_random_port('tcp://127.0.0.1')}"
 
 
-def _zmq_receiver(sock, child, receive):
-    """`receive` (a method of pyzmq socket `sock`, whose peer is `child`) made to
-    raise, not hang, if the child dies before sending: pyzmq has no end of
-    stream to tell a dead peer from a slow one."""
+def _zmq_receive(sock, receive, count, child):
+    """Call `receive` (a method of pyzmq socket `sock`, whose peer is `child`)
+    `count` times, at full speed; raise, not hang, if the child dies first or
+    nothing comes for _ZMQ_PATIENCE_SECONDS: pyzmq has no end of stream to
+    tell a dead peer from a slow one."""
     import zmq
     sock.setsockopt(zmq.RCVTIMEO, 1000)
-
-    def guarded():
-        for _ in range(_ZMQ_PATIENCE_SECONDS):
-            try:
-                return receive()
-            except zmq.Again:
-                if child.poll() is not None:
-                    raise RuntimeError(f"the pyzmq peer exited (status {child.returncode}) "
-                                       "before every message arrived") from None
-        raise TimeoutError(f"no pyzmq message for {_ZMQ_PATIENCE_SECONDS} s")
-    return guarded
+    due = iter(range(count))
+    pending, waits, last = due, 0, count
+    while True:
+        try:
+            for _ in pending:
+                receive()
+            return
+        except zmq.Again:
+            if child.poll() is not None:
+                raise RuntimeError(f"the pyzmq peer exited (status {child.returncode}) "
+                                   "before every message arrived") from None
+            left = operator.length_hint(due)
+            waits = waits + 1 if left == last else 1
+            last = left
+            if waits >= _ZMQ_PATIENCE_SECONDS:
+                raise TimeoutError(f"no pyzmq message for {_ZMQ_PATIENCE_SECONDS} s") from None
+            pending = itertools.chain((None,), due)    # the message that timed out is still due
 
 
 _ZMQ_PATIENCE_SECONDS = 60
@@ -278,11 +287,9 @@ def _zmq_rate(family, directory, count):
     try:
         child = _spawn("pyzmq", family, _zmq_bind(pull, family, directory), count, "single")
         try:
-            receive = _zmq_receiver(pull, child, pull.recv_pyobj)
-            receive()
+            _zmq_receive(pull, pull.recv_pyobj, 1, child)
             start = time.process_time()
-            for _ in range(count - 1):
-                receive()
+            _zmq_receive(pull, pull.recv_pyobj, count - 1, child)
             elapsed = time.process_time() - start
             # pyzmq's I/O thread works in both processes: its time is in process_time.
             return (count - 1) / _finish(child, elapsed)
@@ -442,6 +449,7 @@ def _receive_stream(impl, family, address, count, kind):
         import zmq
         ctx = zmq.Context()
         pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVTIMEO, _ZMQ_PATIENCE_SECONDS * 1000)  # the sender gone: exit, not linger
         pull.connect(address)
 
         def receive():
