@@ -12,6 +12,7 @@
 # classes one part drives from another, in src/fastwire/_fastwire.pxd.
 include "_fastwire/struct.pxi"
 include "_fastwire/frames.pxi"
+include "_fastwire/buffers.pxi"
 include "_fastwire/pickle_write.pxi"
 include "_fastwire/pickle_read.pxi"
 include "_fastwire/connection.pxi"

@@ -31,6 +31,7 @@
 # FrameScanner), by inclusion: DEFAULT_COPY_THRESHOLD, DEFAULT_MAX_FRAME_SIZE,
 # EOF_IN_MESSAGE, FrameError, _receive_payload.
 # From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
+# From buffers.pxi, by inclusion: receive_buffer.
 # From pickle_read.pxi, by inclusion: loads, unp_loads_default.
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp
@@ -96,17 +97,6 @@ cdef inline bint _is_manifest(object frame) noexcept:
     else:
         return False
     return n >= 4 and memcmp(data, _OOB_MAGIC, 4) == 0
-
-
-cdef object _standin_receive_buffer(object recv_into, Py_ssize_t length, object received,
-                                   bint readonly):
-    # Stand-in for buffers.pxi's receive_buffer until it lands.
-    data = bytearray(length)
-    view = memoryview(data)
-    view[:len(received)] = received
-    if len(received) < length:
-        recv_exactly(recv_into, view[len(received):])
-    return view.toreadonly() if readonly else data
 
 
 cdef object _conn_bound(object value, str name):
@@ -624,16 +614,17 @@ cdef class ConnectionCore:
                     return ready.popleft()
                 except IndexError:  # a lock-free recv() in another thread took it
                     continue
+            # Checked before reading too: the last read may have brought the
+            # header of a frame the caller takes over, after complete ones.
+            announced = scanner.incomplete_length()
+            if announced and (announced >= <uint64_t>_CONN_STREAMED or
+                              (maxlength is not None and announced > maxlength)):
+                return None
             frames = self._read(deadline, False)
             if frames:
                 if len(<list>frames) == 1 and not ready:
                     return (<list>frames)[0]  # the usual case: no detour through the deque
                 ready.extend(frames)
-            else:
-                announced = scanner.incomplete_length()
-                if announced and (announced >= <uint64_t>_CONN_STREAMED or
-                                  (maxlength is not None and announced > maxlength)):
-                    return None
 
     cdef object _recv_into_until(self, object deadline):
         """The recv_into that reads the rest of a large frame: the socket's, or
@@ -770,7 +761,11 @@ cdef class ConnectionCore:
             raise FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {size}")
         recv_into = self._recv_into_until(deadline) if len(received) < length else None
         if into is None:
-            return _standin_receive_buffer(recv_into, length, received, readonly)
+            buffer = receive_buffer(recv_into, length, received, readonly)
+            # A read-only one as a memoryview: pickle's READONLY_BUFFER keeps an
+            # object whose view is read-only already, and the caller gets the type
+            # the sender's read-only PickleBuffer (of bytes ...) gives everywhere.
+            return memoryview(buffer) if readonly else buffer
         return self._receive_into_callers(into, length, received, readonly, recv_into)
 
     cdef object _receive_into_callers(self, object into, Py_ssize_t length, object received,

@@ -65,3 +65,17 @@ cdef class FrameScanner:
     cdef object _window(self, Py_ssize_t sizehint)
     cdef int _open_window(self, Py_ssize_t sizehint) except -1
     cdef list _updated(self, Py_ssize_t nbytes)
+
+
+# buffers.pxi: what the connection receives out-of-band buffers into.
+from blocks cimport fw_block
+
+
+@cython.final
+cdef class ReceiveBuffer:
+    cdef fw_block block
+    cdef Py_ssize_t length      # bytes exported once complete (0 while receiving)
+    cdef Py_ssize_t claimed     # the length being received (sizes a replacement block)
+    cdef Py_ssize_t itemsize    # 1; the export's strides point here
+    cdef Py_ssize_t exports
+    cdef bint read_only

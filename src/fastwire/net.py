@@ -177,7 +177,9 @@ class Connection(ConnectionCore):
 
     def _send_out_of_band(self, stream, buffers):
         """The manifest frame (carrying `stream`), then each buffer's bytes as a
-        frame, in one scatter-gather write straight from the buffers' memory."""
+        frame, in one scatter-gather write straight from the buffers' memory.
+        The views made here are released after; the PickleBuffers are not (the
+        caller may have passed them, and may use them again)."""
         raws = []
         try:
             for buffer in buffers:
@@ -191,8 +193,6 @@ class Connection(ConnectionCore):
         finally:
             for raw in raws:
                 raw.release()
-            for buffer in buffers:
-                buffer.release()
 
     def send_many(self, objs):
         """Send every object of `objs`, in order, with as few system calls as possible.

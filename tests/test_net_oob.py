@@ -1,0 +1,786 @@
+"""Out-of-band (PEP 574) messages over fastwire.net.
+
+``out_of_band=True`` makes send() set PickleBuffers aside and send each as a
+frame of its own after a manifest frame (fastwire/_protocol.py's format);
+every Connection receives such messages, within max_frame_size, max_buffers
+and max_message_size. The oracle is the standard library's pickle with a
+buffer_callback and ``loads(..., buffers=)``; peers are real sockets and real
+processes, hostile ones are raw sockets writing bytes by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import tracemalloc
+from multiprocessing import connection as std_connection
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastwire import net
+from fastwire._protocol import (
+    DEFAULT_MAX_BUFFERS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    OOB_MAGIC,
+    manifest,
+    parse_manifest,
+)
+from fastwire.frames import FrameError, FrameTooLarge
+
+np = pytest.importorskip("numpy")
+
+MiB = 1024 * 1024
+
+
+def frame(payload):
+    return struct.pack("!i", len(payload)) + payload
+
+
+def oob_message(obj):
+    """The wire bytes of `obj` as an out-of-band message, built from the
+    standard library's pickle and _protocol.manifest (the documented format)."""
+    buffers = []
+    stream = pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    out = frame(manifest(raws) + stream)
+    for raw in raws:
+        out += frame(bytes(raw))
+    return out
+
+
+def manifest_frame(entries, stream=b"\x80\x05N.", version=1, magic=OOB_MAGIC, count=None):
+    """A hand-made manifest frame: `entries` as (flags, size) pairs."""
+    head = struct.pack("!4sBI", magic, version, len(entries) if count is None else count)
+    head += b"".join(struct.pack("!BQ", flags, size) for flags, size in entries)
+    return frame(head + stream)
+
+
+def read_frames(sock, count):
+    """`count` frames read from the raw socket `sock` (blocking)."""
+    def exactly(n):
+        data = bytearray()
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "peer closed"
+            data += chunk
+        return bytes(data)
+    frames = []
+    for _ in range(count):
+        (n,) = struct.unpack("!i", exactly(4))
+        if n == -1:
+            (n,) = struct.unpack("!Q", exactly(8))
+        frames.append(exactly(n))
+    return frames
+
+
+@pytest.fixture
+def pipe():
+    a, b = net.Pipe(out_of_band=True, trusted=True)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def raw_peer():
+    """(raw socket, fastwire Connection) over a socketpair: the raw end writes
+    whatever a hostile peer would."""
+    left, right = socket.socketpair()
+    conn = net.Connection(right, trusted=True)
+    yield left, conn
+    left.close()
+    conn.close()
+
+
+def in_thread(fn, *args):
+    """Run fn(*args) in a thread (a sender that may block on a full socket); join() it."""
+    errors = []
+
+    def run():
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    class Joined:
+        def join(self):
+            thread.join(60)
+            assert not thread.is_alive()
+            if errors:
+                raise errors[0]
+    return Joined()
+
+
+def stdlib_round_trip(obj):
+    buffers = []
+    data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    return pickle.loads(data, buffers=buffers)
+
+
+def assert_same(got, expected):
+    """Equal values, and for arrays the same dtype, shape, order and writability;
+    for raw buffers, the same bytes and read-only flag."""
+    if isinstance(expected, np.ndarray):
+        assert type(got) is np.ndarray
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.flags.c_contiguous == expected.flags.c_contiguous
+        assert got.flags.f_contiguous == expected.flags.f_contiguous
+        assert got.flags.writeable == expected.flags.writeable
+        assert np.array_equal(got, expected)
+    elif isinstance(expected, (pickle.PickleBuffer, memoryview)):
+        got_view, expected_view = memoryview(got), memoryview(expected)
+        assert got_view.readonly == expected_view.readonly
+        assert got_view.tobytes() == expected_view.tobytes()
+    elif isinstance(expected, dict):
+        assert type(got) is dict and got.keys() == expected.keys()
+        for key in expected:
+            assert_same(got[key], expected[key])
+    elif isinstance(expected, (list, tuple)):
+        assert type(got) is type(expected) and len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert_same(g, e)
+    else:
+        assert type(got) is type(expected) and got == expected
+
+
+def read_only(array):
+    array = array.copy()
+    array.flags.writeable = False
+    return array
+
+
+# -- what travels, and what comes back -------------------------------------------------
+
+ROUND_TRIPS = {
+    "c-contiguous float64": lambda: np.arange(1000.0),
+    "f-contiguous 2-d": lambda: np.asfortranarray(np.arange(60, dtype=np.int32).reshape(6, 10)),
+    "read-only array": lambda: read_only(np.arange(17, dtype=np.uint8)),
+    "empty array": lambda: np.zeros(0),
+    "bytearray via PickleBuffer": lambda: pickle.PickleBuffer(bytearray(b"writable bytes")),
+    "bytes via PickleBuffer (read-only)": lambda: pickle.PickleBuffer(b"read-only bytes"),
+    "dict of arrays and values": lambda: {"x": np.ones((3, 4)), "n": 7, "s": "text",
+                                          "y": [np.arange(5), b"in band"]},
+    "non-contiguous array (in band)": lambda: np.arange(20.0)[::3],
+    "array over 1 MiB": lambda: np.arange(300_000, dtype=np.float64),
+}
+
+
+@pytest.mark.parametrize("name", ROUND_TRIPS)
+def test_out_of_band_round_trip_agrees_with_stdlib(pipe, name):
+    a, b = pipe
+    obj = ROUND_TRIPS[name]()
+    sender = in_thread(a.send, obj)
+    got = b.recv()
+    sender.join()
+    assert_same(got, stdlib_round_trip(ROUND_TRIPS[name]()))
+
+
+def test_read_only_pickle_buffer_of_bytes_comes_back_as_a_read_only_memoryview(pipe):
+    a, b = pipe
+    a.send(pickle.PickleBuffer(b"abc"))
+    got = b.recv()
+    assert type(got) is memoryview and got.readonly and got.tobytes() == b"abc"
+
+
+def test_writable_buffers_come_back_writable_and_owned(pipe):
+    a, b = pipe
+    sent = np.arange(10.0)
+    a.send(sent)
+    got = b.recv()
+    got[0] = 42.0  # memory the array owns: writing it is fine and changes nothing sent
+    assert sent[0] == 0.0 and got.flags.writeable
+
+
+def test_a_message_without_buffers_is_the_ordinary_single_frame():
+    # Same bytes with the option on or off, for objects that set nothing aside
+    # (a non-contiguous array is pickled in band by NumPy itself).
+    objects = [1, "text", {"k": [1, 2.5]}, b"x" * 100, np.arange(10.0)[::2], b"y" * (2 * MiB)]
+    captured = {}
+    for out_of_band in (False, True):
+        left, right = socket.socketpair()
+        with net.Connection(left, out_of_band=out_of_band) as conn, right:
+            for obj in objects:
+                sender = in_thread(conn.send, obj)
+                captured.setdefault(out_of_band, []).append(read_frames(right, 1)[0])
+                sender.join()
+    assert captured[True] == captured[False]
+    assert all(frame[:4] != OOB_MAGIC for frame in captured[True])
+
+
+def test_the_timeout_path_sends_the_same_messages(pipe):
+    # With a timeout, send() is the Python one (_send_slowly): same frames.
+    a, b = pipe
+    a.settimeout(10)
+    obj = {"x": np.arange(12.0).reshape(3, 4), "n": [1, 2]}
+    sender = in_thread(a.send, obj)
+    assert_same(b.recv(), obj)
+    sender.join()
+    a.send(5)
+    assert b.recv() == 5
+
+
+def test_wire_format_is_the_documented_one():
+    # The raw peer reads what fastwire sends with the standard library only.
+    left, right = socket.socketpair()
+    obj = {"a": np.arange(6.0), "ro": pickle.PickleBuffer(b"const"), "b": bytearray(b"in band")}
+    with net.Connection(left, out_of_band=True) as conn, right:
+        sender = in_thread(conn.send, obj)
+        (first,) = read_frames(right, 1)
+        sizes, readonly, offset = parse_manifest(first)
+        buffers = read_frames(right, len(sizes))
+        sender.join()
+    assert first[:4] == OOB_MAGIC == b"\xf5FWB" and first[4] == 1
+    assert struct.unpack("!I", first[5:9]) == (2,)
+    assert sizes == [48, 5] and readonly == [False, True]
+    assert [len(b) for b in buffers] == sizes
+    got = pickle.loads(first[offset:], buffers=buffers)
+    assert np.array_equal(got["a"], obj["a"]) and bytes(got["ro"]) == b"const" and got["b"] == obj["b"]
+
+
+def test_a_hand_made_message_in_the_documented_format_is_received(raw_peer):
+    raw, conn = raw_peer
+    obj = [np.arange(4, dtype=np.int16), pickle.PickleBuffer(b"ro"), "tail"]
+    raw.sendall(oob_message(obj) + frame(pickle.dumps("next", 5)))
+    assert_same(conn.recv(), stdlib_round_trip(obj))
+    assert conn.recv() == "next"
+
+
+def test_a_large_manifest_frame_is_received_whole(pipe):
+    # Over 1 MiB of in-band data in the pickle stream beside an out-of-band buffer.
+    a, b = pipe
+    obj = [b"z" * (3 * MiB), np.arange(8.0), bytearray(2 * MiB)]
+    sender = in_thread(a.send, obj)
+    assert_same(b.recv(), obj)
+    sender.join()
+
+
+def test_a_large_manifest_split_before_its_magic_is_recognised(raw_peer):
+    # The frame header arrives alone: recv() must read the magic before choosing a path.
+    raw, conn = raw_peer
+    message = oob_message([b"q" * (2 * MiB), np.arange(3.0)])
+    raw.sendall(message[:4])
+    thread = in_thread(lambda: (threading.Event().wait(0.2), raw.sendall(message[4:])))
+    got = conn.recv(timeout=30)
+    thread.join()
+    assert got[0] == b"q" * (2 * MiB) and np.array_equal(got[1], np.arange(3.0))
+
+
+def test_non_contiguous_pickle_buffer_is_refused_as_by_stdlib(pipe):
+    a, b = pipe
+    strided = pickle.PickleBuffer(memoryview(b"abcdef")[::2])
+    try:
+        with pytest.raises(pickle.PicklingError) as stdlib_error:
+            pickle.dumps(strided, 5, buffer_callback=list().append)
+        with pytest.raises(pickle.PicklingError) as ours:
+            a.send(strided)
+        assert str(ours.value) == str(stdlib_error.value)
+    finally:
+        # The tracebacks make a cycle through this PickleBuffer; the collector
+        # breaking it while the buffer still holds the memoryview's export
+        # crashes CPython before 3.12.7 (gh-77894, gh-122306), stdlib pickle alone.
+        strided.release()
+    a.send("still usable")
+    assert b.recv() == "still usable"
+
+
+def test_send_makes_no_user_space_copy_of_the_buffers(pipe):
+    # 32 MiB out of band: tracemalloc sees only the manifest and headers allocated
+    # (the receiver, in another thread, receives into memory allocated before).
+    a, b = pipe
+    array = np.ones(4 * MiB)
+    target = bytearray(array.nbytes)
+    received = []
+    reader = in_thread(lambda: received.append(b.recv(buffers=lambda size, readonly: target)))
+    tracemalloc.start()
+    try:
+        a.send(array)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    reader.join()
+    assert np.array_equal(received[0], array)
+    assert peak < MiB, peak
+
+
+def test_messages_of_many_buffers_and_in_band_ones_interleave(pipe):
+    a, b = pipe
+    messages = []
+    for i in range(30):
+        messages.append({f"k{j}": np.full(j + i, j, dtype=np.int64) for j in range(i % 7)})
+        messages.append(i)
+    sender = in_thread(lambda: [a.send(m) for m in messages])
+    for expected in messages:
+        assert_same(b.recv(), expected)
+    sender.join()
+
+
+def buffer_leaves():
+    dtypes = st.sampled_from(["u1", "i4", "f8", "c16", ">i2"])
+
+    @st.composite
+    def arrays(draw):
+        shape = tuple(draw(st.lists(st.integers(0, 6), max_size=3)))
+        array = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=draw(dtypes)).reshape(shape)
+        order = draw(st.sampled_from(["C", "F", "strided"]))
+        if order == "F":
+            array = np.asfortranarray(array)
+        elif order == "strided" and array.ndim:
+            array = array[::2]
+        if draw(st.booleans()):
+            array.flags.writeable = False
+        return array
+    raw = st.binary(max_size=300)
+    return st.one_of(
+        arrays(), raw, raw.map(bytearray),
+        raw.map(pickle.PickleBuffer), raw.map(lambda b: pickle.PickleBuffer(bytearray(b))),
+        st.integers(), st.text(max_size=10), st.none())
+
+
+OOB_OBJECTS = st.recursive(
+    buffer_leaves(),
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(st.text(max_size=5), children, max_size=5),
+                               st.lists(children, max_size=3).map(tuple)),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(obj=OOB_OBJECTS)
+def test_differential_against_stdlib_pickle_with_buffers(pipe, obj):
+    a, b = pipe
+    a.send(obj)
+    assert_same(b.recv(), stdlib_round_trip(obj))
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def test_options_and_their_defaults():
+    a, b = net.Pipe()
+    with a, b:
+        assert not a.out_of_band
+        assert a.max_buffers == DEFAULT_MAX_BUFFERS == net.DEFAULT_MAX_BUFFERS == 1024
+        assert a.max_message_size == DEFAULT_MAX_MESSAGE_SIZE == net.DEFAULT_MAX_MESSAGE_SIZE == 1 << 30
+    a, b = net.Pipe(out_of_band=True, max_buffers=3, max_message_size=100)
+    with a, b:
+        assert a.out_of_band and b.out_of_band
+        assert (a.max_buffers, b.max_message_size) == (3, 100)
+    with pytest.raises(ValueError):
+        net.Pipe(max_buffers=-1)
+    with pytest.raises(TypeError):
+        net.Pipe(max_message_size=1.5)
+
+
+def test_listener_and_client_pass_the_options_on(tmp_path):
+    address = str(tmp_path / "s")
+    with net.Listener(address, out_of_band=True, max_buffers=2, max_message_size=64,
+                      trusted=True) as listener:
+        accepted = []
+        thread = in_thread(lambda: accepted.append(listener.accept()))
+        with net.Client(address, out_of_band=True, max_buffers=5) as client:
+            thread.join()
+            server = accepted[0]
+            with server:
+                assert server.out_of_band and (server.max_buffers, server.max_message_size) == (2, 64)
+                assert client.out_of_band and client.max_buffers == 5
+                client.send([np.arange(4.0), np.arange(2.0)])
+                assert_same(server.recv(), [np.arange(4.0), np.arange(2.0)])
+                client.send([np.arange(4.0), np.arange(1.0), np.arange(2.0)])
+                with pytest.raises(FrameTooLarge, match="max_buffers=2"):
+                    server.recv()
+                assert server.closed
+
+
+def test_every_fastwire_end_receives_out_of_band_messages_whatever_its_setting():
+    a, b = net.Pipe(trusted=True)
+    with a, b, net.Connection(os.dup(a.fileno()), out_of_band=True) as sender:
+        sender.send(np.arange(5))
+        assert_same(b.recv(), np.arange(5))
+
+
+# -- bounds and hostile peers --------------------------------------------------------------
+
+
+def test_count_over_max_buffers_is_refused_before_anything_is_read(raw_peer):
+    raw, conn = raw_peer
+    raw.sendall(manifest_frame([], count=2**32 - 1))
+    with pytest.raises(FrameTooLarge, match="max_buffers"):
+        conn.recv()
+    assert conn.closed
+
+
+def test_buffer_over_max_frame_size_is_refused(raw_peer):
+    raw, conn = raw_peer
+    raw.sendall(manifest_frame([(0, 2**64 - 1)]))
+    with pytest.raises(FrameTooLarge, match="max_frame_size"):
+        conn.recv()
+    assert conn.closed
+
+
+def test_total_over_max_message_size_is_refused():
+    left, right = socket.socketpair()
+    with left, net.Connection(right, max_message_size=1000) as conn:
+        left.sendall(manifest_frame([(0, 600), (0, 600)]) + frame(b"x" * 600))
+        with pytest.raises(FrameTooLarge, match="max_message_size=1000"):
+            conn.recv()
+        assert conn.closed
+
+
+def test_a_manifest_frame_over_max_frame_size_is_refused_by_its_header():
+    left, right = socket.socketpair()
+    with left, net.Connection(right, max_frame_size=100) as conn:
+        left.sendall(manifest_frame([(0, 1)], stream=b"\x80\x05N." + b"x" * 200))
+        with pytest.raises(FrameTooLarge):
+            conn.recv()
+        assert conn.closed
+
+
+@pytest.mark.parametrize("bad, error", [
+    (manifest_frame([(0, 4)], version=2), "version 2"),
+    (manifest_frame([(0x80, 4)]), "flags"),
+    (manifest_frame([(0, 4)], count=3), "cut short"),
+    (frame(OOB_MAGIC + b"\x01"), "cut short"),
+])
+def test_malformed_manifests_are_refused(raw_peer, bad, error):
+    raw, conn = raw_peer
+    raw.sendall(bad + frame(b"abcd"))
+    with pytest.raises(FrameError, match=error):
+        conn.recv()
+    assert conn.closed
+
+
+@pytest.mark.parametrize("claimed", [3, 5, 200 * MiB])
+def test_buffer_frame_disagreeing_with_the_manifest_is_refused_unallocated(raw_peer, claimed):
+    raw, conn = raw_peer
+    raw.sendall(manifest_frame([(0, 4)]) + struct.pack("!i", claimed) + b"abc")
+    tracemalloc.start()
+    try:
+        with pytest.raises((FrameError, FrameTooLarge)) as info:
+            conn.recv()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert conn.closed
+    if claimed < 100 * MiB:
+        assert type(info.value) is FrameError and "manifest announced 4" in str(info.value)
+    assert peak < MiB
+
+
+def test_cut_in_the_middle_of_a_buffer(raw_peer):
+    raw, conn = raw_peer
+    raw.sendall(manifest_frame([(0, 100)]) + struct.pack("!i", 100) + b"x" * 40)
+    raw.shutdown(socket.SHUT_WR)
+    with pytest.raises(EOFError, match="middle of a message|closed"):
+        conn.recv()
+    assert conn.closed
+
+
+def test_cut_between_the_manifest_and_its_buffers(raw_peer):
+    raw, conn = raw_peer
+    raw.sendall(manifest_frame([(0, 1), (0, 1)]) + frame(b"x"))
+    raw.shutdown(socket.SHUT_WR)
+    with pytest.raises(EOFError) as info:
+        conn.recv()
+    assert info.value.args  # a cut message, not the clean end of the stream
+    assert conn.closed
+
+
+def test_cut_in_the_middle_of_a_large_buffer_allocates_only_what_arrived():
+    # A claim of 100 MiB (within max_frame_size and max_message_size), then
+    # 1 MiB and the end: memory follows what arrived, not what was claimed.
+    left, right = socket.socketpair()
+    with left, net.Connection(right) as conn:
+        def hostile():
+            left.sendall(manifest_frame([(0, 100 * MiB)]) + struct.pack("!i", 100 * MiB) + b"x" * MiB)
+            left.shutdown(socket.SHUT_WR)
+        sender = in_thread(hostile)
+        tracemalloc.start()
+        try:
+            with pytest.raises(EOFError):
+                conn.recv()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        sender.join()
+        assert conn.closed
+    assert peak < 8 * MiB, peak
+
+
+def test_timeout_in_the_middle_of_a_message_closes(raw_peer):
+    raw, conn = raw_peer
+    raw.sendall(manifest_frame([(0, 10), (0, 10)]) + frame(b"0123456789"))
+    with pytest.raises(TimeoutError):
+        conn.recv(timeout=0.3)
+    assert conn.closed
+
+
+def test_socket_timeout_in_the_middle_of_a_large_buffer_closes(raw_peer):
+    raw, conn = raw_peer
+    conn.settimeout(0.3)
+    raw.sendall(manifest_frame([(0, 4 * MiB)]) + struct.pack("!i", 4 * MiB) + b"x" * 1000)
+    with pytest.raises(TimeoutError):
+        conn.recv()
+    assert conn.closed
+
+
+def test_the_deadline_covers_the_whole_message(raw_peer):
+    # Each piece arrives well within the timeout; the whole does not.
+    raw, conn = raw_peer
+    message = oob_message([np.arange(10.0), np.arange(10.0)])
+
+    def trickle():
+        for i in range(0, len(message), 40):
+            if conn.closed:
+                return
+            raw.sendall(message[i:i + 40])
+            threading.Event().wait(0.05)
+    thread = in_thread(trickle)
+    with pytest.raises(TimeoutError):
+        conn.recv(timeout=0.3)
+    assert conn.closed
+    try:
+        thread.join()
+    except OSError:
+        pass  # the receiver closed
+
+
+# -- restricted mode --------------------------------------------------------------------
+
+
+def test_restricted_refusal_after_every_frame_is_consumed_leaves_the_connection_usable():
+    a, b = net.Pipe(out_of_band=True)  # b decodes in restricted mode
+    with a, b:
+        sender = in_thread(lambda: (a.send({"array": np.arange(300_000.0), "more": np.arange(3)}),
+                                    a.send(["next", 1])))
+        with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+            b.recv()
+        assert b.recv() == ["next", 1]
+        sender.join()
+
+
+def test_restricted_mode_rebuilds_plain_buffers():
+    # A PickleBuffer's object needs no global: restricted mode receives it.
+    a, b = net.Pipe(out_of_band=True)
+    with a, b:
+        a.send([pickle.PickleBuffer(bytearray(b"rw")), pickle.PickleBuffer(b"ro"), 5])
+        got = b.recv()
+        assert bytes(got[0]) == b"rw" and not memoryview(got[0]).readonly
+        assert bytes(got[1]) == b"ro" and memoryview(got[1]).readonly and got[2] == 5
+
+
+# -- receiving into the caller's memory (buffers=) -----------------------------------------
+
+
+def test_buffers_callable_receives_into_the_callers_memory(pipe):
+    a, b = pipe
+    calls = []
+
+    def provide(size, readonly):
+        target = bytearray(size)
+        calls.append((size, readonly, target))
+        return target
+    obj = {"big": np.arange(400_000.0), "small": np.arange(3, dtype=np.int8),
+           "ro": pickle.PickleBuffer(b"const")}
+    sender = in_thread(a.send, obj)
+    got = b.recv(buffers=provide)
+    sender.join()
+    assert [(size, readonly) for size, readonly, _ in calls] == [(3_200_000, False), (3, False), (5, True)]
+    assert np.shares_memory(got["big"], np.frombuffer(calls[0][2], dtype=np.uint8))
+    assert np.array_equal(got["big"], obj["big"]) and got["small"].tolist() == [0, 1, 2]
+    assert memoryview(got["ro"]).readonly and bytes(got["ro"]) == b"const"
+    a.send("no buffers")
+    assert b.recv(buffers=provide) == "no buffers" and len(calls) == 3
+
+
+def test_buffers_callable_may_return_more_memory_or_another_format(pipe):
+    a, b = pipe
+    spare = np.zeros(100, dtype=np.float64)  # 800 bytes, format 'd'
+    a.send(pickle.PickleBuffer(bytearray(b"0123456789")))
+    got = b.recv(buffers=lambda size, readonly: spare)
+    assert type(got) is memoryview and got.nbytes == 10 and bytes(got) == b"0123456789"
+    assert spare.tobytes()[:10] == b"0123456789"
+
+
+def worst_case(pipe, provide, error):
+    a, b = pipe
+    sender = in_thread(a.send, [np.arange(10.0), np.arange(300_000.0)])
+    with pytest.raises(error):
+        b.recv(buffers=provide)
+    assert b.closed  # the rest of the message was not read: the stream is lost
+    try:
+        sender.join()
+    except OSError:
+        pass  # the receiving end is gone
+
+
+def test_buffers_callable_closes_the_connection(pipe):
+    b = pipe[1]
+
+    def provide(size, readonly):
+        b.close()
+        return bytearray(size)
+    worst_case(pipe, provide, OSError)
+
+
+def test_buffers_callable_returns_a_buffer_too_small(pipe):
+    worst_case(pipe, lambda size, readonly: bytearray(size - 1), ValueError)
+
+
+def test_buffers_callable_returns_a_read_only_buffer(pipe):
+    worst_case(pipe, lambda size, readonly: bytes(size), TypeError)
+
+
+def test_buffers_callable_returns_a_non_buffer(pipe):
+    worst_case(pipe, lambda size, readonly: None, TypeError)
+
+
+def test_buffers_callable_raises(pipe):
+    def provide(size, readonly):
+        raise KeyError("caller's own error")
+    worst_case(pipe, provide, KeyError)
+
+
+def test_buffers_callable_reenters_recv_from_the_same_thread(pipe):
+    b = pipe[1]
+    worst_case(pipe, lambda size, readonly: b.recv(), RuntimeError)
+
+
+def test_buffers_callable_reenters_recv_from_another_thread(pipe):
+    # The other thread waits for the receive in progress, then gets the next message.
+    a, b = pipe
+    results = []
+    threads = []
+
+    def provide(size, readonly):
+        if not threads:
+            thread = threading.Thread(target=lambda: results.append(b.recv(timeout=30)), daemon=True)
+            threads.append(thread)
+            thread.start()
+        return bytearray(size)
+    a.send([np.arange(5.0), np.arange(6.0)])
+    a.send(np.arange(7.0))
+    got = b.recv(buffers=provide)
+    threads[0].join(30)
+    assert [x.tolist() for x in got] == [np.arange(5.0).tolist(), np.arange(6.0).tolist()]
+    assert results[0].tolist() == np.arange(7.0).tolist()
+
+
+# -- real processes ------------------------------------------------------------------------
+
+CHILD_SENDER = """
+import socket, sys
+import numpy as np
+from fastwire import net
+kind, where = sys.argv[1], sys.argv[2]
+if kind == "pipe":
+    conn = net.Connection(socket.socket(fileno=int(where)), out_of_band=True)
+else:
+    conn = net.Client(where if kind == "unix" else ("127.0.0.1", int(where)), out_of_band=True)
+with conn:
+    conn.send([np.arange(2_000_000, dtype=np.float64),
+               np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)),
+               {"ro": np.frombuffer(b"read-only!", dtype=np.uint8)}])
+    assert conn.recv() == "done"
+"""
+
+
+def check_child_arrays(got):
+    big, fortran, rest = got
+    assert big.dtype == np.float64 and np.array_equal(big, np.arange(2_000_000, dtype=np.float64))
+    assert fortran.flags.f_contiguous and fortran.tolist() == np.arange(12).reshape(3, 4).tolist()
+    assert not rest["ro"].flags.writeable and rest["ro"].tobytes() == b"read-only!"
+    assert big.flags.writeable
+
+
+def child_env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix", "pipe"])
+def test_child_process_sends_arrays_out_of_band(kind, tmp_path):
+    if kind == "pipe":
+        parent_end, child_end = socket.socketpair()
+        conn = net.Connection(parent_end, trusted=True)
+        proc = subprocess.Popen([sys.executable, "-c", CHILD_SENDER, kind, str(child_end.fileno())],
+                                pass_fds=[child_end.fileno()], env=child_env())
+        child_end.close()
+        listener = None
+    else:
+        address = str(tmp_path / "s") if kind == "unix" else ("127.0.0.1", 0)
+        listener = net.Listener(address, trusted=True)
+        where = listener.address if kind == "unix" else str(listener.address[1])
+        proc = subprocess.Popen([sys.executable, "-c", CHILD_SENDER, kind, where], env=child_env())
+    try:
+        if listener is not None:
+            conn = listener.accept()
+        with conn:
+            check_child_arrays(conn.recv(timeout=60))
+            conn.send("done")
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        if listener is not None:
+            listener.close()
+
+
+STDLIB_PEER = """
+import sys
+import numpy as np
+from multiprocessing.connection import Client
+with Client(sys.argv[1]) as c:
+    got = c.recv()
+    assert np.array_equal(got["a"], np.arange(50.0)) and got["n"] == 1
+    c.send({"b": np.arange(40, dtype=np.int16).reshape(4, 10), "s": "stdlib"})
+    try:
+        c.recv()
+    except Exception as exc:
+        print(type(exc).__name__, exc, flush=True)
+"""
+
+
+def test_stdlib_peer_in_another_process_with_the_default_setting(tmp_path):
+    # Default (off): the stdlib peer gets ordinary in-band pickles both ways.
+    # An out-of-band message reaching it fails loudly (invalid load key), never silently.
+    address = str(tmp_path / "s")
+    with net.Listener(address, trusted=True) as listener:
+        proc = subprocess.Popen([sys.executable, "-c", STDLIB_PEER, address], env=child_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with listener.accept() as conn:
+                assert not conn.out_of_band
+                conn.send({"a": np.arange(50.0), "n": 1})
+                got = conn.recv(timeout=60)
+                assert got["s"] == "stdlib" and got["b"].tolist() == np.arange(40).reshape(4, 10).tolist()
+                with net.Connection(os.dup(conn.fileno()), out_of_band=True) as oob:
+                    oob.send(np.arange(3.0))
+                out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.startswith("UnpicklingError") and "invalid load key" in out
+
+
+def test_stdlib_connection_in_process_reads_the_default_frames():
+    left, right = socket.socketpair()
+    with net.Connection(left, trusted=True) as ours:
+        theirs = std_connection.Connection(right.detach())
+        try:
+            ours.send([np.arange(4.0), pickle.PickleBuffer(b"in band")])
+            got = theirs.recv()
+            assert got[0].tolist() == [0.0, 1.0, 2.0, 3.0] and bytes(got[1]) == b"in band"
+            theirs.send({"x": np.ones(3)})
+            assert ours.recv()["x"].tolist() == [1.0, 1.0, 1.0]
+        finally:
+            theirs.close()
