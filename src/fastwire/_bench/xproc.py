@@ -376,7 +376,8 @@ def _payload(kind, impl, scale=1):
 def _outgoing(kind, impl, obj):
     """What one message of `obj` takes, as a list of what each send gets: the
     ceiling sends a dict's arrays one by one; out of band, a bytes-like goes in
-    a new PickleBuffer each time (send() releases those it set aside)."""
+    a PickleBuffer (pickle sets only those aside), made per send as a caller
+    holding the data, not the wrapper, would."""
     if impl == CEILING and kind == "dict":
         return list(obj.values())
     if impl == OUT_OF_BAND and kind in ("bytearray", "memoryview"):
