@@ -377,6 +377,16 @@ LIMIT_TESTS = {
         "tests/test_net.py::test_oversized_frame_raises_and_closes"],
     "`fastwire.net` | `recv_bytes(maxlength)`": [
         "tests/test_net.py::test_recv_bytes_maxlength_matches_stdlib"],
+    "`fastwire.net` | buffers of one out-of-band message received": [
+        "tests/test_net_oob.py::test_max_buffers_accepts_the_limit_and_refuses_one_past_it",
+        "tests/test_net_oob.py::test_count_over_max_buffers_is_refused_before_anything_is_read"],
+    "`fastwire.net` | bytes of all buffers of one out-of-band message": [
+        "tests/test_net_oob.py::test_max_message_size_accepts_the_limit_and_refuses_one_past_it",
+        "tests/test_net_oob.py::test_buffer_over_max_frame_size_is_refused",
+        "tests/test_net_oob.py::test_buffer_frame_disagreeing_with_the_manifest_is_refused_unallocated"],
+    "`fastwire.net` | memory for an out-of-band buffer": [
+        "tests/test_net_oob.py::test_cut_in_the_middle_of_a_large_buffer_allocates_only_what_arrived",
+        "tests/test_net_oob.py::test_buffers_callable_receives_into_the_callers_memory"],
     "`fastwire.net` | `recv_bytes_into(buf)`": [
         "tests/test_net.py::test_recv_bytes_into_matches_stdlib"],
     "`fastwire.net` | authentication messages": [
@@ -405,6 +415,12 @@ LIMIT_TESTS = {
         "tests/test_net_handshake.py::test_aio_handshake_timeout_releases_an_idle_peer"],
     "`fastwire.aio` | `max_frame_size`": [
         "tests/test_aio.py::test_oversized_frame_aborts"],
+    "`fastwire.aio` | buffers in one out-of-band message received": [
+        "tests/test_aio_oob.py::test_max_buffers_and_max_message_size_at_and_past_the_limit",
+        "tests/test_aio_oob.py::test_hostile_peer"],
+    "`fastwire.aio` | bytes of all buffers of one out-of-band message received": [
+        "tests/test_aio_oob.py::test_max_buffers_and_max_message_size_at_and_past_the_limit",
+        "tests/test_aio_oob.py::test_a_claimed_buffer_commits_only_what_arrived"],
     "`fastwire.aio` | complete messages buffered, not yet received": [
         "tests/test_aio.py::test_regression_flow_control_both_ways_gh_127655"],
     "`fastwire.aio` | what `recv()` builds": [

@@ -21,8 +21,7 @@ import tracemalloc
 from multiprocessing import connection as std_connection
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fastwire import net
 from fastwire._protocol import (
@@ -362,6 +361,74 @@ def test_differential_against_stdlib_pickle_with_buffers(pipe, obj):
     assert_same(b.recv(), stdlib_round_trip(obj))
 
 
+def test_threads_receiving_at_once_each_get_whole_messages(pipe):
+    # Small frames (taken without the lock when queued) interleaved with
+    # out-of-band messages of many small buffers, whose frames arrive queued
+    # with the manifest: while one thread assembles such a message (its
+    # buffers= callable sleeps, letting the others run), the others must not
+    # take its buffer frames. Every message arrives whole, exactly once.
+    a, b = pipe
+    count = 300
+    received = []
+
+    def provide(size, readonly):
+        threading.Event().wait(0.001)
+        return bytearray(size)
+
+    def receiver():
+        while True:
+            message = b.recv(timeout=60, buffers=provide)
+            if message is None:
+                return
+            received.append(message)
+
+    for i in range(0, count, 3):
+        a.send_many([("small", i), ("small", i + 1)])
+        a.send(("buffers", i + 2, [pickle.PickleBuffer(bytearray([i % 256, j])) for j in range(20)]))
+    a.send_many([None] * 4)
+    threads = [threading.Thread(target=receiver, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(m[1] for m in received) == list(range(count))
+    for message in received:
+        if message[0] == "buffers":
+            i = message[1] - 2
+            assert [bytes(x) for x in message[2]] == [bytes([i % 256, j]) for j in range(20)]
+
+
+def test_buffer_frames_queued_during_assembly_stay_with_their_message(raw_peer):
+    # The manifest arrives alone; its buffer frames and two small messages in
+    # the next read, queued together. A second thread calling recv() while the
+    # first assembles (from the buffers= callable) must wait for the lock, not
+    # take a buffer frame as if it were a message.
+    raw, conn = raw_peer
+    obj = [pickle.PickleBuffer(bytearray([j])) for j in range(5)]
+    message = oob_message(obj)
+    (manifest_size,) = struct.unpack("!i", message[:4])
+    first, rest = message[:4 + manifest_size], message[4 + manifest_size:]
+    second = []
+
+    def provide(size, readonly):
+        if not second:
+            thread = threading.Thread(target=lambda: second.append(conn.recv(timeout=30)), daemon=True)
+            second.append(thread)
+            thread.start()
+            thread.join(0.5)  # it either took a queued frame by now, or waits for the lock
+        return bytearray(size)
+
+    raw.sendall(first)
+    sender = in_thread(lambda: (threading.Event().wait(0.2),
+                                raw.sendall(rest + frame(pickle.dumps("one", 5)) + frame(pickle.dumps("two", 5)))))
+    got = conn.recv(timeout=30, buffers=provide)
+    sender.join()
+    second[0].join(30)
+    assert [bytes(x) for x in got] == [bytes([j]) for j in range(5)]
+    assert second[1:] == ["one"]
+    assert conn.recv(timeout=30) == "two"
+
+
 # -- options -----------------------------------------------------------------------------
 
 
@@ -425,6 +492,33 @@ def test_buffer_over_max_frame_size_is_refused(raw_peer):
     with pytest.raises(FrameTooLarge, match="max_frame_size"):
         conn.recv()
     assert conn.closed
+
+
+@pytest.mark.parametrize("count, refused", [(3, False), (4, True)])
+def test_max_buffers_accepts_the_limit_and_refuses_one_past_it(count, refused):
+    a, b = net.Pipe(out_of_band=True, max_buffers=3)
+    with a, b:
+        sent = [pickle.PickleBuffer(bytearray([i])) for i in range(count)]
+        a.send(sent)
+        if refused:
+            with pytest.raises(FrameTooLarge, match="max_buffers=3"):
+                b.recv()
+            assert b.closed
+        else:
+            assert [bytes(x) for x in b.recv()] == [bytes([i]) for i in range(count)]
+
+
+@pytest.mark.parametrize("total, refused", [(1000, False), (1001, True)])
+def test_max_message_size_accepts_the_limit_and_refuses_one_past_it(total, refused):
+    a, b = net.Pipe(out_of_band=True, max_message_size=1000)
+    with a, b:
+        a.send([pickle.PickleBuffer(bytearray(600)), pickle.PickleBuffer(bytearray(total - 600))])
+        if refused:
+            with pytest.raises(FrameTooLarge, match="max_message_size=1000"):
+                b.recv()
+            assert b.closed
+        else:
+            assert [len(x) for x in b.recv()] == [600, 400]
 
 
 def test_total_over_max_message_size_is_refused():
@@ -673,6 +767,34 @@ def test_buffers_callable_reenters_recv_from_another_thread(pipe):
     threads[0].join(30)
     assert [x.tolist() for x in got] == [np.arange(5.0).tolist(), np.arange(6.0).tolist()]
     assert results[0].tolist() == np.arange(7.0).tolist()
+
+
+def test_send_reduce_closes_and_the_descriptor_is_reused():
+    # Pickling runs __reduce__ (as NumPy's runs before its buffer is set aside):
+    # it closes the connection and a new socket takes over the descriptor number.
+    # send() raises and writes nothing to the new socket.
+    a, b = net.Pipe(out_of_band=True)
+    number = a.fileno()
+    reused = []
+
+    class ClosesWhilePickled:
+        def __reduce__(self):
+            a.close()
+            pair = socket.socketpair()
+            reused.append(pair)
+            return bytearray, (pickle.PickleBuffer(bytearray(b"payload")),)
+
+    with b:
+        with pytest.raises(OSError, match="handle is closed"):
+            a.send([ClosesWhilePickled()])
+    left, right = reused[0]
+    with left, right:
+        assert number in (left.fileno(), right.fileno())
+        left.setblocking(False)
+        right.setblocking(False)
+        for end in (left, right):
+            with pytest.raises(BlockingIOError):
+                end.recv(1)
 
 
 # -- real processes ------------------------------------------------------------------------

@@ -298,6 +298,12 @@ cdef class ConnectionCore:
     cdef readonly int _fd
     cdef object _spare             # the last large bytes received, kept for its paged-in memory
     cdef readonly bint _out_of_band
+    # While true, recv() may take a frame from _ready without the receive lock.
+    # Cleared (under the lock) before a manifest enters _ready: its buffer frames
+    # must go to the thread that took it; set again under the lock once _ready
+    # is empty. Never set on free-threaded builds, where the check and the
+    # popleft() are not one step.
+    cdef bint _ready_unlocked
     cdef readonly object _max_buffers
     cdef readonly object _max_message_size
 
@@ -599,6 +605,16 @@ cdef class ConnectionCore:
             raise EOFError
         return frames
 
+    cdef int _keep_ready(self, list frames) except -1:
+        """Queue received frames in _ready (receive lock held)."""
+        cdef object frame
+        for frame in frames:
+            if _is_manifest(frame):
+                self._ready_unlocked = False  # before the manifest is visible
+                break
+        self._ready.extend(frames)
+        return 0
+
     cdef object _next_frame(self, object deadline, object maxlength):
         """The receive loop: the next complete frame, or None once the frame
         arriving has declared STREAM_THRESHOLD bytes or more, or more than
@@ -624,7 +640,7 @@ cdef class ConnectionCore:
             if frames:
                 if len(<list>frames) == 1 and not ready:
                     return (<list>frames)[0]  # the usual case: no detour through the deque
-                ready.extend(frames)
+                self._keep_ready(frames)
 
     cdef object _recv_into_until(self, object deadline):
         """The recv_into that reads the rest of a large frame: the socket's, or
@@ -669,6 +685,7 @@ cdef class ConnectionCore:
         connection too (the rest of the message is not read); RuntimeError if
         it calls recv() on the same connection from the same thread.
         """
+        cdef object ready = self._ready
         cdef object deadline = None
         cdef object stream = None
         cdef list raws = None
@@ -678,11 +695,20 @@ cdef class ConnectionCore:
             self._require_readable()
         if timeout is not None:
             deadline = deadline_of(timeout)
-        # Frames already received are taken under the lock too: a manifest's
-        # buffer frames must not go to another thread's recv().
+        # A frame already received needs no lock (popleft() hands it to one
+        # caller) unless a manifest may be among them (_ready_unlocked).
+        if self._ready_unlocked and ready:
+            try:
+                frame = ready.popleft()
+            except IndexError:  # another thread took it
+                pass
+            else:
+                return unp_loads_default(frame, self._allowed)
         lock = self._recv_lock  # owned: a callback cannot take it away mid-call
         lock.take_unless_held()
         try:
+            if not ready and not FW_FREE_THREADED:
+                self._ready_unlocked = True  # lock held, nothing queued: no manifest anywhere
             frame = self._next_frame(deadline, None)
             if frame is None:
                 # Decoded while it arrives, straight into the objects it makes.
@@ -729,6 +755,7 @@ cdef class ConnectionCore:
         received is handed out. Receive lock held."""
         cdef list raws = []
         cdef Py_ssize_t i
+        self._ready_unlocked = False  # the buffer frames about to be queued are this call's
         try:
             sizes, readonly, offset = _oob_protocol().parse_manifest(
                 frame, max_buffers=self._max_buffers, max_frame_size=self._max_frame_size,
@@ -811,6 +838,7 @@ cdef class ConnectionCore:
                     self._bad_message_length()
                 frame = self._receive_large(deadline)
             elif maxlength is not None and len(frame) > maxlength:
+                self._ready_unlocked = False  # it may be a manifest
                 self._ready.appendleft(frame)  # it stays first, as it was
                 self._bad_message_length()
         finally:
@@ -884,7 +912,7 @@ cdef class ConnectionCore:
                 frames = self._read(None, True)
                 if frames is None:
                     return True  # end of stream: recv() raises EOFError at once
-                ready.extend(frames)
+                self._keep_ready(frames)
                 if deadline is not None and _conn_monotonic() >= deadline and not ready:
                     return False
             return True
