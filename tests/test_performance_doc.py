@@ -47,7 +47,7 @@ ROWS = [
 
 
 def test_the_cross_process_targets_are_judged_from_the_rows():
-    verdicts = {what: (round(ratio, 2), met) for what, ratio, _, met in xproc.verdicts(ROWS)}
+    verdicts = {v.what: (round(v.figure, 2), v.met) for v in xproc.verdicts(ROWS)}
     assert verdicts == {
         "TCP single messages: fastwire / mp.connection": (1.5, False),
         "TCP single messages: fastwire / pyzmq send_pyobj": (0.75, False),
@@ -85,3 +85,60 @@ def test_the_performance_page_quotes_figures_only_in_its_generated_part(doc):
     assert "One run of `python bench/performance_doc.py`" in generated
     figure = re.compile(r"\d+(\.\d+)?x\b|\d+k msg/s")
     assert not figure.search(before + after)
+
+
+ARRAY = "AF_UNIX one-way, one 64 MiB float64 array per send"
+DICT = "one-way, dict of 100 float64 arrays of 64 KiB per send"
+SMALL = "one-way, one message per send (no buffers)"
+ARRAY_ROWS = [
+    (f"{ARRAY}: fastwire out_of_band", 3.1e9, "GB/s"),
+    (f"{ARRAY}: fastwire out_of_band: peak receiver memory", 1.2, "x payload"),
+    (f"{ARRAY}: fastwire", 1.0e9, "GB/s"),
+    (f"AF_UNIX {DICT}: fastwire out_of_band", 4.0e9, "GB/s"),
+    (f"AF_UNIX {DICT}: fastwire", 1.0e9, "GB/s"),
+    (f"TCP {DICT}: fastwire out_of_band", 2.0e9, "GB/s"),
+    (f"TCP {DICT}: fastwire", 1.0e9, "GB/s"),
+    (f"AF_UNIX {SMALL}: fastwire out_of_band", 960e3, "msg/s"),
+    (f"AF_UNIX {SMALL}: fastwire", 1000e3, "msg/s"),
+    (f"TCP {SMALL}: fastwire out_of_band", None, "n/a (out_of_band unavailable)"),
+    (f"TCP {SMALL}: fastwire", 300e3, "msg/s"),
+]
+
+
+def test_the_array_targets_are_judged_from_the_rows():
+    verdicts = {v.what: (None if v.figure is None else round(v.figure, 2), v.met) for v in xproc.verdicts(ARRAY_ROWS)}
+    assert verdicts == {
+        "AF_UNIX 64 MiB float64 array: out_of_band, send to usable array": (3.1e9, True),
+        "AF_UNIX 64 MiB float64 array: out_of_band peak receiver memory / payload": (1.2, False),
+        "AF_UNIX dict of 100 arrays: out_of_band / in-band": (4.0, True),
+        "TCP dict of 100 arrays: out_of_band / in-band": (2.0, False),
+        "AF_UNIX small messages: out_of_band / default": (0.96, True),
+        "TCP small messages: out_of_band / default": (None, None),
+    }
+
+
+def test_array_rows_and_their_shortfalls_are_written_with_their_units(doc):
+    text = "\n".join(doc.section([], ARRAY_ROWS, "header", "speedup.png"))
+    shortfalls = text.split("### Where fastwire is not ahead in this run")[1].split("### Across processes")[0]
+    assert ("AF_UNIX 64 MiB float64 array: out_of_band peak receiver memory / payload: **1.20x**, "
+            "target at most 1.1x") in shortfalls
+    assert "TCP dict of 100 arrays: out_of_band / in-band: **2.00x**, target 3.0x" in shortfalls
+    assert "not measured in this run" in shortfalls and "- TCP small messages: out_of_band / default" in shortfalls
+    assert "Every cross-process target is met" not in shortfalls
+    table = text.split("### Across processes")[1]
+    assert f"| {ARRAY}: fastwire out_of_band | 3.10 GB/s |" in table
+    assert f"| {ARRAY}: fastwire out_of_band: peak receiver memory | 1.20x payload |" in table
+    assert f"| TCP {SMALL}: fastwire out_of_band | n/a (out_of_band unavailable) |" in table
+    assert ("| AF_UNIX 64 MiB float64 array: out_of_band, send to usable array | **3.10 GB/s** | 2.5 GB/s | yes |"
+            in table)
+    assert "| AF_UNIX small messages: out_of_band / default | **0.96x** | 0.95x | yes |" in table
+    assert "| TCP small messages: out_of_band / default | n/a | 0.95x | not measured |" in table
+
+
+def test_a_miss_is_never_rounded_onto_its_target():
+    """Regression: the makefile row's 1.1996x read "**1.20x** | 1.2x | **no**"."""
+    rows = [("TCP makefile program (dump+flush / load): pickle", 1000.0, "msg/s"),
+            ("TCP makefile program (dump+flush / load): fastwire.pickle", 1199.6, "msg/s")]
+    assert "| makefile program: fastwire.pickle / pickle | **1.19x** | 1.2x | **no** |" in xproc.markdown(rows)
+    rows[1] = (rows[1][0], 1203.0, "msg/s")
+    assert "| makefile program: fastwire.pickle / pickle | **1.20x** | 1.2x | yes |" in xproc.markdown(rows)
