@@ -405,6 +405,12 @@ LIMIT_TESTS = {
         "tests/test_net_handshake.py::test_aio_handshake_timeout_releases_an_idle_peer"],
     "`fastwire.aio` | `max_frame_size`": [
         "tests/test_aio.py::test_oversized_frame_aborts"],
+    "`fastwire.aio` | buffers in one out-of-band message received": [
+        "tests/test_aio_oob.py::test_max_buffers_and_max_message_size_at_and_past_the_limit",
+        "tests/test_aio_oob.py::test_hostile_peer"],
+    "`fastwire.aio` | bytes of all buffers of one out-of-band message received": [
+        "tests/test_aio_oob.py::test_max_buffers_and_max_message_size_at_and_past_the_limit",
+        "tests/test_aio_oob.py::test_a_claimed_buffer_commits_only_what_arrived"],
     "`fastwire.aio` | complete messages buffered, not yet received": [
         "tests/test_aio.py::test_regression_flow_control_both_ways_gh_127655"],
     "`fastwire.aio` | what `recv()` builds": [

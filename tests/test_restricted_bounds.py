@@ -201,6 +201,17 @@ def test_work_budget_is_work_factor_times_input_bytes_plus_1024(work_factor):
     assert fwpickle.loads(past) == pickle.loads(past)          # trusted: no budget
 
 
+def test_out_of_band_buffer_bytes_are_input_to_the_work_budget():
+    # A 4-byte pickle handing out an 8 MiB buffer it was given: the buffer's
+    # bytes are input, as if they had been in the stream.
+    size = 8 << 20
+    stream = pickle.dumps(pickle.PickleBuffer(bytearray(size)), 5, buffer_callback=lambda b: False)
+    got = fwpickle.loads(stream, buffers=[bytearray(size)], allowed=())
+    assert type(got) is bytearray and got == pickle.loads(stream, buffers=[bytearray(size)])
+    # Before they counted, the 4 bytes of stream allowed 64 * (4 + 1024) units: 1 MiB was refused.
+    assert len(stream) == 4 and 1 + size // 8 > 64 * (4 + 1024)
+
+
 def test_hashing_the_same_tuple_again_and_again_is_charged_each_time():
     big = (tuple(range(2000)),)
     key = pickle.dumps(big, 2)[2:-1]

@@ -21,7 +21,7 @@
 from libc.string cimport memcpy, memset
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_FULL_RO, PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from capi cimport (
     PY_SSIZE_T_MAX, c_bytearray_from, c_bytes_decode_escape, c_bytes_from, c_call_object,
@@ -494,7 +494,9 @@ cdef int unp_charge(Unpickler u, obj, int how) except -1:
 cdef int unp_check_work(Unpickler u) except -1:
     cdef Py_ssize_t limit, consumed
     cdef Allowed r = u.restriction
-    consumed = unp_consumed(u) + UNP_WORK_FLOOR
+    # An out-of-band buffer's bytes are input like the stream's: handing the
+    # buffer out costs work in proportion to its size, so it earns the same.
+    consumed = fw_sat_add(unp_consumed(u) + UNP_WORK_FLOOR, u.buffer_bytes)
     limit = consumed * r.work_factor if consumed < PY_SSIZE_T_MAX // 4 // r.work_factor \
         else PY_SSIZE_T_MAX // 4
     if u.work > limit:
@@ -714,6 +716,7 @@ cdef class Unpickler:
     cdef Py_buffer view
     cdef bint has_view
     cdef Py_ssize_t consumed_before  # bytes consumed from earlier buffers
+    cdef Py_ssize_t buffer_bytes     # out-of-band bytes (NEXT_BUFFER) taken: input too
     # File input (file_read is None for loads()).
     cdef object file_read
     cdef object file_readline
@@ -1894,7 +1897,24 @@ cdef int unp_load_next_buffer(Unpickler u) except -1:
         buf = next(u.buffers)
     except StopIteration:
         raise UnpicklingError("not enough out-of-band buffers") from None
+    if u.restriction is not None:
+        u.buffer_bytes = fw_sat_add(u.buffer_bytes, unp_buffer_size(buf))
     return unp_push_obj(u, unp_made(u, buf))
+
+
+cdef Py_ssize_t unp_buffer_size(obj) except -1:
+    """The bytes `obj` exports (0 if it is no buffer: NEXT_BUFFER takes any object)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t size
+    if not PyObject_CheckBuffer(obj):
+        return 0
+    try:
+        PyObject_GetBuffer(obj, &view, PyBUF_FULL_RO)
+    except Exception:  # the stdlib pushes it all the same; it earns nothing
+        return 0
+    size = view.len
+    PyBuffer_Release(&view)
+    return size
 
 
 cdef int unp_load_readonly_buffer(Unpickler u) except -1:
@@ -1933,6 +1953,7 @@ cdef object unp_decode(Unpickler u):
     u.fence = 0
     u.proto = 0
     u.work = 0
+    u.buffer_bytes = 0
     u.made = None
     unp_clear_stack(u, 0)
 

@@ -22,31 +22,47 @@ whose buffer is the :class:`~fastwire.frames.FrameScanner`'s own. Flow control
 both ways: ``send`` waits while the transport asks to pause writing, and
 reading pauses while more than ``read_limit`` bytes of complete messages wait
 to be received.
+
+Out-of-band buffers (PEP 574): with ``out_of_band=True`` a stream sends every
+PickleBuffer a pickle refers to (a NumPy array's data, ``PickleBuffer(...)``)
+as a frame of its own, written from the caller's memory in paced chunks; every
+stream receives such messages, each large buffer read straight into the memory
+the rebuilt object owns (or into memory from ``recv(buffers=...)``). The wire
+format and its bounds (``max_buffers``, ``max_message_size``) are those of
+:mod:`fastwire.net`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import mmap
+import operator
 from multiprocessing import AuthenticationError
 
 from . import pickle as _pickle
 from ._protocol import (
     COPY_THRESHOLD,
     DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_BUFFERS,
+    DEFAULT_MAX_MESSAGE_SIZE,
     EOF_IN_MESSAGE,
     HANDSHAKE_FAILURES,
     MAX_HANDSHAKE_MESSAGE,
     PREFIX,
     RECEIVE,
+    STREAM_THRESHOLD,
     answer_steps,
     challenge_steps,
     check_authkey,
     check_handshake_timeout,
     handshake_failure,
+    is_out_of_band,
+    manifest,
+    parse_manifest,
     restriction_of,
 )
-from .frames import DEFAULT_MAX_FRAME_SIZE, FrameScanner, dumps_framed
+from .frames import DEFAULT_MAX_FRAME_SIZE, FrameError, FrameScanner, dumps_framed
 
 __all__ = [
     "ObjectStream",
@@ -57,19 +73,122 @@ __all__ = [
 ]
 
 DEFAULT_READ_LIMIT = 4 * 1024 * 1024
+# A large out-of-band buffer is written in pieces of this size, each once the
+# transport has room: its buffer never holds more than its high-water mark
+# plus one piece, whatever the buffer's size.
+SEND_CHUNK = 1 << 20
+
+
+class _OutOfBand:
+    """An out-of-band message being received, then waiting for recv(): the
+    pickle stream and, per buffer, ``(data, source)``.
+
+    `source` is the ``buffers=`` callable whose memory `data` is, None for
+    memory this module allocated, or _SCANNED for a frame still in the
+    scanner's memory (copied when recv() takes the message).
+    """
+
+    __slots__ = ("stream", "sizes", "readonly", "buffers", "target", "filled", "nbytes")
+
+    def __init__(self, frame, sizes, readonly, offset):
+        self.stream = memoryview(frame)[offset:]
+        self.sizes = sizes
+        self.readonly = readonly
+        self.buffers = []
+        self.target = None       # a landing buffer's memory, while it arrives
+        self.filled = 0
+        self.nbytes = len(frame) + sum(sizes)
+
+    @property
+    def complete(self):
+        return len(self.buffers) == len(self.sizes) and self.target is None
+
+    def expected_size(self):
+        return self.sizes[len(self.buffers)]
+
+    def settle(self, sink):
+        """Give every buffer its final memory for a recv() with ``buffers=sink``."""
+        for i, (data, source) in enumerate(self.buffers):
+            if source is not sink:
+                self.buffers[i] = (_land(data, self.sizes[i], self.readonly[i], sink), sink)
+
+    def load(self, sink, allowed):
+        self.settle(sink)
+        return _pickle.loads(self.stream, buffers=[data for data, _ in self.buffers], allowed=allowed)
+
+
+_SCANNED = object()
+
+
+def _land(data, size, readonly, sink):
+    """`data` (`size` bytes) copied into its final memory: from ``sink(size,
+    readonly)`` if a callable is given, else a fresh PickleBuffer (read-only if
+    the manifest says so: what the sender pickled comes back)."""
+    if sink is None:
+        if readonly:
+            return _pickle.PickleBuffer(data if type(data) is bytes else bytes(data))
+        return _pickle.PickleBuffer(bytearray(data))
+    result, target = _sink_buffer(sink, size, readonly)
+    target[:] = data
+    return result
+
+
+def _sink_buffer(sink, size, readonly):
+    """``(object for the reconstruction, writable byte view of size bytes)`` from the
+    caller's ``buffers`` callable; TypeError/ValueError if what it returns cannot hold them."""
+    obj = sink(size, readonly)
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise TypeError(f"buffers() must return a writable bytes-like object, not {type(obj).__name__}") from None
+    if view.readonly:
+        raise TypeError("buffers() returned a read-only buffer")
+    if not view.c_contiguous:
+        raise ValueError("buffers() returned a non-contiguous buffer")
+    if view.nbytes < size:
+        raise ValueError(f"buffers() returned {view.nbytes} bytes for a buffer of {size}")
+    view = view.cast("B")
+    return (obj if view.nbytes == size else view[:size]), view[:size]
+
+
+def _fresh_buffer(size):
+    """`size` bytes of lazily committed memory (pages are taken as bytes arrive
+    in them, so a peer's claim alone commits nothing) for a large buffer."""
+    memory = mmap.mmap(-1, size, **_PRIVATE)
+    if _HUGEPAGE is not None:
+        try:
+            memory.madvise(_HUGEPAGE)  # fewer page faults while the buffer fills
+        except OSError:
+            pass
+    return memory
+
+
+_PRIVATE = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
+_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
 
 
 class _FrameProtocol(asyncio.BufferedProtocol):
-    """Receives straight into a FrameScanner and queues the complete frames."""
+    """Receives straight into a FrameScanner and queues the complete messages.
 
-    def __init__(self, max_frame_size, read_limit, on_connect=None):
+    An out-of-band message is assembled here: its manifest is checked as soon
+    as it arrives, small buffer frames come from the scanner, and a large one
+    is handed over as soon as its header has arrived, so get_buffer() gives
+    out the buffer's final memory and the transport reads into it once.
+    """
+
+    def __init__(self, max_frame_size, read_limit, on_connect=None, *,
+                 max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
         self._scanner = FrameScanner(PREFIX, max_frame_size=max_frame_size,
                                      copy_threshold=COPY_THRESHOLD)
-        self._frames = collections.deque()
+        self._max_buffers = max_buffers
+        self._max_message_size = max_message_size
+        self._frames = collections.deque()   # frame payloads and complete _OutOfBand messages
+        self._assembly = None        # the _OutOfBand message arriving
         self._queued_bytes = 0
         self._read_limit = read_limit
         self._reading_paused = False
-        self._waiter = None          # a recv() waiting for a frame
+        self._waiter = None          # a recv() waiting for a message
+        self._sink = None            # that recv()'s buffers= callable
         self._end = None             # the exception recv() raises once the queue is empty
         self._write_paused = False
         self._drain_waiters = collections.deque()
@@ -86,33 +205,41 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self._on_connect(self)
 
     def get_buffer(self, sizehint):
+        assembly = self._assembly
+        if assembly is not None and assembly.target is not None:
+            return assembly.target[assembly.filled:]
         return self._scanner.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes):
+        if self._end is not None:
+            return  # failed: what still arrives is not read
+        assembly = self._assembly
         try:
-            frames = self._scanner.buffer_updated(nbytes)
-        except ValueError as exc:  # FrameError / FrameTooLarge: the stream is unusable
-            self._finish(exc)
-            self.transport.abort()
-            return
-        if frames:
-            self._frames.extend(frames)
-            for frame in frames:
-                self._queued_bytes += len(frame)
-            if self._queued_bytes > self._read_limit and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pause_reading()
-            self._wake()
+            if assembly is not None and assembly.target is not None:
+                assembly.filled += nbytes
+                if assembly.filled == len(assembly.target):
+                    assembly.target = None
+                    if assembly.complete:
+                        self._assembled()
+                return
+            for frame in self._scanner.buffer_updated(nbytes):
+                self._accept(frame)
+            self._hand_over()
+        except Exception as exc:  # FrameError, FrameTooLarge, or the buffers= callable's own error
+            self._fail(exc)
 
     def eof_received(self):
-        if self._scanner.pending:
+        if self._scanner.pending or self._assembly is not None:
             self._finish(EOFError(EOF_IN_MESSAGE))
         else:
             self._finish(EOFError())
         return False
 
     def connection_lost(self, exc):
-        self._finish(exc if exc is not None else EOFError())
+        if exc is None:
+            exc = EOFError(EOF_IN_MESSAGE) if self._assembly is not None else EOFError()
+        self._finish(exc)
+        self._assembly = None
         if not self.closed.done():
             self.closed.set_result(None)
         self._write_paused = False
@@ -134,7 +261,80 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             if not waiter.done():
                 waiter.set_result(None)
 
+    # -- out-of-band messages --------------------------------------------------------
+
+    def _accept(self, frame):
+        """Take one complete frame from the scanner."""
+        assembly = self._assembly
+        if assembly is not None:
+            self._check_buffer_frame(assembly, len(frame))
+            assembly.buffers.append((frame, _SCANNED))
+            if assembly.complete:
+                self._assembled()
+        elif is_out_of_band(frame):
+            sizes, readonly, offset = parse_manifest(
+                frame, max_buffers=self._max_buffers, max_frame_size=self._scanner.max_frame_size,
+                max_message_size=self._max_message_size)
+            self._assembly = _OutOfBand(frame, sizes, readonly, offset)
+            if not sizes:
+                self._assembled()
+        else:
+            self._deliver(frame, len(frame))
+
+    @staticmethod
+    def _check_buffer_frame(assembly, length):
+        expected = assembly.expected_size()
+        if length != expected:
+            raise FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {expected}")
+
+    def _hand_over(self):
+        """If a large buffer frame's header has arrived, take its payload from the
+        scanner: what arrived is copied into the buffer's final memory, and
+        get_buffer() hands out the rest of that memory."""
+        assembly = self._assembly
+        length = self._scanner.partial_frame_size
+        if assembly is None or length is None:
+            return
+        self._check_buffer_frame(assembly, length)
+        if length < STREAM_THRESHOLD:
+            return  # small: read with its neighbours, then copied
+        # The memory is the waiting recv()'s if this message is the one it gets.
+        sink = self._sink if self._waiter is not None and not self._frames else None
+        index = len(assembly.buffers)
+        readonly = assembly.readonly[index]
+        if sink is None:
+            target = memoryview(_fresh_buffer(length))
+            result = _pickle.PickleBuffer(target.toreadonly() if readonly else target)
+        else:
+            assembly.settle(sink)  # the callable sees the buffers in order
+            result, target = _sink_buffer(sink, length, readonly)
+            if self._assembly is not assembly or self._end is not None or self.transport.is_closing():
+                return  # the callable closed the stream: what arrives is not read
+        _, received = self._scanner.take_partial()
+        target[:len(received)] = received
+        assembly.buffers.append((result, sink))
+        assembly.target = target
+        assembly.filled = len(received)
+
+    def _assembled(self):
+        assembly, self._assembly = self._assembly, None
+        self._deliver(assembly, assembly.nbytes)
+
     # -- for ObjectStream ----------------------------------------------------------
+
+    def _deliver(self, message, nbytes):
+        self._frames.append(message)
+        self._queued_bytes += nbytes
+        if self._queued_bytes > self._read_limit and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _fail(self, exc):
+        """A message cannot be received whole: the stream ends with `exc`."""
+        self._finish(exc)
+        self._assembly = None
+        self.transport.abort()
 
     def _finish(self, exc):
         if self._end is None:
@@ -146,23 +346,27 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def next_frame(self):
+    async def next_message(self, sink=None):
+        """The next frame payload or complete _OutOfBand message; `sink` is the
+        buffers= callable a large buffer arriving meanwhile lands in."""
         while not self._frames:
             if self._end is not None:
                 raise self._end
             if self._waiter is not None:
                 raise RuntimeError("recv() called while another task is already waiting for a message")
             self._waiter = asyncio.get_running_loop().create_future()
+            self._sink = sink
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        frame = self._frames.popleft()
-        self._queued_bytes -= len(frame)
+                self._sink = None
+        message = self._frames.popleft()
+        self._queued_bytes -= message.nbytes if type(message) is _OutOfBand else len(message)
         if self._reading_paused and self._queued_bytes <= self._read_limit // 2:
             self._reading_paused = False
             self.transport.resume_reading()
-        return frame
+        return message
 
     async def drain(self):
         if self._write_paused:
@@ -177,18 +381,30 @@ class ObjectStream:
     ``recv()`` raises EOFError at the end of the stream (also in the middle of
     a message: no partial object is returned), UnpicklingError for a refused
     or malformed pickle (the stream stays usable), FrameTooLarge/FrameError for
-    a bad length prefix (the connection is aborted). ``async for`` stops at a
-    clean end of stream. One task may wait in recv() at a time.
+    a bad length prefix or out-of-band manifest (the connection is aborted).
+    ``async for`` stops at a clean end of stream. One task may wait in recv()
+    at a time; sends are written one message after another.
+
+    With ``out_of_band=True``, ``send(obj)`` sends the PickleBuffers the
+    pickle refers to out of band (PEP 574); only a fastwire peer understands
+    that (every fastwire end receives such messages, whatever its setting).
     """
 
-    def __init__(self, protocol, *, trusted=False, allowed=()):
+    def __init__(self, protocol, *, trusted=False, allowed=(), out_of_band=False):
         self._protocol = protocol
         self._transport = protocol.transport
         self._allowed = restriction_of(trusted, allowed)
+        self._out_of_band = bool(out_of_band)
+        self._send_lock = asyncio.Lock()  # an out-of-band message is written in several steps
 
     @property
     def transport(self):
         return self._transport
+
+    @property
+    def out_of_band(self):
+        """True if send() sends PickleBuffers out of band."""
+        return self._out_of_band
 
     def get_extra_info(self, name, default=None):
         return self._transport.get_extra_info(name, default)
@@ -199,33 +415,128 @@ class ObjectStream:
         return self._transport
 
     async def send(self, obj):
-        """Send one object (pickle protocol 5); waits while the transport is paused."""
-        # Pickled straight behind its frame header: one buffer, one write.
-        self._writable_transport().write(dumps_framed((obj,), PREFIX, 5))
-        await self._protocol.drain()
+        """Send one object (pickle protocol 5); waits while the transport is paused.
+
+        With ``out_of_band=True`` each PickleBuffer the pickle refers to goes
+        as a frame of its own, written from the caller's memory without a
+        copy; send() returns once the transport holds none of it, so the
+        caller may change it then (not before). A message that set no buffer
+        aside is the ordinary single frame.
+        """
+        if not self._out_of_band:
+            async with self._send_lock:
+                # Pickled straight behind its frame header: one buffer, one write.
+                self._writable_transport().write(dumps_framed((obj,), PREFIX, 5))
+                await self._protocol.drain()
+            return
+        set_aside = []
+        stream = _pickle.dumps(obj, 5, buffer_callback=set_aside.append)
+        raws = []
+        try:
+            raws += [buffer.raw() for buffer in set_aside]
+            async with self._send_lock:
+                transport = self._writable_transport()  # pickling may have closed it
+                if not raws:
+                    _write_all(transport, (PREFIX.header(len(stream)), stream))
+                    await self._protocol.drain()
+                    return
+                head = manifest(raws)
+                pieces = [PREFIX.header(len(head) + len(stream)), head, stream]
+                for raw in raws:
+                    pieces += (PREFIX.header(raw.nbytes), raw)
+                try:
+                    await self._write_paced(transport, pieces)
+                except BaseException:
+                    # Part of the message may be written: the stream cannot be resynchronised.
+                    transport.abort()
+                    raise
+        finally:
+            # Only the views made here: a PickleBuffer set aside may be the caller's own.
+            for raw in raws:
+                raw.release()
+
+    async def _write_paced(self, transport, pieces):
+        """Write `pieces` in order: runs of small ones joined, large ones in
+        SEND_CHUNK pieces, each once the transport is below its high-water
+        mark; then wait until the transport holds none of them."""
+        small = []
+        for piece in pieces:
+            size = len(piece)
+            if size < COPY_THRESHOLD:
+                small.append(piece)
+                continue
+            if small:
+                transport.write(b"".join(small))
+                small = []
+            piece = memoryview(piece)  # slices of a view copy nothing
+            for start in range(0, size, SEND_CHUNK):
+                await self._protocol.drain()
+                self._writable_transport().write(piece[start:start + SEND_CHUNK])
+        if small:
+            transport.write(b"".join(small))
+        await self._flushed()
+
+    async def _flushed(self):
+        """Wait until the transport's buffer is empty (3.12+ transports keep
+        views of the caller's memory there)."""
+        transport = self._transport
+        if not transport.get_write_buffer_size():
+            return
+        low, high = transport.get_write_buffer_limits()
+        # With both marks at 0 the transport pauses the protocol now and resumes
+        # it once its buffer is empty: no polling. Nothing else writes meanwhile
+        # (the send lock is held).
+        transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            await self._protocol.drain()
+        finally:
+            transport.set_write_buffer_limits(high=high, low=low)
+        if transport.is_closing():  # woken by connection_lost: the bytes may not have gone out
+            raise ConnectionResetError("the connection was closed while a message was being sent")
 
     async def send_many(self, objs):
-        """Send every object of `objs` in order, in one transport write."""
-        transport = self._writable_transport()
-        frames = dumps_framed(objs, PREFIX, 5)  # every pickle behind its header, in one buffer
-        if frames:
-            transport.write(frames)
-        await self._protocol.drain()
+        """Send every object of `objs` in order, in one transport write (in band)."""
+        async with self._send_lock:
+            transport = self._writable_transport()
+            frames = dumps_framed(objs, PREFIX, 5)  # every pickle behind its header, in one buffer
+            if frames:
+                transport.write(frames)
+            await self._protocol.drain()
 
     async def send_bytes(self, data):
         """Send a bytes-like object as one message."""
-        _write_all(self._writable_transport(), (PREFIX.header(memoryview(data).nbytes), data))
-        await self._protocol.drain()
+        async with self._send_lock:
+            _write_all(self._writable_transport(), (PREFIX.header(memoryview(data).nbytes), data))
+            await self._protocol.drain()
 
-    async def recv(self):
-        """Receive one object (restricted decoding unless trusted)."""
-        frame = await self._protocol.next_frame()
-        return _pickle.loads(frame, allowed=self._allowed)
+    async def recv(self, *, buffers=None):
+        """Receive one object (restricted decoding unless trusted).
+
+        `buffers`, if given, is called as ``buffers(size, readonly)`` once per
+        out-of-band buffer of the message, in order, and returns a writable
+        bytes-like object of at least `size` bytes: the buffer's bytes land in
+        it (directly if this recv() was waiting as they arrived, else copied)
+        and the rebuilt object gets exactly it (a memoryview slice of it if it
+        is larger). Its exceptions propagate; if the message was still
+        arriving, the connection is closed.
+        """
+        if buffers is not None and not callable(buffers):
+            raise TypeError("buffers must be a callable or None")
+        message = await self._protocol.next_message(buffers)
+        if type(message) is _OutOfBand:
+            return message.load(buffers, self._allowed)
+        return _pickle.loads(message, allowed=self._allowed)
 
     async def recv_bytes(self):
-        """Receive one message as bytes."""
-        frame = await self._protocol.next_frame()
-        return frame if type(frame) is bytes else bytes(frame)
+        """Receive one message as bytes.
+
+        An out-of-band message (one recv() rebuilds) is consumed and raises
+        FrameError; the stream stays usable.
+        """
+        message = await self._protocol.next_message()
+        if type(message) is _OutOfBand:
+            raise FrameError("an out-of-band message arrived: recv() receives it, recv_bytes() cannot")
+        return message if type(message) is bytes else bytes(message)
 
     def __aiter__(self):
         return self
@@ -317,19 +628,36 @@ def _write_all(transport, buffers):
 
 
 def _factory(options, on_connect=None):
-    return lambda: _FrameProtocol(options["max_frame_size"], options["read_limit"], on_connect)
+    return lambda: _FrameProtocol(options["max_frame_size"], options["read_limit"], on_connect,
+                                  max_buffers=options["max_buffers"],
+                                  max_message_size=options["max_message_size"])
 
 
-def _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5):
+def _bound(value, name):
+    bound = operator.index(value)
+    if bound < 0:
+        raise ValueError(f"{name} must be >= 0")
+    return bound
+
+
+def _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5,
+             out_of_band, max_buffers, max_message_size):
     return dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size, read_limit=read_limit,
-                handshake_timeout=check_handshake_timeout(handshake_timeout), allow_md5=allow_md5)
+                handshake_timeout=check_handshake_timeout(handshake_timeout), allow_md5=allow_md5,
+                out_of_band=out_of_band, max_buffers=_bound(max_buffers, "max_buffers"),
+                max_message_size=_bound(max_message_size, "max_message_size"))
+
+
+def _stream(protocol, options):
+    return ObjectStream(protocol, trusted=options["trusted"], allowed=options["allowed"],
+                        out_of_band=options["out_of_band"])
 
 
 async def _connected(connect, factory, options, authkey):
     if authkey is not None:
         check_authkey(authkey)
     _, protocol = await connect(factory)
-    stream = ObjectStream(protocol, trusted=options["trusted"], allowed=options["allowed"])
+    stream = _stream(protocol, options)
     if authkey is not None:
         await _authenticate(stream, authkey, server=False, options=options)
     return stream
@@ -337,15 +665,24 @@ async def _connected(connect, factory, options, authkey):
 
 async def open_connection(host=None, port=None, *, authkey=None, trusted=False, allowed=(),
                           max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                          handshake_timeout=None, allow_md5=True, **kwds):
+                          handshake_timeout=None, allow_md5=True, out_of_band=False,
+                          max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, **kwds):
     """Connect over TCP; an :class:`ObjectStream`. Extra keywords go to ``loop.create_connection``.
 
     With `authkey`, runs the multiprocessing challenge handshake first:
     AuthenticationError (the connection closed) on a key mismatch or any other
     failure, including no answer within `handshake_timeout` seconds (None, the
     default: no deadline, as a server may start the handshake late).
+
+    ``out_of_band=True`` makes ``send()`` send PickleBuffers out of band (PEP
+    574; turn it on only when the peer is fastwire). Out-of-band messages are
+    received whatever the setting, bounded by `max_frame_size` (the manifest
+    frame and each buffer), `max_buffers` (buffers per message) and
+    `max_message_size` (their total bytes): FrameTooLarge, and the connection
+    aborted, past any of them.
     """
-    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5,
+                       out_of_band, max_buffers, max_message_size)
     loop = asyncio.get_running_loop()
     return await _connected(lambda f: loop.create_connection(f, host, port, **kwds),
                             _factory(options), options, authkey)
@@ -353,9 +690,12 @@ async def open_connection(host=None, port=None, *, authkey=None, trusted=False, 
 
 async def open_unix_connection(path=None, *, authkey=None, trusted=False, allowed=(),
                                max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                               handshake_timeout=None, allow_md5=True, **kwds):
+                               handshake_timeout=None, allow_md5=True, out_of_band=False,
+                               max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+                               **kwds):
     """Connect to a Unix socket; an :class:`ObjectStream` (like :func:`open_connection`)."""
-    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5,
+                       out_of_band, max_buffers, max_message_size)
     loop = asyncio.get_running_loop()
     return await _connected(lambda f: loop.create_unix_connection(f, path, **kwds),
                             _factory(options), options, authkey)
@@ -376,7 +716,7 @@ def _on_connect_calling(client_connected_cb, options, authkey):
             await result
 
     def on_connect(protocol):
-        stream = ObjectStream(protocol, trusted=options["trusted"], allowed=options["allowed"])
+        stream = _stream(protocol, options)
         if authkey is not None:
             result = serve(stream)
         else:
@@ -389,23 +729,29 @@ def _on_connect_calling(client_connected_cb, options, authkey):
 
 async def start_server(client_connected_cb, host=None, port=None, *, authkey=None, trusted=False,
                        allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                       handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, **kwds):
+                       handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, out_of_band=False,
+                       max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, **kwds):
     """Serve over TCP: ``client_connected_cb(stream)`` (a function or coroutine) for each client.
 
     With `authkey`, each client must pass the challenge handshake first, within
     `handshake_timeout` seconds (None: no limit); a refused or silent client is
     disconnected and never reaches the callback. Returns the
     ``asyncio.Server``. Extra keywords go to ``loop.create_server``.
+    `out_of_band`, `max_buffers` and `max_message_size` apply to every
+    client's stream as in :func:`open_connection`.
     """
-    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5,
+                       out_of_band, max_buffers, max_message_size)
     on_connect = _on_connect_calling(client_connected_cb, options, authkey)
     return await asyncio.get_running_loop().create_server(_factory(options, on_connect), host, port, **kwds)
 
 
 async def start_unix_server(client_connected_cb, path=None, *, authkey=None, trusted=False, allowed=(),
                             max_frame_size=DEFAULT_MAX_FRAME_SIZE, read_limit=DEFAULT_READ_LIMIT,
-                            handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, **kwds):
+                            handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, out_of_band=False,
+                       max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, **kwds):
     """Serve on a Unix socket: like :func:`start_server`."""
-    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5)
+    options = _options(trusted, allowed, max_frame_size, read_limit, handshake_timeout, allow_md5,
+                       out_of_band, max_buffers, max_message_size)
     on_connect = _on_connect_calling(client_connected_cb, options, authkey)
     return await asyncio.get_running_loop().create_unix_server(_factory(options, on_connect), path, **kwds)
