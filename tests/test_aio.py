@@ -1,13 +1,14 @@
 """fastwire.aio over real loopback sockets, against fastwire.net and stdlib peers."""
 
+import array
 import asyncio
 import collections
 import os
 import pickle
 import socket
 import struct
-import tempfile
 import sys
+import tempfile
 import threading
 import tracemalloc
 from asyncio import selector_events
@@ -236,6 +237,32 @@ def test_regression_a_large_message_queued_behind_another_is_not_copied_as_it_go
         if method != "send_bytes":
             payloads = [pickle.loads(payload) for payload in payloads]
         assert [payload == data for payload in payloads] == [True, True]  # no 8 MiB diff on failure
+
+    run(main())
+
+
+@pytest.mark.parametrize("wrap", [lambda a: a, memoryview], ids=["array", "memoryview"])
+def test_regression_send_bytes_takes_a_large_buffer_of_any_item_size(wrap):
+    # Like Connection.send_bytes, any bytes-like object goes. A large one used to
+    # reach transport.write() as it was: an array.array was refused, and the
+    # 3.12+ transport cut a queued 'd' memoryview in items where it meant bytes.
+    data = array.array("d", range(1 << 18))  # 2 MiB, 8-byte items
+
+    async def main():
+        ours, theirs = socket.socketpair()
+        with mpc.Connection(theirs.detach()) as peer:
+            stream = await aio.open_unix_connection(sock=ours)
+            stream.transport.set_write_buffer_limits(high=8 * data.itemsize * len(data))  # the second queues
+            await stream.send_bytes(wrap(data))
+            await stream.send_bytes(wrap(data))
+            reading = asyncio.ensure_future(asyncio.to_thread(lambda: [peer.recv_bytes() for _ in range(2)]))
+            try:
+                got = await asyncio.wait_for(asyncio.shield(reading), 30)
+            finally:
+                stream.close()
+                await stream.wait_closed()  # a peer still waiting for bytes sees the end
+                await asyncio.wait([reading])
+        assert [payload == data.tobytes() for payload in got] == [True, True]
 
     run(main())
 
