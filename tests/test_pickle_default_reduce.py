@@ -535,3 +535,267 @@ def test_hypothesis_slotted_instances_match_stdlib(rows, proto):
     value = objects + objects[:1]
     for _ in range(2):
         assert pickletools.optimize(fw.dumps(value, proto)) == pickletools.optimize(std.dumps(value, proto))
+
+
+# --- a class's own __getstate__: state is what it returns ----------------------
+
+class TupleState:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __getstate__(self):
+        return (self.a, self.b)
+
+    def __setstate__(self, state):
+        self.a, self.b = state
+
+
+class DictState(TupleState):
+    def __getstate__(self):
+        return {"a": self.a, "extra": [self.b]}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+class NoneState(TupleState):
+    def __getstate__(self):
+        return None                      # no BUILD at all
+
+
+class SelfState(TupleState):
+    def __getstate__(self):
+        return [self, self.a]            # the instance inside its own state
+
+
+SHARED_STATE = ("shared", 1)
+
+
+class SharedState(TupleState):
+    def __getstate__(self):
+        return SHARED_STATE              # one tuple, written once, then a memo reference
+
+
+class SlottedState:
+    __slots__ = ("v", "__weakref__")     # uuid.UUID's shape
+
+    def __init__(self, v):
+        self.v = v
+
+    def __getstate__(self):
+        return {"v": self.v}
+
+    def __setstate__(self, state):
+        self.v = state["v"]
+
+
+class StateNewArgs(WithNewArgs):
+    def __getstate__(self):
+        return ("state", self.b)
+
+    def __setstate__(self, state):
+        self.b = state[1]
+
+
+class StatePoint(Point):
+    def __getstate__(self):
+        return {"tag": self[0]}
+
+
+def _getstate_values():
+    import uuid
+    shared = TupleState([1], "s")
+    return {
+        "tuple state": [TupleState(i, str(i)) for i in range(4)],
+        "dict state": [DictState(1, 2), DictState([3], None)],
+        "None state": [NoneState(1, 2), NoneState(3, 4)],
+        "instance inside its own state": [SelfState(1, 2), SelfState("x", None)],
+        "shared state object": [SharedState(1, 2), SHARED_STATE, SharedState(3, 4)],
+        "shared instance": [shared, shared, TupleState(shared, shared)],
+        "slotted with __getstate__": [SlottedState(i) for i in range(3)],
+        "uuid": [uuid.UUID(int=i * 0x9E3779B97F4A7C15) for i in range(3)],
+        "__getstate__ and __getnewargs__": [StateNewArgs(1, 2), StateNewArgs("a", [3])],
+        "namedtuple with __getstate__": [StatePoint(1, 2, 3), StatePoint("a", "b", "c")],
+    }
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+@pytest.mark.parametrize("name", sorted(_getstate_values()))
+def test_getstate_shapes_match_stdlib(name, proto):
+    got = assert_like_stdlib(lambda: _getstate_values()[name], proto)
+    assert all(isinstance(r, bytes) for r in got)
+
+
+def test_getstate_classes_load_back():
+    value = [TupleState(1, "a"), SlottedState(2), StateNewArgs(3, 4)]
+    loaded = std.loads(fw.dumps(value + value, 5))
+    assert [(o.a, o.b) for o in loaded[:1]] == [(1, "a")] and loaded[1].v == 2 and loaded[2].b == 4
+    assert loaded[3] is loaded[0]
+
+
+def test_getstate_runs_once_per_instance():
+    calls = []
+
+    def getstate(self):
+        calls.append(self.a)
+        return (self.a,)
+
+    cls = publish(type("CountedState", (TupleState,), {"__getstate__": getstate}))
+    value = [cls(i, 0) for i in range(4)]
+    for _ in range(3):
+        fw.dumps(value, 5)
+    assert calls == list(range(4)) * 3
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getstate_replaced_or_shadowed_between_dumps(proto):
+    # The learned verdict is the class's: replacing the method renews it, an
+    # instance attribute of the same name takes the instance off the path.
+    def make():
+        cls = publish(type("Learned", (TupleState,), {}))
+        value = [cls(1, 2), cls(3, 4)]
+        std.dumps(value, proto)
+        fw.dumps(value, proto)
+        cls.__getstate__ = lambda self: {"replaced": self.a}
+        value[1].__getstate__ = lambda: ("instance", 0)
+        return value
+    assert_like_stdlib(make, proto)
+
+    def make_builtin():
+        cls = publish(type("Builtin", (TupleState,), {}))
+        value = [cls(1, 2), cls(3, 4)]
+        std.dumps(value, proto)
+        fw.dumps(value, proto)
+        cls.__getstate__ = object.__getstate__       # back to the default
+        return value
+    assert_like_stdlib(make_builtin, proto)
+
+
+# --- callouts: __getstate__ doing the worst ------------------------------------
+
+def state_scenario(action, base=TupleState):
+    """As scenario(), for a class whose __getstate__ runs action(self) once armed."""
+    def getstate(self):
+        if self.a == "armed":
+            action(self)
+        return (self.a, self.b)
+
+    cls = publish(type("HostileState", (base,), {"__getstate__": getstate}))
+    return cls, [cls("learn", 0), cls("learn", 1), cls("armed", 2), cls("after", 3)]
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getstate_that_changes_the_class_of_the_instance(proto):
+    # The stdlib checks obj.__class__ against the class in its reduce value.
+    def make():
+        other = publish(type("OtherState", (TupleState,), {}))
+        _, items = state_scenario(lambda self: setattr(self, "__class__", other))
+        return items
+    got = assert_like_stdlib(make, proto)
+    if proto >= 2:
+        assert got[0][0] is std.PicklingError
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getstate_that_changes_its_class(proto):
+    def delete_itself(self):
+        del type(self).__getstate__
+
+    def add_reduce_ex(self):
+        type(self).__reduce_ex__ = lambda self, proto: (TupleState, (9, 9))
+
+    def add_class_property(self):
+        type(self).__class__ = property(lambda self: TupleState)
+
+    for action in (delete_itself, add_reduce_ex, add_class_property):
+        assert_like_stdlib(lambda action=action: state_scenario(action)[1], proto)
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getstate_that_mutates_the_instance_and_the_container(proto):
+    def make():
+        holder = []
+
+        def mutate(self):
+            self.added = list(range(3))
+            holder.clear()                   # the instance loses its container
+            del self.b
+            self.b = "new"
+
+        _, items = state_scenario(mutate)
+        holder.extend(items)
+        return holder
+    assert_like_stdlib(make, proto)
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getstate_raising_raises_like_stdlib(proto):
+    def boom(self):
+        raise ValueError("boom")
+    got = assert_like_stdlib(lambda: state_scenario(boom)[1], proto)
+    if proto >= 2:
+        assert got[0] == (ValueError, "boom")
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getstate_that_reenters_dumps(proto):
+    def make_for(dumps):
+        def make():
+            def reenter(self):
+                if inner_calls:
+                    return
+                inner_calls.append(1)
+                inner.append(pickletools.optimize(dumps([self, TupleState(self, 1)], proto)))
+                type(self).relearned = True      # a new version tag, learned again inside
+                inner.append(pickletools.optimize(dumps([self, self], proto)))
+
+            _, items = state_scenario(reenter)
+            return items
+        return make
+
+    inner, inner_calls = [], []
+    expected = outcome(std.dumps, make_for(std.dumps), proto)
+    expected_inner, inner, inner_calls = inner, [], []
+    got = outcome(fw.dumps, make_for(fw.dumps), proto)
+    assert got == expected
+    assert inner == expected_inner
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_getstate_with_getnewargs_that_changes_the_class_between_them(proto):
+    # __getnewargs__ runs first and swaps the class's __getstate__; the
+    # stdlib then calls the new one.
+    def make():
+        def getnewargs(self):
+            if self.a == "armed":
+                type(self).__getstate__ = lambda self: ("swapped", self.a)
+            return (self.a, self.b)
+
+        cls = publish(type("SwapState", (StateNewArgs,), {"__getnewargs__": getnewargs}))
+        return [cls("learn", 0), cls("learn", 1), cls("armed", 2), cls("after", 3)]
+    assert_like_stdlib(make, proto)
+
+
+@settings(max_examples=100, deadline=None)
+@given(states=st.lists(st.one_of(atoms, st.lists(atoms, max_size=3), st.tuples(atoms, atoms),
+                                 st.dictionaries(st.text(max_size=3), atoms, max_size=3)),
+                       max_size=8),
+       share=st.booleans(), proto=st.integers(0, std.HIGHEST_PROTOCOL))
+def test_hypothesis_getstate_instances_match_stdlib(states, share, proto):
+    class_ = GivenState
+    items = [class_(state) for state in states]
+    if share and items:
+        items += [items[0], class_(items), class_(items[0].state)]
+    for _ in range(2):
+        assert pickletools.optimize(fw.dumps(items, proto)) == pickletools.optimize(std.dumps(items, proto))
+
+
+class GivenState:
+    def __init__(self, state):
+        self.state = state
+
+    def __getstate__(self):
+        return self.state
+
+    def __setstate__(self, state):
+        self.state = state

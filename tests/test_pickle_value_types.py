@@ -11,6 +11,7 @@ import copyreg
 import datetime
 import io
 import pickle as std
+import pickletools
 
 import pytest
 
@@ -133,6 +134,16 @@ def test_copyreg_registration_wins_over_the_direct_path(proto):
 
 def _as_string_complex(value):
     return (str, (repr(value),))
+
+
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_regression_complex_without_its_copyreg_entry_reduces_like_stdlib(proto, monkeypatch):
+    # Without copyreg's pickle_complex, complex goes through
+    # object.__reduce_ex__ (NEWOBJ with __getnewargs__); the encoder once
+    # wrote its copyreg shape (REDUCE) regardless.
+    monkeypatch.delitem(copyreg.dispatch_table, complex)
+    value = [1 + 2j, -0.5j]
+    assert pickletools.optimize(fw.dumps(value, proto)) == pickletools.optimize(std.dumps(value, proto))
 
 
 @pytest.mark.parametrize("proto", CORE_PROTOCOLS)

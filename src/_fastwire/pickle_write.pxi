@@ -187,11 +187,14 @@ cdef extern from *:
         }
         return 0;
     }
+    #define pw_is_datetime_type(t) ((t) == pw_delta_type || (t) == pw_datetime_type \
+                                    || (t) == pw_date_type || (t) == pw_time_type)
     #define pw_delta_days(o) PyDateTime_DELTA_GET_DAYS(o)
     #define pw_delta_seconds(o) PyDateTime_DELTA_GET_SECONDS(o)
     #define pw_delta_microseconds(o) PyDateTime_DELTA_GET_MICROSECONDS(o)
     """
     TypeObject *pw_delta_type
+    bint pw_is_datetime_type(TypeObject *t) noexcept
     int pw_datetime_import() except -1
     int pw_datetime_state(PyObject *o, TypeObject *t, int proto, unsigned char *out, PyObject **tzinfo) noexcept
     int pw_delta_days(PyObject *o)
@@ -1393,33 +1396,132 @@ cdef int pw_save_other(PwEnc *e, PyObject *obj, TypeObject *t, int flags) except
     elif c_is_subtype(t, &c_type_type):
         return pw_save_global(e, o, None)
     else:
-        if pw_save_value_type(e, obj, t):
+        # Not complex: without its copyreg entry it reduces through
+        # object.__reduce_ex__ (NEWOBJ), which the encoder does not imitate.
+        if pw_is_datetime_type(t) and pw_save_value_type(e, obj, t):
             return 0
         shape = pw_plain_instance(t, obj, &slotnames)
         if shape != PW_PLAIN_NO and pw_save_plain_instance(e, obj, t, shape, slotnames) == 0:
             return 0
+        if t == pw_deque_type or t == pw_odict_type:
+            rv = pw_collections_reduce(t, o)
+            if rv is not None:
+                return pw_save_reduce(e, <tuple>rv, obj)
         reduce_method = pw_class_reduce(t, obj)
         if reduce_method != NULL:
             rv = pw_call_class_reduce(reduce_method, o)
-        elif pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
-            rv = o.__reduce_ex__(e.proto)       # no bound method object
         else:
-            # __reduce_ex__ = None is called (TypeError), as by _pickle.
-            try:
-                reduce_func = o.__reduce_ex__
-            except AttributeError:
-                reduce_func = pw_sentinel
-            if reduce_func is not pw_sentinel:
-                rv = reduce_func(e.proto)
-            else:
-                try:
-                    reduce_func = o.__reduce__
-                except AttributeError:
-                    raise pw_PicklingError(
-                        "can't pickle %r object: %r" % (t.tp_name.decode("utf-8", "replace"), o))
-                rv = reduce_func()
+            rv = pw_call_reduce_ex_of(e, t, o)
         pw_learn_plain_instance(t, obj, rv)
     return pw_save_reduce_value(e, obj, rv)
+
+
+cdef object pw_call_reduce_ex_of(PwEnc *e, TypeObject *t, object o):
+    """o.__reduce_ex__(proto), or o.__reduce__() when o has no
+    __reduce_ex__, as _pickle's save() calls them."""
+    cdef object reduce_func
+    if pw_plain_method(t, <PyObject *>PW_REDUCE_EX):
+        return o.__reduce_ex__(e.proto)       # no bound method object
+    # __reduce_ex__ = None is called (TypeError), as by _pickle.
+    try:
+        reduce_func = o.__reduce_ex__
+    except AttributeError:
+        reduce_func = pw_sentinel
+    if reduce_func is not pw_sentinel:
+        return reduce_func(e.proto)
+    try:
+        reduce_func = o.__reduce__
+    except AttributeError:
+        raise pw_PicklingError(
+            "can't pickle %r object: %r" % (t.tp_name.decode("utf-8", "replace"), o))
+    return reduce_func()
+
+
+# --- deque and OrderedDict -----------------------------------------------------
+# Their C __reduce__ asks object.__getstate__ for the instance state, which
+# asks copyreg._slotnames for the class's slot names on every call: the class
+# cannot cache them (its attributes are read-only), and copyreg's attempt to
+# cache them raises and catches an exception each time. For an exact instance
+# whose lookups are all the defaults, the encoder builds the same reduce value
+# itself, in the same order, with the state read directly (the instance dict,
+# or None when it is absent or empty: neither class has slots).
+
+import collections
+cdef object pw_deque = collections.deque
+cdef object pw_odict = collections.OrderedDict
+cdef TypeObject *pw_deque_type = <TypeObject *><PyObject *>pw_deque
+cdef TypeObject *pw_odict_type = <TypeObject *><PyObject *>pw_odict
+cdef object pw_copyreg_module = copyreg
+cdef object pw_copyreg_slotnames = copyreg._slotnames
+cdef str PW_ITEMS = "items"
+cdef str PW_COPYREG = "copyreg"
+cdef str PW_COPYREG_SLOTNAMES = "_slotnames"
+
+cdef extern from *:
+    """
+    /* The instance dict of an object whose type keeps it in a slot of its
+       own (not a managed dict), borrowed, without creating it; NULL when
+       there is none. */
+    static PyObject *pw_own_dict_slot(PyObject *obj) {
+        PyObject **slot;
+        if (Py_TYPE(obj)->tp_dictoffset == 0 || (Py_TYPE(obj)->tp_flags & Py_TPFLAGS_MANAGED_DICT))
+            return NULL;
+        slot = _PyObject_GetDictPtr(obj);
+        return slot == NULL ? NULL : *slot;
+    }
+    /* `name` is in t's own __dict__ (3.12 keeps a static builtin type's
+       dict out of tp_dict, behind PyType_GetDict). */
+    static int pw_type_has_own(PyTypeObject *t, PyObject *name) {
+        PyObject *d;
+        int found;
+    #if PY_VERSION_HEX >= 0x030C0000
+        d = PyType_GetDict(t);
+    #else
+        d = Py_XNewRef(t->tp_dict);
+    #endif
+        found = d != NULL && PyDict_GetItem(d, name) != NULL;
+        Py_XDECREF(d);
+        return found;
+    }
+    """
+    PyObject *pw_own_dict_slot(PyObject *obj) noexcept
+    bint pw_type_has_own(TypeObject *t, PyObject *name) noexcept
+
+
+cdef inline bint pw_default_slotnames(TypeObject *t) noexcept:
+    """object.__getstate__ would get t's slot names from the stdlib's own
+    copyreg._slotnames (found as CPython finds it: sys.modules at the
+    interpreter level), not from a __slotnames__ cached on t."""
+    cdef PyObject *module
+    if pw_type_has_own(t, <PyObject *>PW_SLOTNAMES):
+        return False
+    module = c_dict_get(pw_modules_dict(), <PyObject *>PW_COPYREG)
+    if module != <PyObject *>pw_copyreg_module or c_type_of(module) != &pw_module_type:
+        return False
+    return c_dict_get(pw_module_dict(module), <PyObject *>PW_COPYREG_SLOTNAMES) == \
+        <PyObject *>pw_copyreg_slotnames
+
+
+cdef object pw_collections_reduce(TypeObject *t, object o):
+    """o.__reduce__() for an exact deque or OrderedDict (see above), or
+    None when the encoder must call it."""
+    cdef PyObject *d
+    cdef object state = None
+    if FW_FREE_THREADED:
+        # The dict slot is read without a lock: another thread may replace it.
+        return None
+    d = pw_own_dict_slot(<PyObject *>o)
+    if d != NULL and c_dict_size(d):
+        if (c_dict_get(d, <PyObject *>PW_REDUCE) != NULL or c_dict_get(d, <PyObject *>PW_REDUCE_EX) != NULL
+                or c_dict_get(d, <PyObject *>PW_GETSTATE) != NULL or c_dict_get(d, <PyObject *>PW_ITEMS) != NULL):
+            return None
+        state = <object>d
+    if not pw_default_slotnames(t):
+        return None
+    if t == pw_odict_type:
+        return (pw_odict, (), state, None, iter(o.items()))
+    maxlen = o.maxlen
+    return (pw_deque, () if maxlen is None else ((), maxlen), state, iter(o))
 
 
 # --- Immutable value types of the standard library --------------------------
@@ -1492,13 +1594,15 @@ cdef int pw_save_value_type(PwEnc *e, PyObject *obj, TypeObject *t) except -1:
     return 1
 
 
-# --- A class-level Python __reduce__ ------------------------------------------
+# --- A class-level __reduce__ ---------------------------------------------------
 # object.__reduce_ex__ looks __reduce__ up on the instance (a bound method),
 # looks it up again on the class to see whether it overrides object's, and
 # calls the bound method. When every one of those lookups is the generic one
 # (no __getattribute__/__getattr__, metaclass exactly type, no instance
 # attribute shadowing either name) and the class's __reduce__ is a plain
-# function, that is exactly the function called with the instance.
+# function or a C method (a method descriptor: deque, defaultdict,
+# OrderedDict, Decimal), that is exactly the function called with the
+# instance.
 
 cdef extern from *:
     """
@@ -1519,26 +1623,54 @@ cdef extern from *:
     """
     object pw_call_one(PyObject *f, PyObject *arg)
 
+cdef extern from *:
+    """
+    /* 1 when looking `name` up on obj the generic way finds f, an attribute
+       of obj's class, not shadowed by an instance attribute (obj.name is f
+       bound to obj); 0 when it finds something else; -1 on error. Unlike
+       reading obj.__dict__, this neither creates a C type's dict (whose
+       __reduce__ may tell "no dict" from "empty dict": functools.partial)
+       nor turns a Python instance's inline attribute values into a dict
+       (after which its methods read their attributes more slowly). */
+    #if PY_VERSION_HEX >= 0x030D0000
+    PyAPI_FUNC(int) _PyObject_GetMethod(PyObject *obj, PyObject *name, PyObject **method);
+    #endif
+    static int pw_finds_class_attr(PyObject *obj, PyObject *name, PyObject *f) {
+        PyObject *found = NULL;
+        int unbound = _PyObject_GetMethod(obj, name, &found);
+        if (found == NULL)
+            return -1;
+        unbound = unbound && found == f;
+        Py_DECREF(found);
+        return unbound;
+    }
+    """
+    TypeObject pw_method_descr_type "PyMethodDescr_Type"
+    int pw_finds_class_attr(PyObject *obj, PyObject *name, PyObject *f) except -1
+
 cdef PyObject *pw_object_reduce_ex = c_type_lookup(&c_object_type, <PyObject *>PW_REDUCE_EX)
+cdef PyObject *pw_object_reduce = c_type_lookup(&c_object_type, <PyObject *>PW_REDUCE)
 
 
 cdef PyObject *pw_class_reduce(TypeObject *t, PyObject *obj) except? NULL:
     """The class's __reduce__ function when object.__reduce_ex__ would call
     it with obj and nothing else (see above), else NULL. Borrowed."""
     cdef PyObject *f
-    cdef object d
     if t.tp_getattro != c_object_type.tp_getattro or c_type_of(<PyObject *>t) != &c_type_type:
         return NULL
     if c_type_lookup(t, <PyObject *>PW_REDUCE_EX) != pw_object_reduce_ex:
         return NULL
     f = c_type_lookup(t, <PyObject *>PW_REDUCE)
-    if f == NULL or c_type_of(f) != &c_function_type:
+    # A method descriptor is called with the instance as its first argument,
+    # as its bound form would be; object's own __reduce__ is one, and is the
+    # default, not an override.
+    if f == NULL or f == pw_object_reduce or (c_type_of(f) != &c_function_type
+                                              and c_type_of(f) != &pw_method_descr_type):
         return NULL
-    if t.tp_dictoffset != 0:
-        d = c_generic_get_dict(<object>obj, NULL)
-        if (c_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE) != NULL
-                or c_dict_get(<PyObject *>d, <PyObject *>PW_REDUCE_EX) != NULL):
-            return NULL
+    if t.tp_dictoffset != 0 and not (
+            pw_finds_class_attr(obj, <PyObject *>PW_REDUCE, f)
+            and pw_finds_class_attr(obj, <PyObject *>PW_REDUCE_EX, pw_object_reduce_ex)):
+        return NULL
     return f
 
 
@@ -1568,6 +1700,57 @@ cdef int pw_save_reduce_value(PwEnc *e, PyObject *obj, object rv) except -1:
 
 cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
     """Write what a __reduce__ value describes (obj NULL: do not memoize)."""
+    cdef Py_ssize_t n = c_tuple_size(<PyObject *>rv)
+    cdef PyObject *func
+    # The common value, (cls, args) or (cls, args, state), needs none of the
+    # general path's checks: a class is callable, and one whose metaclass is
+    # exactly type has the __name__ its type object says.
+    if n == 2 or n == 3:
+        func = c_tuple_item(<PyObject *>rv, 0)
+        if (c_type_of(func) == &c_type_type and c_type_of(c_tuple_item(<PyObject *>rv, 1)) == &c_tuple_type
+                and not pw_type_named_newobj(<TypeObject *>func)):
+            return pw_save_class_call(e, <PyObject *>rv, obj, n)
+    return pw_save_reduce_general(e, rv, obj)
+
+
+cdef inline int pw_save_member(PwEnc *e, PyObject *item, bint owner_alone) except -1:
+    """pw_save of an item borrowed from a reduce value: when nothing but us
+    holds that value, an item it alone holds cannot be met again (no memo
+    entry); otherwise a reference is held so that it never counts as alone."""
+    if owner_alone:
+        return pw_save(e, item, 0)
+    c_incref(item)
+    try:
+        return pw_save(e, item, 0)
+    finally:
+        c_decref(item)
+
+
+cdef int pw_save_class_call(PwEnc *e, PyObject *rv, PyObject *obj, Py_ssize_t n) except -1:
+    """pw_save_reduce for (cls, args[, state]) as that function tells it:
+    REDUCE, the memo entry, BUILD. The items are borrowed from rv, which the
+    caller holds. Protocol 2 memoizes them all: CPython holds that protocol
+    to the exact bytes Python 2 wrote (test_pickle_to_2x: range, set)."""
+    cdef bint alone = e.proto > 2 and c_refcnt(rv) == 1
+    cdef PyObject *state = c_tuple_item(rv, 2) if n == 3 else c_none
+    cdef Py_ssize_t idx
+    pw_save_member(e, c_tuple_item(rv, 0), alone)
+    pw_save_member(e, c_tuple_item(rv, 1), alone)
+    pw_write1(e, OP_REDUCE)
+    if obj != NULL:
+        idx = pw_memo_index(e, obj)
+        if idx >= 0:
+            pw_write1(e, OP_POP)
+            return pw_memo_get(e, idx)
+        if pw_memo_put(e, obj) < 0:
+            return -1
+    if state != c_none:
+        pw_save_member(e, state, alone)
+        pw_write1(e, OP_BUILD)
+    return 0
+
+
+cdef int pw_save_reduce_general(PwEnc *e, tuple rv, PyObject *obj) except -1:
     cdef Py_ssize_t size = len(rv)
     cdef Py_ssize_t idx
     cdef object func, args, state, listitems, dictitems, state_setter, name, cls, kwargs
@@ -1613,9 +1796,9 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
                     name = func.__name__
                 except AttributeError:
                     name = None
-            if isinstance(name, str) and c_str_length(<PyObject *>name) in (10, 13):
-                use_newobj_ex = name == "__newobj_ex__"
-                use_newobj = not use_newobj_ex and name == "__newobj__"
+            if name is not None:
+                use_newobj_ex = pw_str_is_ascii(<PyObject *>name, "__newobj_ex__", 13)
+                use_newobj = not use_newobj_ex and pw_str_is_ascii(<PyObject *>name, "__newobj__", 10)
 
     if use_newobj_ex:
         if len(args) != 3:
@@ -1658,7 +1841,9 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
         pw_write1(e, OP_NEWOBJ)
     else:
         pw_save(e, <PyObject *>func, 0)
-        pw_save(e, <PyObject *>args, 0)
+        # As in pw_save_class_call: `args` holds the one extra reference.
+        pw_save(e, <PyObject *>args,
+                PW_HELD if e.proto > 2 and c_refcnt(<PyObject *>rv) == 1 else 0)
         pw_write1(e, OP_REDUCE)
 
     if obj != NULL:
@@ -1689,6 +1874,42 @@ cdef int pw_save_reduce(PwEnc *e, tuple rv, PyObject *obj) except -1:
             pw_write1(e, OP_REDUCE)
             pw_write1(e, OP_POP)
     return 0
+
+
+cdef extern from *:
+    """
+    /* A str (or subclass) whose characters are the ASCII text lit[0:n],
+       compared as _PyUnicode_Equal does (never a subclass's __eq__). */
+    static int pw_str_is_ascii(PyObject *s, const char *lit, Py_ssize_t n) {
+        if (!PyUnicode_Check(s))
+            return 0;
+    #if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(s) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    #endif
+        return PyUnicode_GET_LENGTH(s) == n && PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND
+            && memcmp(PyUnicode_DATA(s), lit, (size_t)n) == 0;
+    }
+    /* The __name__ of a class whose metaclass is exactly type (a data
+       descriptor of type: the class's own dict cannot override it) is
+       "__newobj__" or "__newobj_ex__", the names save_reduce writes NEWOBJ
+       and NEWOBJ_EX for. A static type's __name__ is its tp_name after the
+       last dot. */
+    static int pw_type_named_newobj(PyTypeObject *t) {
+        const char *s;
+        if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+            PyObject *name = ((PyHeapTypeObject *)t)->ht_name;
+            return pw_str_is_ascii(name, "__newobj__", 10) || pw_str_is_ascii(name, "__newobj_ex__", 13);
+        }
+        s = strrchr(t->tp_name, '.');
+        s = s ? s + 1 : t->tp_name;
+        return strcmp(s, "__newobj__") == 0 || strcmp(s, "__newobj_ex__") == 0;
+    }
+    """
+    bint pw_str_is_ascii(PyObject *s, const char *lit, Py_ssize_t n) noexcept
+    bint pw_type_named_newobj(TypeObject *t) noexcept
 
 
 cdef inline bint pw_is_iterator(object o):
@@ -1753,6 +1974,7 @@ cdef int pw_batch_dict(PwEnc *e, object it) except -1:
             return pw_write1(e, OP_SETITEM)
         pw_write1(e, OP_MARK)
         pw_save_dict_item(e, <PyObject *>first[0], <PyObject *>first[1])
+        first = None
         n = 1
         while item is not pw_sentinel:
             pw_dict_pair(item)
@@ -1760,6 +1982,10 @@ cdef int pw_batch_dict(PwEnc *e, object it) except -1:
             n += 1
             if n == PW_BATCHSIZE:
                 break
+            # Dropped before asking for the next: a dict's (and an
+            # OrderedDict's) item iterator refills the pair it returned last
+            # when nothing else holds it, instead of allocating one per item.
+            item = None
             item = pw_next(it)
         pw_write1(e, OP_SETITEMS)
         if n < PW_BATCHSIZE:
@@ -1794,7 +2020,10 @@ cdef inline object pw_next(object it):
 # () or what a __getnewargs__ of the class returned, and state is
 # obj.__dict__ (None when it is empty or absent), paired with a dict of the
 # set slots named by cls.__slotnames__ when there are any. The encoder writes that
-# directly instead of building and parsing the tuple. A class qualifies only
+# directly instead of building and parsing the tuple. A class whose own
+# __getstate__ is a plain function reduces to the same shape with that
+# function's answer as the state (object.__reduce_ex__ calls it with no
+# arguments and reads no __slotnames__): the encoder calls it itself. A class qualifies only
 # after one of its instances was reduced the slow way and produced exactly that
 # shape (so version differences in the stdlib are learned, not assumed), and
 # only while nothing it inherits changes: the verdict is keyed by the type's
@@ -1803,7 +2032,7 @@ cdef inline object pw_next(object it):
 cdef struct PwPlainEntry:
     TypeObject *type
     unsigned int version
-    int verdict                  # a PW_PLAIN_* shape
+    int verdict                  # a PW_PLAIN_* shape, PW_PLAIN_GETSTATE added
     # cls.__dict__['__slotnames__'] (a strong reference) and its length when
     # learned. Rebinding the name renews the version tag, so the entry's list
     # is the class's for as long as the tag matches; but the list can change
@@ -1817,6 +2046,8 @@ cdef enum:
     PW_PLAIN_NO = 0
     PW_PLAIN_NOARGS = 1          # NEWOBJ (cls,); BUILD from the __dict__ and slots
     PW_PLAIN_NEWARGS = 2         # NEWOBJ (cls, *__getnewargs__()); BUILD as above
+    PW_PLAIN_GETSTATE = 4        # added to either: BUILD from the class's __getstate__()
+    PW_PLAIN_ARGS_MASK = 3
 
 cdef PwPlainEntry pw_plain_cache[64]
 
@@ -1873,6 +2104,7 @@ cdef int pw_type_plain_shape(TypeObject *t) except -1:
     type alone."""
     cdef unsigned long builtin = t.tp_flags & C_BUILTIN_SUBCLASS_FLAGS
     cdef PyObject *getnewargs
+    cdef PyObject *getstate
     if not (t.tp_flags & Py_TPFLAGS_HEAPTYPE) or t.tp_new == NULL:
         return PW_PLAIN_NO
     # A tuple subclass (a namedtuple) reduces through its __getnewargs__ with
@@ -1883,19 +2115,29 @@ cdef int pw_type_plain_shape(TypeObject *t) except -1:
         return PW_PLAIN_NO
     if t.tp_getattro != c_object_type.tp_getattro:
         return PW_PLAIN_NO
-    for name in (PW_REDUCE_EX, PW_REDUCE, PW_GETSTATE, PW_CLASS):
+    cdef int state_shape = 0
+    for name in (PW_REDUCE_EX, PW_REDUCE, PW_CLASS):
         if c_type_lookup(t, <PyObject *>name) != c_type_lookup(&c_object_type, <PyObject *>name):
             return PW_PLAIN_NO
     if c_type_lookup(t, <PyObject *>PW_GETNEWARGS_EX) != NULL:
         return PW_PLAIN_NO
-    if pw_slotnames(t) == NULL:
+    getstate = c_type_lookup(t, <PyObject *>PW_GETSTATE)
+    if getstate != c_type_lookup(&c_object_type, <PyObject *>PW_GETSTATE):
+        # object_getstate calls an overriding __getstate__ as a bound method:
+        # for a plain function that is the function called with the instance.
+        if getstate == NULL or c_type_of(getstate) != &c_function_type:
+            return PW_PLAIN_NO
+        state_shape = PW_PLAIN_GETSTATE
+    elif pw_slotnames(t) == NULL:
         return PW_PLAIN_NO
     getnewargs = c_type_lookup(t, <PyObject *>PW_GETNEWARGS)
     if getnewargs == NULL:
-        return PW_PLAIN_NOARGS
+        return PW_PLAIN_NOARGS | state_shape
     # Calling a plain function with the instance is what binding it and
     # calling the bound method (as _PyObject_LookupSpecial does) would do.
-    return PW_PLAIN_NEWARGS if c_type_of(getnewargs) == &c_function_type else PW_PLAIN_NO
+    if c_type_of(getnewargs) != &c_function_type:
+        return PW_PLAIN_NO
+    return PW_PLAIN_NEWARGS | state_shape
 
 
 cdef inline PyObject *pw_slotnames(TypeObject *t) noexcept:
@@ -1922,10 +2164,11 @@ cdef int pw_plain_instance(TypeObject *t, PyObject *obj, PyObject **slotnames) e
     if entry.type != t or entry.verdict == PW_PLAIN_NO or not pw_version_valid(t) \
             or entry.version != t.tp_version_tag:
         return PW_PLAIN_NO
-    names = entry.slotnames
-    if names == NULL or len(<list>names) != entry.slot_count:
-        return PW_PLAIN_NO
-    slotnames[0] = names
+    if not (entry.verdict & PW_PLAIN_GETSTATE):
+        names = entry.slotnames
+        if names == NULL or len(<list>names) != entry.slot_count:
+            return PW_PLAIN_NO
+        slotnames[0] = names
     if t.tp_dictoffset != 0:
         d = c_generic_get_dict(<object>obj, NULL)
         if pw_instance_dict_overrides(<PyObject *>d):
@@ -1996,9 +2239,14 @@ cdef int pw_learn_plain_instance(TypeObject *t, PyObject *obj, object rv) except
             and type(rv[1]) is tuple and len(<tuple>rv[1]) >= 1 and rv[1][0] is <object><PyObject *>t
             and rv[3] is None and rv[4] is None):
         verdict = pw_type_plain_shape(t)
-        if verdict == PW_PLAIN_NOARGS and len(<tuple>rv[1]) != 1:
+        if (verdict & PW_PLAIN_ARGS_MASK) == PW_PLAIN_NOARGS and len(<tuple>rv[1]) != 1:
             verdict = PW_PLAIN_NO
-        if verdict != PW_PLAIN_NO:
+        if verdict & PW_PLAIN_GETSTATE:
+            # The state is whatever the class's __getstate__ answers; the
+            # encoder asks it each time, so there is nothing to compare.
+            if pw_plain_instance_overridden(t, obj):
+                verdict = PW_PLAIN_NO
+        elif verdict != PW_PLAIN_NO:
             names = <object>pw_slotnames(t)      # not NULL: pw_type_plain_shape checked it
             if (pw_plain_instance_overridden(t, obj)
                     or not pw_same_state(rv[2], pw_plain_state(t, o, <PyObject *>names))):
@@ -2012,7 +2260,7 @@ cdef int pw_learn_plain_instance(TypeObject *t, PyObject *obj, object rv) except
     entry.type = t
     entry.version = t.tp_version_tag
     entry.verdict = verdict
-    if verdict != PW_PLAIN_NO:
+    if verdict != PW_PLAIN_NO and names is not None:
         Py_INCREF(names)
         entry.slotnames = <PyObject *>names
         entry.slot_count = len(<list>names)
@@ -2048,15 +2296,18 @@ cdef tuple pw_reduce_after_newargs(object o, object args):
 cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, TypeObject *t, int shape,
                                 PyObject *slotnames) except -1:
     """NEWOBJ of the class with its new-arguments, then BUILD from the
-    __dict__ and slots (shape: what pw_plain_instance answered). 0 when
-    written, 1 when nothing was written or called: reduce obj the slow way."""
+    __dict__ and slots or the class's __getstate__() (shape: what
+    pw_plain_instance answered). 0 when written, 1 when nothing was written
+    or called: reduce obj the slow way."""
     cdef object o = <object>obj                    # the callout may drop obj
     cdef object cls = <object><PyObject *>t        # or give it another class
     cdef object getnewargs
     cdef object args = None
     cdef object state
     cdef Py_ssize_t idx
-    if shape == PW_PLAIN_NEWARGS:
+    cdef unsigned int version
+    cdef int state_flags = PW_HELD                 # obj's __dict__ is held by obj
+    if (shape & PW_PLAIN_ARGS_MASK) == PW_PLAIN_NEWARGS:
         getnewargs = <object>c_type_lookup(t, <PyObject *>PW_GETNEWARGS)
         args = pw_call_one(<PyObject *>getnewargs, obj)
         if not isinstance(args, tuple):
@@ -2064,10 +2315,21 @@ cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, TypeObject *t, int shap
                             % c_type_of(<PyObject *>args).tp_name.decode("utf-8", "replace"))
         # The call may have changed the class, its __slotnames__ or the
         # instance, or re-entered dumps and relearned the class.
-        if c_type_of(obj) != t or pw_plain_instance(t, obj, &slotnames) != PW_PLAIN_NEWARGS:
+        if c_type_of(obj) != t or pw_plain_instance(t, obj, &slotnames) != shape:
             return pw_save_reduce(e, pw_reduce_after_newargs(o, args), obj)
         args = pw_fresh_args(<PyObject *>args)
-    state = pw_plain_state(t, o, slotnames)
+    if shape & PW_PLAIN_GETSTATE:
+        version = t.tp_version_tag
+        state = pw_call_one(c_type_lookup(t, <PyObject *>PW_GETSTATE), obj)
+        state_flags = 0                            # ours is the only reference we know of
+        # The stdlib's reduce value is complete here; what it writes next
+        # depends on obj.__class__ (checked against cls), which the call may
+        # have changed along with anything of the class.
+        if c_type_of(obj) != t or not pw_version_valid(t) or t.tp_version_tag != version:
+            return pw_save_reduce(
+                e, (pw_newobj, (cls,) + (<tuple>args if args is not None else ()), state, None, None), obj)
+    else:
+        state = pw_plain_state(t, o, slotnames)
     if state is pw_sentinel:
         if args is None:
             return 1
@@ -2085,7 +2347,7 @@ cdef int pw_save_plain_instance(PwEnc *e, PyObject *obj, TypeObject *t, int shap
     if pw_memo_put(e, obj) < 0:
         return -1
     if state is not None:
-        pw_save(e, <PyObject *>state, PW_HELD)
+        pw_save(e, <PyObject *>state, state_flags)
         pw_write1(e, OP_BUILD)
     return 0
 
