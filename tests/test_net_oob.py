@@ -184,11 +184,31 @@ def test_out_of_band_round_trip_agrees_with_stdlib(pipe, name):
     assert_same(got, stdlib_round_trip(ROUND_TRIPS[name]()))
 
 
-def test_read_only_pickle_buffer_of_bytes_comes_back_as_a_read_only_memoryview(pipe):
+def test_a_bare_buffer_comes_back_as_a_pickle_buffer_read_only_as_the_senders(pipe):
+    # As the standard library's loads(buffers=) gives back what the sender's
+    # buffer_callback got: a PickleBuffer, read-only exactly when the sender's was.
     a, b = pipe
     a.send(pickle.PickleBuffer(b"abc"))
     got = b.recv()
-    assert type(got) is memoryview and got.readonly and got.tobytes() == b"abc"
+    assert type(got) is pickle.PickleBuffer and memoryview(got).readonly and bytes(got) == b"abc"
+    a.send(pickle.PickleBuffer(bytearray(b"xyz")))
+    got = b.recv()
+    assert type(got) is pickle.PickleBuffer and not memoryview(got).readonly and bytes(got) == b"xyz"
+
+
+def test_regression_a_received_bare_buffer_can_be_sent_on(pipe):
+    # A read-only buffer came back as a memoryview, which cannot be pickled: a
+    # process forwarding what it received (an echo, a proxy) failed on it.
+    a, b = pipe
+    for sent in (pickle.PickleBuffer(b"read-only"), pickle.PickleBuffer(bytearray(b"writable")),
+                 pickle.PickleBuffer(bytearray(2 * MiB))):
+        sender = in_thread(a.send, sent)  # 2 MiB do not fit in the socket's buffer
+        received = b.recv()
+        sender.join()
+        forwarder = in_thread(b.send, received)
+        back = a.recv()
+        forwarder.join()
+        assert bytes(back) == bytes(sent) and memoryview(back).readonly == memoryview(sent).readonly
 
 
 def test_writable_buffers_come_back_writable_and_owned(pipe):

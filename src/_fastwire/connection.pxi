@@ -48,6 +48,7 @@ from cpython.pythread cimport (
     PyThread_get_thread_ident, PyThread_release_lock, PyThread_type_lock,
 )
 from operator import index as _conn_index
+from pickle import PickleBuffer as _conn_PickleBuffer
 from time import monotonic as _conn_monotonic
 
 cdef extern from "sockio.h":
@@ -788,11 +789,11 @@ cdef class ConnectionCore:
             raise FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {size}")
         recv_into = self._recv_into_until(deadline) if len(received) < length else None
         if into is None:
-            buffer = receive_buffer(recv_into, length, received, readonly)
-            # A read-only one as a memoryview: pickle's READONLY_BUFFER keeps an
-            # object whose view is read-only already, and the caller gets the type
-            # the sender's read-only PickleBuffer (of bytes ...) gives everywhere.
-            return memoryview(buffer) if readonly else buffer
+            # A PickleBuffer, as the standard library's loads(buffers=) hands back
+            # what the sender's buffer_callback got: a bare buffer received can be
+            # sent on again, out of band too (a memoryview cannot be pickled), and
+            # is read-only exactly when the sender's was (the ReceiveBuffer is).
+            return _conn_PickleBuffer(receive_buffer(recv_into, length, received, readonly))
         return self._receive_into_callers(into, length, received, readonly, recv_into)
 
     cdef object _receive_into_callers(self, object into, Py_ssize_t length, object received,
