@@ -24,14 +24,14 @@
 # loop: recv() checks the first bytes of each frame it gets, and a manifest
 # makes it take the buffer frames that follow from that loop too, each copied
 # from what the scanner holds and the rest read straight into its final
-# memory (receive_buffer), before anything is decoded.
+# memory (message_buffers: one block per message), before anything is decoded.
 
 # Shared declarations this part uses.
 # From frames.pxi (declared in src/fastwire/_fastwire.pxd: FramePrefix,
 # FrameScanner), by inclusion: DEFAULT_COPY_THRESHOLD, DEFAULT_MAX_FRAME_SIZE,
 # EOF_IN_MESSAGE, FrameError, _receive_payload.
 # From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
-# From buffers.pxi, by inclusion: receive_buffer.
+# From buffers.pxi, by inclusion: MessageBuffers, message_buffers.
 # From pickle_read.pxi, by inclusion: loads, unp_loads_default.
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp
@@ -753,15 +753,24 @@ cdef class ConnectionCore:
         checked before anything is allocated; any failure closes the connection
         (the rest of the message cannot be told from the next one) and nothing
         received is handed out. Receive lock held."""
-        cdef list raws = []
-        cdef Py_ssize_t i
+        cdef list raws = None
+        cdef Py_ssize_t i, total = 0
+        cdef MessageBuffers parts = None
         self._ready_unlocked = False  # the buffer frames about to be queued are this call's
         try:
             sizes, readonly, offset = _oob_protocol().parse_manifest(
                 frame, max_buffers=self._max_buffers, max_frame_size=self._max_frame_size,
                 max_message_size=self._max_message_size)
-            for i in range(len(sizes)):
-                raws.append(self._receive_buffer_frame(sizes[i], readonly[i], deadline, into))
+            if into is None:
+                for i in range(len(sizes)):
+                    total += <Py_ssize_t>sizes[i]
+                parts = message_buffers(total)  # total is bounded: max_message_size
+                for i in range(len(sizes)):
+                    self._receive_buffer_frame(sizes[i], deadline, parts)
+                raws = parts.finish(sizes, readonly)
+            else:
+                raws = [self._receive_into_callers(sizes[i], readonly[i], deadline, into)
+                        for i in range(len(sizes))]
         except EOFError as exc:
             self.close()
             if exc.args:
@@ -772,11 +781,10 @@ cdef class ConnectionCore:
             raise
         return memoryview(frame)[offset:], raws
 
-    cdef object _receive_buffer_frame(self, Py_ssize_t size, bint readonly, object deadline,
-                                      object into):
-        """The next frame, an out-of-band buffer of `size` bytes: what the scanner
-        holds of it copied, the rest read straight into the memory returned
-        (the caller's, with `into`)."""
+    cdef tuple _buffer_frame(self, Py_ssize_t size, object deadline):
+        """The next frame, an out-of-band buffer of `size` bytes:
+        ``(received, recv_into)``, what the scanner holds of it and, if that
+        is not all, the recv_into that reads the rest."""
         # maxlength 0: the scanner hands over any frame whose header is complete
         # and whose payload is not, instead of buffering it.
         frame = self._next_frame(deadline, 0)
@@ -786,19 +794,24 @@ cdef class ConnectionCore:
             length, received = len(frame), frame
         if length != size:
             raise FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {size}")
-        recv_into = self._recv_into_until(deadline) if len(received) < length else None
-        if into is None:
-            buffer = receive_buffer(recv_into, length, received, readonly)
-            # A read-only one as a memoryview: pickle's READONLY_BUFFER keeps an
-            # object whose view is read-only already, and the caller gets the type
-            # the sender's read-only PickleBuffer (of bytes ...) gives everywhere.
-            return memoryview(buffer) if readonly else buffer
-        return self._receive_into_callers(into, length, received, readonly, recv_into)
+        return received, (self._recv_into_until(deadline) if len(received) < length else None)
 
-    cdef object _receive_into_callers(self, object into, Py_ssize_t length, object received,
-                                      bint readonly, object recv_into):
-        """The buffer `into(length, readonly)` returns, filled with `received`
-        and the rest of the frame; what the decoder is given for it."""
+    cdef int _receive_buffer_frame(self, Py_ssize_t size, object deadline,
+                                   MessageBuffers parts) except -1:
+        """The next frame, an out-of-band buffer of `size` bytes, appended to
+        `parts`: what the scanner holds of it copied, the rest read straight
+        into place."""
+        received, recv_into = self._buffer_frame(size, deadline)
+        parts.take(received)
+        if recv_into is not None:
+            parts.receive(recv_into, size - len(received))
+        return 0
+
+    cdef object _receive_into_callers(self, Py_ssize_t length, bint readonly, object deadline,
+                                      object into):
+        """The next frame, an out-of-band buffer of `length` bytes, in the buffer
+        `into(length, readonly)` returns; what the decoder is given for it."""
+        received, recv_into = self._buffer_frame(length, deadline)
         target = into(length, readonly)
         view = memoryview(target)
         # The callable (and the buffer export) ran Python: this connection may be closed.
