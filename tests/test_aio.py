@@ -1,12 +1,17 @@
 """fastwire.aio over real loopback sockets, against fastwire.net and stdlib peers."""
 
+import array
 import asyncio
 import collections
 import os
 import pickle
 import socket
+import struct
+import sys
 import tempfile
 import threading
+import tracemalloc
+from asyncio import selector_events
 from multiprocessing import AuthenticationError, connection as mpc
 
 import pytest
@@ -174,6 +179,90 @@ def test_regression_flow_control_both_ways_gh_127655():
                 await asyncio.sleep(0.05)
         assert paused_seen == [True]
         assert len(received) == count and all(obj == chunk for obj in received)
+
+    run(main())
+
+
+@pytest.mark.parametrize("method", ["send", "send_many", "send_bytes"])
+def test_regression_a_large_message_queued_behind_another_is_not_copied_as_it_goes_out(method):
+    # The selector transports of 3.12+ keep queued[sent:] after each partial
+    # send: a bytes message written while the previous one's tail was queued
+    # was copied once per socket buffer's worth sent (a 64 MiB message took
+    # seconds). Midway through such a message the transport must hold views of
+    # it, not a copy of its rest. 3.11's transport copies what it cannot send
+    # at once into one bytearray of its own (once, at write): one block there.
+    size = 8 << 20
+    data = os.urandom(size)
+    send = {"send": lambda stream: stream.send(data),
+            "send_many": lambda stream: stream.send_many([data]),
+            "send_bytes": lambda stream: stream.send_bytes(data)}[method]
+    own_copies = 1 if sys.version_info < (3, 12) else 0
+
+    async def main():
+        ours, theirs = socket.socketpair()
+        view = memoryview(bytearray(3 * size))
+
+        def read(got, upto):
+            while got < upto:
+                n = theirs.recv_into(view[got:upto])
+                if not n:
+                    break
+                got += n
+            return got
+
+        with theirs:
+            stream = await aio.open_unix_connection(sock=ours)
+            stream.transport.set_write_buffer_limits(high=4 * size)  # both queued, no waiting
+            tracemalloc.start()
+            try:
+                await send(stream)
+                await send(stream)
+                assert stream.transport.get_write_buffer_size() > size  # the second waits behind the first
+                middle = await asyncio.to_thread(read, 0, size + size // 2)
+                blocks = tracemalloc.take_snapshot().filter_traces(
+                    [tracemalloc.Filter(True, selector_events.__file__)]).traces
+            finally:
+                tracemalloc.stop()
+            large = [trace.size for trace in blocks if trace.size >= size // 4]
+            assert len(large) == own_copies, large
+            stream.close()
+            end = await asyncio.to_thread(read, middle, len(view))
+            await stream.wait_closed()
+        payloads = []
+        rest = view[:end]
+        while rest:
+            (length,) = struct.unpack("!i", rest[:4])
+            payloads.append(bytes(rest[4:4 + length]))
+            rest = rest[4 + length:]
+        if method != "send_bytes":
+            payloads = [pickle.loads(payload) for payload in payloads]
+        assert [payload == data for payload in payloads] == [True, True]  # no 8 MiB diff on failure
+
+    run(main())
+
+
+@pytest.mark.parametrize("wrap", [lambda a: a, memoryview], ids=["array", "memoryview"])
+def test_regression_send_bytes_takes_a_large_buffer_of_any_item_size(wrap):
+    # Like Connection.send_bytes, any bytes-like object goes. A large one used to
+    # reach transport.write() as it was: an array.array was refused, and the
+    # 3.12+ transport cut a queued 'd' memoryview in items where it meant bytes.
+    data = array.array("d", range(1 << 18))  # 2 MiB, 8-byte items
+
+    async def main():
+        ours, theirs = socket.socketpair()
+        with mpc.Connection(theirs.detach()) as peer:
+            stream = await aio.open_unix_connection(sock=ours)
+            stream.transport.set_write_buffer_limits(high=8 * data.itemsize * len(data))  # the second queues
+            await stream.send_bytes(wrap(data))
+            await stream.send_bytes(wrap(data))
+            reading = asyncio.ensure_future(asyncio.to_thread(lambda: [peer.recv_bytes() for _ in range(2)]))
+            try:
+                got = await asyncio.wait_for(asyncio.shield(reading), 30)
+            finally:
+                stream.close()
+                await stream.wait_closed()  # a peer still waiting for bytes sees the end
+                await asyncio.wait([reading])
+        assert [payload == data.tobytes() for payload in got] == [True, True]
 
     run(main())
 

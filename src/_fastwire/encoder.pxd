@@ -14,7 +14,8 @@ from capi cimport c_decref, c_xdecref
 
 cdef enum:
     PW_STACK_OUTPUT = 1024            # a call assembles small pickles on the C stack
-    PW_INLINE_MEMO = 16               # memo slots on the C stack for a call's own memo
+    PW_INLINE_MEMO = 16               # memo slots a call's own memo starts with (zeroed per call)
+    PW_INLINE_MEMO_ROOM = 128         # memo slots on the C stack that it may grow into
 
 cdef extern from *:
     # The boundary of an encoder that never commits a frame early.
@@ -36,6 +37,7 @@ cdef struct PwMemo:
     int shift
     Py_ssize_t used
     bint owns_slots      # False while the slots are the caller's inline array
+    size_t inline_room   # slots of that inline array (it grows in place up to this)
 
 
 cdef struct PwEnc:
@@ -72,11 +74,16 @@ cdef struct PwEnc:
 cdef struct PwCall:
     PwEnc enc
     PwMemo memo                       # used unless the caller brings its own
-    PwMemoSlot memo_slots[PW_INLINE_MEMO]
+    PwMemoSlot memo_slots[PW_INLINE_MEMO_ROOM]
     char output[PW_STACK_OUTPUT]
 
 
-cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count) noexcept:
+cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count,
+                              size_t inline_room) noexcept:
+    """A memo of inline_count slots (a power of two) in the caller's array
+    of inline_room slots: only the slots in use are zeroed, so a call that
+    memoizes little pays little, and one that memoizes a record's few dozen
+    strings grows within the array instead of allocating."""
     cdef int bits = 0
     while (<size_t>1 << bits) < inline_count:
         bits += 1
@@ -86,6 +93,7 @@ cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline
     m.shift = 64 - bits
     m.used = 0
     m.owns_slots = False
+    m.inline_room = inline_room
 
 
 cdef inline void pw_memo_free(PwMemo *m) noexcept:
@@ -128,7 +136,7 @@ cdef inline PwEnc *pw_call_begin(PwCall *s, int proto, PwMemo *memo) noexcept:
     call), else a fresh memo in s.memo_slots. Every exit after this must call
     pw_call_end."""
     if memo == NULL:
-        pw_memo_init(&s.memo, s.memo_slots, PW_INLINE_MEMO)
+        pw_memo_init(&s.memo, s.memo_slots, PW_INLINE_MEMO, PW_INLINE_MEMO_ROOM)
         memo = &s.memo
     pw_enc_init(&s.enc, proto, memo)
     s.enc.buf = s.output

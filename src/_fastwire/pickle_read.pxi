@@ -25,7 +25,7 @@ from cpython.buffer cimport PyBUF_FULL_RO, PyBUF_SIMPLE, PyBuffer_Release, PyObj
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from capi cimport (
     PY_SSIZE_T_MAX, c_bytearray_from, c_bytes_decode_escape, c_bytes_from, c_call_object,
-    c_decode_ascii, c_decode_raw_unicode_escape, c_decode_utf8, c_decref, c_dict_setitem, c_false,
+    c_decode_ascii, c_decode_raw_unicode_escape, c_decode_utf8, c_decref, c_dict_setitem, c_dict_size, c_false,
     c_float_from_double, c_import, c_incref, c_int_from_le_bytes, c_int_from_long,
     c_int_from_longlong, c_int_from_string, c_is_dict_exact, c_is_list_exact, c_is_set, c_is_tuple,
     c_is_type, c_memoryview_from, c_new_dict, c_new_list, c_new_set, c_new_tuple, c_none, c_set_add,
@@ -61,6 +61,8 @@ cdef extern from "unpickle.h":
     PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n) except NULL
     PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n) except NULL
     PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n) except NULL
+    int fw_dict_fill_like(PyObject *d, PyObject *shape, PyObject **items, Py_ssize_t count) except -1
+    enum: FW_DICT_SHAPE_MIN_ITEMS
     Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
     long fw_le_int(const char *s, int nbytes) nogil
     long long fw_le_signed(const char *s, Py_ssize_t nbytes) nogil
@@ -735,6 +737,9 @@ cdef class Unpickler:
     cdef Py_ssize_t memo_len
     cdef Py_ssize_t memo_hi
     cdef dict memo_sparse
+    # The last dict SETITEMS filled from empty: the shape the next one is
+    # compared with (fw_dict_fill_like). Dropped at the end of each load.
+    cdef object dict_shape
     # Options.
     cdef int proto
     cdef bint fix_imports
@@ -811,6 +816,7 @@ cdef class Unpickler:
             try:
                 unp_clear_stack(self, 0)
                 fw_intern_cache_clear(&self.interns)
+                self.dict_shape = None
                 unp_finish_file(self)
             finally:
                 self.find_class_hook = None
@@ -1644,6 +1650,12 @@ cdef int unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
         else:
             unp_charge_range(u, x, n, 1, UNP_CHARGE_PASS)
     if c_is_dict_exact(d):
+        if c_dict_size(d) == 0 and n - x >= 2 * FW_DICT_SHAPE_MIN_ITEMS:
+            if (u.dict_shape is not None
+                    and fw_dict_fill_like(d, <PyObject *>u.dict_shape, u.stack + x, (n - x) // 2)):
+                unp_clear_stack(u, x)
+                return 0
+            u.dict_shape = <object>d
         i = x
         while i < n:
             c_dict_setitem(d, u.stack[i], u.stack[i + 1])
@@ -2280,6 +2292,7 @@ cdef void unp_end_loads(Unpickler u) noexcept:
     unp_clear_stack(u, 0)
     unp_memo_clear(u)
     fw_intern_cache_clear(&u.interns)
+    u.dict_shape = None
     unp_release_input(u)
     unp_trim(u)
     u.buffers = None

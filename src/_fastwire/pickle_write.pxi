@@ -36,7 +36,7 @@ from capi cimport (
     C_BUILTIN_SUBCLASS_FLAGS, Py_TPFLAGS_HEAPTYPE, TypeObject, c_buffer_contiguous,
     c_bytearray_data, c_bytearray_size, c_bytearray_type, c_bytes_data, c_bytes_from_or_null,
     c_bytes_resize, c_bytes_size, c_bytes_type, c_complex_imag, c_complex_real, c_complex_type,
-    c_decref, c_dict_get, c_dict_next, c_dict_size, c_dict_type, c_enter_recursive_call,
+    c_decref, c_dict_get, c_dict_size, c_dict_type, c_enter_recursive_call,
     c_err_clear, c_err_matches, c_err_occurred, c_false, c_float_type, c_float_value,
     c_frozenset_type, c_function_type, c_generic_get_dict, c_heap_type_name, c_import_object,
     c_incref, c_is_compact_ascii, c_is_subtype, c_iter_check, c_leave_recursive_call, c_list_item,
@@ -61,7 +61,7 @@ from opcodes cimport (
 )
 from framing cimport PrefixSpec
 from encoder cimport (
-    PW_NO_BOUNDARY, PwCall, PwEnc, PwMemo, PwMemoSlot, pw_call_begin, pw_call_end, pw_memo_free,
+    PW_INLINE_MEMO_ROOM, PW_NO_BOUNDARY, PwCall, PwEnc, PwMemo, PwMemoSlot, pw_call_begin, pw_call_end, pw_memo_free,
     pw_memo_init,
 )
 
@@ -145,6 +145,10 @@ cdef extern from *:
     }
     """
     bint pw_int63_value(PyObject *o, long long *out)
+
+
+cdef extern from "dicttable.h":
+    bint fw_dict_next(PyObject *d, Py_ssize_t *pos, PyObject **key, PyObject **value) noexcept
 
 
 cdef extern from *:
@@ -349,8 +353,24 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
         factor_bits += 1
     cdef size_t new_cap = old_cap << factor_bits
     cdef PwMemoSlot *old = m.slots
-    cdef PwMemoSlot *fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
-    cdef size_t i
+    cdef PwMemoSlot *fresh
+    cdef PwMemoSlot moved[PW_INLINE_MEMO_ROOM]
+    cdef size_t i, n = 0
+    if not m.owns_slots and new_cap <= m.inline_room and old_cap <= PW_INLINE_MEMO_ROOM:
+        # Still within the caller's array: set the entries aside, zero the
+        # larger table in place and put them back (no allocation, and the
+        # array is never zeroed beyond what the pickle needs).
+        for i in range(old_cap):
+            if old[i].key != NULL:
+                moved[n] = old[i]
+                n += 1
+        memset(old, 0, new_cap * sizeof(PwMemoSlot))
+        m.mask = new_cap - 1
+        m.shift -= factor_bits
+        for i in range(n):
+            pw_memo_slot(m, moved[i].key)[0] = moved[i]
+        return 0
+    fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
     if fresh == NULL:
         c_no_memory()
         return -1
@@ -1188,7 +1208,7 @@ cdef int pw_save_dict_items(PwEnc *e, PyObject *obj) except -1:
     cdef PyObject *value
     size = c_dict_size(obj)
     if size == 1:
-        c_dict_next(obj, &pos, &key, &value)
+        fw_dict_next(obj, &pos, &key, &value)
         pw_save_dict_item(e, key, value)
         pw_write1(e, OP_SETITEM)
     elif size > 1:
@@ -1196,7 +1216,7 @@ cdef int pw_save_dict_items(PwEnc *e, PyObject *obj) except -1:
         while batch == PW_BATCHSIZE:
             pw_write1(e, OP_MARK)
             batch = 0
-            while batch < PW_BATCHSIZE and c_dict_next(obj, &pos, &key, &value):
+            while batch < PW_BATCHSIZE and fw_dict_next(obj, &pos, &key, &value):
                 pw_save_dict_item(e, key, value)
                 batch += 1
             pw_write1(e, OP_SETITEMS)
@@ -2960,7 +2980,7 @@ cdef class Pickler:
     cdef object _low
 
     def __cinit__(self, *args, **kwargs):
-        pw_memo_init(&self._memo, self._memo_inline, 8)
+        pw_memo_init(&self._memo, self._memo_inline, 8, 8)
 
     def __init__(self, file, protocol=None, *, fix_imports=True, buffer_callback=None):
         cdef int proto

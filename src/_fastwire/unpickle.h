@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "Python.h"
+#include "dicttable.h"
 
 /* Append n owned references to an exact list by growing its item array once
  * (what list.extend does internally) instead of building a temporary list. */
@@ -51,22 +52,6 @@ static inline PyObject *fw_list_from_steal(PyObject **items, Py_ssize_t n)
     return list;
 }
 
-/* CPython's own rule (_PyTuple_MaybeUntrack): an object that may hold a
- * reference cycle is a tracked container, or an exact tuple still tracked. */
-static inline int fw_may_be_tracked(PyObject *obj)
-{
-    PyTypeObject *tp = Py_TYPE(obj);
-    /* The type flag first, inline: most items are ints and strings, and
-     * PyObject_IS_GC is an out-of-line call for extensions before 3.13. */
-    if (!PyType_IS_GC(tp))
-        return 0;
-    if (tp == &PyTuple_Type)
-        return PyObject_GC_IsTracked(obj);
-    if (tp->tp_is_gc != NULL)
-        return tp->tp_is_gc(obj);
-    return 1;
-}
-
 /* A tuple of the n references (stolen). One holding only atoms (numbers,
  * strings, untracked tuples) is untracked at once, as the collector would on
  * its first pass over it: loads of many small records then leave the
@@ -88,6 +73,34 @@ static inline PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n)
     return tuple;
 }
 
+/* Records of one shape (a list of rows, a dict of dicts) pickle the same
+ * keys in the same order into each of their dicts: as memo references, or as
+ * short strings the string cache hands back, or small ints, so the very same
+ * objects. SETITEMS into an empty dict whose keys are, in order and by
+ * identity, those of `shape` (an earlier dict of this load) copies shape's
+ * table, which for a dict built by insertion is one allocation and a copy
+ * (dict.update's clone of a clean table), then replaces each value in
+ * place (fw_dict_replace_values); that skips every resize and every probe. The result is the dict the
+ * item-by-item path builds: same keys (the same objects), same order, the
+ * values from the stream. 1 when done, 0 when the keys differ (nothing
+ * changed), -1 on error. */
+#define FW_DICT_SHAPE_MIN_ITEMS 6
+static int fw_dict_fill_like(PyObject *d, PyObject *shape, PyObject **items, Py_ssize_t count)
+{
+    Py_ssize_t i;
+    if (!fw_dict_has_keys(shape, items, count))
+        return 0;
+    if (PyDict_Update(d, shape) < 0)
+        return -1;
+    if (fw_dict_replace_values(d, items, count))
+        return 1;
+    for (i = 0; i < count; i++) {
+        if (PyDict_SetItem(d, items[2 * i], items[2 * i + 1]) < 0)
+            return -1;
+    }
+    return 1;
+}
+
 /* Pickled str is UTF-8 with surrogates allowed.  Most strings are short and
  * ASCII: check eight bytes at a time and copy, skipping the codec machinery.
  * Length 0 and 1 go through the codec so the interpreter's cached singletons
@@ -103,40 +116,81 @@ static inline PyObject *fw_new_ascii_str(const char *s, Py_ssize_t n)
 #ifndef Py_GIL_DISABLED
 /* Short ASCII strings met again and again across loads (dict keys, field
  * names, enum-like values: a stream of messages repeats them in every one)
- * come from a small direct-mapped cache: no allocation, no copy, and the str
- * keeps its cached hash, so making it a dict key does not hash it again. The
- * stdlib builds a new str each time; only identity (never a guarantee for
- * str) differs. Not on free-threaded builds, where the table would need a lock. */
-#define FW_STR_CACHE_SLOTS 512
+ * come from a small cache: no allocation, no copy, and the str keeps its
+ * cached hash, so making it a dict key does not hash it again. The stdlib
+ * builds a new str each time; only identity (never a guarantee for str)
+ * differs. Not on free-threaded builds, where the table would need a lock.
+ *
+ * A string of 2 to 24 bytes is read as three words that hold all of its bytes
+ * (fw_str_words), so an entry is found by comparing words and the length, with
+ * no memcmp. Sets of two entries: the few dozen keys of a record land in 256
+ * sets, where one-way slots would leave a handful of pairs evicting each
+ * other on every load. */
+#define FW_STR_CACHE_SETS 256
 #define FW_STR_CACHE_MAX_LEN 24
 /* Data of unique strings (10,000 names) would only miss, and a miss costs a
  * cache miss on the slot's old string: after this many misses in a row the
  * cache is left alone for the next FW_STR_CACHE_REST strings. */
 #define FW_STR_CACHE_MISS_STREAK 64
 #define FW_STR_CACHE_REST 4096
-static PyObject *fw_str_cache[FW_STR_CACHE_SLOTS];
+typedef struct {
+    uint64_t w0, w1, w2;
+    Py_ssize_t n;
+    PyObject *str;
+} fw_str_entry;
+static fw_str_entry fw_str_cache[FW_STR_CACHE_SETS][2];
 static unsigned fw_str_cache_misses, fw_str_cache_resting;
 
-static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
+static inline uint64_t fw_load64(const char *s)
 {
-    /* The slot: a multiplicative hash of the first and last (up to) eight
-     * bytes and the length; a collision only costs a miss. */
-    uint64_t head = 0, tail = 0, h;
-    PyObject *str, **slot;
+    uint64_t w;
+    memcpy(&w, s, 8);
+    return w;
+}
+
+static inline uint64_t fw_load32(const char *s)
+{
+    uint32_t w;
+    memcpy(&w, s, 4);
+    return w;
+}
+
+/* Words that together hold every byte of s[0:n] for 2 <= n <= 24, reading
+ * nothing outside it (overlapping reads where n is not a multiple of 8):
+ * equal words and length mean equal strings. */
+static inline void fw_str_words(const char *s, Py_ssize_t n, uint64_t w[3])
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (n >= 8) {
+        w[0] = fw_load64(s);
+        w[1] = fw_load64(s + n - 8);
+        w[2] = n > 16 ? fw_load64(s + 8) : 0;
+    } else if (n >= 4) {
+        w[0] = fw_load32(s) | (fw_load32(s + n - 4) << 32);
+        w[1] = w[2] = 0;
+    } else {
+        w[0] = (uint64_t)p[0] | ((uint64_t)p[n >> 1] << 8) | ((uint64_t)p[n - 1] << 16);
+        w[1] = w[2] = 0;
+    }
+}
+
+static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n, const uint64_t w[3])
+{
+    uint64_t h;
+    fw_str_entry *set, *e;
+    PyObject *str;
+    h = (w[0] * UINT64_C(0x9E3779B97F4A7C15)) ^ ((w[1] + w[2] + (uint64_t)n) * UINT64_C(0xC2B2AE3D27D4EB4F));
+    set = fw_str_cache[(h >> 32) & (FW_STR_CACHE_SETS - 1)];
+    for (e = set; e < set + 2; e++) {
+        if (e->n == n && e->w0 == w[0] && e->w1 == w[1] && e->w2 == w[2]) {
+            fw_str_cache_misses = 0;
+            Py_INCREF(e->str);
+            return e->str;
+        }
+    }
     if (fw_str_cache_resting) {
         fw_str_cache_resting--;
         return fw_new_ascii_str(s, n);
-    }
-    memcpy(&head, s, n < 8 ? (size_t)n : 8);
-    if (n > 8)
-        memcpy(&tail, s + (n < 16 ? 8 : n - 8), n < 16 ? (size_t)(n - 8) : 8);
-    h = (head * UINT64_C(0x9E3779B97F4A7C15)) ^ (tail + (uint64_t)n) * UINT64_C(0xC2B2AE3D27D4EB4F);
-    slot = &fw_str_cache[(h >> 32) & (FW_STR_CACHE_SLOTS - 1)];
-    str = *slot;
-    if (str != NULL && PyUnicode_GET_LENGTH(str) == n && memcmp(PyUnicode_DATA(str), s, (size_t)n) == 0) {
-        fw_str_cache_misses = 0;
-        Py_INCREF(str);
-        return str;
     }
     if (++fw_str_cache_misses >= FW_STR_CACHE_MISS_STREAK) {
         fw_str_cache_misses = 0;
@@ -145,8 +199,16 @@ static inline PyObject *fw_cached_ascii_str(const char *s, Py_ssize_t n)
     str = fw_new_ascii_str(s, n);
     if (str == NULL)
         return NULL;
+    /* The newer entry moves to the second way, the new one takes the first:
+       of two strings sharing a set, the one met last is kept longest. */
+    Py_XDECREF(set[1].str);
+    set[1] = set[0];
     Py_INCREF(str);
-    Py_XSETREF(*slot, str);
+    set[0].w0 = w[0];
+    set[0].w1 = w[1];
+    set[0].w2 = w[2];
+    set[0].n = n;
+    set[0].str = str;
     return str;
 }
 #endif
@@ -249,6 +311,15 @@ static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
         const unsigned char *p = (const unsigned char *)s;
         Py_ssize_t i = 0;
         uint64_t acc = 0;
+#ifndef Py_GIL_DISABLED
+        if (n <= FW_STR_CACHE_MAX_LEN) {
+            uint64_t w[3];
+            fw_str_words(s, n, w);
+            if (!((w[0] | w[1] | w[2]) & UINT64_C(0x8080808080808080)))
+                return fw_cached_ascii_str(s, n, w);
+            goto not_ascii;
+        }
+#endif
         for (; i + 8 <= n; i += 8) {
             uint64_t w;
             memcpy(&w, p + i, 8);
@@ -256,13 +327,11 @@ static inline PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n)
         }
         for (; i < n; i++)
             acc |= p[i];
-        if (!(acc & UINT64_C(0x8080808080808080))) {
-#ifndef Py_GIL_DISABLED
-            if (n <= FW_STR_CACHE_MAX_LEN)
-                return fw_cached_ascii_str(s, n);
-#endif
+        if (!(acc & UINT64_C(0x8080808080808080)))
             return fw_new_ascii_str(s, n);
-        }
+#ifndef Py_GIL_DISABLED
+    not_ascii:
+#endif
         if (n <= FW_UTF8_SHORT_MAX) {
             PyObject *str = fw_decode_short_utf8(p, n);
             if (str != NULL || PyErr_Occurred())

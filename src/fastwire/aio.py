@@ -426,7 +426,7 @@ class ObjectStream:
         if not self._out_of_band:
             async with self._send_lock:
                 # Pickled straight behind its frame header: one buffer, one write.
-                self._writable_transport().write(dumps_framed((obj,), PREFIX, 5))
+                _write(self._writable_transport(), dumps_framed((obj,), PREFIX, 5))
                 await self._protocol.drain()
             return
         set_aside = []
@@ -500,7 +500,7 @@ class ObjectStream:
             transport = self._writable_transport()
             frames = dumps_framed(objs, PREFIX, 5)  # every pickle behind its header, in one buffer
             if frames:
-                transport.write(frames)
+                _write(transport, frames)
             await self._protocol.drain()
 
     async def send_bytes(self, data):
@@ -606,9 +606,25 @@ async def _authenticate(stream, authkey, *, server, options):
     scanner.max_frame_size = limit
 
 
+def _write(transport, data):
+    """transport.write(data), a large buffer as a byte view of it.
+
+    The selector transports of 3.12+ queue what they cannot send at once and,
+    after each partial send, keep ``queued[sent:]``: for bytes that slice copies
+    the whole rest, so a large message written while anything else is queued
+    (the previous message's tail, below the low-water mark) is copied once per
+    socket buffer's worth sent (a 64 MiB message: seconds). A view's slice
+    copies nothing, and a byte view's slices count bytes, as the transport does.
+    """
+    if len(data) < COPY_THRESHOLD:
+        transport.write(data)
+    else:
+        transport.write(memoryview(data).cast("B"))
+
+
 def _write_all(transport, buffers):
     """Write the buffers in order: runs of small ones joined into one write, large
-    ones passed as they are (no copy on 3.12+, whose transports queue buffers).
+    ones through _write (no copy on 3.12+, whose transports queue buffers).
 
     transport.writelines() is avoided on purpose: in 3.12 and 3.13 (before
     3.12.9 / 3.13.2) it never pauses the protocol, so a fast writer fills memory
@@ -622,7 +638,7 @@ def _write_all(transport, buffers):
         if small:
             transport.write(b"".join(small))
             small = []
-        transport.write(buf)
+        _write(transport, buf)
     if small:
         transport.write(b"".join(small))
 
