@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fastwire import net
+from fastwire._fastwire import receive_buffer_pool
 from fastwire._protocol import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -343,6 +344,139 @@ def test_messages_of_many_buffers_and_in_band_ones_interleave(pipe):
     sender.join()
 
 
+# -- one block per message -------------------------------------------------------------------
+
+
+def address(buffer):
+    return np.frombuffer(buffer, dtype=np.uint8).ctypes.data
+
+
+@pytest.fixture
+def empty_pool():
+    """An empty receive pool with its default bounds, restored afterwards."""
+    before = receive_buffer_pool()
+    receive_buffer_pool(max_blocks=0)
+    receive_buffer_pool(max_blocks=4, max_bytes=256 * MiB)
+    yield
+    receive_buffer_pool(max_blocks=0)
+    receive_buffer_pool(max_blocks=before["max_blocks"], max_bytes=before["max_bytes"])
+
+
+def test_the_buffers_of_a_message_share_one_block_kept_while_any_of_them_lives(pipe, empty_pool):
+    a, b = pipe
+    sizes = [3, 0, 70_000, 5, MiB]
+    sender = in_thread(a.send, [pickle.PickleBuffer(bytearray(bytes([i + 1]) * n)) for i, n in enumerate(sizes)])
+    parts = b.recv()
+    sender.join()
+    starts = [address(p) for p in parts]
+    for i in range(1, len(sizes)):
+        assert starts[i] == starts[i - 1] + sizes[i - 1]  # one after the other, in one block
+    np.frombuffer(parts[2], dtype=np.uint8)[:] = 0xEE      # each writable, and only its own bytes
+    assert bytes(parts[0]) == b"\x01" * 3 and bytes(parts[3]) == b"\x04" * 5
+    assert bytes(parts[4]) == b"\x05" * MiB
+    kept = parts[3]
+    del parts
+    assert receive_buffer_pool()["blocks"] == 0            # a part lives: the block is in use
+    assert bytes(kept) == b"\x04" * 5 and memoryview(kept).nbytes == 5
+    del kept
+    assert receive_buffer_pool()["blocks"] == 1            # the last part gone: pooled
+
+
+def test_a_dropped_message_block_is_received_into_again(pipe, empty_pool):
+    a, b = pipe
+    message = {f"a{i}": np.arange(i * 8192, (i + 1) * 8192, dtype=np.float64) for i in range(100)}
+    sender = in_thread(lambda: [a.send(message) for _ in range(2)])
+    first = address(b.recv()["a0"])  # dropped at once
+    assert receive_buffer_pool()["blocks"] == 1  # 100 buffers of 64 KiB: one block, pooled
+    again = b.recv()
+    sender.join()
+    assert receive_buffer_pool()["blocks"] == 0
+    assert address(again["a0"]) == first
+    for key, array in message.items():
+        assert_same(again[key], array)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 4093, 65_537])
+def test_buffers_already_buffered_and_still_arriving_are_received_alike(raw_peer, chunk):
+    # Zero-size buffers among others, frames that arrive whole with the manifest,
+    # cut at their header or their payload, and read straight from the socket.
+    raw, conn = raw_peer
+    obj = [pickle.PickleBuffer(bytearray(pattern_bytes(n, n))) for n in
+           (0, 5, 70_000, 0, 3, 200_000, 1, 0)] + [pickle.PickleBuffer(b"read-only")]
+    data = oob_message(obj)
+    if chunk is None:
+        sender = in_thread(raw.sendall, data)
+    elif chunk == 1:  # byte by byte up to the third buffer, then the rest at once
+        def trickle():
+            for i in range(data.index(pattern_bytes(70_000, 70_000)[:16]) + 8):
+                raw.sendall(data[i:i + 1])
+            raw.sendall(data[i + 1:])
+        sender = in_thread(trickle)
+    else:
+        sender = in_thread(lambda: [raw.sendall(data[i:i + chunk]) for i in range(0, len(data), chunk)])
+    got = conn.recv()
+    sender.join()
+    for part, expected in zip(got, stdlib_round_trip(obj)):
+        assert_same(part, expected)
+
+
+def pattern_bytes(n, seed):
+    """n bytes that differ at every offset modulo 251, starting at `seed`: a
+    misplaced or swapped chunk shows."""
+    return bytes((seed + i) % 251 for i in range(n))
+
+
+def test_only_zero_size_buffers(pipe):
+    a, b = pipe
+    obj = [pickle.PickleBuffer(bytearray()), pickle.PickleBuffer(b""), np.zeros(0), {"e": np.empty((0, 3))}]
+    a.send(obj)
+    got = b.recv()
+    expected = stdlib_round_trip(obj)
+    for part, want in zip(got, expected[:3]):
+        assert_same(part, want)
+    assert_same(got[3]["e"], expected[3]["e"])
+
+
+def test_max_buffers_distinct_buffers_in_one_message(pipe):
+    a, b = pipe
+    obj = [pickle.PickleBuffer(bytearray(pattern_bytes(i % 300, i))) for i in range(DEFAULT_MAX_BUFFERS)]
+    a.send(obj)
+    got = b.recv()
+    assert len(got) == DEFAULT_MAX_BUFFERS
+    for part, expected in zip(got, stdlib_round_trip(obj)):
+        assert_same(part, expected)
+
+
+def test_a_pickling_error_after_buffers_were_set_aside_sends_nothing_and_keeps_nothing(pipe):
+    a, b = pipe
+    payload = pickle.PickleBuffer(bytearray(b"set aside"))
+    before = sys.getrefcount(payload)
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        a.send([payload, lambda: None])
+    assert sys.getrefcount(payload) == before
+    a.send([payload, "next"])
+    got = b.recv()
+    assert bytes(got[0]) == b"set aside" and got[1] == "next"
+
+
+def test_send_reduce_sends_on_the_same_connection_while_buffers_are_set_aside(pipe):
+    # Pickling runs __reduce__ after a buffer was set aside; it sends a whole
+    # out-of-band message of its own on the same connection: that one goes out
+    # first, then the outer one, each with its own buffers.
+    a, b = pipe
+
+    class SendsWhilePickled:
+        def __reduce__(self):
+            a.send([pickle.PickleBuffer(bytearray(b"inner")), "inner"])
+            return str, ("outer",)
+
+    a.send([pickle.PickleBuffer(bytearray(b"outer buffer")), SendsWhilePickled()])
+    inner = b.recv()
+    outer = b.recv()
+    assert bytes(inner[0]) == b"inner" and inner[1] == "inner"
+    assert bytes(outer[0]) == b"outer buffer" and outer[1] == "outer"
+
+
 def buffer_leaves():
     dtypes = st.sampled_from(["u1", "i4", "f8", "c16", ">i2"])
 
@@ -538,7 +672,7 @@ def test_max_message_size_accepts_the_limit_and_refuses_one_past_it(total, refus
                 b.recv()
             assert b.closed
         else:
-            assert [len(x) for x in b.recv()] == [600, 400]
+            assert [memoryview(x).nbytes for x in b.recv()] == [600, 400]
 
 
 def test_total_over_max_message_size_is_refused():

@@ -27,6 +27,7 @@ from blocks cimport (
 )
 
 cimport cython
+from pickle import PickleBuffer as _PickleBuffer
 
 fw_pool_init()
 
@@ -52,7 +53,8 @@ cdef class ReceiveBuffer:
         if (flags & PyBUF_WRITABLE) and self.read_only:
             raise BufferError("the received buffer is read-only")
         with cython.critical_section(self):
-            export_vector(buffer, self, self.block.data if self.block.data != NULL else _empty_block,
+            export_vector(buffer, self, self.start if self.base is not None else
+                          self.block.data if self.block.data != NULL else _empty_block,
                           &self.length, &self.itemsize, _BYTE_FORMAT, self.read_only, flags)
             self.exports += 1
 
@@ -103,52 +105,43 @@ cdef int _abandon_receive_block(_ReceiveWindow window, ReceiveBuffer buffer,
     return 0
 
 
-cpdef object receive_buffer(object recv_into, Py_ssize_t length, object received=b"",
-                            bint readonly=False):
-    """receive_buffer(recv_into, length, received=b"", readonly=False) -> ReceiveBuffer
-
-    One out-of-band buffer of exactly `length` bytes, in memory the returned
-    object owns: `received` (a bytes-like object: what already arrived)
-    followed by the rest, read with ``recv_into(memoryview) -> int`` (a
-    socket's). Its exports are writable unless `readonly`. The memory grows
-    with the bytes that arrive, never allocated from `length` alone.
-
-    Raises ValueError if `length` is negative or `received` longer, EOFError if
-    recv_into returns 0 first, ValueError if it reports more bytes than it was
-    offered or a negative count; any exception of recv_into propagates, and
-    nothing is kept.
-    """
-    cdef Py_buffer view
-    cdef Py_ssize_t filled, size, n
-    cdef ReceiveBuffer buffer
-    cdef _ReceiveWindow window
-    if length < 0:
-        raise ValueError("negative length")
-    buffer = _new_receive_buffer(readonly)
-    buffer.claimed = length
-    acquire_readable(received, &view)
-    try:
-        filled = view.len
-        if filled > length:
-            raise ValueError("received more bytes than the buffer length")
-        size = 2 * filled if 2 * filled > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
-        if size > length:
-            size = length
-        if fw_pool_take(&buffer.block, length):
+cdef int _take_into_block(ReceiveBuffer buffer, Py_ssize_t filled, const char* head,
+                          Py_ssize_t n) except -1:
+    """Copy the `n` bytes at `head` into `buffer`'s block at `filled` (its
+    bytes so far), making or growing the block for them first: to about
+    twice what has arrived, within `buffer.claimed`, from a pooled block if
+    one fits."""
+    cdef Py_ssize_t arrived = filled + n
+    cdef Py_ssize_t size = 2 * arrived if 2 * arrived > _FIRST_PAYLOAD_BLOCK else _FIRST_PAYLOAD_BLOCK
+    if size > buffer.claimed:
+        size = buffer.claimed
+    if buffer.block.data == NULL:
+        if fw_pool_take(&buffer.block, buffer.claimed):
             if fw_block_grow(&buffer.block, size) < 0:
                 raise MemoryError()
-        elif fw_block_new(&buffer.block, size, length) < 0:
+        elif fw_block_new(&buffer.block, size, buffer.claimed) < 0:
             raise MemoryError()
-        memcpy(buffer.block.data, view.buf, filled)
-    finally:
-        release_view(&view)
-    size = buffer.block.capacity if buffer.block.capacity < length else length
-    while filled < length:
+    elif buffer.block.capacity < arrived and fw_block_grow(&buffer.block, size) < 0:
+        raise MemoryError()
+    if n:
+        memcpy(buffer.block.data + filled, head, n)
+    return 0
+
+
+cdef int _receive_into_block(ReceiveBuffer buffer, object recv_into, Py_ssize_t filled,
+                             Py_ssize_t end) except -1:
+    """Fill bytes [filled, end) of `buffer`'s block (made by _take_into_block)
+    with ``recv_into(memoryview) -> int``, growing it by doubling as they
+    arrive, never past `end`."""
+    cdef Py_ssize_t size, n
+    cdef _ReceiveWindow window
+    size = buffer.block.capacity if buffer.block.capacity < end else end
+    while filled < end:
         if filled == size:
-            size = 2 * size if 2 * size < length else length
+            size = 2 * size if 2 * size < end else end
             if fw_block_grow(&buffer.block, size) < 0:
                 raise MemoryError()
-            size = buffer.block.capacity if buffer.block.capacity < length else length
+            size = buffer.block.capacity if buffer.block.capacity < end else end
         window = _ReceiveWindow.__new__(_ReceiveWindow)
         window.data = buffer.block.data + filled
         window.size = size - filled
@@ -169,9 +162,125 @@ cpdef object receive_buffer(object recv_into, Py_ssize_t length, object received
         if n < 0 or n > size - filled:
             raise ValueError("recv_into reported more bytes than the buffer holds")
         filled += n
+    return 0
+
+
+cdef int _finish_block(ReceiveBuffer buffer, Py_ssize_t length) noexcept:
+    """`buffer`'s `length` bytes have all arrived: give back the rest of the
+    block and export them from now on."""
     fw_block_trim(&buffer.block, length)
     buffer.length = length
+    return 0
+
+
+cpdef object receive_buffer(object recv_into, Py_ssize_t length, object received=b"",
+                            bint readonly=False):
+    """receive_buffer(recv_into, length, received=b"", readonly=False) -> ReceiveBuffer
+
+    One out-of-band buffer of exactly `length` bytes, in memory the returned
+    object owns: `received` (a bytes-like object: what already arrived)
+    followed by the rest, read with ``recv_into(memoryview) -> int`` (a
+    socket's). Its exports are writable unless `readonly`. The memory grows
+    with the bytes that arrive, never allocated from `length` alone.
+
+    Raises ValueError if `length` is negative or `received` longer, EOFError if
+    recv_into returns 0 first, ValueError if it reports more bytes than it was
+    offered or a negative count; any exception of recv_into propagates, and
+    nothing is kept.
+    """
+    cdef Py_buffer view
+    cdef Py_ssize_t filled
+    cdef ReceiveBuffer buffer
+    if length < 0:
+        raise ValueError("negative length")
+    buffer = _new_receive_buffer(readonly)
+    buffer.claimed = length
+    acquire_readable(received, &view)
+    try:
+        filled = view.len
+        if filled > length:
+            raise ValueError("received more bytes than the buffer length")
+        _take_into_block(buffer, 0, <const char*>view.buf, filled)
+    finally:
+        release_view(&view)
+    _receive_into_block(buffer, recv_into, filled, length)
+    _finish_block(buffer, length)
     return buffer
+
+
+@cython.final
+cdef class MessageBuffers:
+    """The out-of-band buffers of one message, received one after the other
+    into one block (so a message of many small buffers costs one allocation,
+    from the pool when one fits, instead of one per buffer), then handed out
+    as ReceiveBuffers that each export their part of it. The block lives as
+    long as any of them; nothing points into it before finish(), so it may
+    move while it grows."""
+
+    cdef ReceiveBuffer owner
+    cdef Py_ssize_t filled
+
+    def __init__(self):
+        raise TypeError("MessageBuffers objects are made by the connection")
+
+    cdef int take(self, object received) except -1:
+        """Append the bytes-like `received` (bytes that already arrived)."""
+        cdef Py_buffer view
+        acquire_readable(received, &view)
+        try:
+            if self.filled + view.len > self.owner.claimed:
+                raise ValueError("received more bytes than the buffers' total")
+            _take_into_block(self.owner, self.filled, <const char*>view.buf, view.len)
+            self.filled += view.len
+        finally:
+            release_view(&view)
+        return 0
+
+    cdef int receive(self, object recv_into, Py_ssize_t n) except -1:
+        """Append `n` bytes read with ``recv_into(memoryview) -> int``."""
+        if self.filled + n > self.owner.claimed:
+            raise ValueError("received more bytes than the buffers' total")
+        if self.owner.block.data == NULL:
+            _take_into_block(self.owner, self.filled, NULL, 0)
+        _receive_into_block(self.owner, recv_into, self.filled, self.filled + n)
+        self.filled += n
+        return 0
+
+    cdef list finish(self, object sizes, object readonly):
+        """The buffers, one per size of `sizes` (whose total is what arrived),
+        each read-only where `readonly` says: a PickleBuffer of a ReceiveBuffer,
+        as the standard library's loads(buffers=) hands back what the sender's
+        buffer_callback got. A bare buffer received can so be sent on again,
+        out of band too (a memoryview cannot be pickled)."""
+        cdef ReceiveBuffer owner = self.owner
+        cdef ReceiveBuffer part
+        cdef Py_ssize_t i, n = len(sizes), offset = 0, size
+        cdef list parts = [None] * n
+        cdef char* base
+        if self.filled != owner.claimed:
+            raise ValueError("the buffers' total has not arrived")
+        _finish_block(owner, self.filled)
+        base = owner.block.data if owner.block.data != NULL else _empty_block
+        for i in range(n):
+            size = sizes[i]
+            part = _new_receive_buffer(readonly[i])
+            part.base = owner
+            part.start = base + offset
+            part.length = size
+            offset += size
+            parts[i] = _PickleBuffer(part)
+        return parts
+
+
+cdef MessageBuffers message_buffers(Py_ssize_t total):
+    """Where the out-of-band buffers of one message, `total` bytes in all (a
+    claim, bounded by the caller: nothing is allocated from it), are received."""
+    cdef MessageBuffers buffers = MessageBuffers.__new__(MessageBuffers)
+    if total < 0:
+        raise ValueError("negative length")
+    buffers.owner = _new_receive_buffer(False)
+    buffers.owner.claimed = total
+    return buffers
 
 
 def _receive_buffer_strategy(strategy=None):

@@ -24,14 +24,14 @@
 # loop: recv() checks the first bytes of each frame it gets, and a manifest
 # makes it take the buffer frames that follow from that loop too, each copied
 # from what the scanner holds and the rest read straight into its final
-# memory (receive_buffer), before anything is decoded.
+# memory (message_buffers: one block per message), before anything is decoded.
 
 # Shared declarations this part uses.
 # From frames.pxi (declared in src/fastwire/_fastwire.pxd: FramePrefix,
 # FrameScanner), by inclusion: DEFAULT_COPY_THRESHOLD, DEFAULT_MAX_FRAME_SIZE,
 # EOF_IN_MESSAGE, FrameError, _receive_payload.
 # From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
-# From buffers.pxi, by inclusion: receive_buffer.
+# From buffers.pxi, by inclusion: MessageBuffers, message_buffers.
 # From pickle_read.pxi, by inclusion: loads, unp_loads_default.
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp
@@ -48,7 +48,6 @@ from cpython.pythread cimport (
     PyThread_get_thread_ident, PyThread_release_lock, PyThread_type_lock,
 )
 from operator import index as _conn_index
-from pickle import PickleBuffer as _conn_PickleBuffer
 from time import monotonic as _conn_monotonic
 
 cdef extern from "sockio.h":
@@ -522,14 +521,14 @@ cdef class ConnectionCore:
             return self._send_slowly(obj)
         e = pw_call_begin(&call, 5, NULL)
         try:
-            if self._out_of_band:
-                set_aside = []
-                set_aside_append = set_aside.append  # owned here: the encoder borrows it
-                e.buffer_callback = <PyObject *>set_aside_append  # returns None: out of band
+            # The encoder collects PickleBuffers itself, into a list made for the
+            # first: a message with none costs what it costs without the option.
+            e.set_aside = self._out_of_band
             # Pickling runs Python (__reduce__, persistent_id, ...), which may close
             # the connection or give it a timeout: the descriptor is read only after.
             pw_append_frame(e, <PyObject *>obj, &_conn_prefix.spec, _conn_header_guess)
-            if set_aside:
+            if e.buffers != NULL:
+                set_aside = <list>e.buffers
                 header_size = decode_header(&_conn_prefix.spec, <const unsigned char *>e.buf, e.len,
                                             &stream_size)
                 return self._send_out_of_band(
@@ -754,15 +753,24 @@ cdef class ConnectionCore:
         checked before anything is allocated; any failure closes the connection
         (the rest of the message cannot be told from the next one) and nothing
         received is handed out. Receive lock held."""
-        cdef list raws = []
-        cdef Py_ssize_t i
+        cdef list raws = None
+        cdef Py_ssize_t i, total = 0
+        cdef MessageBuffers parts = None
         self._ready_unlocked = False  # the buffer frames about to be queued are this call's
         try:
             sizes, readonly, offset = _oob_protocol().parse_manifest(
                 frame, max_buffers=self._max_buffers, max_frame_size=self._max_frame_size,
                 max_message_size=self._max_message_size)
-            for i in range(len(sizes)):
-                raws.append(self._receive_buffer_frame(sizes[i], readonly[i], deadline, into))
+            if into is None:
+                for i in range(len(sizes)):
+                    total += <Py_ssize_t>sizes[i]
+                parts = message_buffers(total)  # total is bounded: max_message_size
+                for i in range(len(sizes)):
+                    self._receive_buffer_frame(sizes[i], deadline, parts)
+                raws = parts.finish(sizes, readonly)
+            else:
+                raws = [self._receive_into_callers(sizes[i], readonly[i], deadline, into)
+                        for i in range(len(sizes))]
         except EOFError as exc:
             self.close()
             if exc.args:
@@ -773,11 +781,10 @@ cdef class ConnectionCore:
             raise
         return memoryview(frame)[offset:], raws
 
-    cdef object _receive_buffer_frame(self, Py_ssize_t size, bint readonly, object deadline,
-                                      object into):
-        """The next frame, an out-of-band buffer of `size` bytes: what the scanner
-        holds of it copied, the rest read straight into the memory returned
-        (the caller's, with `into`)."""
+    cdef tuple _buffer_frame(self, Py_ssize_t size, object deadline):
+        """The next frame, an out-of-band buffer of `size` bytes:
+        ``(received, recv_into)``, what the scanner holds of it and, if that
+        is not all, the recv_into that reads the rest."""
         # maxlength 0: the scanner hands over any frame whose header is complete
         # and whose payload is not, instead of buffering it.
         frame = self._next_frame(deadline, 0)
@@ -787,19 +794,24 @@ cdef class ConnectionCore:
             length, received = len(frame), frame
         if length != size:
             raise FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {size}")
-        recv_into = self._recv_into_until(deadline) if len(received) < length else None
-        if into is None:
-            # A PickleBuffer, as the standard library's loads(buffers=) hands back
-            # what the sender's buffer_callback got: a bare buffer received can be
-            # sent on again, out of band too (a memoryview cannot be pickled), and
-            # is read-only exactly when the sender's was (the ReceiveBuffer is).
-            return _conn_PickleBuffer(receive_buffer(recv_into, length, received, readonly))
-        return self._receive_into_callers(into, length, received, readonly, recv_into)
+        return received, (self._recv_into_until(deadline) if len(received) < length else None)
 
-    cdef object _receive_into_callers(self, object into, Py_ssize_t length, object received,
-                                      bint readonly, object recv_into):
-        """The buffer `into(length, readonly)` returns, filled with `received`
-        and the rest of the frame; what the decoder is given for it."""
+    cdef int _receive_buffer_frame(self, Py_ssize_t size, object deadline,
+                                   MessageBuffers parts) except -1:
+        """The next frame, an out-of-band buffer of `size` bytes, appended to
+        `parts`: what the scanner holds of it copied, the rest read straight
+        into place."""
+        received, recv_into = self._buffer_frame(size, deadline)
+        parts.take(received)
+        if recv_into is not None:
+            parts.receive(recv_into, size - len(received))
+        return 0
+
+    cdef object _receive_into_callers(self, Py_ssize_t length, bint readonly, object deadline,
+                                      object into):
+        """The next frame, an out-of-band buffer of `length` bytes, in the buffer
+        `into(length, readonly)` returns; what the decoder is given for it."""
+        received, recv_into = self._buffer_frame(length, deadline)
         target = into(length, readonly)
         view = memoryview(target)
         # The callable (and the buffer export) ran Python: this connection may be closed.

@@ -60,6 +60,10 @@ cdef struct PwEnc:
     PyObject *reducer_override
     PyObject *dispatch_table   # NULL means copyreg.dispatch_table
     PyObject *buffer_callback
+    # Set by a caller that sends PickleBuffers out of band itself: each goes
+    # into `buffers` (owned, made for the first one), with no callback to call.
+    bint set_aside
+    PyObject *buffers
     PyObject *write            # file.write, or NULL when building bytes
     PyObject *by_value_reduce  # by_value.reducer_override, or NULL (see dumps)
     PyObject *by_value_table   # by_value.dispatch_table, used inside what it returns
@@ -122,6 +126,8 @@ cdef inline void pw_enc_release(PwEnc *e) noexcept:
     e.out = NULL
     c_xdecref(e.fast_memo)
     e.fast_memo = NULL
+    c_xdecref(e.buffers)
+    e.buffers = NULL
 
 
 cdef inline PwEnc *pw_call_begin(PwCall *s, int proto, PwMemo *memo) noexcept:

@@ -1356,7 +1356,14 @@ cdef int pw_save_picklebuffer(PwEnc *e, PyObject *obj) except -1:
     if not c_buffer_contiguous(view, b'A'):
         raise pw_PicklingError(
             "PickleBuffer can not be pickled when pointing to a non-contiguous buffer")
-    if e.buffer_callback != NULL:
+    if e.set_aside:
+        if e.buffers == NULL:
+            set_aside = []
+            c_incref(<PyObject *>set_aside)
+            e.buffers = <PyObject *>set_aside
+        (<list>e.buffers).append(<object>obj)
+        in_band = False
+    elif e.buffer_callback != NULL:
         in_band = bool((<object>e.buffer_callback)(<object>obj))
     if in_band:
         if view.readonly:

@@ -79,3 +79,8 @@ cdef class ReceiveBuffer:
     cdef Py_ssize_t itemsize    # 1; the export's strides point here
     cdef Py_ssize_t exports
     cdef bint read_only
+    # A part of a message's shared block: `base` (another ReceiveBuffer) owns
+    # the block and `start` points into it; None/NULL for a buffer that owns
+    # `block` itself.
+    cdef ReceiveBuffer base
+    cdef char* start
