@@ -147,6 +147,10 @@ class ReceiveBuffer:  # exports its bytes through the buffer protocol
     def readonly(self) -> bool: ...
     def __reduce_ex__(self, protocol: SupportsIndex, /) -> tuple[Any, ...]: ...
 
+@final
+class MessageBuffers:  # internal: where a connection receives one message's out-of-band buffers
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...  # raises: made by the connection
+
 def receive_buffer(
     recv_into: Callable[[memoryview], int] | None, length: int, received: Buffer = b"", readonly: bool = False
 ) -> ReceiveBuffer: ...
