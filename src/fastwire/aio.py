@@ -424,10 +424,15 @@ class ObjectStream:
         aside is the ordinary single frame.
         """
         if not self._out_of_band:
-            async with self._send_lock:
-                # Pickled straight behind its frame header: one buffer, one write.
+            # Pickled straight behind its frame header: one buffer, one write,
+            # with no await in between, so it cannot land inside a message
+            # another task writes in steps; only then is the lock waited for.
+            if self._send_lock.locked():
+                async with self._send_lock:
+                    _write(self._writable_transport(), dumps_framed((obj,), PREFIX, 5))
+            else:
                 _write(self._writable_transport(), dumps_framed((obj,), PREFIX, 5))
-                await self._protocol.drain()
+            await self._protocol.drain()
             return
         set_aside = []
         stream = _pickle.dumps(obj, 5, buffer_callback=set_aside.append)
