@@ -214,19 +214,19 @@ def test_hooks_that_disqualify_a_class_are_honoured(proto):
 
 # --- callouts: __getnewargs__ doing the worst ----------------------------------
 
-def scenario(action, base=None):
-    """A fresh class whose __getnewargs__ runs action(self) once armed, and a
-    list of instances: two before the armed one, so that the class is learned
-    (a new class has no version tag until its first lookup) and the armed
-    instance takes the direct path."""
+def scenario(action, base=None, hook="__getnewargs__", name="Hostile"):
+    """A fresh class whose `hook` (returning ``(self.a, self.b)``) runs
+    action(self) once armed, and a list of instances: two before the armed
+    one, so that the class is learned (a new class has no version tag until
+    its first lookup) and the armed instance takes the direct path."""
     base = base or WithNewArgs
 
-    def getnewargs(self):
+    def hooked(self):
         if self.a == "armed":
             action(self)
         return (self.a, self.b)
 
-    cls = publish(type("Hostile", (base,), {"__getnewargs__": getnewargs}))
+    cls = publish(type(name, (base,), {hook: hooked}))
     return cls, [cls("learn", 0), cls("learn", 1), cls("armed", 2), cls("after", 3)]
 
 
@@ -675,13 +675,7 @@ def test_getstate_replaced_or_shadowed_between_dumps(proto):
 
 def state_scenario(action, base=TupleState):
     """As scenario(), for a class whose __getstate__ runs action(self) once armed."""
-    def getstate(self):
-        if self.a == "armed":
-            action(self)
-        return (self.a, self.b)
-
-    cls = publish(type("HostileState", (base,), {"__getstate__": getstate}))
-    return cls, [cls("learn", 0), cls("learn", 1), cls("armed", 2), cls("after", 3)]
+    return scenario(action, base, hook="__getstate__", name="HostileState")
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)
