@@ -351,18 +351,7 @@ def address(buffer):
     return np.frombuffer(buffer, dtype=np.uint8).ctypes.data
 
 
-@pytest.fixture
-def empty_pool():
-    """An empty receive pool with its default bounds, restored afterwards."""
-    before = receive_buffer_pool()
-    receive_buffer_pool(max_blocks=0)
-    receive_buffer_pool(max_blocks=4, max_bytes=256 * MiB)
-    yield
-    receive_buffer_pool(max_blocks=0)
-    receive_buffer_pool(max_blocks=before["max_blocks"], max_bytes=before["max_bytes"])
-
-
-def test_the_buffers_of_a_message_share_one_block_kept_while_any_of_them_lives(pipe, empty_pool):
+def test_the_buffers_of_a_message_share_one_block_kept_while_any_of_them_lives(pipe, empty_receive_pool):
     a, b = pipe
     sizes = [3, 0, 70_000, 5, MiB]
     sender = in_thread(a.send, [pickle.PickleBuffer(bytearray(bytes([i + 1]) * n)) for i, n in enumerate(sizes)])
@@ -382,7 +371,7 @@ def test_the_buffers_of_a_message_share_one_block_kept_while_any_of_them_lives(p
     assert receive_buffer_pool()["blocks"] == 1            # the last part gone: pooled
 
 
-def test_a_dropped_message_block_is_received_into_again(pipe, empty_pool):
+def test_a_dropped_message_block_is_received_into_again(pipe, empty_receive_pool):
     a, b = pipe
     message = {f"a{i}": np.arange(i * 8192, (i + 1) * 8192, dtype=np.float64) for i in range(100)}
     sender = in_thread(lambda: [a.send(message) for _ in range(2)])

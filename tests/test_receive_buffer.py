@@ -36,17 +36,6 @@ def strategy(request):
     _receive_buffer_strategy(before)
 
 
-@pytest.fixture
-def pool():
-    """An empty pool with its default bounds, restored afterwards."""
-    before = receive_buffer_pool()
-    receive_buffer_pool(max_blocks=0)
-    receive_buffer_pool(max_blocks=4, max_bytes=256 * MiB)
-    yield
-    receive_buffer_pool(max_blocks=0)
-    receive_buffer_pool(max_blocks=before["max_blocks"], max_bytes=before["max_bytes"])
-
-
 def pattern(n: int) -> bytes:
     """n bytes that differ at every offset modulo 251 (a prime): misplaced
     chunks show."""
@@ -173,7 +162,7 @@ def test_complete_head_needs_no_read():
     assert bytes(got) == b"abc" and got.readonly
 
 
-def test_memory_grows_with_what_arrived_not_with_the_claim(strategy, pool):
+def test_memory_grows_with_what_arrived_not_with_the_claim(strategy, empty_receive_pool):
     """A peer claims 1 TiB and sends 3 MiB: each window offered to recv_into
     ends within twice what had arrived (at least 1 MiB, rounded to a page).
     (A pooled block is memory already committed; the pool is empty here.)"""
@@ -214,7 +203,7 @@ def address(buffer) -> int:
     return numpy.frombuffer(buffer, dtype=numpy.uint8).__array_interface__["data"][0]
 
 
-def test_a_dropped_large_buffer_is_received_into_again(strategy, pool):
+def test_a_dropped_large_buffer_is_received_into_again(strategy, empty_receive_pool):
     first = receive_over_socket(pattern(8 * MiB), 0)
     where = address(first)
     del first
@@ -231,7 +220,7 @@ def test_a_dropped_large_buffer_is_received_into_again(strategy, pool):
     assert bytes(fourth) == pattern(5 * MiB)
 
 
-def test_a_buffer_still_referenced_is_never_reused(strategy, pool):
+def test_a_buffer_still_referenced_is_never_reused(strategy, empty_receive_pool):
     first = receive_over_socket(pattern(4 * MiB), 0)
     view = memoryview(first)
     array_base = address(first)
@@ -241,13 +230,13 @@ def test_a_buffer_still_referenced_is_never_reused(strategy, pool):
     assert view.tobytes() == pattern(4 * MiB)
 
 
-def test_small_buffers_are_not_pooled(pool):
+def test_small_buffers_are_not_pooled(empty_receive_pool):
     for _ in range(3):
         receive_over_socket(pattern(MiB - 1), 0)
     assert receive_buffer_pool()["blocks"] == 0
 
 
-def test_a_much_larger_pooled_block_is_left_for_a_larger_buffer(pool):
+def test_a_much_larger_pooled_block_is_left_for_a_larger_buffer(empty_receive_pool):
     large = receive_over_socket(pattern(16 * MiB), 0)
     where = address(large)
     del large
@@ -256,7 +245,7 @@ def test_a_much_larger_pooled_block_is_left_for_a_larger_buffer(pool):
     assert receive_buffer_pool()["blocks"] == 1
 
 
-def test_pool_bounds_in_blocks_and_bytes(pool):
+def test_pool_bounds_in_blocks_and_bytes(empty_receive_pool):
     receive_buffer_pool(max_blocks=2)
     held = [receive_over_socket(pattern(2 * MiB), 0) for _ in range(5)]
     held.clear()
@@ -278,7 +267,7 @@ def test_pool_bounds_in_blocks_and_bytes(pool):
         receive_buffer_pool(max_bytes=-1)
 
 
-def test_pool_in_a_forked_child(pool):
+def test_pool_in_a_forked_child(empty_receive_pool):
     """A child forked while blocks are pooled uses its copy of them."""
     import os
     receive_over_socket(pattern(2 * MiB), 0)
@@ -453,7 +442,7 @@ def thp_allowed() -> bool:
 
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and thp_allowed()),
                     reason="transparent huge pages are a Linux feature, here switched off")
-def test_large_buffers_get_huge_pages_by_default(pool):
+def test_large_buffers_get_huge_pages_by_default(empty_receive_pool):
     """docs/net.md, Receive memory: on Linux a large buffer lives in a 2 MiB-aligned
     mapping advised MADV_HUGEPAGE (the kernel may still fall back to 4 KiB pages
     when it has no free huge page, so this asserts only that some were used)."""
