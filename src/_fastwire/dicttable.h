@@ -152,18 +152,14 @@ static inline int fw_dict_replace_values(PyObject *d, PyObject **items, Py_ssize
     return 1;
 }
 
-/* 1 when dict d's keys are, in order, the objects keys[0], keys[2], ...,
- * keys[2 * (count - 1)] (and no others), all exact str or int, else 0.
- * (Hashing those runs no Python code, so a dict built from d's table instead
- * of by insertion differs in nothing a key's __hash__ or __eq__ could see.) */
-static inline int fw_dict_has_keys(PyObject *d, PyObject **keys, Py_ssize_t count)
+/* fw_dict_has_keys() read off a combined table with no deleted entries (its
+ * keys are then its first count entries): 1 or 0, or -1 for another table. */
+static inline int fw_dict_table_has_keys(PyObject *d, PyObject **keys, Py_ssize_t count)
 {
     PyDictObject *mp = (PyDictObject *)d;
     fw_dict_keys *k = (fw_dict_keys *)mp->ma_keys;
-    Py_ssize_t pos = 0, i = 0, stride;
-    PyObject *key, *value, **table_keys;
-    if (PyDict_GET_SIZE(d) != count)
-        return 0;
+    Py_ssize_t i, stride;
+    PyObject *key, **table_keys;
     if (mp->ma_values == NULL && k->dk_nentries == count) {
         /* No deleted entries: the keys are the first count entries. */
         char *entries = k->dk_indices + ((size_t)1 << k->dk_log2_index_bytes);
@@ -181,6 +177,28 @@ static inline int fw_dict_has_keys(PyObject *d, PyObject **keys, Py_ssize_t coun
         }
         return 1;
     }
+    return -1;
+}
+#else
+#define fw_dict_next PyDict_Next
+#define fw_dict_replace_values(d, items, count) 0
+#define fw_dict_table_has_keys(d, keys, count) (-1)
+#endif
+
+/* 1 when dict d's keys are, in order, the objects keys[0], keys[2], ...,
+ * keys[2 * (count - 1)] (and no others), all exact str or int, else 0.
+ * (Hashing those runs no Python code, so a dict built from d's table instead
+ * of by insertion differs in nothing a key's __hash__ or __eq__ could see.) */
+static inline int fw_dict_has_keys(PyObject *d, PyObject **keys, Py_ssize_t count)
+{
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    int found;
+    if (PyDict_GET_SIZE(d) != count)
+        return 0;
+    found = fw_dict_table_has_keys(d, keys, count);
+    if (found >= 0)
+        return found;
     while (fw_dict_next(d, &pos, &key, &value)) {
         if (i >= count || key != keys[2 * i] || !(PyUnicode_CheckExact(key) || PyLong_CheckExact(key)))
             return 0;
@@ -188,22 +206,5 @@ static inline int fw_dict_has_keys(PyObject *d, PyObject **keys, Py_ssize_t coun
     }
     return i == count;
 }
-#else
-#define fw_dict_next PyDict_Next
-#define fw_dict_replace_values(d, items, count) 0
-static inline int fw_dict_has_keys(PyObject *d, PyObject **keys, Py_ssize_t count)
-{
-    Py_ssize_t pos = 0, i = 0;
-    PyObject *key, *value;
-    if (PyDict_GET_SIZE(d) != count)
-        return 0;
-    while (PyDict_Next(d, &pos, &key, &value)) {
-        if (i >= count || key != keys[2 * i] || !(PyUnicode_CheckExact(key) || PyLong_CheckExact(key)))
-            return 0;
-        i++;
-    }
-    return i == count;
-}
-#endif
 
 #endif /* FASTWIRE_DICTTABLE_H */
