@@ -514,11 +514,33 @@ def pickles(protocols=range(pickle.HIGHEST_PROTOCOL + 1)):
     return result
 
 
+class _StrByValue(pickle.Pickler):
+    """The stdlib's Pickler, writing every exact str by its value (as a
+    persistent id), never as a reference to an equal str written before:
+    which equal strings are one object is not part of a value, and fastwire's
+    loads returns one object for equal short strings (unpickle.h's string
+    cache) where the stdlib makes one per occurrence. Everything else shared,
+    and every cycle, is still written as the memo reference it is."""
+
+    def persistent_id(self, obj):
+        if type(obj) is str:
+            return obj.encode("utf-8", "surrogatepass")
+        return None
+
+
+def graph_pickle(obj, proto=pickle.HIGHEST_PROTOCOL) -> bytes:
+    """obj's pickle by the stdlib, each str written by value (_StrByValue)."""
+    out = io.BytesIO()
+    _StrByValue(out, proto).dump(obj)
+    return out.getvalue()
+
+
 def same_object_graph(a, b, proto=pickle.HIGHEST_PROTOCOL) -> bool:
-    """Equal values *and* the same sharing and cycles: the stdlib writes the
-    same bytes for two graphs exactly when both hold (memo references encode
-    identity), which also makes NaN compare equal to itself."""
-    return pickle.dumps(a, proto) == pickle.dumps(b, proto)
+    """Equal values *and* the same sharing and cycles (str identity aside):
+    the stdlib writes the same bytes for two graphs exactly when both hold
+    (memo references encode identity), which also makes NaN compare equal to
+    itself."""
+    return graph_pickle(a, proto) == graph_pickle(b, proto)
 
 
 def dumps_outcome(dumps, obj, proto):
@@ -538,13 +560,14 @@ def assert_dumps_like_stdlib(obj):
 
 
 def outcome(fn):
-    """A comparable summary: the result's pickle, or the exception type."""
+    """A comparable summary: the result's pickle (str identity aside, see
+    _StrByValue), or the exception type."""
     try:
         value = fn()
     except Exception as exc:  # noqa: BLE001 - comparing exception types is the point
         return ("raises", type(exc))
     try:
-        return ("value", pickle.dumps(value, 4))
+        return ("value", graph_pickle(value, 4))
     except Exception as exc:  # noqa: BLE001 - e.g. a half-built object from a mutated pickle
         return ("value that cannot be pickled", type(value), type(exc))
 
