@@ -660,3 +660,16 @@ def test_instance_state_names_are_not_kept_after_the_load():
     del loaded
     fwpickle.loads(pickle.dumps([1, 2], 5))
     assert sys.getrefcount(name) == before
+
+
+@pytest.mark.parametrize("proto", [0, 1, 2, 5])
+def test_ints_in_every_integer_opcode_are_the_stdlibs_objects(proto):
+    # 0..255 come from a table filled at import with the interpreter's own
+    # small ints (what PyLong_FromLong returns): identical objects to the
+    # stdlib's; the edges of each opcode's range (BININT1, BININT2, BININT,
+    # negative BININT) load as values.
+    values = [*range(-300, 300), 255, 256, 65535, 65536, -1, -2**31, 2**31 - 1, 2**31, 2**63]
+    data = pickle.dumps(values, proto)
+    got, expected = fwpickle.loads(data), pickle.loads(data)
+    assert got == expected
+    assert all(g is e for g, e in zip(got, expected) if 0 <= e < 256)

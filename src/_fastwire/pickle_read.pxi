@@ -62,11 +62,14 @@ cdef extern from "unpickle.h":
     PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n) except NULL
     PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n) except NULL
     int fw_dict_fill_like(PyObject *d, PyObject *shape, PyObject **items, Py_ssize_t count) except -1
+    int fw_dict_presize(PyObject *d, PyObject *first_key, Py_ssize_t count) except -1
     enum: FW_DICT_SHAPE_MIN_ITEMS
     Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
     long fw_le_int(const char *s, int nbytes) nogil
     long long fw_le_signed(const char *s, Py_ssize_t nbytes) nogil
     double fw_be_double(const char *s) nogil
+    int fw_small_ints_init() except -1
+    PyObject *fw_int_from_long(long v) except NULL
     bint fw_memoryview_is_readonly(object view)
     void fw_memoryview_set_readonly(object view)
     bint fw_type_has_new(PyObject *cls)
@@ -89,6 +92,8 @@ cdef extern from "unpickle.h":
 
 
 UnpicklingError = pickle.UnpicklingError
+
+fw_small_ints_init()
 
 
 cdef enum:
@@ -1653,9 +1658,11 @@ cdef int unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
         if c_dict_size(d) == 0 and n - x >= 2 * FW_DICT_SHAPE_MIN_ITEMS:
             if (u.dict_shape is not None
                     and fw_dict_fill_like(d, <PyObject *>u.dict_shape, u.stack + x, (n - x) // 2)):
-                unp_clear_stack(u, x)
+                u.sp = x
                 return 0
             u.dict_shape = <object>d
+        if c_dict_size(d) == 0:
+            fw_dict_presize(d, u.stack[x], (n - x) // 2)
         i = x
         while i < n:
             c_dict_setitem(d, u.stack[i], u.stack[i + 1])
@@ -1973,8 +1980,12 @@ cdef object unp_decode(Unpickler u):
             s = unp_take_fast(u, 1)
             if s == NULL:
                 s = unp_take_slow(u, 1)
-            unp_push(u, c_int_from_long(<unsigned char>s[0]))
-        elif op == OP_MEMOIZE:
+            unp_push(u, fw_int_from_long(<unsigned char>s[0]))
+            continue
+        if op == OP_NONE:
+            unp_push_borrowed(u, c_none)
+            continue
+        if op == OP_MEMOIZE:
             if u.sp <= u.fence:
                 unp_underflow(u)
             unp_memoize_top(u)
@@ -2006,12 +2017,12 @@ cdef object unp_decode(Unpickler u):
             s = unp_take_fast(u, 4)
             if s == NULL:
                 s = unp_take_slow(u, 4)
-            unp_push(u, c_int_from_long(fw_le_int(s, 4)))
+            unp_push(u, fw_int_from_long(fw_le_int(s, 4)))
         elif op == OP_BININT2:
             s = unp_take_fast(u, 2)
             if s == NULL:
                 s = unp_take_slow(u, 2)
-            unp_push(u, c_int_from_long(fw_le_int(s, 2)))
+            unp_push(u, fw_int_from_long(fw_le_int(s, 2)))
         elif op == OP_MARK:
             unp_push_mark(u)
         elif op == OP_APPENDS:
