@@ -1976,15 +1976,15 @@ cdef object unp_decode(Unpickler u):
             except UnpicklingError:
                 raise EOFError("Ran out of input") from None
 
+        # Ints 0..255 are the commonest opcode of most pickles (list items,
+        # int keys, counters, flags): one test ahead of the jump table.
         if op == OP_BININT1:
             s = unp_take_fast(u, 1)
             if s == NULL:
                 s = unp_take_slow(u, 1)
             unp_push(u, fw_int_from_long(<unsigned char>s[0]))
             continue
-        if op == OP_NONE:
-            unp_push_borrowed(u, c_none)
-            continue
+
         if op == OP_MEMOIZE:
             if u.sp <= u.fence:
                 unp_underflow(u)
@@ -2026,7 +2026,14 @@ cdef object unp_decode(Unpickler u):
         elif op == OP_MARK:
             unp_push_mark(u)
         elif op == OP_APPENDS:
-            unp_do_append(u, unp_marker(u))
+            # Items onto an exact list below them: done here, without the call
+            # (every list of two or more items ends with one).
+            n = unp_marker(u)
+            if u.fence < n < u.sp and c_is_list_exact(u.stack[n - 1]):
+                fw_list_extend_steal(u.stack[n - 1], u.stack + n, u.sp - n)
+                u.sp = n
+            else:
+                unp_do_append(u, n)
         elif op == OP_SETITEMS:
             unp_do_setitems(u, unp_marker(u))
         elif op == OP_EMPTY_LIST:
