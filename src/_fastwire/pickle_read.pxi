@@ -1367,29 +1367,38 @@ cdef int unp_memo_densify(Unpickler u) except -1:
     return 0
 
 
-cdef inline int unp_memoize_top(Unpickler u) except -1:
-    """MEMOIZE: store the top of the stack at the next memo index."""
+cdef inline bint unp_memo_append(Unpickler u) noexcept:
+    """Store the top of the stack at the next memo index when that slot is in
+    the dense array and free (nearly always); False changes nothing."""
     cdef Py_ssize_t idx = u.memo_len
-    cdef PyObject *o = u.stack[u.sp - 1]
+    cdef PyObject *o
     if idx < u.memo_cap and u.memo[idx] == NULL:
+        o = u.stack[u.sp - 1]
         c_incref(o)
         u.memo[idx] = o
         u.memo_len = idx + 1
         if idx >= u.memo_hi:
             u.memo_hi = idx + 1
+        return True
+    return False
+
+
+cdef inline int unp_memoize_top(Unpickler u) except -1:
+    """MEMOIZE: store the top of the stack at the next memo index."""
+    if unp_memo_append(u):
         return 0
-    return unp_memo_put(u, idx, o, False)
+    return unp_memo_put(u, u.memo_len, u.stack[u.sp - 1], False)
 
 
-cdef inline int unp_memoize_if_next(Unpickler u) except -1:
+cdef inline void unp_memoize_if_next(Unpickler u) noexcept:
     """Protocols 4+ follow nearly every new object with MEMOIZE; consuming
     it here, right after the push, saves a trip through the opcode switch
     (an indirect jump the CPU mispredicts).  The stack top is the value just
-    pushed, so MEMOIZE's underflow check cannot fail."""
-    if u.pos < u.end and <unsigned char>u.pos[0] == OP_MEMOIZE:
+    pushed, so MEMOIZE's underflow check cannot fail.  Only the store that
+    cannot fail is done here (small enough to inline at every push); a memo
+    that must grow leaves the MEMOIZE to the loop."""
+    if u.pos < u.end and <unsigned char>u.pos[0] == OP_MEMOIZE and unp_memo_append(u):
         u.pos += 1
-        return unp_memoize_top(u)
-    return 0
 
 
 cdef PyObject *unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
