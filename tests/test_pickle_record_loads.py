@@ -186,7 +186,8 @@ def test_hypothesis_short_strings_that_differ_in_one_byte_load_exactly(text, dat
 
 
 @pytest.mark.parametrize("size", [6, 7, 20, 21, 22, 42, 43, 85, 86, 341, 342, 999, 1000, 1001, 2730, 3000])
-@pytest.mark.parametrize("make_key", [int, float, lambda i: (i,), lambda i: ("k", i)], ids=["int", "float", "tuple", "pair"])
+@pytest.mark.parametrize("make_key", [int, float, lambda i: (i,), lambda i: ("k", i)],
+                         ids=["int", "float", "tuple", "pair"])
 def test_a_dict_filled_at_once_has_the_table_insertion_gives_it(size, make_key):
     # A dict of non-str keys filled by SETITEMS gets its table at once
     # (presized) rather than by doubling; it must end as large as the
