@@ -183,3 +183,56 @@ def test_hypothesis_short_strings_that_differ_in_one_byte_load_exactly(text, dat
         for s in variants:
             got = fw.loads(std.dumps(s, 5))
             assert got == s and type(got) is str
+
+
+@pytest.mark.parametrize("size", [6, 7, 20, 21, 22, 42, 43, 85, 86, 341, 342, 999, 1000, 1001, 2730, 3000])
+@pytest.mark.parametrize("make_key", [int, float, lambda i: (i,), lambda i: ("k", i)],
+                         ids=["int", "float", "tuple", "pair"])
+def test_a_dict_filled_at_once_has_the_table_insertion_gives_it(size, make_key):
+    # A dict of non-str keys filled by SETITEMS gets its table at once
+    # (presized) rather than by doubling; it must end as large as the
+    # stdlib's, which grows one key at a time (21, 85, 341 keys just fill a
+    # table; 1000 is a SETITEMS batch), in the same order and tracking.
+    d = {make_key(i): i for i in range(size)}
+    for proto in CORE_PROTOCOLS:
+        got, expected = assert_loads_like_stdlib(std.dumps([d, {"x": d}], proto), sharing=False)
+        assert_dicts_match(got, expected)
+
+
+def test_a_dict_whose_first_key_is_str_keeps_the_str_table_insertion_gives_it():
+    # A str first key starts a str-only table: the stdlib's size differs
+    # between the two kinds, so such dicts are not presized.
+    d = {"a": 0, **{i: i for i in range(40)}, "b": 1}
+    got, expected = assert_loads_like_stdlib(std.dumps(d, 5), sharing=False)
+    assert_dicts_match(got, expected)
+
+
+def test_keys_that_collide_are_compared_as_often_as_the_stdlib_compares_them():
+    # A presized table has fewer slots in use, but __eq__ only ever runs
+    # for keys of equal hash, whatever the table size: both loads compare
+    # colliding keys the same number of times.
+    calls = _eq_calls
+    keys = [CollidingKey(i) for i in range(30)]
+    data = std.dumps(dict.fromkeys(keys), 4)
+    calls.clear()
+    std.loads(data)
+    stdlib_calls = len(calls)
+    calls.clear()
+    got = fw.loads(data)
+    assert len(calls) == stdlib_calls > 0
+    assert list(got) == keys
+
+
+_eq_calls = []
+
+
+class CollidingKey:
+    def __init__(self, n):
+        self.n = n
+
+    def __hash__(self):
+        return 7
+
+    def __eq__(self, other):
+        _eq_calls.append(1)
+        return isinstance(other, CollidingKey) and other.n == self.n

@@ -103,12 +103,14 @@ static inline int fw_dict_watched(PyDictObject *mp)
  * (a clone of a dict with those keys): give entry i the value items[2i+1] in
  * place, as PyDict_SetItem would replace it but without a lookup per key, and
  * leave d tracked by the collector exactly when insertion would have
- * (CPython's MAINTAIN_TRACKING: some key or value may be tracked). Only for a
- * dict nothing else can see: held by the caller's stack and memo alone (so
- * no code observes the values between the clone and this), without
- * watchers. Each replaced value is also held by the dict d was cloned from,
- * so no finalizer runs here. 1 when done, 0 when not applicable (d
- * unchanged). */
+ * (CPython's MAINTAIN_TRACKING: some key or value may be tracked; the keys
+ * are exact str or int, checked by fw_dict_has_keys, which never are). Only
+ * for a dict nothing else can see: held by the caller's stack and memo alone
+ * (so no code observes the values between the clone and this), without
+ * watchers. Each replaced value and each key is also held by the dict d was
+ * cloned from, so dropping them runs no finalizer. 1 when done, having
+ * stolen the 2 * count references in items (the values move into the
+ * table); 0 when not applicable (d and items unchanged). */
 static inline int fw_dict_replace_values(PyObject *d, PyObject **items, Py_ssize_t count)
 {
     PyDictObject *mp = (PyDictObject *)d;
@@ -137,13 +139,9 @@ static inline int fw_dict_replace_values(PyObject *d, PyObject **items, Py_ssize
     for (i = 0; i < count; i++) {
         PyObject *old = values[i * stride], *value = items[2 * i + 1];
         track |= fw_may_be_tracked(value);
-        Py_INCREF(value);
         values[i * stride] = value;
         Py_DECREF(old);
-    }
-    if (!track) {
-        for (i = 0; i < count && !track; i++)
-            track = fw_may_be_tracked(items[2 * i]);
+        Py_DECREF(items[2 * i]);
     }
     if (track && !PyObject_GC_IsTracked(d))
         PyObject_GC_Track(d);
@@ -179,10 +177,44 @@ static inline int fw_dict_table_has_keys(PyObject *d, PyObject **keys, Py_ssize_
     }
     return -1;
 }
+/* Give the empty dict d, about to receive count items whose first key is
+ * first_key, a table that holds them all, as dict(**) and BUILD_MAP do
+ * (_PyDict_NewPresized): insertion one by one would resize it log2(count)
+ * times, each a new table and a rehash of every entry so far. Only where
+ * insertion would have built a general table anyway (the first key is not
+ * an exact str, which would start a str-only table); only for an empty dict
+ * whose table holds nothing, without watchers. The table of a fresh presized
+ * dict is swapped in and the empty one goes out with that dict: nothing can
+ * tell the difference but the size of the table. 0 done or not applicable,
+ * -1 on error. */
+static inline int fw_dict_presize(PyObject *d, PyObject *first_key, Py_ssize_t count)
+{
+    PyDictObject *mp = (PyDictObject *)d, *fresh;
+    fw_dict_keys *k = (fw_dict_keys *)mp->ma_keys;
+    PyDictKeysObject *swap;
+    if (count <= k->dk_usable || mp->ma_used != 0 || mp->ma_values != NULL
+            || k->dk_nentries != 0 || PyUnicode_CheckExact(first_key) || fw_dict_watched(mp))
+        return 0;
+    /* One less than count: the table insertion would end with (sized from
+     * the entries present at its last resize) is the one presized for
+     * count - 1; one sized for count is twice as large where count just
+     * fills a table. Too small, it is not used. */
+    fresh = (PyDictObject *)_PyDict_NewPresized(count - 1);
+    if (fresh == NULL)
+        return -1;
+    if (fresh->ma_values == NULL && ((fw_dict_keys *)fresh->ma_keys)->dk_usable >= count) {
+        swap = mp->ma_keys;
+        mp->ma_keys = fresh->ma_keys;
+        fresh->ma_keys = swap;
+    }
+    Py_DECREF(fresh);
+    return 0;
+}
 #else
 #define fw_dict_next PyDict_Next
 #define fw_dict_replace_values(d, items, count) 0
 #define fw_dict_table_has_keys(d, keys, count) (-1)
+#define fw_dict_presize(d, first_key, count) 0
 #endif
 
 /* 1 when dict d's keys are, in order, the objects keys[0], keys[2], ...,

@@ -62,11 +62,14 @@ cdef extern from "unpickle.h":
     PyObject *fw_tuple_from_steal(PyObject **items, Py_ssize_t n) except NULL
     PyObject *fw_decode_pickled_str(const char *s, Py_ssize_t n) except NULL
     int fw_dict_fill_like(PyObject *d, PyObject *shape, PyObject **items, Py_ssize_t count) except -1
+    int fw_dict_presize(PyObject *d, PyObject *first_key, Py_ssize_t count) except -1
     enum: FW_DICT_SHAPE_MIN_ITEMS
     Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
     long fw_le_int(const char *s, int nbytes) nogil
     long long fw_le_signed(const char *s, Py_ssize_t nbytes) nogil
     double fw_be_double(const char *s) nogil
+    int fw_small_ints_init() except -1
+    PyObject *fw_int_from_long(long v) except NULL
     bint fw_memoryview_is_readonly(object view)
     void fw_memoryview_set_readonly(object view)
     bint fw_type_has_new(PyObject *cls)
@@ -89,6 +92,8 @@ cdef extern from "unpickle.h":
 
 
 UnpicklingError = pickle.UnpicklingError
+
+fw_small_ints_init()
 
 
 cdef enum:
@@ -1362,29 +1367,38 @@ cdef int unp_memo_densify(Unpickler u) except -1:
     return 0
 
 
-cdef inline int unp_memoize_top(Unpickler u) except -1:
-    """MEMOIZE: store the top of the stack at the next memo index."""
+cdef inline bint unp_memo_append(Unpickler u) noexcept:
+    """Store the top of the stack at the next memo index when that slot is in
+    the dense array and free (nearly always); False changes nothing."""
     cdef Py_ssize_t idx = u.memo_len
-    cdef PyObject *o = u.stack[u.sp - 1]
+    cdef PyObject *o
     if idx < u.memo_cap and u.memo[idx] == NULL:
+        o = u.stack[u.sp - 1]
         c_incref(o)
         u.memo[idx] = o
         u.memo_len = idx + 1
         if idx >= u.memo_hi:
             u.memo_hi = idx + 1
+        return True
+    return False
+
+
+cdef inline int unp_memoize_top(Unpickler u) except -1:
+    """MEMOIZE: store the top of the stack at the next memo index."""
+    if unp_memo_append(u):
         return 0
-    return unp_memo_put(u, idx, o, False)
+    return unp_memo_put(u, u.memo_len, u.stack[u.sp - 1], False)
 
 
-cdef inline int unp_memoize_if_next(Unpickler u) except -1:
+cdef inline void unp_memoize_if_next(Unpickler u) noexcept:
     """Protocols 4+ follow nearly every new object with MEMOIZE; consuming
     it here, right after the push, saves a trip through the opcode switch
     (an indirect jump the CPU mispredicts).  The stack top is the value just
-    pushed, so MEMOIZE's underflow check cannot fail."""
-    if u.pos < u.end and <unsigned char>u.pos[0] == OP_MEMOIZE:
+    pushed, so MEMOIZE's underflow check cannot fail.  Only the store that
+    cannot fail is done here (small enough to inline at every push); a memo
+    that must grow leaves the MEMOIZE to the loop."""
+    if u.pos < u.end and <unsigned char>u.pos[0] == OP_MEMOIZE and unp_memo_append(u):
         u.pos += 1
-        return unp_memoize_top(u)
-    return 0
 
 
 cdef PyObject *unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
@@ -1653,9 +1667,11 @@ cdef int unp_do_setitems(Unpickler u, Py_ssize_t x) except -1:
         if c_dict_size(d) == 0 and n - x >= 2 * FW_DICT_SHAPE_MIN_ITEMS:
             if (u.dict_shape is not None
                     and fw_dict_fill_like(d, <PyObject *>u.dict_shape, u.stack + x, (n - x) // 2)):
-                unp_clear_stack(u, x)
+                u.sp = x
                 return 0
             u.dict_shape = <object>d
+        if c_dict_size(d) == 0:
+            fw_dict_presize(d, u.stack[x], (n - x) // 2)
         i = x
         while i < n:
             c_dict_setitem(d, u.stack[i], u.stack[i + 1])
@@ -1969,12 +1985,16 @@ cdef object unp_decode(Unpickler u):
             except UnpicklingError:
                 raise EOFError("Ran out of input") from None
 
+        # Ints 0..255 are the commonest opcode of most pickles (list items,
+        # int keys, counters, flags): one test ahead of the jump table.
         if op == OP_BININT1:
             s = unp_take_fast(u, 1)
             if s == NULL:
                 s = unp_take_slow(u, 1)
-            unp_push(u, c_int_from_long(<unsigned char>s[0]))
-        elif op == OP_MEMOIZE:
+            unp_push(u, fw_int_from_long(<unsigned char>s[0]))
+            continue
+
+        if op == OP_MEMOIZE:
             if u.sp <= u.fence:
                 unp_underflow(u)
             unp_memoize_top(u)
@@ -2006,16 +2026,23 @@ cdef object unp_decode(Unpickler u):
             s = unp_take_fast(u, 4)
             if s == NULL:
                 s = unp_take_slow(u, 4)
-            unp_push(u, c_int_from_long(fw_le_int(s, 4)))
+            unp_push(u, fw_int_from_long(fw_le_int(s, 4)))
         elif op == OP_BININT2:
             s = unp_take_fast(u, 2)
             if s == NULL:
                 s = unp_take_slow(u, 2)
-            unp_push(u, c_int_from_long(fw_le_int(s, 2)))
+            unp_push(u, fw_int_from_long(fw_le_int(s, 2)))
         elif op == OP_MARK:
             unp_push_mark(u)
         elif op == OP_APPENDS:
-            unp_do_append(u, unp_marker(u))
+            # Items onto an exact list below them: done here, without the call
+            # (every list of two or more items ends with one).
+            n = unp_marker(u)
+            if u.fence < n < u.sp and c_is_list_exact(u.stack[n - 1]):
+                fw_list_extend_steal(u.stack[n - 1], u.stack + n, u.sp - n)
+                u.sp = n
+            else:
+                unp_do_append(u, n)
         elif op == OP_SETITEMS:
             unp_do_setitems(u, unp_marker(u))
         elif op == OP_EMPTY_LIST:
