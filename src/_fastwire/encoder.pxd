@@ -5,11 +5,11 @@
 # pickle_write.pxi.
 
 from libc.stdlib cimport free
-from libc.string cimport memset
 
 from cpython.object cimport PyObject
 
 from capi cimport c_decref, c_xdecref
+from wire cimport fw_zero
 
 
 cdef enum:
@@ -87,7 +87,7 @@ cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline
     cdef int bits = 0
     while (<size_t>1 << bits) < inline_count:
         bits += 1
-    memset(inline_slots, 0, inline_count * sizeof(PwMemoSlot))
+    fw_zero(inline_slots, inline_count * sizeof(PwMemoSlot))
     m.slots = inline_slots
     m.mask = inline_count - 1
     m.shift = 64 - bits
@@ -113,7 +113,7 @@ cdef inline void pw_memo_free(PwMemo *m) noexcept:
 
 
 cdef inline void pw_enc_init(PwEnc *e, int proto, PwMemo *memo) noexcept:
-    memset(e, 0, sizeof(PwEnc))
+    fw_zero(e, sizeof(PwEnc))
     e.proto = proto
     e.memo = memo
     e.frame_start = -1

@@ -46,7 +46,7 @@ from capi cimport (
     c_type_type, c_utf8_and_size, c_xdecref,
 )
 from wire cimport (
-    FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_release, fw_store_f64, fw_store_u32,
+    FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_copy_short, fw_release, fw_store_f64, fw_store_u32,
     fw_store_u64,
 )
 from opcodes cimport (
@@ -386,13 +386,22 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
     return 0
 
 
-cdef inline Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) noexcept:
-    """Add `key` (not yet present) with the next index and return that index."""
-    cdef PwMemoSlot *s
+cdef inline PwMemoSlot *pw_memo_room_for(PwMemo *m, PyObject *key) noexcept:
+    """The slot holding `key`, or the empty slot where it goes once room for
+    one more entry is made (NULL with MemoryError set): one probe serves
+    both the lookup and the insertion that follows a miss, as long as
+    nothing else is memoized in between."""
     if (<size_t>m.used + 1) * 3 >= (m.mask + 1) * 2:
         if pw_memo_grow(m) < 0:
-            return -1
-    s = pw_memo_slot(m, key)
+            return NULL
+    return pw_memo_slot(m, key)
+
+
+cdef inline Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) noexcept:
+    """Add `key` (not yet present) with the next index and return that index."""
+    cdef PwMemoSlot *s = pw_memo_room_for(m, key)
+    if s == NULL:
+        return -1
     c_incref(key)
     s.key = key
     s.index = m.used
@@ -654,9 +663,26 @@ cdef inline int pw_memo_put(PwEnc *e, PyObject *obj) noexcept:
         return 0
     if pw_memo_insert(e.memo, obj) < 0:
         return -1
+    return pw_put_memo_written(e)
+
+
+cdef inline int pw_put_memo_written(PwEnc *e) noexcept:
+    """The opcode that stores what was just written as the newest memo entry."""
     if e.proto >= 4:
         return pw_put1(e, OP_MEMOIZE)
     return pw_put_memo_op(e, OP_BINPUT, OP_LONG_BINPUT, e.memo.used - 1)
+
+
+cdef inline int pw_memo_put_at(PwEnc *e, PwMemoSlot *s, PyObject *obj) noexcept:
+    """pw_memo_put for obj, whose slot pw_memo_room_for found empty (and
+    nothing was memoized since)."""
+    if e.fast:
+        return 0
+    c_incref(obj)
+    s.key = obj
+    s.index = e.memo.used
+    e.memo.used += 1
+    return pw_put_memo_written(e)
 
 
 cdef inline int pw_memo_get(PwEnc *e, Py_ssize_t idx) noexcept:
@@ -805,33 +831,35 @@ cdef inline int pw_save_float_value(PwEnc *e, double value) noexcept:
 cdef inline int pw_save_short_ascii(PwEnc *e, PyObject *obj, int flags) noexcept:
     """SHORT_BINUNICODE (protocol 4+) for an ASCII str shorter than 256, with
     the memo handled; 0 when obj is not such a string (nothing written)."""
-    cdef bint unique
-    cdef Py_ssize_t idx, n
+    cdef PwMemoSlot *slot = NULL
+    cdef Py_ssize_t n
     cdef char *p
     if not c_is_compact_ascii(obj) or e.proto < 4:
         return 0
     n = c_str_length(obj)
     if n >= 256:
         return 0
-    unique = pw_unique(obj, flags)
-    if not unique:
-        idx = pw_memo_index(e, obj)
-        if idx >= 0:
-            return -1 if pw_memo_get(e, idx) < 0 else 1
+    if not pw_unique(obj, flags):
+        slot = pw_memo_room_for(e.memo, obj)
+        if slot == NULL:
+            return -1
+        if slot.key != NULL:
+            return -1 if pw_memo_get(e, slot.index) < 0 else 1
     p = pw_claim(e, 2 + n)
     if p == NULL:
         return -1
     p[0] = <char>OP_SHORT_BINUNICODE
     p[1] = <char>n
-    memcpy(p + 2, c_str_data(obj), n)
-    if not unique and pw_memo_put(e, obj) < 0:
+    fw_copy_short(p + 2, <const char *>c_str_data(obj), n)
+    if slot != NULL and pw_memo_put_at(e, slot, obj) < 0:
         return -1
     return 1
 
 
 cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
     cdef bint unique = pw_unique(obj, flags)
-    cdef Py_ssize_t idx, n
+    cdef PwMemoSlot *slot = NULL
+    cdef Py_ssize_t n
     cdef const char *data
     cdef char *p
     cdef object encoded
@@ -839,9 +867,11 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
     if r != 0:
         return 0 if r > 0 else -1
     if not unique:
-        idx = pw_memo_index(e, obj)
-        if idx >= 0:
-            return pw_memo_get(e, idx)
+        slot = pw_memo_room_for(e.memo, obj)
+        if slot == NULL:
+            return -1
+        if slot.key != NULL:
+            return pw_memo_get(e, slot.index)
     if c_is_compact_ascii(obj):
         data = <const char *>c_str_data(obj)
         n = c_str_length(obj)
@@ -855,25 +885,29 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
             encoded = (<object>obj).encode("utf-8", "surrogatepass")
             data = c_bytes_data(<PyObject *>encoded)
             n = c_bytes_size(<PyObject *>encoded)
+    # Encoding runs no Python code and allocates nothing the collector
+    # tracks, so the memo (and `slot`) cannot change before the write.
     if n < 256 and e.proto >= 4:
         p = pw_reserve(e, 2 + n)
         p[0] = <char>OP_SHORT_BINUNICODE
         p[1] = <char>n
-        memcpy(p + 2, data, n)
-    elif n <= 0xffffffff:
-        if n >= PW_FRAME_TARGET:
-            pw_save_str_large(e, obj, data, n, OP_BINUNICODE, 4)
-        else:
-            p = pw_reserve(e, 5 + n)
-            p[0] = <char>OP_BINUNICODE
-            pw_store_le32(p + 1, <uint32_t>n)
-            memcpy(p + 5, data, n)
-    elif e.proto >= 4:
-        pw_save_str_large(e, obj, data, n, OP_BINUNICODE8, 8)
+        fw_copy_short(p + 2, data, n)
+    elif n < PW_FRAME_TARGET:
+        p = pw_reserve(e, 5 + n)
+        p[0] = <char>OP_BINUNICODE
+        pw_store_le32(p + 1, <uint32_t>n)
+        memcpy(p + 5, data, n)
     else:
-        raise pw_PicklingError("cannot serialize a string larger than 4GiB")
+        # A large payload may go to file.write, which can change the memo.
+        if n <= 0xffffffff:
+            pw_save_str_large(e, obj, data, n, OP_BINUNICODE, 4)
+        elif e.proto >= 4:
+            pw_save_str_large(e, obj, data, n, OP_BINUNICODE8, 8)
+        else:
+            raise pw_PicklingError("cannot serialize a string larger than 4GiB")
+        return 0 if unique else pw_memo_put(e, obj)
     if not unique:
-        return pw_memo_put(e, obj)
+        return pw_memo_put_at(e, slot, obj)
     return 0
 
 
