@@ -370,11 +370,13 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
         for i in range(n):
             pw_memo_slot(m, moved[i].key)[0] = moved[i]
         return 0
-    fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
+    fresh = pw_memo_block(new_cap)
     if fresh == NULL:
         c_no_memory()
         return -1
+    memcpy(<PyObject **>(fresh + new_cap), m.keys, m.used * sizeof(PyObject *))
     m.slots = fresh
+    m.keys = <PyObject **>(fresh + new_cap)
     m.mask = new_cap - 1
     m.shift -= factor_bits
     for i in range(old_cap):
@@ -384,6 +386,11 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
         free(old)
     m.owns_slots = True
     return 0
+
+
+cdef inline PwMemoSlot *pw_memo_block(size_t cap) noexcept:
+    """A heap table of cap empty slots followed by room for cap keys."""
+    return <PwMemoSlot *>calloc(cap, sizeof(PwMemoSlot) + sizeof(PyObject *))
 
 
 cdef inline PwMemoSlot *pw_memo_room_for(PwMemo *m, PyObject *key) noexcept:
@@ -403,6 +410,7 @@ cdef inline Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) noexcept:
     if s == NULL:
         return -1
     c_incref(key)
+    m.keys[m.used] = key
     s.key = key
     s.index = m.used
     m.used += 1
@@ -419,6 +427,7 @@ cdef int pw_memo_set(PwMemo *m, PyObject *key, Py_ssize_t index) except -1:
     if s.key == NULL:
         c_incref(key)
         s.key = key
+        m.keys[m.used] = key
         m.used += 1
     s.index = index
     return 0
@@ -428,23 +437,28 @@ cdef void pw_memo_clear(PwMemo *m) noexcept:
     """Drop every entry. References are released after the table is emptied,
     so a destructor that re-enters the pickler sees a consistent memo."""
     cdef PwMemoSlot *old = m.slots
+    cdef PyObject **keys = m.keys
+    cdef PyObject *inline_keys[PW_INLINE_MEMO_ROOM]
     cdef size_t cap = m.mask + 1
     cdef bint owned = m.owns_slots
-    cdef size_t i
+    cdef Py_ssize_t i, used = m.used
     cdef PwMemoSlot *fresh
-    if m.used == 0:
+    if used == 0:
         return
     if owned:
-        fresh = <PwMemoSlot *>calloc(cap, sizeof(PwMemoSlot))
+        fresh = pw_memo_block(cap)
         if fresh == NULL:      # keep the (valid) table rather than crash
             return
         m.slots = fresh
+        m.keys = <PyObject **>(fresh + cap)
+    else:
+        # The inline arrays are reused at once: set the keys aside first.
+        memcpy(inline_keys, keys, used * sizeof(PyObject *))
+        keys = inline_keys
+        memset(old, 0, cap * sizeof(PwMemoSlot))
     m.used = 0
-    for i in range(cap):
-        if old[i].key != NULL:
-            c_decref(old[i].key)
-            if not owned:
-                old[i].key = NULL
+    for i in range(used):
+        c_decref(keys[i])
     if owned:
         free(old)
 
@@ -681,6 +695,7 @@ cdef inline int pw_memo_put_at(PwEnc *e, PwMemoSlot *s, PyObject *obj) noexcept:
     c_incref(obj)
     s.key = obj
     s.index = e.memo.used
+    e.memo.keys[e.memo.used] = obj
     e.memo.used += 1
     return pw_put_memo_written(e)
 
@@ -3011,10 +3026,11 @@ cdef class Pickler:
     cdef public bint fast
     cdef PwMemo _memo
     cdef PwMemoSlot _memo_inline[8]
+    cdef PyObject *_memo_inline_keys[8]
     cdef object _low
 
     def __cinit__(self, *args, **kwargs):
-        pw_memo_init(&self._memo, self._memo_inline, 8, 8)
+        pw_memo_init(&self._memo, self._memo_inline, self._memo_inline_keys, 8, 8)
 
     def __init__(self, file, protocol=None, *, fix_imports=True, buffer_callback=None):
         cdef int proto
