@@ -700,6 +700,25 @@ cdef inline int pw_memo_put_at(PwEnc *e, PwMemoSlot *s, PyObject *obj) noexcept:
     return pw_put_memo_written(e)
 
 
+cdef int pw_put_empty(PwEnc *e, unsigned char op, PyObject *obj) noexcept:
+    """An empty mutable container's opcode (EMPTY_LIST, ...) and its memo
+    entry (obj is not in the memo yet): where MEMOIZE serves, one claim
+    writes both."""
+    cdef char *p
+    if e.fast or e.proto < 4:
+        if pw_put1(e, op) < 0:
+            return -1
+        return pw_memo_put(e, obj)
+    if pw_memo_insert(e.memo, obj) < 0:
+        return -1
+    p = pw_claim(e, 2)
+    if p == NULL:
+        return -1
+    p[0] = <char>op
+    p[1] = <char>OP_MEMOIZE
+    return 0
+
+
 cdef inline int pw_memo_get(PwEnc *e, Py_ssize_t idx) noexcept:
     return pw_put_memo_op(e, OP_BINGET, OP_LONG_BINGET, idx)
 
@@ -1001,7 +1020,9 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     if t == &c_str_type:
         return pw_atom_str(e, obj)
     if t == &c_long_type:
-        if not pw_int63_value(obj, &x):
+        # One digit first: most ints in a container are small, and reading
+        # one needs neither the digit loop nor the sign's separate handling.
+        if not pw_compact_long(obj, &x) and not pw_int63_value(obj, &x):
             return 0                    # pw_save's wide-int path
         if 0 <= x <= 0xff:
             p[0] = <char>OP_BININT1
@@ -1166,7 +1187,7 @@ cdef int pw_fast_leave(PwEnc *e, PyObject *obj) except -1:
 cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
     if e.fast:
         pw_fast_enter(e, obj)
-    if pw_put1(e, OP_EMPTY_LIST) < 0 or pw_memo_put(e, obj) < 0:
+    if pw_put_empty(e, OP_EMPTY_LIST, obj) < 0:
         return -1
     if c_list_size(obj):
         # The C pickle counts the items of a non-empty list (or dict) as one
@@ -1237,7 +1258,7 @@ cdef inline int pw_save_dict_item(PwEnc *e, PyObject *key, PyObject *value) exce
 cdef int pw_save_dict(PwEnc *e, PyObject *obj) except -1:
     if e.fast:
         pw_fast_enter(e, obj)
-    if pw_put1(e, OP_EMPTY_DICT) < 0 or pw_memo_put(e, obj) < 0:
+    if pw_put_empty(e, OP_EMPTY_DICT, obj) < 0:
         return -1
     if c_dict_size(obj):
         if c_enter_recursive_call(" while pickling an object"):   # as for lists
@@ -1326,8 +1347,7 @@ cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
         return pw_save_reduce(e, (set, (list(<object>obj),)), obj)
     if e.fast:
         pw_fast_enter(e, obj)
-    pw_write1(e, OP_EMPTY_SET)
-    if pw_memo_put(e, obj) < 0:
+    if pw_put_empty(e, OP_EMPTY_SET, obj) < 0:
         return -1
     size = c_set_size(obj)
     if size:
