@@ -75,7 +75,7 @@ from operator import index as pw_index
 from pickle import DEFAULT_PROTOCOL as _PW_DEFAULT_PROTOCOL
 
 from libc.string cimport memmove
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport free, malloc
 
 
 cdef extern from *:
@@ -389,8 +389,15 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
 
 
 cdef inline PwMemoSlot *pw_memo_block(size_t cap) noexcept:
-    """A heap table of cap empty slots followed by room for cap keys."""
-    return <PwMemoSlot *>calloc(cap, sizeof(PwMemoSlot) + sizeof(PyObject *))
+    """A heap table of cap empty slots followed by room for cap keys (not
+    zeroed: only the first `used` are ever read)."""
+    cdef PwMemoSlot *block
+    if cap > (<size_t>PW_NO_BOUNDARY) // (sizeof(PwMemoSlot) + sizeof(PyObject *)):
+        return NULL
+    block = <PwMemoSlot *>malloc(cap * (sizeof(PwMemoSlot) + sizeof(PyObject *)))
+    if block != NULL:
+        memset(block, 0, cap * sizeof(PwMemoSlot))
+    return block
 
 
 cdef inline PwMemoSlot *pw_memo_room_for(PwMemo *m, PyObject *key) noexcept:
