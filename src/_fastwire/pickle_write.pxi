@@ -1021,7 +1021,7 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
     if e.cap - e.len < PW_ATOM_ROOM:
-        return pw_save_atom_grow(e, obj)
+        return pw_atom_grow(e, obj)
     t = c_type_of(obj)
     p = e.buf + e.len
     if t == &c_str_type:
@@ -1045,7 +1045,7 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
             pw_store_le32(p + 1, <uint32_t>x)
             e.len += 5
         else:
-            return pw_save_atom_long1(e, x)
+            return pw_atom_long1(e, x)
         return 1
     if t == &c_float_type:
         p[0] = <char>OP_BINFLOAT
@@ -1059,15 +1059,18 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     elif obj == c_false:
         p[0] = <char>OP_NEWFALSE
     elif not pw_unique(obj, 0) and e.memo.used:
-        return pw_save_atom_memo_ref(e, obj)
+        return pw_atom_memo_ref(e, obj)
     else:
         return 0
     e.len += 1
     return 1
 
 
-# The rare cases of pw_save_atom, out of line so that its common paths stay
-# small enough to be inlined into the container loops.
+# The other cases of pw_save_atom, called through pointers: the compiler
+# would otherwise inline some of them (which ones depends on the compiler and
+# on the Python version's headers: 3.13 took in the memo reference and the
+# buffer growth), and the register saves their calls need would then cost
+# every int, float and None as well.
 
 cdef int pw_save_atom_grow(PwEnc *e, PyObject *obj) noexcept:
     if pw_grow(e, PW_ATOM_ROOM) < 0:
@@ -1077,13 +1080,6 @@ cdef int pw_save_atom_grow(PwEnc *e, PyObject *obj) noexcept:
 
 cdef int pw_save_atom_str(PwEnc *e, PyObject *obj) noexcept:
     return pw_save_short_ascii(e, obj, 0)
-
-
-# Called through a pointer: the compiler would otherwise inline the string
-# path (memcpy, memo) into pw_save_atom, and its register saves would then
-# cost every int, float and None as well.
-cdef int (*pw_atom_str)(PwEnc *e, PyObject *obj) noexcept
-pw_atom_str = pw_save_atom_str
 
 
 cdef int pw_save_atom_long1(PwEnc *e, long long x) noexcept:
@@ -1096,6 +1092,16 @@ cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
     if idx < 0:
         return 0
     return -1 if pw_memo_get(e, idx) < 0 else 1
+
+
+cdef int (*pw_atom_grow)(PwEnc *e, PyObject *obj) noexcept
+cdef int (*pw_atom_str)(PwEnc *e, PyObject *obj) noexcept
+cdef int (*pw_atom_long1)(PwEnc *e, long long x) noexcept
+cdef int (*pw_atom_memo_ref)(PwEnc *e, PyObject *obj) noexcept
+pw_atom_grow = pw_save_atom_grow
+pw_atom_str = pw_save_atom_str
+pw_atom_long1 = pw_save_atom_long1
+pw_atom_memo_ref = pw_save_atom_memo_ref
 
 
 cdef int pw_save_held(PwEnc *e, PyObject *obj) except -1:
