@@ -926,8 +926,9 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
             encoded = (<object>obj).encode("utf-8", "surrogatepass")
             data = c_bytes_data(<PyObject *>encoded)
             n = c_bytes_size(<PyObject *>encoded)
-    # Encoding runs no Python code and allocates nothing the collector
-    # tracks, so the memo (and `slot`) cannot change before the write.
+    # Nothing memoizes between the probe and the write, so `slot` stays the
+    # key's place: encoding calls no user code, and code a finalizer might
+    # run cannot reach this call's memo (a Pickler's is claimed for the dump).
     if n < 256 and e.proto >= 4:
         p = pw_reserve(e, 2 + n)
         p[0] = <char>OP_SHORT_BINUNICODE
