@@ -23,6 +23,17 @@ from tests.support.descriptors import Reuse
 STREAM = 16
 
 
+LOOPBACK = {"AF_INET": ("127.0.0.1", 0), "AF_INET6": ("::1", 0)}
+
+
+def has_ipv6():
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        return False
+    return socket.has_ipv6
+
+
 def nodelay(conn):
     with socket.socket(fileno=socket.dup(conn.fileno())) as sock:
         return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
@@ -33,12 +44,12 @@ def tcp_pair():
     """(client, server): two fastwire ends of one TCP connection on loopback."""
     pairs = []
 
-    def make(**options):
-        with net.Listener(("127.0.0.1", 0), "AF_INET", **options) as listener:
+    def make(family="AF_INET", **options):
+        with net.Listener(LOOPBACK[family], family, **options) as listener:
             accepted = {}
             thread = threading.Thread(target=lambda: accepted.setdefault("conn", listener.accept()))
             thread.start()
-            client = net.Client(listener.address, "AF_INET", **options)
+            client = net.Client(listener.address, family, **options)
             thread.join(timeout=30)
         pairs.append((client, accepted["conn"]))
         return pairs[-1]
@@ -69,8 +80,12 @@ def test_a_few_sends_in_a_row_keep_tcp_nodelay(tcp_pair):
     assert [server.recv() for _ in range(STREAM - 1)] == list(range(STREAM - 1))
 
 
-def test_a_stream_of_sends_turns_nagle_on(tcp_pair):
-    client, server = tcp_pair()
+@pytest.mark.parametrize("family", [
+    "AF_INET",
+    pytest.param("AF_INET6", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6 on this machine")),
+])
+def test_a_stream_of_sends_turns_nagle_on(tcp_pair, family):
+    client, server = tcp_pair(family)
     stream(client, STREAM)
     assert not nodelay(client)
     assert client._nagle
