@@ -176,6 +176,23 @@ def test_shared_string_is_shared_and_unique_strings_are_equal(proto):
     assert out[0] is out[1] and out == [s, s, "x" + s]
 
 
+# Short strings are copied in pieces that depend on the length (up to 3, 7,
+# 16 and 32 bytes, then a plain copy); SHORT_BINUNICODE ends at 255. Every
+# length around those edges, in each kind of str, shared (memoized, so the
+# bytes are the stdlib's) and alone.
+STR_LENGTHS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 127, 254, 255, 256, 257, 300]
+
+
+@pytest.mark.parametrize("char", ["a", "\xe9", "\u20ac", "\U0001f600"])
+@pytest.mark.parametrize("proto", CORE_PROTOCOLS)
+def test_strings_of_every_copy_length_match_the_stdlib(char, proto):
+    strings = ["".join(chr(ord(char) + i % 3) for i in range(n)) for n in STR_LENGTHS]
+    shared = strings + strings
+    assert fw.dumps(shared, proto) == std.dumps(shared, proto)
+    assert std.loads(fw.dumps(strings, proto)) == strings
+    assert std.loads(fw.dumps({s: s for s in strings}, proto)) == {s: s for s in strings}
+
+
 def test_protocol_handling():
     obj = {"a": [1, 2.5, None]}
     assert std.loads(fw.dumps(obj)) == obj

@@ -3,10 +3,12 @@ against the stdlib's C Pickler doing the same thing, on real files and sockets."
 
 import collections
 import copyreg
+import gc
 import io
 import pickle as std
 import pickletools
 import socket
+import sys
 import tempfile
 import threading
 
@@ -185,6 +187,37 @@ def test_memo_persists_across_dumps_until_cleared(proto):
         reader = std.Unpickler(io.BytesIO(buf.getvalue()))
         a, b, c = reader.load(), reader.load(), reader.load()
         assert a is b and a == c and c is not a, pickler_class
+
+
+@pytest.mark.parametrize("count", [3, 7, 100, 1000])
+def test_memo_releases_every_entry_once_through_growth_clear_and_reassignment(count):
+    # The memo holds a reference to each entry, kept in its table and in the
+    # order the entries were added; each path that empties it (clear_memo,
+    # memo.clear, assigning a memo, the Pickler's end) must release each
+    # exactly once, whether the table is still inline or has grown. The
+    # stdlib's Pickler, taken through the same steps, writes the same bytes.
+    objs = [[i] for i in range(count)]
+    before = [sys.getrefcount(o) for o in objs]
+    written = []
+    for pickler_class in (fw.Pickler, std.Pickler):
+        buf = io.BytesIO()
+        p = pickler_class(buf, 5)
+        p.dump(objs)
+        assert len(p.memo.copy()) == count + 1
+        p.clear_memo()
+        p.dump(objs)
+        p.memo = p.memo.copy()           # cleared, then refilled entry by entry
+        assert len(p.memo.copy()) == count + 1
+        p.dump(objs)                     # refers to the reassigned entries
+        p.memo.clear()
+        p.dump(objs[: count // 2])
+        p.memo = {}
+        p.dump(objs)
+        del p
+        gc.collect()
+        assert [sys.getrefcount(o) for o in objs] == before, pickler_class
+        written.append(buf.getvalue())
+    assert written[0] == written[1]
 
 
 def test_memo_proxy():

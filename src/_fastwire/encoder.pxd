@@ -5,11 +5,11 @@
 # pickle_write.pxi.
 
 from libc.stdlib cimport free
-from libc.string cimport memset
 
 from cpython.object cimport PyObject
 
 from capi cimport c_decref, c_xdecref
+from wire cimport fw_zero
 
 
 cdef enum:
@@ -33,10 +33,15 @@ cdef struct PwMemoSlot:
 
 cdef struct PwMemo:
     PwMemoSlot *slots
+    # The `used` keys in the order they were added: releasing them walks this
+    # dense list instead of every slot of a table that is mostly empty. Room
+    # for mask + 1 keys (the table never fills).
+    PyObject **keys
     size_t mask
     int shift
     Py_ssize_t used
-    bint owns_slots      # False while the slots are the caller's inline array
+    bint owns_slots      # False while slots and keys are the caller's inline arrays;
+    # True when they are one heap block (the keys after the slots)
     size_t inline_room   # slots of that inline array (it grows in place up to this)
 
 
@@ -75,20 +80,23 @@ cdef struct PwCall:
     PwEnc enc
     PwMemo memo                       # used unless the caller brings its own
     PwMemoSlot memo_slots[PW_INLINE_MEMO_ROOM]
+    PyObject *memo_keys[PW_INLINE_MEMO_ROOM]
     char output[PW_STACK_OUTPUT]
 
 
-cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline_count,
-                              size_t inline_room) noexcept:
+cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, PyObject **inline_keys,
+                              size_t inline_count, size_t inline_room) noexcept:
     """A memo of inline_count slots (a power of two) in the caller's array
-    of inline_room slots: only the slots in use are zeroed, so a call that
-    memoizes little pays little, and one that memoizes a record's few dozen
-    strings grows within the array instead of allocating."""
+    of inline_room slots (and its list of as many keys): only the slots in
+    use are zeroed, so a call that memoizes little pays little, and one that
+    memoizes a record's few dozen strings grows within the array instead of
+    allocating."""
     cdef int bits = 0
     while (<size_t>1 << bits) < inline_count:
         bits += 1
-    memset(inline_slots, 0, inline_count * sizeof(PwMemoSlot))
+    fw_zero(inline_slots, inline_count * sizeof(PwMemoSlot))
     m.slots = inline_slots
+    m.keys = inline_keys
     m.mask = inline_count - 1
     m.shift = 64 - bits
     m.used = 0
@@ -98,22 +106,21 @@ cdef inline void pw_memo_init(PwMemo *m, PwMemoSlot *inline_slots, size_t inline
 
 cdef inline void pw_memo_free(PwMemo *m) noexcept:
     """Release the keys and the table (the memo is unusable afterwards)."""
-    cdef size_t i
-    cdef PwMemoSlot *slots = m.slots
-    cdef size_t cap = m.mask + 1
+    cdef Py_ssize_t i, used = m.used
+    cdef PyObject **keys = m.keys
     m.used = 0
-    if slots != NULL:
-        for i in range(cap):
-            if slots[i].key != NULL:
-                c_decref(slots[i].key)
+    if m.slots != NULL:
+        for i in range(used):
+            c_decref(keys[i])
     if m.owns_slots:
-        free(slots)
+        free(m.slots)
     m.slots = NULL
+    m.keys = NULL
     m.owns_slots = False
 
 
 cdef inline void pw_enc_init(PwEnc *e, int proto, PwMemo *memo) noexcept:
-    memset(e, 0, sizeof(PwEnc))
+    fw_zero(e, sizeof(PwEnc))
     e.proto = proto
     e.memo = memo
     e.frame_start = -1
@@ -136,7 +143,7 @@ cdef inline PwEnc *pw_call_begin(PwCall *s, int proto, PwMemo *memo) noexcept:
     call), else a fresh memo in s.memo_slots. Every exit after this must call
     pw_call_end."""
     if memo == NULL:
-        pw_memo_init(&s.memo, s.memo_slots, PW_INLINE_MEMO, PW_INLINE_MEMO_ROOM)
+        pw_memo_init(&s.memo, s.memo_slots, s.memo_keys, PW_INLINE_MEMO, PW_INLINE_MEMO_ROOM)
         memo = &s.memo
     pw_enc_init(&s.enc, proto, memo)
     s.enc.buf = s.output

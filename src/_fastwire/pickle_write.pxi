@@ -46,7 +46,7 @@ from capi cimport (
     c_type_type, c_utf8_and_size, c_xdecref,
 )
 from wire cimport (
-    FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_release, fw_store_f64, fw_store_u32,
+    FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_copy_short, fw_release, fw_store_f64, fw_store_u32,
     fw_store_u64,
 )
 from opcodes cimport (
@@ -75,7 +75,7 @@ from operator import index as pw_index
 from pickle import DEFAULT_PROTOCOL as _PW_DEFAULT_PROTOCOL
 
 from libc.string cimport memmove
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport free, malloc
 
 
 cdef extern from *:
@@ -370,11 +370,13 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
         for i in range(n):
             pw_memo_slot(m, moved[i].key)[0] = moved[i]
         return 0
-    fresh = <PwMemoSlot *>calloc(new_cap, sizeof(PwMemoSlot))
+    fresh = pw_memo_block(new_cap)
     if fresh == NULL:
         c_no_memory()
         return -1
+    memcpy(<PyObject **>(fresh + new_cap), m.keys, m.used * sizeof(PyObject *))
     m.slots = fresh
+    m.keys = <PyObject **>(fresh + new_cap)
     m.mask = new_cap - 1
     m.shift -= factor_bits
     for i in range(old_cap):
@@ -386,14 +388,36 @@ cdef int pw_memo_grow(PwMemo *m) noexcept:
     return 0
 
 
-cdef inline Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) noexcept:
-    """Add `key` (not yet present) with the next index and return that index."""
-    cdef PwMemoSlot *s
+cdef inline PwMemoSlot *pw_memo_block(size_t cap) noexcept:
+    """A heap table of cap empty slots followed by room for cap keys (not
+    zeroed: only the first `used` are ever read)."""
+    cdef PwMemoSlot *block
+    if cap > (<size_t>PW_NO_BOUNDARY) // (sizeof(PwMemoSlot) + sizeof(PyObject *)):
+        return NULL
+    block = <PwMemoSlot *>malloc(cap * (sizeof(PwMemoSlot) + sizeof(PyObject *)))
+    if block != NULL:
+        memset(block, 0, cap * sizeof(PwMemoSlot))
+    return block
+
+
+cdef inline PwMemoSlot *pw_memo_room_for(PwMemo *m, PyObject *key) noexcept:
+    """The slot holding `key`, or the empty slot where it goes once room for
+    one more entry is made (NULL with MemoryError set): one probe serves
+    both the lookup and the insertion that follows a miss, as long as
+    nothing else is memoized in between."""
     if (<size_t>m.used + 1) * 3 >= (m.mask + 1) * 2:
         if pw_memo_grow(m) < 0:
-            return -1
-    s = pw_memo_slot(m, key)
+            return NULL
+    return pw_memo_slot(m, key)
+
+
+cdef inline Py_ssize_t pw_memo_insert(PwMemo *m, PyObject *key) noexcept:
+    """Add `key` (not yet present) with the next index and return that index."""
+    cdef PwMemoSlot *s = pw_memo_room_for(m, key)
+    if s == NULL:
+        return -1
     c_incref(key)
+    m.keys[m.used] = key
     s.key = key
     s.index = m.used
     m.used += 1
@@ -410,6 +434,7 @@ cdef int pw_memo_set(PwMemo *m, PyObject *key, Py_ssize_t index) except -1:
     if s.key == NULL:
         c_incref(key)
         s.key = key
+        m.keys[m.used] = key
         m.used += 1
     s.index = index
     return 0
@@ -419,23 +444,28 @@ cdef void pw_memo_clear(PwMemo *m) noexcept:
     """Drop every entry. References are released after the table is emptied,
     so a destructor that re-enters the pickler sees a consistent memo."""
     cdef PwMemoSlot *old = m.slots
+    cdef PyObject **keys = m.keys
+    cdef PyObject *inline_keys[PW_INLINE_MEMO_ROOM]
     cdef size_t cap = m.mask + 1
     cdef bint owned = m.owns_slots
-    cdef size_t i
+    cdef Py_ssize_t i, used = m.used
     cdef PwMemoSlot *fresh
-    if m.used == 0:
+    if used == 0:
         return
     if owned:
-        fresh = <PwMemoSlot *>calloc(cap, sizeof(PwMemoSlot))
+        fresh = pw_memo_block(cap)
         if fresh == NULL:      # keep the (valid) table rather than crash
             return
         m.slots = fresh
+        m.keys = <PyObject **>(fresh + cap)
+    else:
+        # The inline arrays are reused at once: set the keys aside first.
+        memcpy(inline_keys, keys, used * sizeof(PyObject *))
+        keys = inline_keys
+        memset(old, 0, cap * sizeof(PwMemoSlot))
     m.used = 0
-    for i in range(cap):
-        if old[i].key != NULL:
-            c_decref(old[i].key)
-            if not owned:
-                old[i].key = NULL
+    for i in range(used):
+        c_decref(keys[i])
     if owned:
         free(old)
 
@@ -654,9 +684,46 @@ cdef inline int pw_memo_put(PwEnc *e, PyObject *obj) noexcept:
         return 0
     if pw_memo_insert(e.memo, obj) < 0:
         return -1
+    return pw_put_memo_written(e)
+
+
+cdef inline int pw_put_memo_written(PwEnc *e) noexcept:
+    """The opcode that stores what was just written as the newest memo entry."""
     if e.proto >= 4:
         return pw_put1(e, OP_MEMOIZE)
     return pw_put_memo_op(e, OP_BINPUT, OP_LONG_BINPUT, e.memo.used - 1)
+
+
+cdef inline int pw_memo_put_at(PwEnc *e, PwMemoSlot *s, PyObject *obj) noexcept:
+    """pw_memo_put for obj, whose slot pw_memo_room_for found empty (and
+    nothing was memoized since)."""
+    if e.fast:
+        return 0
+    c_incref(obj)
+    s.key = obj
+    s.index = e.memo.used
+    e.memo.keys[e.memo.used] = obj
+    e.memo.used += 1
+    return pw_put_memo_written(e)
+
+
+cdef int pw_put_empty(PwEnc *e, unsigned char op, PyObject *obj) noexcept:
+    """An empty mutable container's opcode (EMPTY_LIST, ...) and its memo
+    entry (obj is not in the memo yet): where MEMOIZE serves, one claim
+    writes both."""
+    cdef char *p
+    if e.fast or e.proto < 4:
+        if pw_put1(e, op) < 0:
+            return -1
+        return pw_memo_put(e, obj)
+    if pw_memo_insert(e.memo, obj) < 0:
+        return -1
+    p = pw_claim(e, 2)
+    if p == NULL:
+        return -1
+    p[0] = <char>op
+    p[1] = <char>OP_MEMOIZE
+    return 0
 
 
 cdef inline int pw_memo_get(PwEnc *e, Py_ssize_t idx) noexcept:
@@ -805,33 +872,35 @@ cdef inline int pw_save_float_value(PwEnc *e, double value) noexcept:
 cdef inline int pw_save_short_ascii(PwEnc *e, PyObject *obj, int flags) noexcept:
     """SHORT_BINUNICODE (protocol 4+) for an ASCII str shorter than 256, with
     the memo handled; 0 when obj is not such a string (nothing written)."""
-    cdef bint unique
-    cdef Py_ssize_t idx, n
+    cdef PwMemoSlot *slot = NULL
+    cdef Py_ssize_t n
     cdef char *p
     if not c_is_compact_ascii(obj) or e.proto < 4:
         return 0
     n = c_str_length(obj)
     if n >= 256:
         return 0
-    unique = pw_unique(obj, flags)
-    if not unique:
-        idx = pw_memo_index(e, obj)
-        if idx >= 0:
-            return -1 if pw_memo_get(e, idx) < 0 else 1
+    if not pw_unique(obj, flags):
+        slot = pw_memo_room_for(e.memo, obj)
+        if slot == NULL:
+            return -1
+        if slot.key != NULL:
+            return -1 if pw_memo_get(e, slot.index) < 0 else 1
     p = pw_claim(e, 2 + n)
     if p == NULL:
         return -1
     p[0] = <char>OP_SHORT_BINUNICODE
     p[1] = <char>n
-    memcpy(p + 2, c_str_data(obj), n)
-    if not unique and pw_memo_put(e, obj) < 0:
+    fw_copy_short(p + 2, <const char *>c_str_data(obj), n)
+    if slot != NULL and pw_memo_put_at(e, slot, obj) < 0:
         return -1
     return 1
 
 
 cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
     cdef bint unique = pw_unique(obj, flags)
-    cdef Py_ssize_t idx, n
+    cdef PwMemoSlot *slot = NULL
+    cdef Py_ssize_t n
     cdef const char *data
     cdef char *p
     cdef object encoded
@@ -839,9 +908,11 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
     if r != 0:
         return 0 if r > 0 else -1
     if not unique:
-        idx = pw_memo_index(e, obj)
-        if idx >= 0:
-            return pw_memo_get(e, idx)
+        slot = pw_memo_room_for(e.memo, obj)
+        if slot == NULL:
+            return -1
+        if slot.key != NULL:
+            return pw_memo_get(e, slot.index)
     if c_is_compact_ascii(obj):
         data = <const char *>c_str_data(obj)
         n = c_str_length(obj)
@@ -855,25 +926,30 @@ cdef int pw_save_str(PwEnc *e, PyObject *obj, int flags) except -1:
             encoded = (<object>obj).encode("utf-8", "surrogatepass")
             data = c_bytes_data(<PyObject *>encoded)
             n = c_bytes_size(<PyObject *>encoded)
+    # Nothing memoizes between the probe and the write, so `slot` stays the
+    # key's place: encoding calls no user code, and code a finalizer might
+    # run cannot reach this call's memo (a Pickler's is claimed for the dump).
     if n < 256 and e.proto >= 4:
         p = pw_reserve(e, 2 + n)
         p[0] = <char>OP_SHORT_BINUNICODE
         p[1] = <char>n
-        memcpy(p + 2, data, n)
-    elif n <= 0xffffffff:
-        if n >= PW_FRAME_TARGET:
-            pw_save_str_large(e, obj, data, n, OP_BINUNICODE, 4)
-        else:
-            p = pw_reserve(e, 5 + n)
-            p[0] = <char>OP_BINUNICODE
-            pw_store_le32(p + 1, <uint32_t>n)
-            memcpy(p + 5, data, n)
-    elif e.proto >= 4:
-        pw_save_str_large(e, obj, data, n, OP_BINUNICODE8, 8)
+        fw_copy_short(p + 2, data, n)
+    elif n < PW_FRAME_TARGET:
+        p = pw_reserve(e, 5 + n)
+        p[0] = <char>OP_BINUNICODE
+        pw_store_le32(p + 1, <uint32_t>n)
+        memcpy(p + 5, data, n)
     else:
-        raise pw_PicklingError("cannot serialize a string larger than 4GiB")
+        # A large payload may go to file.write, which can change the memo.
+        if n <= 0xffffffff:
+            pw_save_str_large(e, obj, data, n, OP_BINUNICODE, 4)
+        elif e.proto >= 4:
+            pw_save_str_large(e, obj, data, n, OP_BINUNICODE8, 8)
+        else:
+            raise pw_PicklingError("cannot serialize a string larger than 4GiB")
+        return 0 if unique else pw_memo_put(e, obj)
     if not unique:
-        return pw_memo_put(e, obj)
+        return pw_memo_put_at(e, slot, obj)
     return 0
 
 
@@ -946,13 +1022,15 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     if e.len >= e.boundary or e.persistent_id != NULL:
         return 0
     if e.cap - e.len < PW_ATOM_ROOM:
-        return pw_save_atom_grow(e, obj)
+        return pw_atom_grow(e, obj)
     t = c_type_of(obj)
     p = e.buf + e.len
     if t == &c_str_type:
         return pw_atom_str(e, obj)
     if t == &c_long_type:
-        if not pw_int63_value(obj, &x):
+        # One digit first: most ints in a container are small, and reading
+        # one needs neither the digit loop nor the sign's separate handling.
+        if not pw_compact_long(obj, &x) and not pw_int63_value(obj, &x):
             return 0                    # pw_save's wide-int path
         if 0 <= x <= 0xff:
             p[0] = <char>OP_BININT1
@@ -968,7 +1046,7 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
             pw_store_le32(p + 1, <uint32_t>x)
             e.len += 5
         else:
-            return pw_save_atom_long1(e, x)
+            return pw_atom_long1(e, x)
         return 1
     if t == &c_float_type:
         p[0] = <char>OP_BINFLOAT
@@ -982,15 +1060,18 @@ cdef inline int pw_save_atom(PwEnc *e, PyObject *obj) noexcept:
     elif obj == c_false:
         p[0] = <char>OP_NEWFALSE
     elif not pw_unique(obj, 0) and e.memo.used:
-        return pw_save_atom_memo_ref(e, obj)
+        return pw_atom_memo_ref(e, obj)
     else:
         return 0
     e.len += 1
     return 1
 
 
-# The rare cases of pw_save_atom, out of line so that its common paths stay
-# small enough to be inlined into the container loops.
+# The other cases of pw_save_atom, called through pointers: the compiler
+# would otherwise inline some of them (which ones depends on the compiler and
+# on the Python version's headers: 3.13 took in the memo reference and the
+# buffer growth), and the register saves their calls need would then cost
+# every int, float and None as well.
 
 cdef int pw_save_atom_grow(PwEnc *e, PyObject *obj) noexcept:
     if pw_grow(e, PW_ATOM_ROOM) < 0:
@@ -1000,13 +1081,6 @@ cdef int pw_save_atom_grow(PwEnc *e, PyObject *obj) noexcept:
 
 cdef int pw_save_atom_str(PwEnc *e, PyObject *obj) noexcept:
     return pw_save_short_ascii(e, obj, 0)
-
-
-# Called through a pointer: the compiler would otherwise inline the string
-# path (memcpy, memo) into pw_save_atom, and its register saves would then
-# cost every int, float and None as well.
-cdef int (*pw_atom_str)(PwEnc *e, PyObject *obj) noexcept
-pw_atom_str = pw_save_atom_str
 
 
 cdef int pw_save_atom_long1(PwEnc *e, long long x) noexcept:
@@ -1019,6 +1093,16 @@ cdef int pw_save_atom_memo_ref(PwEnc *e, PyObject *obj) noexcept:
     if idx < 0:
         return 0
     return -1 if pw_memo_get(e, idx) < 0 else 1
+
+
+cdef int (*pw_atom_grow)(PwEnc *e, PyObject *obj) noexcept
+cdef int (*pw_atom_str)(PwEnc *e, PyObject *obj) noexcept
+cdef int (*pw_atom_long1)(PwEnc *e, long long x) noexcept
+cdef int (*pw_atom_memo_ref)(PwEnc *e, PyObject *obj) noexcept
+pw_atom_grow = pw_save_atom_grow
+pw_atom_str = pw_save_atom_str
+pw_atom_long1 = pw_save_atom_long1
+pw_atom_memo_ref = pw_save_atom_memo_ref
 
 
 cdef int pw_save_held(PwEnc *e, PyObject *obj) except -1:
@@ -1117,7 +1201,7 @@ cdef int pw_fast_leave(PwEnc *e, PyObject *obj) except -1:
 cdef int pw_save_list(PwEnc *e, PyObject *obj) except -1:
     if e.fast:
         pw_fast_enter(e, obj)
-    if pw_put1(e, OP_EMPTY_LIST) < 0 or pw_memo_put(e, obj) < 0:
+    if pw_put_empty(e, OP_EMPTY_LIST, obj) < 0:
         return -1
     if c_list_size(obj):
         # The C pickle counts the items of a non-empty list (or dict) as one
@@ -1188,7 +1272,7 @@ cdef inline int pw_save_dict_item(PwEnc *e, PyObject *key, PyObject *value) exce
 cdef int pw_save_dict(PwEnc *e, PyObject *obj) except -1:
     if e.fast:
         pw_fast_enter(e, obj)
-    if pw_put1(e, OP_EMPTY_DICT) < 0 or pw_memo_put(e, obj) < 0:
+    if pw_put_empty(e, OP_EMPTY_DICT, obj) < 0:
         return -1
     if c_dict_size(obj):
         if c_enter_recursive_call(" while pickling an object"):   # as for lists
@@ -1339,8 +1423,7 @@ cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
         return pw_save_reduce(e, (set, (list(<object>obj),)), obj)
     if e.fast:
         pw_fast_enter(e, obj)
-    pw_write1(e, OP_EMPTY_SET)
-    if pw_memo_put(e, obj) < 0:
+    if pw_put_empty(e, OP_EMPTY_SET, obj) < 0:
         return -1
     size = c_set_size(obj)
     if size:
@@ -3043,10 +3126,11 @@ cdef class Pickler:
     cdef public bint fast
     cdef PwMemo _memo
     cdef PwMemoSlot _memo_inline[8]
+    cdef PyObject *_memo_inline_keys[8]
     cdef object _low
 
     def __cinit__(self, *args, **kwargs):
-        pw_memo_init(&self._memo, self._memo_inline, 8, 8)
+        pw_memo_init(&self._memo, self._memo_inline, self._memo_inline_keys, 8, 8)
 
     def __init__(self, file, protocol=None, *, fix_imports=True, buffer_callback=None):
         cdef int proto

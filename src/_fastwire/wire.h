@@ -141,6 +141,66 @@ static inline float fw_load_f32(const char *p, int swap) {
     return x;
 }
 
+/* memcpy called as a function, knowing nothing of n: given a bound on n
+ * (even after an asm barrier), GCC may inline the copy as `rep movsq`. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noinline, noipa))
+#elif defined(__clang__)
+__attribute__((noinline))
+#endif
+static void fw_memcpy_unbounded(char *dst, const char *src, size_t n) {
+    memcpy(dst, src, n);
+}
+
+/* memcpy of a short run whose length the compiler can bound (a string
+ * shorter than 256 bytes): GCC then inlines memcpy as `rep movsq`, which
+ * takes some 30 cycles to start, longer than the copy itself. Up to 32
+ * bytes, two overlapping fixed-size moves (GCC expands even a memcpy of
+ * fewer than 8 bytes with a `rep movsq` branch); longer runs call memcpy.
+ * The shortest runs, the most common (dict keys, codes, flags), are tested
+ * first. */
+static inline void fw_copy_short(char *dst, const char *src, size_t n) {
+    if (n < 8) {
+        if (n >= 4) {
+            uint32_t a, b;
+            memcpy(&a, src, 4);
+            memcpy(&b, src + n - 4, 4);
+            memcpy(dst, &a, 4);
+            memcpy(dst + n - 4, &b, 4);
+        } else if (n > 0) {
+            /* first, middle and last byte (some the same byte) */
+            char first = src[0], middle = src[n >> 1], last = src[n - 1];
+            dst[0] = first;
+            dst[n >> 1] = middle;
+            dst[n - 1] = last;
+        }
+    } else if (n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n <= 32) {
+        char lo[16], hi[16];
+        memcpy(lo, src, 16);
+        memcpy(hi, src + n - 16, 16);
+        memcpy(dst, lo, 16);
+        memcpy(dst + n - 16, hi, 16);
+    } else {
+        fw_memcpy_unbounded(dst, src, n);
+    }
+}
+
+/* memset(p, 0, n) through the C library even when n is a constant: GCC
+ * inlines a constant-size memset of a few hundred bytes as `rep stosq`,
+ * which costs more to start than the library's vector stores take. */
+static inline void fw_zero(void *p, size_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    __asm__("" : "+r"(n));
+#endif
+    memset(p, 0, n);
+}
+
 /* A borrowed view of an exact bytes object without the buffer protocol: the
  * caller's reference keeps it alive, and obj == NULL makes PyBuffer_Release a
  * no-op. */

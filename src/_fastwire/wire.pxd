@@ -26,6 +26,8 @@ cdef extern from "wire.h":
     double fw_load_f64(const char *p, int swap) nogil
     void fw_store_f32(char *p, float x, int swap) nogil
     float fw_load_f32(const char *p, int swap) nogil
+    void fw_zero(void *p, size_t n) noexcept nogil
+    void fw_copy_short(char *dst, const char *src, size_t n) noexcept nogil
     void fw_view_of_bytes(Py_buffer *view, object bytes)
     void fw_bytes_forget_hash(PyObject *obj)
     int fw_gc_pause() noexcept
