@@ -572,6 +572,158 @@ def test_buffer_frames_queued_during_assembly_stay_with_their_message(raw_peer):
     assert conn.recv(timeout=30) == "two"
 
 
+# -- the buffer frames, laid out by the manifest ------------------------------------------
+#
+# Once the manifest is parsed, where every following byte goes is known: the
+# frames the scanner already split are taken first, then the bytes it holds
+# are copied into place, then the rest is read with scatter-gather straight
+# into the message's block (with a deadline: piece by piece). ARRIVALS picks
+# which of these the buffer frames reach.
+
+ARRIVALS = {
+    # Everything in one write: the receiver's first read takes it all.
+    "with the manifest": (False, None),
+    # The manifest alone first, the buffer frames a moment later: read straight into place.
+    "after the manifest": (True, None),
+    # The same with a deadline: read piece by piece, each read waiting at most until it.
+    "after the manifest, with a deadline": (True, 30),
+}
+
+
+def send_after_manifest(raw, data, later):
+    """Write the manifest frame of the message `data` now, and with `later` the
+    rest from a thread a moment later (after the receiver took the manifest,
+    as a rule); else everything now."""
+    (manifest_size,) = struct.unpack("!i", data[:4])
+    cut = 4 + manifest_size if later else len(data)
+    return send_in_two(raw, data, cut)
+
+
+def send_in_two(raw, data, cut, shutdown=False):
+    """Write data[:cut] now and data[cut:] from a thread a moment later, then,
+    with `shutdown`, end the stream; the thread, to join()."""
+    raw.sendall(data[:cut])
+
+    def rest():
+        threading.Event().wait(0.005)
+        if cut < len(data):
+            raw.sendall(data[cut:])
+        if shutdown:
+            raw.shutdown(socket.SHUT_WR)
+    return in_thread(rest)
+
+
+def three_buffer_frames(headers, payload=b"abcde"):
+    """A manifest announcing three buffers of len(payload) bytes, then a frame
+    per header of `headers` (raw bytes) with that payload."""
+    data = manifest_frame([(0, len(payload))] * 3)
+    for header in headers:
+        data += header + payload
+    return data
+
+
+BAD_HEADERS = {
+    "larger": (struct.pack("!i", 6), FrameError, "frame of 6 bytes, the manifest announced 5"),
+    "smaller": (struct.pack("!i", 4), FrameError, "frame of 4 bytes, the manifest announced 5"),
+    "negative": (struct.pack("!i", -2), FrameError, "negative frame length"),
+    "long form, larger": (struct.pack("!iQ", -1, 6), FrameError, "frame of 6 bytes, the manifest announced 5"),
+    "beyond max_frame_size": (struct.pack("!i", 2**31 - 1), FrameTooLarge, "exceeds max_frame_size"),
+}
+
+
+@pytest.mark.parametrize("arrival", ARRIVALS)
+@pytest.mark.parametrize("position", [0, 1, 2])
+@pytest.mark.parametrize("bad", BAD_HEADERS)
+def test_a_buffer_header_disagreeing_with_the_manifest_is_refused(raw_peer, arrival, position, bad):
+    raw, conn = raw_peer
+    later, timeout = ARRIVALS[arrival]
+    header, error, message = BAD_HEADERS[bad]
+    headers = [struct.pack("!i", 5)] * 3
+    headers[position] = header
+    sender = send_after_manifest(raw, three_buffer_frames(headers), later)
+    with pytest.raises(error, match=message):
+        conn.recv(timeout=timeout)
+    assert conn.closed
+    try:
+        sender.join()
+    except OSError:
+        pass  # the receiver closed before the rest was written
+
+
+@pytest.mark.parametrize("arrival", ARRIVALS)
+def test_a_buffer_header_in_the_12_byte_form_is_accepted_as_multiprocessing_reads_it(raw_peer, arrival):
+    # multiprocessing's reader takes -1 then '!Q' for any size; only the
+    # shortest form is what the layout assumes, so the bytes after such a
+    # header are placed again.
+    raw, conn = raw_peer
+    later, timeout = ARRIVALS[arrival]
+    obj = [pickle.PickleBuffer(bytearray(pattern_bytes(n, n))) for n in (3, 0, 70_000, 5)]
+    buffers = []
+    stream = pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    data = frame(manifest(raws) + stream)
+    for i, raw_buffer in enumerate(raws):
+        header = struct.pack("!iQ", -1, raw_buffer.nbytes) if i in (1, 2) else struct.pack("!i", raw_buffer.nbytes)
+        data += header + bytes(raw_buffer)
+    data += frame(pickle.dumps("after", 5))
+    sender = send_after_manifest(raw, data, later)
+    got = conn.recv(timeout=timeout)
+    sender.join()
+    assert_same(got, stdlib_round_trip(obj))
+    assert conn.recv(timeout=timeout) == "after"
+
+
+def small_message():
+    """An out-of-band message of six small buffers (empty, read-only, of
+    every size up to 5 bytes), then an ordinary message: (bytes, the first
+    message's value as the standard library returns it)."""
+    obj = [pickle.PickleBuffer(bytearray(pattern_bytes(n, n))) for n in (0, 5, 1, 0, 3)]
+    obj.append(pickle.PickleBuffer(b"ro"))
+    return oob_message(obj) + frame(pickle.dumps("after", 5)), stdlib_round_trip(obj)
+
+
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_a_message_split_at_every_byte_is_received_whole_and_the_next_one_kept(raw_peer, timeout):
+    raw, conn = raw_peer
+    data, expected = small_message()
+    for cut in range(1, len(data)):
+        sender = send_in_two(raw, data, cut)
+        got = conn.recv(timeout=timeout)
+        sender.join()
+        assert_same(got, expected)
+        assert conn.recv(timeout=timeout) == "after"
+
+
+@pytest.mark.parametrize("later", [False, True])
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_a_stream_cut_at_every_byte_after_the_manifest_returns_nothing_and_closes(later, timeout):
+    data, _ = small_message()
+    (manifest_size,) = struct.unpack("!i", data[:4])
+    end = len(data) - len(frame(pickle.dumps("after", 5)))
+    for cut in range(4 + manifest_size, end):
+        left, right = socket.socketpair()
+        conn = net.Connection(right, trusted=True)
+        with conn:
+            sender = send_in_two(left, data[:cut], 4 + manifest_size if later else cut, shutdown=True)
+            with pytest.raises(EOFError) as info:
+                conn.recv(timeout=timeout)
+            sender.join()
+            assert info.value.args  # a cut message, not the clean end of the stream
+            assert conn.closed
+        left.close()
+
+
+def test_more_buffer_frames_than_one_scatter_gather_read_takes(pipe):
+    # 1000 buffers: headers and payloads across several batches of pieces,
+    # and a block that grows while they arrive.
+    a, b = pipe
+    obj = [np.full(700 + i % 3, i, dtype=np.int16) for i in range(1000)]
+    sender = in_thread(a.send, obj)
+    got = b.recv()
+    sender.join()
+    assert_same(got, obj)
+
+
 # -- options -----------------------------------------------------------------------------
 
 
