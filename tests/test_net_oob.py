@@ -62,21 +62,24 @@ def manifest_frame(entries, stream=b"\x80\x05N.", version=1, magic=OOB_MAGIC, co
     return frame(head + stream)
 
 
+def read_exactly(sock, n):
+    """`n` bytes read from the raw socket `sock` (blocking)."""
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "peer closed"
+        data += chunk
+    return bytes(data)
+
+
 def read_frames(sock, count):
     """`count` frames read from the raw socket `sock` (blocking)."""
-    def exactly(n):
-        data = bytearray()
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            assert chunk, "peer closed"
-            data += chunk
-        return bytes(data)
     frames = []
     for _ in range(count):
-        (n,) = struct.unpack("!i", exactly(4))
+        (n,) = struct.unpack("!i", read_exactly(sock, 4))
         if n == -1:
-            (n,) = struct.unpack("!Q", exactly(8))
-        frames.append(exactly(n))
+            (n,) = struct.unpack("!Q", read_exactly(sock, 8))
+        frames.append(read_exactly(sock, n))
     return frames
 
 
@@ -265,6 +268,61 @@ def test_wire_format_is_the_documented_one():
     assert [len(b) for b in buffers] == sizes
     got = pickle.loads(first[offset:], buffers=buffers)
     assert np.array_equal(got["a"], obj["a"]) and bytes(got["ro"]) == b"const" and got["b"] == obj["b"]
+
+
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_send_writes_the_manifest_and_frames_the_documented_format_gives(timeout):
+    # Without a timeout send() writes the manifest and the frame headers itself,
+    # in C; with one, the hook writes them with _protocol.manifest(). Both give
+    # the bytes _protocol.manifest() and the frame format give for the buffers
+    # the standard library's pickle sets aside (a Fortran-ordered, a read-only
+    # and an empty array, and more buffers than one scatter-gather write takes).
+    obj = {"f": np.asfortranarray(np.arange(12.0).reshape(3, 4)), "ro": read_only(np.arange(5, dtype=np.uint8)),
+           "empty": np.zeros(0), "many": [pickle.PickleBuffer(bytearray(pattern_bytes(i % 7, i))) for i in range(600)]}
+    buffers = []
+    pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    buffer_frames = b"".join(frame(bytes(raw)) for raw in raws)
+    left, right = socket.socketpair()
+    with net.Connection(left, out_of_band=True) as conn, right:
+        if timeout is not None:
+            conn.settimeout(timeout)
+        sender = in_thread(conn.send, obj)
+        (first,) = read_frames(right, 1)
+        rest = read_exactly(right, len(buffer_frames))
+        sender.join()
+        right.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            right.recv(1)  # nothing more
+    offset = parse_manifest(first)[2]
+    assert first[:offset] == manifest(raws)
+    assert rest == buffer_frames
+    assert_same(pickle.loads(first[offset:], buffers=[b.raw() for b in buffers]), obj)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ in Python classes is 3.12+ (PEP 688)")
+def test_send_buffer_export_closes_the_connection():
+    # send() takes its own view of each buffer set aside before writing: the
+    # exporter's __buffer__ runs then, and closes the connection.
+    left, right = socket.socketpair()
+    conn = net.Connection(left, out_of_band=True)
+
+    class Closing:
+        calls = 0
+
+        def __buffer__(self, flags):
+            Closing.calls += 1
+            if Closing.calls > 1:  # the first is the PickleBuffer's own, when made
+                conn.close()
+            return memoryview(b"payload")
+
+    with conn, right:
+        with pytest.raises(OSError, match="closed"):
+            conn.send(pickle.PickleBuffer(Closing()))
+        assert Closing.calls == 2
+        right.setblocking(False)
+        with pytest.raises(OSError):
+            right.recv(1)  # nothing was written (the peer sees the end of the stream or nothing)
 
 
 def test_a_hand_made_message_in_the_documented_format_is_received(raw_peer):

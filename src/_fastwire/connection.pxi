@@ -36,7 +36,8 @@
 # From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
 # From buffers.pxi, by inclusion: MessageBuffers, message_buffers.
 # From pickle_read.pxi, by inclusion: loads, unp_loads_default.
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
+from cpython.buffer cimport PyBUF_FULL_RO, PyBuffer_IsContiguous, PyBuffer_Release, PyObject_GetBuffer
 from libc.string cimport memcmp, memcpy
 from framing cimport Partial
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -44,7 +45,7 @@ from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_GET_BUFFER
 from capi cimport c_incref, c_refcnt
-from wire cimport FW_FREE_THREADED
+from wire cimport FW_FREE_THREADED, FW_HOST_LITTLE, fw_store_u32, fw_store_u64
 from encoder cimport PwCall, PwEnc, pw_call_begin, pw_call_end
 
 cimport cython
@@ -67,6 +68,7 @@ cdef extern from "sockio.h":
         size_t iov_len
     enum: FW_IOV_BATCH
     Py_ssize_t fw_fd_recv_vector(const int* fdp, fw_iovec* iov, int count) except -1
+    int fw_fd_send_vector(const int* fdp, fw_iovec* iov, Py_ssize_t count, Py_ssize_t* sent) except -1
 
 cdef FramePrefix _conn_prefix = FramePrefix("multiprocessing")
 cdef Py_ssize_t _conn_header_guess = pw_header_guess(&_conn_prefix.spec)
@@ -78,8 +80,16 @@ STREAM_THRESHOLD = _CONN_STREAMED
 FAST_SOCKETS = bool(FW_FAST_SOCKETS)
 
 # The out-of-band manifest's first bytes (_protocol.OOB_MAGIC, which starts
-# with 0xF5, no pickle opcode): checked in C on every frame recv() gets.
+# with 0xF5, no pickle opcode): checked in C on every frame recv() gets. With
+# the version and the read-only flag (_protocol.OOB_VERSION, OOB_READONLY),
+# what send() writes a manifest with when it writes from C; a test holds the
+# bytes to _protocol.manifest()'s.
 cdef const char* _OOB_MAGIC = b"\xf5FWB"
+cdef enum:
+    _OOB_VERSION = 1
+    _OOB_READONLY = 0x01
+    _OOB_HEAD = 9        # magic, version, count
+    _OOB_ENTRY = 9       # flags, size
 cdef object _oob_protocol_module = None
 
 
@@ -730,8 +740,7 @@ cdef class ConnectionCore:
                 set_aside = <list>e.buffers
                 header_size = decode_header(&_conn_prefix.spec, <const unsigned char *>e.buf, e.len,
                                             &stream_size)
-                return self._send_out_of_band(
-                    PyBytes_FromStringAndSize(e.buf + header_size, <Py_ssize_t>stream_size), set_aside)
+                return self._send_buffers(e.buf + header_size, <Py_ssize_t>stream_size, set_aside)
             if fw_fd_load(&self._fd) < 0:
                 return self._send_locked(PyBytes_FromStringAndSize(e.buf, e.len))
             lock = self._send_lock  # owned: a callback cannot take it away mid-call
@@ -746,6 +755,75 @@ cdef class ConnectionCore:
                 lock.give()
         finally:
             pw_call_end(&call)
+
+    cdef object _send_buffers(self, const char* stream, Py_ssize_t stream_size, list buffers):
+        """Send the pickle stream at `stream` and the PickleBuffers `buffers`
+        it set aside as one out-of-band message: from C, the manifest and the
+        frame headers written here and everything in one scatter-gather write
+        straight from the buffers' memory; through the _send_out_of_band hook
+        where send() does not write from C."""
+        cdef Py_ssize_t i, n = len(buffers), sent = 0, head_size, pieces = 2 + 2 * n
+        cdef Py_buffer* views
+        cdef Py_ssize_t acquired = 0
+        cdef fw_iovec* iov = NULL
+        cdef char* meta = NULL
+        cdef char* p
+        cdef MessageLock lock
+        views = <Py_buffer*>PyMem_Malloc(<size_t>n * sizeof(Py_buffer))
+        if views == NULL:
+            raise MemoryError()
+        try:
+            # Our own export of each buffer (the exporter's code may run, and
+            # may close this connection): what the kernel reads stays alive
+            # and in place even if the PickleBuffer is released meanwhile.
+            for i in range(n):
+                PyObject_GetBuffer(buffers[i], &views[i], PyBUF_FULL_RO)
+                acquired += 1
+                if views[i].suboffsets != NULL or not PyBuffer_IsContiguous(&views[i], b'A'):
+                    raise BufferError("cannot extract raw buffer from non-contiguous buffer")
+            if fw_fd_load(&self._fd) < 0:
+                return self._send_out_of_band(PyBytes_FromStringAndSize(stream, stream_size), buffers)
+            # The manifest frame's header, the manifest, then a header per buffer frame.
+            meta = <char*>PyMem_Malloc(12 + _OOB_HEAD + <size_t>n * (_OOB_ENTRY + 12))
+            iov = <fw_iovec*>PyMem_Malloc(<size_t>pieces * sizeof(fw_iovec))
+            if meta == NULL or iov == NULL:
+                raise MemoryError()
+            head_size = encode_header(&_conn_prefix.spec, meta, _OOB_HEAD + n * _OOB_ENTRY + stream_size)
+            p = meta + head_size
+            memcpy(p, _OOB_MAGIC, 4)
+            p[4] = <char>_OOB_VERSION
+            fw_store_u32(p + 5, <uint32_t>n, FW_HOST_LITTLE)
+            p += _OOB_HEAD
+            for i in range(n):
+                p[0] = <char>(_OOB_READONLY if views[i].readonly else 0)
+                fw_store_u64(p + 1, <uint64_t>views[i].len, FW_HOST_LITTLE)
+                p += _OOB_ENTRY
+            iov[0].iov_base = meta
+            iov[0].iov_len = <size_t>(p - meta)
+            iov[1].iov_base = <void*>stream
+            iov[1].iov_len = <size_t>stream_size
+            for i in range(n):
+                iov[2 + 2 * i].iov_base = p
+                iov[2 + 2 * i].iov_len = <size_t>encode_header(&_conn_prefix.spec, p, <uint64_t>views[i].len)
+                p += iov[2 + 2 * i].iov_len
+                iov[3 + 2 * i].iov_base = views[i].buf
+                iov[3 + 2 * i].iov_len = <size_t>views[i].len
+            lock = self._send_lock  # owned: a callback cannot take it away mid-call
+            lock.take()
+            try:
+                fw_fd_send_vector(&self._fd, iov, pieces, &sent)
+            except BaseException:
+                if sent:
+                    self.close()
+                raise
+            finally:
+                lock.give()
+        finally:
+            for i in range(acquired):
+                PyBuffer_Release(&views[i])
+            PyMem_Free(views)
+            PyMem_Free(meta)
+            PyMem_Free(iov)
 
     def _send_locked(self, data, write=None):
         """Write one whole message `data` to the live socket under the send lock:

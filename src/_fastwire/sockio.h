@@ -45,6 +45,12 @@ static void fw_fd_store(int *fdp, int fd) { __atomic_store_n(fdp, fd, __ATOMIC_R
 #else
 #define FW_IOV_BATCH 128
 #endif
+/* Pieces in one scatter-gather write: as many as the platform takes. */
+#if defined(IOV_MAX) && IOV_MAX < 1024
+#define FW_IOV_SEND IOV_MAX
+#else
+#define FW_IOV_SEND 1024
+#endif
 
 #ifdef _WIN32
 
@@ -73,6 +79,14 @@ typedef struct { void *iov_base; size_t iov_len; } fw_iovec;
 static Py_ssize_t fw_fd_recv_vector(const int *fdp, fw_iovec *iov, int count)
 {
     (void)fdp; (void)iov; (void)count;
+    PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
+    return -1;
+}
+
+static int fw_fd_send_vector(const int *fdp, fw_iovec *iov, Py_ssize_t count, Py_ssize_t *sent)
+{
+    (void)fdp; (void)iov; (void)count;
+    *sent = 0;
     PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
     return -1;
 }
@@ -108,7 +122,7 @@ static int fw_fd_current(const int *fdp)
 typedef struct iovec fw_iovec;
 
 /* One system call: send(2) or recv(2) of buf[:n] (`writing` chooses), or,
- * when `iov` is given, recvmsg(2) scattering into its `count` pieces. */
+ * when `iov` is given, sendmsg(2) or recvmsg(2) over its `count` pieces. */
 static ssize_t fw_sys(int fd, char *buf, Py_ssize_t n, fw_iovec *iov, int count, int writing, int flags)
 {
     if (iov != NULL) {
@@ -116,7 +130,7 @@ static ssize_t fw_sys(int fd, char *buf, Py_ssize_t n, fw_iovec *iov, int count,
         memset(&msg, 0, sizeof(msg));
         msg.msg_iov = iov;
         msg.msg_iovlen = (size_t)count;
-        return recvmsg(fd, &msg, flags);
+        return writing ? sendmsg(fd, &msg, flags) : recvmsg(fd, &msg, flags);
     }
     return writing ? send(fd, buf, (size_t)n, flags) : recv(fd, buf, (size_t)n, flags);
 }
@@ -172,6 +186,32 @@ static int fw_fd_send_all(const int *fdp, const char *buf, Py_ssize_t n, Py_ssiz
 static Py_ssize_t fw_fd_recv(const int *fdp, char *buf, Py_ssize_t n)
 {
     return fw_fd_io(fdp, buf, n, NULL, 0, 0);
+}
+
+/* Write the `count` pieces of `iov` in order (any count: in batches the
+ * platform takes); 0, or -1 with an exception set. *sent counts the bytes
+ * written either way. `iov` is consumed: its pieces are advanced past what
+ * was written. */
+static int fw_fd_send_vector(const int *fdp, fw_iovec *iov, Py_ssize_t count, Py_ssize_t *sent)
+{
+    *sent = 0;
+    while (count > 0) {
+        int batch = count < FW_IOV_SEND ? (int)count : FW_IOV_SEND;
+        Py_ssize_t k = fw_fd_io(fdp, NULL, 0, iov, batch, 1);
+        if (k < 0)
+            return -1;
+        *sent += k;
+        while (count > 0 && (size_t)k >= iov->iov_len) {
+            k -= (Py_ssize_t)iov->iov_len;
+            iov++;
+            count--;
+        }
+        if (k > 0) {
+            iov->iov_base = (char *)iov->iov_base + k;
+            iov->iov_len -= (size_t)k;
+        }
+    }
+    return 0;
 }
 
 /* One read scattered over the `count` pieces of `iov` (count <= IOV_MAX):
