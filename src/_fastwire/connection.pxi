@@ -139,9 +139,12 @@ cdef struct _FrameLayout:
     char* heads
 
 
-cdef inline Py_ssize_t _short_header_size(uint64_t size) noexcept:
-    """The header multiprocessing writes for a frame of `size` bytes."""
-    return 4 if size <= 0x7FFFFFFF else 12
+cdef inline Py_ssize_t _header_size(const _FrameLayout* f, Py_ssize_t index) noexcept:
+    """The size of buffer `index`'s header: the form multiprocessing writes
+    for its size, unless it turned out to be the 12-byte one."""
+    if index == f.index and f.long_header:
+        return 12
+    return 4 if f.sizes[index] <= 0x7FFFFFFF else 12
 
 
 cdef int _layout_vector(_FrameLayout* f, MessageBuffers parts, fw_iovec* iov, int capacity) except -1:
@@ -154,7 +157,7 @@ cdef int _layout_vector(_FrameLayout* f, MessageBuffers parts, fw_iovec* iov, in
     cdef int n = 0
     while index < f.count and n < capacity:
         if not in_payload:
-            k = 12 if index == f.index and f.long_header else _short_header_size(f.sizes[index])
+            k = _header_size(f, index)
             iov[n].iov_base = f.heads + 12 * index + got
             iov[n].iov_len = <size_t>(k - got)
             n += 1
@@ -196,7 +199,7 @@ cdef Py_ssize_t _layout_advance(_FrameLayout* f, Py_ssize_t n, object max_frame_
         if not f.in_payload:
             if n == 0:
                 break
-            want = (12 if f.long_header else _short_header_size(f.sizes[f.index])) - f.got
+            want = _header_size(f, f.index) - f.got
             k = n if n < want else want
             f.got += k
             n -= k
@@ -296,7 +299,7 @@ cdef int _layout_receive_piece(_FrameLayout* f, MessageBuffers parts, object rec
         parts.receive(recv_into, want)
         _layout_advance(f, want, max_frame_size, &misplaced)
         return 0
-    want = (12 if f.long_header else _short_header_size(f.sizes[f.index])) - f.got
+    want = _header_size(f, f.index) - f.got
     head = bytearray(want)
     n = recv_into(head)
     if n == 0:
