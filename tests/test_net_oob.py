@@ -731,6 +731,20 @@ def test_a_buffer_header_in_the_12_byte_form_is_accepted_as_multiprocessing_read
     assert conn.recv(timeout=timeout) == "after"
 
 
+@pytest.mark.parametrize("sizes", [[2**63 + 5], [2**62 + 1, 2**62 + 1, 2**62 + 1]])
+def test_buffer_sizes_past_py_ssize_t_are_refused_when_the_limits_allow_them(sizes):
+    # Limits configured past what a Py_ssize_t holds: a size, or a total,
+    # beyond it is refused before anything is laid out or read, never taken
+    # as a negative length.
+    left, right = socket.socketpair()
+    conn = net.Connection(right, trusted=True, max_frame_size=2**64 - 1, max_message_size=2**66)
+    with conn, left:
+        left.sendall(manifest_frame([(0, size) for size in sizes]) + struct.pack("!iQ", -1, sizes[0]) + b"x" * 100)
+        with pytest.raises((OverflowError, ValueError, FrameError)):
+            conn.recv()
+        assert conn.closed
+
+
 def small_message():
     """An out-of-band message of six small buffers (empty, read-only, of
     every size up to 5 bytes), then an ordinary message: (bytes, the first

@@ -1110,7 +1110,9 @@ cdef class ConnectionCore:
         f.heads = <char*>(f.sizes + f.count)
         try:
             for j in range(f.count):
-                f.sizes[j] = sizes[i + j]
+                # Through Py_ssize_t: OverflowError for a size past it (limits
+                # configured that high), never a negative length in the layout.
+                f.sizes[j] = <Py_ssize_t>sizes[i + j]
             n = self._scanner.raw_bytes(&held)
             if n:
                 n = _layout_copy(&f, parts, held, n, iov, self._max_frame_size)
