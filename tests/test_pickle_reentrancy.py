@@ -337,6 +337,39 @@ def test_reduce_mutates_dict_being_pickled():
             fw.dumps(build(), proto)
 
 
+@pytest.mark.parametrize("mutation", ["clear", "grow", "swap"])
+def test_reduce_mutates_set_being_pickled(mutation):
+    """An item's __reduce__ that empties the set being written (dropping every
+    other reference to its items), grows it past a table resize, or swaps one
+    item for another: the encoder reads the set's table between items, so it
+    must hold the item it is saving and re-read the table each time. A change
+    of size is RuntimeError, as in the C pickle; a swap keeps the size and
+    must still give a loadable pickle of the set's items."""
+    def build():
+        items = set()
+
+        class Mutates:
+            def __reduce__(self):
+                if mutation == "clear":
+                    items.clear()
+                elif mutation == "grow":
+                    items.update(range(1000, 1100))
+                else:
+                    items.discard(5)
+                    items.add(500)
+                return (int, (1,))
+        items.update([Mutates(), *range(10)])
+        return items
+    for proto in (4, 5):
+        if mutation == "swap":
+            assert pickle.loads(fw.dumps(build(), proto)) <= {1, *range(10), 500}
+            continue
+        with pytest.raises(RuntimeError, match="changed size") as c_err:
+            pickle.dumps(build(), proto)
+        with pytest.raises(c_err.type, match="changed size"):
+            fw.dumps(build(), proto)
+
+
 def test_finalizer_during_dump_reenters_pickler(reduces):
     """A __del__ run mid-dump (the collector or a dropped last reference) that
     clears the memo of the running Pickler is refused; the dump is intact."""

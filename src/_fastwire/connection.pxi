@@ -69,12 +69,16 @@ cdef extern from "sockio.h":
     enum: FW_IOV_BATCH
     Py_ssize_t fw_fd_recv_vector(const int* fdp, fw_iovec* iov, int count) except -1
     int fw_fd_send_vector(const int* fdp, fw_iovec* iov, Py_ssize_t count, Py_ssize_t* sent) except -1
+    void fw_tcp_nodelay(const int* fdp, int on) noexcept
 
 cdef FramePrefix _conn_prefix = FramePrefix("multiprocessing")
 cdef Py_ssize_t _conn_header_guess = pw_header_guess(&_conn_prefix.spec)
 # A bytes/bytearray at least this large is sent without being copied (_send_slowly),
 # and a frame at least this large is read straight into its final place.
 cdef Py_ssize_t _CONN_STREAMED = 1024 * 1024
+# A TCP connection sends with Nagle's algorithm from this many sends in a row
+# with no receive between them (see ConnectionCore._before_send).
+cdef int _NAGLE_AFTER_SENDS = 16
 STREAM_THRESHOLD = _CONN_STREAMED
 
 FAST_SOCKETS = bool(FW_FAST_SOCKETS)
@@ -453,7 +457,7 @@ cdef class ConnectionCore:
 
     ``ConnectionCore(sock, readable=True, writable=True, *, allowed=(),
     max_frame_size=..., out_of_band=False, max_buffers=...,
-    max_message_size=...)`` takes ownership of `sock` (a ``socket.socket`` or
+    max_message_size=..., nodelay=False)`` takes ownership of `sock` (a ``socket.socket`` or
     a descriptor of one); `allowed` is what ``loads(allowed=)`` takes, or None
     for a trusted connection; `out_of_band` makes send() set PickleBuffers
     aside (PEP 574) and send them as frames of their own; the last two bound
@@ -468,6 +472,18 @@ cdef class ConnectionCore:
     each system call, so a closed connection's number, soon reused by another
     socket, is never touched. The socket itself is read and replaced only
     under a critical section (free-threaded builds).
+
+    On TCP (POSIX), whether Nagle's algorithm may hold a message back is
+    chosen per send (``_nagle_fd`` is then the descriptor). TCP_NODELAY is
+    on, so a request or an answer leaves at once, until a run of sends with
+    no receive between them reaches _NAGLE_AFTER_SENDS: that is a stream,
+    and with TCP_NODELAY off the kernel gathers the messages written while
+    the peer has not yet acknowledged the last one into one segment, one
+    wake-up of the receiver for many messages. A receive call that may wait
+    turns it on again before it reads, which sends at once whatever was
+    held back; so does a send while another thread is in a receive call
+    (it may be waiting for the answer to this message). ``nodelay=True``
+    keeps TCP_NODELAY on for good.
 
     Hooks a subclass provides (the base raises NotImplementedError); both
     are called with the state they need re-validated, and the core touches
@@ -518,16 +534,21 @@ cdef class ConnectionCore:
     cdef bint _ready_unlocked
     cdef readonly object _max_buffers
     cdef readonly object _max_message_size
+    cdef readonly int _nagle_fd  # the TCP descriptor while Nagle is chosen per send, else -1
+    cdef readonly bint _nagle    # TCP_NODELAY is off on _nagle_fd
+    cdef int _sends_in_row  # sends since the last receive call that may wait
 
     def __cinit__(self):
         self._fd = -1
+        self._nagle_fd = -1
 
     def __init__(self, sock, readable=True, writable=True, *, allowed=(),
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE, out_of_band=False, max_buffers=None,
-                 max_message_size=None):
+                 max_message_size=None, nodelay=False):
         cdef bint can_read = readable   # truth tested once, outside the critical section
         cdef bint can_write = writable
         cdef bint oob = out_of_band
+        cdef bint always_nodelay = nodelay
         import collections
         import socket
         if self._scanner is not None:
@@ -578,6 +599,7 @@ cdef class ConnectionCore:
                 sock.detach()  # the descriptor stays the caller's
             raise RuntimeError("a connection cannot be initialised twice")
         self._track_fast_path()
+        self._track_nagle(always_nodelay)
 
     # -- state -----------------------------------------------------------------
 
@@ -650,10 +672,62 @@ cdef class ConnectionCore:
             fw_fd_store(&self._fd, fd if self._socket is sock else -1)
         return 0
 
+    cdef int _track_nagle(self, bint always_nodelay) except -1:
+        """Turn TCP_NODELAY on for a TCP socket, and unless `always_nodelay`,
+        point _nagle_fd at its descriptor: sends then choose (see the class)."""
+        import socket
+        cdef int fd = -1
+        sock = self._sock
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            return 0
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if FW_FAST_SOCKETS and not always_nodelay:
+            fd = sock.fileno()
+        with cython.critical_section(self):
+            # The socket's methods ran Python, which may have closed us meanwhile.
+            fw_fd_store(&self._nagle_fd, fd if self._socket is sock else -1)
+        return 0
+
+    cdef void _before_send(self) noexcept:
+        """A message is about to be written: TCP_NODELAY off once the sends in
+        a row make a stream, on again while another thread is receiving."""
+        if fw_fd_load(&self._nagle_fd) < 0:
+            return
+        with cython.critical_section(self):
+            if self._sends_in_row < _NAGLE_AFTER_SENDS:  # a count that stops, never wraps
+                self._sends_in_row += 1
+            if self._recv_lock.held:  # read after that thread took it: it pushes, or we see it
+                if self._nagle:
+                    self._nagle = False
+                    fw_tcp_nodelay(&self._nagle_fd, 1)
+            elif not self._nagle and self._sends_in_row >= _NAGLE_AFTER_SENDS:
+                self._nagle = True
+                fw_tcp_nodelay(&self._nagle_fd, 0)
+
+    cdef void _before_waiting(self) noexcept:
+        """Before a receive call may wait (holding the receive lock, which
+        sends in other threads see): whatever Nagle's algorithm holds back
+        leaves now, and the next sends start a new run."""
+        if fw_fd_load(&self._nagle_fd) < 0:
+            return
+        with cython.critical_section(self):
+            self._sends_in_row = 0
+            if self._nagle:
+                self._nagle = False
+                fw_tcp_nodelay(&self._nagle_fd, 1)
+
+    def _push_before_waiting(self):
+        """What a receive call does before it may wait (see the class), for
+        wait(), which selects on the socket itself. Without the receive lock:
+        a recv() blocked in another thread holds it."""
+        self._before_waiting()
+
     def close(self):
         """Close the connection (idempotent)."""
         with cython.critical_section(self):
-            fw_fd_store(&self._fd, -1)  # first: the descriptor number may be reused once closed
+            # First: the descriptor number may be reused once closed.
+            fw_fd_store(&self._fd, -1)
+            fw_fd_store(&self._nagle_fd, -1)
             sock = self._socket
             self._socket = None
             spare = self._spare
@@ -749,6 +823,7 @@ cdef class ConnectionCore:
             lock = self._send_lock  # owned: a callback cannot take it away mid-call
             lock.take()
             try:
+                self._before_send()
                 fw_fd_send_all(&self._fd, e.buf, e.len, &sent)
             except BaseException:
                 if sent:
@@ -814,6 +889,7 @@ cdef class ConnectionCore:
             lock = self._send_lock  # owned: a callback cannot take it away mid-call
             lock.take()
             try:
+                self._before_send()
                 fw_fd_send_vector(&self._fd, iov, pieces, &sent)
             except BaseException:
                 if sent:
@@ -839,6 +915,7 @@ cdef class ConnectionCore:
         lock.take()
         try:
             sock = self._live_sock()  # again: closed while this call waited for the lock?
+            self._before_send()
             try:
                 if write is None:
                     sock.sendall(data)
@@ -987,6 +1064,7 @@ cdef class ConnectionCore:
         lock = self._recv_lock  # owned: a callback cannot take it away mid-call
         lock.take_unless_held()
         try:
+            self._before_waiting()
             if not ready and not FW_FREE_THREADED:
                 self._ready_unlocked = True  # lock held, nothing queued: no manifest anywhere
             frame = self._next_frame(deadline, None)
@@ -1174,6 +1252,7 @@ cdef class ConnectionCore:
         lock = self._recv_lock
         lock.take_unless_held()
         try:
+            self._before_waiting()
             frame = self._next_frame(deadline, maxlength)
             if frame is None:
                 if maxlength is not None and self._scanner.incomplete_length() > maxlength:
@@ -1209,6 +1288,7 @@ cdef class ConnectionCore:
                 lock = self._recv_lock
                 lock.take_unless_held()
                 try:
+                    self._before_waiting()
                     frame = self._next_frame(deadline, None)
                     if frame is None:
                         length = self._scanner.incomplete_length()
@@ -1243,10 +1323,14 @@ cdef class ConnectionCore:
         cdef object ready = self._ready
         cdef MessageLock lock
         self._require_readable()
-        deadline = None if timeout is None else _conn_monotonic() + max(timeout, 0.0)
+        now = _conn_monotonic()
+        deadline = None if timeout is None else now + max(timeout, 0.0)
+        may_wait = deadline is None or deadline > now  # poll(0) is a look: it leaves Nagle be
         lock = self._recv_lock
         lock.take_unless_held()
         try:
+            if may_wait:
+                self._before_waiting()
             while not ready:
                 remaining = None if deadline is None else max(deadline - _conn_monotonic(), 0.0)
                 if not _conn_readable(self._live_sock(), remaining):

@@ -1270,9 +1270,71 @@ cdef int pw_save_tuple(PwEnc *e, PyObject *obj, int flags) except -1:
     return 0
 
 
+cdef extern from *:
+    """
+    /* A set's items in table order, as _pickle.c reads them (up to 3.12,
+       with _PySet_NextEntry): no iterator object, no call per item. The
+       table's layout and its markers are CPython's public ones
+       (Include/cpython/setobject.h: a free slot has no key, a deleted one a
+       hash of -1), the same from 3.11 to 3.13 with the GIL; other builds use
+       an iterator. The table is re-read on every call, so a callback that
+       changed the set between two calls is seen (and the size check after
+       each batch reports it). */
+    #if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    #define PW_SET_TABLE 1
+    static inline int pw_set_table_next(PyObject *set, Py_ssize_t *pos, PyObject **key) {
+        PySetObject *so = (PySetObject *)set;
+        setentry *table = so->table;
+        Py_ssize_t i = *pos, mask = so->mask;
+        for (; i <= mask; i++) {
+            if (table[i].key != NULL && table[i].hash != -1) {
+                *key = table[i].key;
+                *pos = i + 1;
+                return 1;
+            }
+        }
+        *pos = i;
+        return 0;
+    }
+    #else
+    #define PW_SET_TABLE 0
+    static inline int pw_set_table_next(PyObject *set, Py_ssize_t *pos, PyObject **key) {
+        (void)set; (void)pos; (void)key;
+        return 0;
+    }
+    #endif
+    """
+    bint PW_SET_TABLE
+    bint pw_set_table_next(PyObject *s, Py_ssize_t *pos, PyObject **key) noexcept
+    PyObject *pw_iter_next "PyIter_Next"(PyObject *it)
+
+
+cdef object pw_set_items(PyObject *obj):
+    """What pw_next_set_item() reads `obj` (an exact set or frozenset) with:
+    None where it reads the table, else an iterator."""
+    return None if PW_SET_TABLE else iter(<object>obj)
+
+
+cdef int pw_next_set_item(PyObject *obj, Py_ssize_t *pos, object items, PyObject **item) except -1:
+    """1 and the next item of `obj` in *item (a new reference: saving it may run
+    Python that removes it from the set), or 0 at the end."""
+    if items is None:
+        if not pw_set_table_next(obj, pos, item):
+            return 0
+        c_incref(item[0])
+        return 1
+    item[0] = pw_iter_next(<PyObject *>items)
+    if item[0] == NULL:
+        if c_err_occurred() != NULL:
+            return -1
+        return 0
+    return 1
+
+
 cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
-    cdef Py_ssize_t size, batch
-    cdef object it, item
+    cdef Py_ssize_t size, batch, pos = 0
+    cdef PyObject *entry
+    cdef object items, item
     if e.proto < 4:
         return pw_save_reduce(e, (set, (list(<object>obj),)), obj)
     if e.fast:
@@ -1282,16 +1344,16 @@ cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
         return -1
     size = c_set_size(obj)
     if size:
-        it = iter(<object>obj)
+        items = pw_set_items(obj)
         batch = PW_BATCHSIZE
         while batch == PW_BATCHSIZE:
             pw_write1(e, OP_MARK)
             batch = 0
-            for item in it:
+            while batch < PW_BATCHSIZE and pw_next_set_item(obj, &pos, items, &entry):
+                item = <object>entry
+                c_decref(entry)  # `item` holds it now
                 pw_save(e, <PyObject *>item, PW_HELD)
                 batch += 1
-                if batch == PW_BATCHSIZE:
-                    break
             pw_write1(e, OP_ADDITEMS)
             if c_set_size(obj) != size:
                 raise RuntimeError("set changed size during iteration")
@@ -1301,14 +1363,18 @@ cdef int pw_save_set(PwEnc *e, PyObject *obj) except -1:
 
 
 cdef int pw_save_frozenset(PwEnc *e, PyObject *obj, int flags) except -1:
-    cdef object item
-    cdef Py_ssize_t idx
+    cdef object items, item
+    cdef PyObject *entry
+    cdef Py_ssize_t idx, pos = 0
     if e.proto < 4:
         return pw_save_reduce(e, (frozenset, (list(<object>obj),)), obj)
     if e.fast:
         pw_fast_enter(e, obj)
     pw_write1(e, OP_MARK)
-    for item in <object>obj:
+    items = pw_set_items(obj)
+    while pw_next_set_item(obj, &pos, items, &entry):
+        item = <object>entry
+        c_decref(entry)  # `item` holds it now
         pw_save(e, <PyObject *>item, PW_HELD)
     if e.fast:
         pw_fast_leave(e, obj)

@@ -91,9 +91,17 @@ static int fw_fd_send_vector(const int *fdp, fw_iovec *iov, Py_ssize_t count, Py
     return -1;
 }
 
+/* Windows keeps TCP_NODELAY on for good: the descriptor is not one there. */
+static void fw_tcp_nodelay(const int *fdp, int on)
+{
+    (void)fdp; (void)on;
+}
+
 #else
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -219,6 +227,18 @@ static int fw_fd_send_vector(const int *fdp, fw_iovec *iov, Py_ssize_t count, Py
 static Py_ssize_t fw_fd_recv_vector(const int *fdp, fw_iovec *iov, int count)
 {
     return fw_fd_io(fdp, NULL, 0, iov, count, 0);
+}
+
+/* Turn TCP_NODELAY on or off on the descriptor at *fdp, if it is still open.
+ * Turning it on also sends at once whatever Nagle's algorithm was holding
+ * back (Linux's tcp_sock_set_nodelay pushes the pending segments). A failure
+ * is ignored: it changes when bytes leave, never which, and the next send or
+ * receive on a broken socket reports the error. */
+static void fw_tcp_nodelay(const int *fdp, int on)
+{
+    int fd = fw_fd_load(fdp);
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
 }
 
 #endif /* _WIN32 */

@@ -300,6 +300,7 @@ class ConnectionCore:
         out_of_band: bool = False,
         max_buffers: int | None = None,
         max_message_size: int | None = None,
+        nodelay: bool = False,
     ) -> None: ...
     @property
     def closed(self) -> bool: ...

@@ -134,6 +134,9 @@ class Connection(ConnectionCore):
     peer is fastwire (a standard-library peer cannot read such a message);
     every Connection receives them, each within `max_frame_size`, at most
     `max_buffers` of them and `max_message_size` bytes in all per message.
+    On TCP, a stream of sends uses Nagle's algorithm and every other message
+    leaves at once (docs/net.md, "TCP and Nagle's algorithm");
+    ``nodelay=True`` keeps TCP_NODELAY on for every message.
     The socket's timeout applies to every call
     (``TimeoutError``); a non-blocking socket raises ValueError here.
     A Connection is initialised once: calling ``__init__`` again raises
@@ -148,10 +151,10 @@ class Connection(ConnectionCore):
 
     def __init__(self, sock, readable=True, writable=True, *, trusted=False, allowed=(),
                  max_frame_size=DEFAULT_MAX_FRAME_SIZE, out_of_band=False,
-                 max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+                 max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, nodelay=False):
         super().__init__(sock, readable, writable, max_frame_size=max_frame_size,
                          allowed=restriction_of(trusted, allowed), out_of_band=out_of_band,
-                         max_buffers=max_buffers, max_message_size=max_message_size)
+                         max_buffers=max_buffers, max_message_size=max_message_size, nodelay=nodelay)
 
     def __del__(self):
         sock = getattr(self, "_sock", None)
@@ -529,7 +532,7 @@ class Listener:
 
     Same signature as ``multiprocessing.connection.Listener`` plus the
     :class:`Connection` options (`trusted`, `allowed`, `max_frame_size`,
-    `out_of_band`, `max_buffers`, `max_message_size`) given to every accepted
+    `out_of_band`, `max_buffers`, `max_message_size`, `nodelay`) given to every accepted
     connection. With `authkey`, accept() runs the challenge
     handshake and raises AuthenticationError (the connection closed) for any
     peer that does not complete it: another key, garbage, a cut stream, or
@@ -540,7 +543,7 @@ class Listener:
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *, trusted=False,
                  allowed=(), max_frame_size=DEFAULT_MAX_FRAME_SIZE,
                  handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT, allow_md5=True, out_of_band=False,
-                 max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+                 max_buffers=DEFAULT_MAX_BUFFERS, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, nodelay=False):
         family = _family(address, family)
         address = address or _arbitrary_address(family)
         if authkey is not None:
@@ -564,7 +567,7 @@ class Listener:
         self._authkey = authkey
         self._options = dict(trusted=trusted, allowed=allowed, max_frame_size=max_frame_size,
                              out_of_band=out_of_band, max_buffers=max_buffers,
-                             max_message_size=max_message_size)
+                             max_message_size=max_message_size, nodelay=nodelay)
         self._last_accepted = None
 
     def accept(self):
@@ -573,8 +576,6 @@ class Listener:
             raise OSError("listener is closed")
         sock, self._last_accepted = self._socket.accept()
         sock.setblocking(True)
-        if self._family != "AF_UNIX":
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(sock, **self._options)
         if self._authkey is not None:
             timeout = self._handshake_timeout
@@ -618,7 +619,7 @@ def _is_abstract(address):
 def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
            max_frame_size=DEFAULT_MAX_FRAME_SIZE, timeout=None, handshake_timeout=None,
            allow_md5=True, out_of_band=False, max_buffers=DEFAULT_MAX_BUFFERS,
-           max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+           max_message_size=DEFAULT_MAX_MESSAGE_SIZE, nodelay=False):
     """Connect to a Listener (fastwire's or the standard library's); a :class:`Connection`.
 
     `timeout` bounds the connect and every later read or write. With `authkey`,
@@ -627,7 +628,7 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
     `handshake_timeout` seconds. That is None (no deadline) by default, unlike
     Listener's: a server starts the handshake only when it calls accept(),
     which may be late. ``allow_md5=False`` refuses HMAC-MD5 both ways.
-    `out_of_band`, `max_buffers` and `max_message_size` are the
+    `out_of_band`, `max_buffers`, `max_message_size` and `nodelay` are the
     :class:`Connection`'s.
     """
     family = _family(address, family)
@@ -638,13 +639,12 @@ def Client(address, family=None, authkey=None, *, trusted=False, allowed=(),
     try:
         sock.settimeout(timeout)
         sock.connect(address)
-        if family != "AF_UNIX":
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except BaseException:
         sock.close()
         raise
     conn = Connection(sock, trusted=trusted, allowed=allowed, max_frame_size=max_frame_size,
-                      out_of_band=out_of_band, max_buffers=max_buffers, max_message_size=max_message_size)
+                      out_of_band=out_of_band, max_buffers=max_buffers, max_message_size=max_message_size,
+                      nodelay=nodelay)
     if authkey is not None:
         if handshake_timeout is not None and (timeout is None or handshake_timeout < timeout):
             conn.settimeout(handshake_timeout)  # bounds the handshake's writes
@@ -678,4 +678,8 @@ def wait(object_list, timeout=None):
     buffered = [c for c in object_list if isinstance(c, Connection) and c._ready]
     if buffered:
         return buffered
+    if timeout is None or timeout > 0:
+        for c in object_list:
+            if isinstance(c, Connection):
+                c._push_before_waiting()
     return _std_connection.wait(object_list, timeout)
