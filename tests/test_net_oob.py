@@ -301,28 +301,26 @@ def test_send_writes_the_manifest_and_frames_the_documented_format_gives(timeout
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ in Python classes is 3.12+ (PEP 688)")
-def test_send_buffer_export_closes_the_connection():
-    # send() takes its own view of each buffer set aside before writing: the
-    # exporter's __buffer__ runs then, and closes the connection.
-    left, right = socket.socketpair()
-    conn = net.Connection(left, out_of_band=True)
-
-    class Closing:
-        calls = 0
-
+def test_a_buffer_over_a_python_exporter_is_refused_as_by_pickle_buffer_raw():
+    # send() takes its own export of each buffer set aside, as
+    # PickleBuffer.raw() does; CPython cannot export a PickleBuffer made over
+    # a class's __buffer__ again, and send() raises raw()'s TypeError,
+    # having written nothing, the connection still usable.
+    class Exporter:
         def __buffer__(self, flags):
-            Closing.calls += 1
-            if Closing.calls > 1:  # the first is the PickleBuffer's own, when made
-                conn.close()
             return memoryview(b"payload")
 
-    with conn, right:
-        with pytest.raises(OSError, match="closed"):
-            conn.send(pickle.PickleBuffer(Closing()))
-        assert Closing.calls == 2
-        right.setblocking(False)
-        with pytest.raises(OSError):
-            right.recv(1)  # nothing was written (the peer sees the end of the stream or nothing)
+    buffers = []
+    pickle.dumps(pickle.PickleBuffer(Exporter()), 5, buffer_callback=buffers.append)
+    with pytest.raises(TypeError) as stdlib:
+        buffers[0].raw()
+    left, right = socket.socketpair()
+    with net.Connection(left, out_of_band=True) as conn, net.Connection(right) as peer:
+        with pytest.raises(TypeError) as ours:
+            conn.send(pickle.PickleBuffer(Exporter()))
+        assert str(ours.value) == str(stdlib.value)
+        conn.send("next")
+        assert peer.recv(timeout=30) == "next"
 
 
 def test_a_hand_made_message_in_the_documented_format_is_received(raw_peer):

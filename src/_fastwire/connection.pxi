@@ -851,9 +851,12 @@ cdef class ConnectionCore:
         if views == NULL:
             raise MemoryError()
         try:
-            # Our own export of each buffer (the exporter's code may run, and
-            # may close this connection): what the kernel reads stays alive
-            # and in place even if the PickleBuffer is released meanwhile.
+            # Our own export of each buffer, as PickleBuffer.raw() takes one:
+            # what the kernel reads stays alive and in place even if the
+            # PickleBuffer is released meanwhile. The exporter's getbuffer
+            # runs here (a Python-level one cannot be exported again through
+            # a PickleBuffer: TypeError, as raw() raises), so the descriptor
+            # is read only after.
             for i in range(n):
                 PyObject_GetBuffer(buffers[i], &views[i], PyBUF_FULL_RO)
                 acquired += 1
