@@ -3,6 +3,7 @@ cross-process area's machinery (no timing is checked)."""
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -168,6 +169,16 @@ def test_out_of_band_rows_deliver_what_was_sent(kind):
 def test_the_pyzmq_zero_copy_row_delivers_the_dict_of_arrays():
     rate, _ = xproc.array_rate(xproc.ZERO_COPY, "AF_INET", "dict", 2)
     assert rate > 0
+
+
+@needs_numpy
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in Linux /proc")
+def test_a_receiving_child_imports_numpy_without_a_blas_thread_pool():
+    # Its spinning threads' CPU seconds would count as the receiver's.
+    code = "import os, numpy; print(len(os.listdir('/proc/self/task')))"
+    out = subprocess.run([sys.executable, "-c", code], env=xproc._child_env("receive dict"),
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "1"
 
 
 @needs_numpy

@@ -62,21 +62,24 @@ def manifest_frame(entries, stream=b"\x80\x05N.", version=1, magic=OOB_MAGIC, co
     return frame(head + stream)
 
 
+def read_exactly(sock, n):
+    """`n` bytes read from the raw socket `sock` (blocking)."""
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "peer closed"
+        data += chunk
+    return bytes(data)
+
+
 def read_frames(sock, count):
     """`count` frames read from the raw socket `sock` (blocking)."""
-    def exactly(n):
-        data = bytearray()
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            assert chunk, "peer closed"
-            data += chunk
-        return bytes(data)
     frames = []
     for _ in range(count):
-        (n,) = struct.unpack("!i", exactly(4))
+        (n,) = struct.unpack("!i", read_exactly(sock, 4))
         if n == -1:
-            (n,) = struct.unpack("!Q", exactly(8))
-        frames.append(exactly(n))
+            (n,) = struct.unpack("!Q", read_exactly(sock, 8))
+        frames.append(read_exactly(sock, n))
     return frames
 
 
@@ -265,6 +268,59 @@ def test_wire_format_is_the_documented_one():
     assert [len(b) for b in buffers] == sizes
     got = pickle.loads(first[offset:], buffers=buffers)
     assert np.array_equal(got["a"], obj["a"]) and bytes(got["ro"]) == b"const" and got["b"] == obj["b"]
+
+
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_send_writes_the_manifest_and_frames_the_documented_format_gives(timeout):
+    # Without a timeout send() writes the manifest and the frame headers itself,
+    # in C; with one, the hook writes them with _protocol.manifest(). Both give
+    # the bytes _protocol.manifest() and the frame format give for the buffers
+    # the standard library's pickle sets aside (a Fortran-ordered, a read-only
+    # and an empty array, and more buffers than one scatter-gather write takes).
+    obj = {"f": np.asfortranarray(np.arange(12.0).reshape(3, 4)), "ro": read_only(np.arange(5, dtype=np.uint8)),
+           "empty": np.zeros(0), "many": [pickle.PickleBuffer(bytearray(pattern_bytes(i % 7, i))) for i in range(600)]}
+    buffers = []
+    pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    buffer_frames = b"".join(frame(bytes(raw)) for raw in raws)
+    left, right = socket.socketpair()
+    with net.Connection(left, out_of_band=True) as conn, right:
+        if timeout is not None:
+            conn.settimeout(timeout)
+        sender = in_thread(conn.send, obj)
+        (first,) = read_frames(right, 1)
+        rest = read_exactly(right, len(buffer_frames))
+        sender.join()
+        right.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            right.recv(1)  # nothing more
+    offset = parse_manifest(first)[2]
+    assert first[:offset] == manifest(raws)
+    assert rest == buffer_frames
+    assert_same(pickle.loads(first[offset:], buffers=[b.raw() for b in buffers]), obj)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ in Python classes is 3.12+ (PEP 688)")
+def test_a_buffer_over_a_python_exporter_is_refused_as_by_pickle_buffer_raw():
+    # send() takes its own export of each buffer set aside, as
+    # PickleBuffer.raw() does; CPython cannot export a PickleBuffer made over
+    # a class's __buffer__ again, and send() raises raw()'s TypeError,
+    # having written nothing, the connection still usable.
+    class Exporter:
+        def __buffer__(self, flags):
+            return memoryview(b"payload")
+
+    buffers = []
+    pickle.dumps(pickle.PickleBuffer(Exporter()), 5, buffer_callback=buffers.append)
+    with pytest.raises(TypeError) as stdlib:
+        buffers[0].raw()
+    left, right = socket.socketpair()
+    with net.Connection(left, out_of_band=True) as conn, net.Connection(right) as peer:
+        with pytest.raises(TypeError) as ours:
+            conn.send(pickle.PickleBuffer(Exporter()))
+        assert str(ours.value) == str(stdlib.value)
+        conn.send("next")
+        assert peer.recv(timeout=30) == "next"
 
 
 def test_a_hand_made_message_in_the_documented_format_is_received(raw_peer):
@@ -570,6 +626,172 @@ def test_buffer_frames_queued_during_assembly_stay_with_their_message(raw_peer):
     assert [bytes(x) for x in got] == [bytes([j]) for j in range(5)]
     assert second[1:] == ["one"]
     assert conn.recv(timeout=30) == "two"
+
+
+# -- the buffer frames, laid out by the manifest ------------------------------------------
+#
+# Once the manifest is parsed, where every following byte goes is known: the
+# frames the scanner already split are taken first, then the bytes it holds
+# are copied into place, then the rest is read with scatter-gather straight
+# into the message's block (with a deadline: piece by piece). ARRIVALS picks
+# which of these the buffer frames reach.
+
+ARRIVALS = {
+    # Everything in one write: the receiver's first read takes it all.
+    "with the manifest": (False, None),
+    # The manifest alone first, the buffer frames a moment later: read straight into place.
+    "after the manifest": (True, None),
+    # The same with a deadline: read piece by piece, each read waiting at most until it.
+    "after the manifest, with a deadline": (True, 30),
+}
+
+
+def send_after_manifest(raw, data, later):
+    """Write the manifest frame of the message `data` now, and with `later` the
+    rest from a thread a moment later (after the receiver took the manifest,
+    as a rule); else everything now."""
+    (manifest_size,) = struct.unpack("!i", data[:4])
+    cut = 4 + manifest_size if later else len(data)
+    return send_in_two(raw, data, cut)
+
+
+def send_in_two(raw, data, cut, shutdown=False):
+    """Write data[:cut] now and data[cut:] from a thread a moment later, then,
+    with `shutdown`, end the stream; the thread, to join()."""
+    raw.sendall(data[:cut])
+
+    def rest():
+        threading.Event().wait(0.005)
+        if cut < len(data):
+            raw.sendall(data[cut:])
+        if shutdown:
+            raw.shutdown(socket.SHUT_WR)
+    return in_thread(rest)
+
+
+def three_buffer_frames(headers, payload=b"abcde"):
+    """A manifest announcing three buffers of len(payload) bytes, then a frame
+    per header of `headers` (raw bytes) with that payload."""
+    data = manifest_frame([(0, len(payload))] * 3)
+    for header in headers:
+        data += header + payload
+    return data
+
+
+BAD_HEADERS = {
+    "larger": (struct.pack("!i", 6), FrameError, "frame of 6 bytes, the manifest announced 5"),
+    "smaller": (struct.pack("!i", 4), FrameError, "frame of 4 bytes, the manifest announced 5"),
+    "negative": (struct.pack("!i", -2), FrameError, "negative frame length"),
+    "long form, larger": (struct.pack("!iQ", -1, 6), FrameError, "frame of 6 bytes, the manifest announced 5"),
+    "beyond max_frame_size": (struct.pack("!i", 2**31 - 1), FrameTooLarge, "exceeds max_frame_size"),
+}
+
+
+@pytest.mark.parametrize("arrival", ARRIVALS)
+@pytest.mark.parametrize("position", [0, 1, 2])
+@pytest.mark.parametrize("bad", BAD_HEADERS)
+def test_a_buffer_header_disagreeing_with_the_manifest_is_refused(raw_peer, arrival, position, bad):
+    raw, conn = raw_peer
+    later, timeout = ARRIVALS[arrival]
+    header, error, message = BAD_HEADERS[bad]
+    headers = [struct.pack("!i", 5)] * 3
+    headers[position] = header
+    sender = send_after_manifest(raw, three_buffer_frames(headers), later)
+    with pytest.raises(error, match=message):
+        conn.recv(timeout=timeout)
+    assert conn.closed
+    try:
+        sender.join()
+    except OSError:
+        pass  # the receiver closed before the rest was written
+
+
+@pytest.mark.parametrize("arrival", ARRIVALS)
+def test_a_buffer_header_in_the_12_byte_form_is_accepted_as_multiprocessing_reads_it(raw_peer, arrival):
+    # multiprocessing's reader takes -1 then '!Q' for any size; only the
+    # shortest form is what the layout assumes, so the bytes after such a
+    # header are placed again.
+    raw, conn = raw_peer
+    later, timeout = ARRIVALS[arrival]
+    obj = [pickle.PickleBuffer(bytearray(pattern_bytes(n, n))) for n in (3, 0, 70_000, 5)]
+    buffers = []
+    stream = pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    data = frame(manifest(raws) + stream)
+    for i, raw_buffer in enumerate(raws):
+        header = struct.pack("!iQ", -1, raw_buffer.nbytes) if i in (1, 2) else struct.pack("!i", raw_buffer.nbytes)
+        data += header + bytes(raw_buffer)
+    data += frame(pickle.dumps("after", 5))
+    sender = send_after_manifest(raw, data, later)
+    got = conn.recv(timeout=timeout)
+    sender.join()
+    assert_same(got, stdlib_round_trip(obj))
+    assert conn.recv(timeout=timeout) == "after"
+
+
+@pytest.mark.parametrize("sizes", [[2**63 + 5], [2**62 + 1, 2**62 + 1, 2**62 + 1]])
+def test_buffer_sizes_past_py_ssize_t_are_refused_when_the_limits_allow_them(sizes):
+    # Limits configured past what a Py_ssize_t holds: a size, or a total,
+    # beyond it is refused before anything is laid out or read, never taken
+    # as a negative length.
+    left, right = socket.socketpair()
+    conn = net.Connection(right, trusted=True, max_frame_size=2**64 - 1, max_message_size=2**66)
+    with conn, left:
+        left.sendall(manifest_frame([(0, size) for size in sizes]) + struct.pack("!iQ", -1, sizes[0]) + b"x" * 100)
+        with pytest.raises((OverflowError, ValueError, FrameError)):
+            conn.recv()
+        assert conn.closed
+
+
+def small_message():
+    """An out-of-band message of six small buffers (empty, read-only, of
+    every size up to 5 bytes), then an ordinary message: (bytes, the first
+    message's value as the standard library returns it)."""
+    obj = [pickle.PickleBuffer(bytearray(pattern_bytes(n, n))) for n in (0, 5, 1, 0, 3)]
+    obj.append(pickle.PickleBuffer(b"ro"))
+    return oob_message(obj) + frame(pickle.dumps("after", 5)), stdlib_round_trip(obj)
+
+
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_a_message_split_at_every_byte_is_received_whole_and_the_next_one_kept(raw_peer, timeout):
+    raw, conn = raw_peer
+    data, expected = small_message()
+    for cut in range(1, len(data)):
+        sender = send_in_two(raw, data, cut)
+        got = conn.recv(timeout=timeout)
+        sender.join()
+        assert_same(got, expected)
+        assert conn.recv(timeout=timeout) == "after"
+
+
+@pytest.mark.parametrize("later", [False, True])
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_a_stream_cut_at_every_byte_after_the_manifest_returns_nothing_and_closes(later, timeout):
+    data, _ = small_message()
+    (manifest_size,) = struct.unpack("!i", data[:4])
+    end = len(data) - len(frame(pickle.dumps("after", 5)))
+    for cut in range(4 + manifest_size, end):
+        left, right = socket.socketpair()
+        conn = net.Connection(right, trusted=True)
+        with conn:
+            sender = send_in_two(left, data[:cut], 4 + manifest_size if later else cut, shutdown=True)
+            with pytest.raises(EOFError) as info:
+                conn.recv(timeout=timeout)
+            sender.join()
+            assert info.value.args  # a cut message, not the clean end of the stream
+            assert conn.closed
+        left.close()
+
+
+def test_more_buffer_frames_than_one_scatter_gather_read_takes(pipe):
+    # 1000 buffers: headers and payloads across several batches of pieces,
+    # and a block that grows while they arrive.
+    a, b = pipe
+    obj = [np.full(700 + i % 3, i, dtype=np.int16) for i in range(1000)]
+    sender = in_thread(a.send, obj)
+    got = b.recv()
+    sender.join()
+    assert_same(got, obj)
 
 
 # -- options -----------------------------------------------------------------------------

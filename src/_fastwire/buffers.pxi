@@ -228,13 +228,41 @@ cdef class MessageBuffers:
         cdef Py_buffer view
         acquire_readable(received, &view)
         try:
-            if self.filled + view.len > self.owner.claimed:
-                raise ValueError("received more bytes than the buffers' total")
-            _take_into_block(self.owner, self.filled, <const char*>view.buf, view.len)
-            self.filled += view.len
+            self.take_bytes(<const char*>view.buf, view.len)
         finally:
             release_view(&view)
         return 0
+
+    cdef int take_bytes(self, const char* data, Py_ssize_t n) except -1:
+        """Append the `n` bytes at `data`."""
+        if self.filled + n > self.owner.claimed:
+            raise ValueError("received more bytes than the buffers' total")
+        _take_into_block(self.owner, self.filled, data, n)
+        self.filled += n
+        return 0
+
+    cdef char* room(self, Py_ssize_t* available) except NULL:
+        """Where the next bytes go, for a caller that reads them straight
+        into place (a system call, nothing that runs Python): the address
+        after the bytes so far, with *available set to the room there, at
+        least one byte while any is missing. The block grows here, as in
+        receive(): doubling with what arrived, never past the total. The
+        address holds until the next call on this object."""
+        cdef ReceiveBuffer owner = self.owner
+        cdef Py_ssize_t size
+        if owner.block.data == NULL:
+            _take_into_block(owner, self.filled, NULL, 0)
+        elif owner.block.capacity <= self.filled < owner.claimed:
+            size = 2 * self.filled if 2 * self.filled < owner.claimed else owner.claimed
+            if fw_block_grow(&owner.block, size) < 0:
+                raise MemoryError()
+        size = owner.block.capacity if owner.block.capacity < owner.claimed else owner.claimed
+        available[0] = size - self.filled
+        return owner.block.data + self.filled
+
+    cdef void advance(self, Py_ssize_t n) noexcept:
+        """Count `n` bytes written at room() (at most what it offered)."""
+        self.filled += n
 
     cdef int receive(self, object recv_into, Py_ssize_t n) except -1:
         """Append `n` bytes read with ``recv_into(memoryview) -> int``."""

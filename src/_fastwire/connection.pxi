@@ -22,24 +22,30 @@
 # An out-of-band message (PEP 574: a manifest frame, then one frame per
 # buffer; the format is fastwire/_protocol.py's) is recognised by the same
 # loop: recv() checks the first bytes of each frame it gets, and a manifest
-# makes it take the buffer frames that follow from that loop too, each copied
-# from what the scanner holds and the rest read straight into its final
-# memory (message_buffers: one block per message), before anything is decoded.
+# makes it take the buffer frames that follow before anything is decoded. The
+# manifest tells where every following byte goes (_FrameLayout): what the
+# scanner holds is copied into place, and the rest is read with scatter-gather
+# recvmsg() straight into the message's block (message_buffers), many frames'
+# headers and payloads per system call, the headers into a side array checked
+# against the manifest.
 
 # Shared declarations this part uses.
 # From frames.pxi (declared in src/fastwire/_fastwire.pxd: FramePrefix,
 # FrameScanner), by inclusion: DEFAULT_COPY_THRESHOLD, DEFAULT_MAX_FRAME_SIZE,
-# EOF_IN_MESSAGE, FrameError, _receive_payload.
+# EOF_IN_MESSAGE, FrameError, _receive_payload, decode_header, header_error.
 # From pickle_write.pxi, by inclusion: pw_append_frame, pw_header_guess.
 # From buffers.pxi, by inclusion: MessageBuffers, message_buffers.
 # From pickle_read.pxi, by inclusion: loads, unp_loads_default.
-from libc.stdint cimport uint64_t
-from libc.string cimport memcmp
+from libc.stdint cimport uint32_t, uint64_t
+from cpython.buffer cimport PyBUF_FULL_RO, PyBuffer_IsContiguous, PyBuffer_Release, PyObject_GetBuffer
+from libc.string cimport memcmp, memcpy
+from framing cimport Partial
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_GET_BUFFER
 from capi cimport c_incref, c_refcnt
-from wire cimport FW_FREE_THREADED
+from wire cimport FW_FREE_THREADED, FW_HOST_LITTLE, fw_store_u32, fw_store_u64
 from encoder cimport PwCall, PwEnc, pw_call_begin, pw_call_end
 
 cimport cython
@@ -57,6 +63,12 @@ cdef extern from "sockio.h":
     void fw_fd_store(int* fdp, int fd) noexcept
     int fw_fd_send_all(const int* fdp, const char* buf, Py_ssize_t n, Py_ssize_t* sent) except -1
     Py_ssize_t fw_fd_recv(const int* fdp, char* buf, Py_ssize_t n) except -1
+    ctypedef struct fw_iovec:
+        void* iov_base
+        size_t iov_len
+    enum: FW_IOV_BATCH
+    Py_ssize_t fw_fd_recv_vector(const int* fdp, fw_iovec* iov, int count) except -1
+    int fw_fd_send_vector(const int* fdp, fw_iovec* iov, Py_ssize_t count, Py_ssize_t* sent) except -1
     void fw_tcp_nodelay(const int* fdp, int on) noexcept
 
 cdef FramePrefix _conn_prefix = FramePrefix("multiprocessing")
@@ -72,8 +84,16 @@ STREAM_THRESHOLD = _CONN_STREAMED
 FAST_SOCKETS = bool(FW_FAST_SOCKETS)
 
 # The out-of-band manifest's first bytes (_protocol.OOB_MAGIC, which starts
-# with 0xF5, no pickle opcode): checked in C on every frame recv() gets.
+# with 0xF5, no pickle opcode): checked in C on every frame recv() gets. With
+# the version and the read-only flag (_protocol.OOB_VERSION, OOB_READONLY),
+# what send() writes a manifest with when it writes from C; a test holds the
+# bytes to _protocol.manifest()'s.
 cdef const char* _OOB_MAGIC = b"\xf5FWB"
+cdef enum:
+    _OOB_VERSION = 1
+    _OOB_READONLY = 0x01
+    _OOB_HEAD = 9        # magic, version, count
+    _OOB_ENTRY = 9       # flags, size
 cdef object _oob_protocol_module = None
 
 
@@ -101,6 +121,198 @@ cdef inline bint _is_manifest(object frame) noexcept:
     else:
         return False
     return n >= 4 and memcmp(data, _OOB_MAGIC, 4) == 0
+
+
+cdef object _buffer_frame_mismatch(uint64_t length, uint64_t size):
+    return FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {size}")
+
+
+cdef struct _FrameLayout:
+    # The buffer frames of an out-of-band message still to arrive, as its
+    # manifest lays them out: per buffer, a header (kept in `heads`, 12 bytes
+    # a buffer, and checked against the manifest once complete), then its
+    # payload (appended to the message's block, right after the one before).
+    Py_ssize_t count
+    Py_ssize_t index     # the buffer whose header or payload comes next
+    Py_ssize_t got       # bytes of that header, or of that payload, arrived
+    bint in_payload
+    # That header began with -1: the 12-byte form, which multiprocessing's
+    # reader takes for any size (the layout assumed the shortest).
+    bint long_header
+    uint64_t* sizes
+    char* heads
+
+
+cdef inline Py_ssize_t _header_size(const _FrameLayout* f, Py_ssize_t index) noexcept:
+    """The size of buffer `index`'s header: the form multiprocessing writes
+    for its size, unless it turned out to be the 12-byte one."""
+    if index == f.index and f.long_header:
+        return 12
+    return 4 if f.sizes[index] <= 0x7FFFFFFF else 12
+
+
+cdef int _layout_vector(_FrameLayout* f, MessageBuffers parts, fw_iovec* iov, int capacity) except -1:
+    """Point up to `capacity` pieces of `iov` at where the next bytes of the
+    frames `f` expects go, in stream order, up to the room the block has now;
+    how many. The addresses hold until `parts` is next called."""
+    cdef Py_ssize_t index = f.index, got = f.got, want, room = 0, k
+    cdef bint in_payload = f.in_payload
+    cdef char* at = NULL
+    cdef int n = 0
+    while index < f.count and n < capacity:
+        if not in_payload:
+            k = _header_size(f, index)
+            iov[n].iov_base = f.heads + 12 * index + got
+            iov[n].iov_len = <size_t>(k - got)
+            n += 1
+            in_payload = True
+            got = 0
+            if n == capacity:
+                break
+        want = <Py_ssize_t>f.sizes[index] - got
+        if want:
+            if at == NULL:
+                at = parts.room(&room)  # once: it may move the block
+            if room == 0:
+                break
+            k = want if want < room else room
+            iov[n].iov_base = at
+            iov[n].iov_len = <size_t>k
+            n += 1
+            at += k
+            room -= k
+            if k < want:
+                break
+        index += 1
+        in_payload = False
+        got = 0
+    return n
+
+
+cdef Py_ssize_t _layout_advance(_FrameLayout* f, Py_ssize_t n, object max_frame_size,
+                                Py_ssize_t* misplaced) except -1:
+    """Account for `n` bytes that arrived where _layout_vector() pointed,
+    checking each header they complete; how many of them were payload. If a
+    header turns out to be in the 12-byte form, the bytes after its first 4
+    went where the shorter form would have put them: *misplaced says how many
+    (the last ones of the `n`), to be placed again (_layout_copy())."""
+    cdef Py_ssize_t payload = 0, k, want
+    cdef const char* head
+    misplaced[0] = 0
+    while f.index < f.count:
+        if not f.in_payload:
+            if n == 0:
+                break
+            want = _header_size(f, f.index) - f.got
+            k = n if n < want else want
+            f.got += k
+            n -= k
+            if k < want:
+                break
+            head = f.heads + 12 * f.index
+            if f.got == 4 and memcmp(head, b"\xff\xff\xff\xff", 4) == 0:
+                f.long_header = True
+                misplaced[0] = n
+                break
+            _check_buffer_header(head, f.got, f.sizes[f.index], max_frame_size)
+            f.in_payload = True
+            f.got = 0
+        want = <Py_ssize_t>f.sizes[f.index] - f.got
+        k = n if n < want else want
+        f.got += k
+        n -= k
+        payload += k
+        if k < want:
+            break
+        f.index += 1  # a payload of 0 bytes is complete with its header
+        f.in_payload = f.long_header = False
+        f.got = 0
+    return payload
+
+
+cdef int _check_buffer_header(const char* head, Py_ssize_t n, uint64_t size,
+                              object max_frame_size) except -1:
+    """FrameError (FrameTooLarge beyond `max_frame_size`) unless the `n`-byte
+    frame header `head` announces `size` bytes."""
+    cdef uint64_t length = 0
+    cdef Partial partial
+    n = decode_header(&_conn_prefix.spec, <const unsigned char*>head, n, &length)
+    if n > 0 and length == size:
+        return 0
+    if n < 0 or length > max_frame_size:
+        partial.error = n if n < 0 else 1
+        partial.error_length = length
+        raise header_error(&partial, max_frame_size)
+    raise _buffer_frame_mismatch(length, size)
+
+
+cdef Py_ssize_t _layout_copy(_FrameLayout* f, MessageBuffers parts, const char* data, Py_ssize_t n,
+                             fw_iovec* iov, object max_frame_size) except -1:
+    """Copy into place what of the `n` bytes at `data` (already received)
+    belongs to the frames `f` expects; how many bytes that was."""
+    cdef Py_ssize_t taken = 0, copied, k, misplaced
+    cdef int pieces, j
+    while taken < n and f.index < f.count:
+        pieces = _layout_vector(f, parts, iov, FW_IOV_BATCH)
+        copied = 0
+        for j in range(pieces):
+            k = <Py_ssize_t>iov[j].iov_len
+            if k > n - taken - copied:
+                k = n - taken - copied
+            memcpy(iov[j].iov_base, data + taken + copied, k)
+            copied += k
+            if taken + copied == n:
+                break
+        parts.advance(_layout_advance(f, copied, max_frame_size, &misplaced))
+        taken += copied - misplaced  # those are still at data + taken: copied again
+    return taken
+
+
+cdef int _layout_replace(_FrameLayout* f, MessageBuffers parts, fw_iovec* iov, int pieces,
+                         Py_ssize_t n, Py_ssize_t misplaced, object max_frame_size) except -1:
+    """Place again the last `misplaced` of the `n` bytes a read scattered over
+    `iov` (_layout_advance() found a longer header than the layout assumed)."""
+    cdef Py_ssize_t skip = n - misplaced, k, at = 0
+    cdef int j
+    moved = bytearray(misplaced)  # a copy: the block and the headers are written again from it
+    cdef char* out = moved
+    for j in range(pieces):
+        k = <Py_ssize_t>iov[j].iov_len
+        if skip >= k:
+            skip -= k
+            continue
+        k = k - skip if k - skip < misplaced - at else misplaced - at
+        memcpy(out + at, <char*>iov[j].iov_base + skip, k)
+        at += k
+        skip = 0
+        if at == misplaced:
+            break
+    if _layout_copy(f, parts, out, misplaced, iov, max_frame_size) != misplaced:
+        raise AssertionError("bytes read past the out-of-band message")  # pragma: no cover
+    return 0
+
+
+cdef int _layout_receive_piece(_FrameLayout* f, MessageBuffers parts, object recv_into,
+                               object max_frame_size) except -1:
+    """Receive the rest of the current header (one call), or of the current
+    payload, with ``recv_into(view) -> int``: the path for a deadline, a
+    socket timeout, or no descriptor I/O."""
+    cdef Py_ssize_t want, n, misplaced
+    if f.in_payload:
+        want = <Py_ssize_t>f.sizes[f.index] - f.got
+        parts.receive(recv_into, want)
+        _layout_advance(f, want, max_frame_size, &misplaced)
+        return 0
+    want = _header_size(f, f.index) - f.got
+    head = bytearray(want)
+    n = recv_into(head)
+    if n == 0:
+        raise EOFError(EOF_IN_MESSAGE)
+    if n < 0 or n > want:
+        raise ValueError("recv_into reported more bytes than the buffer holds")
+    memcpy(f.heads + 12 * f.index + f.got, <char*>head, n)
+    _layout_advance(f, n, max_frame_size, &misplaced)  # header bytes only: none misplaced
+    return 0
 
 
 cdef object _conn_bound(object value, str name):
@@ -605,8 +817,7 @@ cdef class ConnectionCore:
                 set_aside = <list>e.buffers
                 header_size = decode_header(&_conn_prefix.spec, <const unsigned char *>e.buf, e.len,
                                             &stream_size)
-                return self._send_out_of_band(
-                    PyBytes_FromStringAndSize(e.buf + header_size, <Py_ssize_t>stream_size), set_aside)
+                return self._send_buffers(e.buf + header_size, <Py_ssize_t>stream_size, set_aside)
             if fw_fd_load(&self._fd) < 0:
                 return self._send_locked(PyBytes_FromStringAndSize(e.buf, e.len))
             lock = self._send_lock  # owned: a callback cannot take it away mid-call
@@ -622,6 +833,79 @@ cdef class ConnectionCore:
                 lock.give()
         finally:
             pw_call_end(&call)
+
+    cdef object _send_buffers(self, const char* stream, Py_ssize_t stream_size, list buffers):
+        """Send the pickle stream at `stream` and the PickleBuffers `buffers`
+        it set aside as one out-of-band message: from C, the manifest and the
+        frame headers written here and everything in one scatter-gather write
+        straight from the buffers' memory; through the _send_out_of_band hook
+        where send() does not write from C."""
+        cdef Py_ssize_t i, n = len(buffers), sent = 0, head_size, pieces = 2 + 2 * n
+        cdef Py_buffer* views
+        cdef Py_ssize_t acquired = 0
+        cdef fw_iovec* iov = NULL
+        cdef char* meta = NULL
+        cdef char* p
+        cdef MessageLock lock
+        views = <Py_buffer*>PyMem_Malloc(<size_t>n * sizeof(Py_buffer))
+        if views == NULL:
+            raise MemoryError()
+        try:
+            # Our own export of each buffer, as PickleBuffer.raw() takes one:
+            # what the kernel reads stays alive and in place even if the
+            # PickleBuffer is released meanwhile. The exporter's getbuffer
+            # runs here (a Python-level one cannot be exported again through
+            # a PickleBuffer: TypeError, as raw() raises), so the descriptor
+            # is read only after.
+            for i in range(n):
+                PyObject_GetBuffer(buffers[i], &views[i], PyBUF_FULL_RO)
+                acquired += 1
+                if views[i].suboffsets != NULL or not PyBuffer_IsContiguous(&views[i], b'A'):
+                    raise BufferError("cannot extract raw buffer from non-contiguous buffer")
+            if fw_fd_load(&self._fd) < 0:
+                return self._send_out_of_band(PyBytes_FromStringAndSize(stream, stream_size), buffers)
+            # The manifest frame's header, the manifest, then a header per buffer frame.
+            meta = <char*>PyMem_Malloc(12 + _OOB_HEAD + <size_t>n * (_OOB_ENTRY + 12))
+            iov = <fw_iovec*>PyMem_Malloc(<size_t>pieces * sizeof(fw_iovec))
+            if meta == NULL or iov == NULL:
+                raise MemoryError()
+            head_size = encode_header(&_conn_prefix.spec, meta, _OOB_HEAD + n * _OOB_ENTRY + stream_size)
+            p = meta + head_size
+            memcpy(p, _OOB_MAGIC, 4)
+            p[4] = <char>_OOB_VERSION
+            fw_store_u32(p + 5, <uint32_t>n, FW_HOST_LITTLE)
+            p += _OOB_HEAD
+            for i in range(n):
+                p[0] = <char>(_OOB_READONLY if views[i].readonly else 0)
+                fw_store_u64(p + 1, <uint64_t>views[i].len, FW_HOST_LITTLE)
+                p += _OOB_ENTRY
+            iov[0].iov_base = meta
+            iov[0].iov_len = <size_t>(p - meta)
+            iov[1].iov_base = <void*>stream
+            iov[1].iov_len = <size_t>stream_size
+            for i in range(n):
+                iov[2 + 2 * i].iov_base = p
+                iov[2 + 2 * i].iov_len = <size_t>encode_header(&_conn_prefix.spec, p, <uint64_t>views[i].len)
+                p += iov[2 + 2 * i].iov_len
+                iov[3 + 2 * i].iov_base = views[i].buf
+                iov[3 + 2 * i].iov_len = <size_t>views[i].len
+            lock = self._send_lock  # owned: a callback cannot take it away mid-call
+            lock.take()
+            try:
+                self._before_send()
+                fw_fd_send_vector(&self._fd, iov, pieces, &sent)
+            except BaseException:
+                if sent:
+                    self.close()
+                raise
+            finally:
+                lock.give()
+        finally:
+            for i in range(acquired):
+                PyBuffer_Release(&views[i])
+            PyMem_Free(views)
+            PyMem_Free(meta)
+            PyMem_Free(iov)
 
     def _send_locked(self, data, write=None):
         """Write one whole message `data` to the live socket under the send lock:
@@ -842,8 +1126,7 @@ cdef class ConnectionCore:
                 for i in range(len(sizes)):
                     total += <Py_ssize_t>sizes[i]
                 parts = message_buffers(total)  # total is bounded: max_message_size
-                for i in range(len(sizes)):
-                    self._receive_buffer_frame(sizes[i], deadline, parts)
+                self._receive_buffer_frames(sizes, deadline, parts)
                 raws = parts.finish(sizes, readonly)
             else:
                 raws = [self._receive_into_callers(sizes[i], readonly[i], deadline, into)
@@ -870,18 +1153,68 @@ cdef class ConnectionCore:
         else:
             length, received = len(frame), frame
         if length != size:
-            raise FrameError(f"out-of-band buffer frame of {length} bytes, the manifest announced {size}")
+            raise _buffer_frame_mismatch(length, size)
         return received, (self._recv_into_until(deadline) if len(received) < length else None)
 
-    cdef int _receive_buffer_frame(self, Py_ssize_t size, object deadline,
-                                   MessageBuffers parts) except -1:
-        """The next frame, an out-of-band buffer of `size` bytes, appended to
-        `parts`: what the scanner holds of it copied, the rest read straight
-        into place."""
-        received, recv_into = self._buffer_frame(size, deadline)
-        parts.take(received)
-        if recv_into is not None:
-            parts.receive(recv_into, size - len(received))
+    cdef int _receive_buffer_frames(self, list sizes, object deadline,
+                                    MessageBuffers parts) except -1:
+        """The frames of the out-of-band buffers of `sizes` (what the manifest
+        announced), appended to `parts` in order: first those the scanner has
+        already split, then the bytes it holds, then the rest read from the
+        socket straight into place. Once the manifest is known, so is where
+        every following byte goes: where the descriptor allows, one
+        scatter-gather read takes the headers and payloads of many frames at
+        once. Each header is checked against the manifest as soon as it is
+        complete; nothing past the message is read. Receive lock held."""
+        cdef _FrameLayout f
+        cdef fw_iovec iov[FW_IOV_BATCH]
+        cdef const char* held = NULL
+        cdef Py_ssize_t i = 0, j, n, misplaced, count = len(sizes)
+        cdef int pieces
+        cdef object ready = self._ready
+        cdef object recv_into = None
+        while i < count and ready:
+            frame = ready.popleft()
+            if len(frame) != sizes[i]:
+                raise _buffer_frame_mismatch(len(frame), sizes[i])
+            parts.take(frame)
+            i += 1
+        if i == count:
+            return 0
+        f.count = count - i
+        f.index = f.got = 0
+        f.in_payload = f.long_header = False
+        # 20 bytes a buffer: the manifest that announced them took 9 each.
+        f.sizes = <uint64_t*>PyMem_Malloc(<size_t>f.count * 20)
+        if f.sizes == NULL:
+            raise MemoryError()
+        f.heads = <char*>(f.sizes + f.count)
+        try:
+            for j in range(f.count):
+                # Through Py_ssize_t: OverflowError for a size past it (limits
+                # configured that high), never a negative length in the layout.
+                f.sizes[j] = <Py_ssize_t>sizes[i + j]
+            n = self._scanner.raw_bytes(&held)
+            if n:
+                n = _layout_copy(&f, parts, held, n, iov, self._max_frame_size)
+                frames = self._scanner.skip_raw(n)
+                if frames:
+                    self._keep_ready(frames)  # the messages after this one
+            while f.index < f.count:
+                if deadline is None and fw_fd_load(&self._fd) >= 0:
+                    pieces = _layout_vector(&f, parts, iov, FW_IOV_BATCH)
+                    n = fw_fd_recv_vector(&self._fd, iov, pieces)
+                    if n == 0:
+                        raise EOFError(EOF_IN_MESSAGE)
+                    parts.advance(_layout_advance(&f, n, self._max_frame_size, &misplaced))
+                    if misplaced:
+                        _layout_replace(&f, parts, iov, pieces, n, misplaced, self._max_frame_size)
+                else:
+                    if recv_into is None:
+                        recv_into = self._recv_into_until(deadline)
+                    _layout_receive_piece(&f, parts, recv_into, self._max_frame_size)
+        finally:
+            PyMem_Free(f.sizes)
         return 0
 
     cdef object _receive_into_callers(self, Py_ssize_t length, bint readonly, object deadline,

@@ -990,6 +990,31 @@ cdef class FrameScanner:
         finally:
             self._busy = False
 
+    @cython.final
+    cdef Py_ssize_t raw_bytes(self, const char** data) except -1:
+        """The bytes buffered and not yet handed out as frames (*data points
+        at them until the scanner's next call), for a caller that knows what
+        they hold better than the headers say: the connection, laying out the
+        frames an out-of-band manifest announced. Raises the scanner's error if
+        a bad header stopped it there."""
+        if self._busy:
+            raise RuntimeError("FrameScanner re-entered while one of its calls is running")
+        self._check()
+        data[0] = self._arena.data + self._start if self._arena is not None else NULL
+        return self._end - self._start
+
+    @cython.final
+    cdef list skip_raw(self, Py_ssize_t n):
+        """Drop the first `n` (<= raw_bytes()) of those bytes, which the caller
+        took itself, and scan on from the byte after them: the frames that
+        completes."""
+        self._claim()
+        try:
+            self._start += n
+            return self._scan()
+        finally:
+            self._busy = False
+
     cdef int _ensure_space(self, Py_ssize_t free_bytes) except -1:
         """Make room for at least free_bytes after _end, moving only unexported memory."""
         cdef Py_ssize_t tail = self._end - self._start

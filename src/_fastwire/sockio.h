@@ -36,6 +36,22 @@ static int fw_fd_load(const int *fdp) { return __atomic_load_n(fdp, __ATOMIC_ACQ
 static void fw_fd_store(int *fdp, int fd) { __atomic_store_n(fdp, fd, __ATOMIC_RELEASE); }
 #endif
 
+/* Pieces in one scatter-gather read: enough for the frames of a message of
+ * many buffers to arrive in few system calls, within IOV_MAX (1024 on Linux,
+ * macOS and the BSDs; POSIX promises only 16). */
+#include <limits.h>
+#if defined(IOV_MAX) && IOV_MAX < 128
+#define FW_IOV_BATCH IOV_MAX
+#else
+#define FW_IOV_BATCH 128
+#endif
+/* Pieces in one scatter-gather write: as many as the platform takes. */
+#if defined(IOV_MAX) && IOV_MAX < 1024
+#define FW_IOV_SEND IOV_MAX
+#else
+#define FW_IOV_SEND 1024
+#endif
+
 #ifdef _WIN32
 
 #define FW_FAST_SOCKETS 0
@@ -58,6 +74,23 @@ static Py_ssize_t fw_fd_recv(const int *fdp, char *buf, Py_ssize_t n)
     return -1;
 }
 
+typedef struct { void *iov_base; size_t iov_len; } fw_iovec;
+
+static Py_ssize_t fw_fd_recv_vector(const int *fdp, fw_iovec *iov, int count)
+{
+    (void)fdp; (void)iov; (void)count;
+    PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
+    return -1;
+}
+
+static int fw_fd_send_vector(const int *fdp, fw_iovec *iov, Py_ssize_t count, Py_ssize_t *sent)
+{
+    (void)fdp; (void)iov; (void)count;
+    *sent = 0;
+    PyErr_SetString(PyExc_OSError, "fastwire: no descriptor I/O on Windows");
+    return -1;
+}
+
 /* Windows keeps TCP_NODELAY on for good: the descriptor is not one there. */
 static void fw_tcp_nodelay(const int *fdp, int on)
 {
@@ -69,6 +102,7 @@ static void fw_tcp_nodelay(const int *fdp, int on)
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -90,21 +124,39 @@ static int fw_fd_current(const int *fdp)
     return fd;
 }
 
-/* One send(2) or recv(2) (`writing` chooses) of up to n bytes: first without
- * blocking, holding the GIL, then, if the kernel would block, blocking without
- * it. How many bytes moved (0 from recv: end of stream), or -1 with an
- * exception set. */
-static Py_ssize_t fw_fd_io(const int *fdp, char *buf, Py_ssize_t n, int writing)
+/* A scatter-gather vector: struct iovec (one type on both platforms for the
+ * callers; Windows has no descriptor I/O, see above). */
+#include <sys/uio.h>
+typedef struct iovec fw_iovec;
+
+/* One system call: send(2) or recv(2) of buf[:n] (`writing` chooses), or,
+ * when `iov` is given, sendmsg(2) or recvmsg(2) over its `count` pieces. */
+static ssize_t fw_sys(int fd, char *buf, Py_ssize_t n, fw_iovec *iov, int count, int writing, int flags)
+{
+    if (iov != NULL) {
+        struct msghdr msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = iov;
+        msg.msg_iovlen = (size_t)count;
+        return writing ? sendmsg(fd, &msg, flags) : recvmsg(fd, &msg, flags);
+    }
+    return writing ? send(fd, buf, (size_t)n, flags) : recv(fd, buf, (size_t)n, flags);
+}
+
+/* One fw_sys() call: first without blocking, holding the GIL, then, if the
+ * kernel would block, blocking without it. How many bytes moved (0 from a
+ * read: end of stream), or -1 with an exception set. */
+static Py_ssize_t fw_fd_io(const int *fdp, char *buf, Py_ssize_t n, fw_iovec *iov, int count, int writing)
 {
     for (;;) {
         int fd = fw_fd_current(fdp);
         if (fd < 0)
             return -1;
-        ssize_t k = writing ? send(fd, buf, (size_t)n, MSG_DONTWAIT) : recv(fd, buf, (size_t)n, MSG_DONTWAIT);
+        ssize_t k = fw_sys(fd, buf, n, iov, count, writing, MSG_DONTWAIT);
         int err = k < 0 ? errno : 0;
         if (k < 0 && fw_would_block(err)) {
             Py_BEGIN_ALLOW_THREADS
-            k = writing ? send(fd, buf, (size_t)n, 0) : recv(fd, buf, (size_t)n, 0);
+            k = fw_sys(fd, buf, n, iov, count, writing, 0);
             err = k < 0 ? errno : 0;
             Py_END_ALLOW_THREADS
         }
@@ -127,7 +179,7 @@ static int fw_fd_send_all(const int *fdp, const char *buf, Py_ssize_t n, Py_ssiz
 {
     *sent = 0;
     while (n > 0) {
-        Py_ssize_t k = fw_fd_io(fdp, (char *)buf, n, 1);
+        Py_ssize_t k = fw_fd_io(fdp, (char *)buf, n, NULL, 0, 1);
         if (k < 0)
             return -1;
         buf += k;
@@ -141,7 +193,40 @@ static int fw_fd_send_all(const int *fdp, const char *buf, Py_ssize_t n, Py_ssiz
  * an exception set. */
 static Py_ssize_t fw_fd_recv(const int *fdp, char *buf, Py_ssize_t n)
 {
-    return fw_fd_io(fdp, buf, n, 0);
+    return fw_fd_io(fdp, buf, n, NULL, 0, 0);
+}
+
+/* Write the `count` pieces of `iov` in order (any count: in batches the
+ * platform takes); 0, or -1 with an exception set. *sent counts the bytes
+ * written either way. `iov` is consumed: its pieces are advanced past what
+ * was written. */
+static int fw_fd_send_vector(const int *fdp, fw_iovec *iov, Py_ssize_t count, Py_ssize_t *sent)
+{
+    *sent = 0;
+    while (count > 0) {
+        int batch = count < FW_IOV_SEND ? (int)count : FW_IOV_SEND;
+        Py_ssize_t k = fw_fd_io(fdp, NULL, 0, iov, batch, 1);
+        if (k < 0)
+            return -1;
+        *sent += k;
+        while (count > 0 && (size_t)k >= iov->iov_len) {
+            k -= (Py_ssize_t)iov->iov_len;
+            iov++;
+            count--;
+        }
+        if (k > 0) {
+            iov->iov_base = (char *)iov->iov_base + k;
+            iov->iov_len -= (size_t)k;
+        }
+    }
+    return 0;
+}
+
+/* One read scattered over the `count` pieces of `iov` (count <= IOV_MAX):
+ * how many bytes arrived, 0 at end of stream, or -1 with an exception set. */
+static Py_ssize_t fw_fd_recv_vector(const int *fdp, fw_iovec *iov, int count)
+{
+    return fw_fd_io(fdp, NULL, 0, iov, count, 0);
 }
 
 /* Turn TCP_NODELAY on or off on the descriptor at *fdp, if it is still open.

@@ -56,6 +56,12 @@ cdef class FrameScanner:
     @cython.final
     cdef object recv_with(self, fd_reader read, const int *fdp)
 
+    @cython.final
+    cdef Py_ssize_t raw_bytes(self, const char **data) except -1
+
+    @cython.final
+    cdef list skip_raw(self, Py_ssize_t n)
+
     cdef int _ensure_space(self, Py_ssize_t free_bytes) except -1
     cdef list _scan(self)
     cdef int _settle(self, list frames) except -1

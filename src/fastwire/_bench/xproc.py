@@ -166,8 +166,22 @@ def _fw_pickle():
     return fw
 
 
-def _spawn(impl, family, address, count, mode):
+def _child_env(mode):
+    """The environment a bench child runs in. A receiving child of an arrays
+    row imports NumPy, whose OpenBLAS starts a thread per core that spins
+    for a while after the import, inside the measured window: on this 2-core
+    machine that thread's CPU seconds were counted as the receiver's (the
+    out-of-band dict row's receiver measured 5-6 GB/s with it, 12 GB/s
+    without). The receiver does no linear algebra, so its BLAS gets one
+    thread."""
     env = dict(os.environ)
+    if mode.startswith("receive "):
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
+
+
+def _spawn(impl, family, address, count, mode):
+    env = _child_env(mode)
     return subprocess.Popen([sys.executable, "-m", "fastwire._bench.xproc", impl, family, repr(address),
                              str(count), mode], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
