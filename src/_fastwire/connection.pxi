@@ -697,9 +697,7 @@ cdef class ConnectionCore:
             if self._sends_in_row < _NAGLE_AFTER_SENDS:  # a count that stops, never wraps
                 self._sends_in_row += 1
             if self._recv_lock.held:  # read after that thread took it: it pushes, or we see it
-                if self._nagle:
-                    self._nagle = False
-                    fw_tcp_nodelay(&self._nagle_fd, 1)
+                self._push_held()
             elif not self._nagle and self._sends_in_row >= _NAGLE_AFTER_SENDS:
                 self._nagle = True
                 fw_tcp_nodelay(&self._nagle_fd, 0)
@@ -712,9 +710,14 @@ cdef class ConnectionCore:
             return
         with cython.critical_section(self):
             self._sends_in_row = 0
-            if self._nagle:
-                self._nagle = False
-                fw_tcp_nodelay(&self._nagle_fd, 1)
+            self._push_held()
+
+    cdef inline void _push_held(self) noexcept:
+        """TCP_NODELAY on again if a stream turned it off, which sends at once
+        whatever Nagle's algorithm holds back (in the caller's critical section)."""
+        if self._nagle:
+            self._nagle = False
+            fw_tcp_nodelay(&self._nagle_fd, 1)
 
     def _push_before_waiting(self):
         """What a receive call does before it may wait (see the class), for
