@@ -2,9 +2,9 @@
 
 Each call looks the methods up once, at its start, in the stdlib's order
 (load: peek, readinto, read, readline; dump: write), and calls what it found
-for the whole call, as the stdlib calls the bound methods it made then:
-without making bound-method objects, but with the same results when the
-file's methods are not plain methods, or are replaced, deleted or stop
+for the whole call, as the stdlib calls the bound methods it made then (dump
+without making a bound-method object for write), with the same results when
+the file's methods are not plain methods, or are replaced, deleted or stop
 existing while the call runs. The stdlib's pickle.load / pickle.dump on the
 same kind of file is the oracle throughout.
 """

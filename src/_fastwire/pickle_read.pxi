@@ -26,16 +26,12 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from capi cimport (
     PY_SSIZE_T_MAX, c_bytearray_from, c_bytes_decode_escape, c_bytes_from, c_call_object,
     c_decode_ascii, c_decode_raw_unicode_escape, c_decode_utf8, c_decref, c_dict_setitem, c_dict_size, c_false,
-    c_xdecref,
     c_float_from_double, c_import, c_incref, c_int_from_le_bytes, c_int_from_long,
     c_int_from_longlong, c_int_from_string, c_is_dict_exact, c_is_list_exact, c_is_set, c_is_tuple,
     c_is_type, c_memoryview_from, c_new_dict, c_new_list, c_new_set, c_new_tuple, c_none, c_set_add,
     c_setitem, c_string_to_double, c_sys_audit, c_true, c_unicode_decode,
 )
-from wire cimport (
-    FW_FREE_THREADED, fw_claim, fw_method_bound, fw_method_call, fw_method_call0, fw_method_lookup, fw_release,
-    fw_zero,
-)
+from wire cimport FW_FREE_THREADED, fw_claim, fw_release
 from opcodes cimport (
     OP_ADDITEMS, OP_APPEND, OP_APPENDS, OP_BINBYTES, OP_BINBYTES8, OP_BINFLOAT, OP_BINGET,
     OP_BININT, OP_BININT1, OP_BININT2, OP_BINPERSID, OP_BINPUT, OP_BINSTRING, OP_BINUNICODE,
@@ -726,15 +722,11 @@ cdef class Unpickler:
     cdef bint has_view
     cdef Py_ssize_t consumed_before  # bytes consumed from earlier buffers
     cdef Py_ssize_t buffer_bytes     # out-of-band bytes (NEXT_BUFFER) taken: input too
-    # File input (file_read is None for loads()): each method as
-    # fw_method_lookup found it, called through unp_file_call with `file`
-    # as its first argument where file_unbound has its bit.
+    # File input (file_read is None for loads()).
     cdef object file_read
     cdef object file_readline
     cdef object file_readinto
     cdef object file_peek
-    cdef object file
-    cdef int file_unbound
     cdef bint from_peek             # pos points into peeked, unconsumed data
     # Value stack and mark stack.
     cdef PyObject **stack
@@ -791,18 +783,14 @@ cdef class Unpickler:
 
     def __init__(self, file, *, fix_imports=True, encoding="ASCII", errors="strict",
                  buffers=(), allowed=None):
-        cdef UnpFile methods
-        unp_file_lookup(file, &methods)
+        methods = unp_file_methods(file)
+        unp_claim(self, "__init__() called")
         try:
-            unp_claim(self, "__init__() called")
-            try:
-                unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
-                unp_set_file_input(self, file, &methods)
-                self.initialized = True
-            finally:
-                fw_release(&self.busy)
+            unp_configure(self, fix_imports, encoding, errors, buffers, allowed)
+            unp_set_file_input(self, methods)
+            self.initialized = True
         finally:
-            unp_file_clear(&methods)
+            fw_release(&self.busy)
 
     def __dealloc__(self):
         unp_clear_stack(self, 0)
@@ -990,91 +978,27 @@ cdef int unp_bind_hooks(Unpickler u) except -1:
 
 # ----- input ---------------------------------------------------------------
 
-# A file's methods as fw_method_lookup finds them: (function, file) for a
-# method of the file's class, (callable, NULL) for anything else; owned.
-cdef struct UnpFile:
-    PyObject *peek
-    PyObject *peek_self
-    PyObject *readinto
-    PyObject *readinto_self
-    PyObject *read
-    PyObject *read_self
-    PyObject *readline
-    PyObject *readline_self
+cdef tuple unp_file_methods(file):
+    """(read, readline, readinto, peek) of *file*, looked up as the stdlib does
+    when an Unpickler is made: read and readline required, the others used
+    when present."""
+    peek = getattr(file, "peek", None)
+    readinto = getattr(file, "readinto", None)
+    read = getattr(file, "read", None)
+    readline = getattr(file, "readline", None)
+    if read is None or readline is None:
+        raise TypeError("file must have 'read' and 'readline' attributes")
+    return (read, readline, readinto, peek)
 
 
-cdef enum:
-    # Bits of Unpickler.file_unbound: the method is called with the file first.
-    UNP_PEEK_UNBOUND = 1
-    UNP_READINTO_UNBOUND = 2
-    UNP_READ_UNBOUND = 4
-    UNP_READLINE_UNBOUND = 8
-
-
-cdef int unp_file_lookup(file, UnpFile *f) except -1:
-    """Look up peek, readinto, read and readline of *file* in that order, as
-    the stdlib does when an Unpickler is made: read and readline required,
-    the others used when present. On error nothing is left to clear."""
-    fw_zero(f, sizeof(UnpFile))
-    try:
-        fw_method_lookup(file, "peek", &f.peek, &f.peek_self)
-        fw_method_lookup(file, "readinto", &f.readinto, &f.readinto_self)
-        fw_method_lookup(file, "read", &f.read, &f.read_self)
-        fw_method_lookup(file, "readline", &f.readline, &f.readline_self)
-        if f.read == NULL or f.readline == NULL:
-            raise TypeError("file must have 'read' and 'readline' attributes")
-    except BaseException:
-        unp_file_clear(f)
-        raise
-    return 0
-
-
-cdef void unp_file_clear(UnpFile *f) noexcept:
-    c_xdecref(f.peek)
-    c_xdecref(f.peek_self)
-    c_xdecref(f.readinto)
-    c_xdecref(f.readinto_self)
-    c_xdecref(f.read)
-    c_xdecref(f.read_self)
-    c_xdecref(f.readline)
-    c_xdecref(f.readline_self)
-    fw_zero(f, sizeof(UnpFile))
-
-
-cdef inline object unp_method_or_none(PyObject *func):
-    return <object>func if func != NULL else None
-
-
-cdef int unp_set_file_input(Unpickler u, file, UnpFile *f) except -1:
-    """Take *file*'s methods (copies of f's references; f is still the
-    caller's to clear)."""
-    u.file = file
-    u.file_unbound = ((UNP_PEEK_UNBOUND if f.peek_self != NULL else 0)
-                      | (UNP_READINTO_UNBOUND if f.readinto_self != NULL else 0)
-                      | (UNP_READ_UNBOUND if f.read_self != NULL else 0)
-                      | (UNP_READLINE_UNBOUND if f.readline_self != NULL else 0))
-    u.file_peek = unp_method_or_none(f.peek)
-    u.file_readinto = unp_method_or_none(f.readinto)
-    u.file_read = <object>f.read
-    u.file_readline = <object>f.readline
+cdef int unp_set_file_input(Unpickler u, tuple methods) except -1:
+    u.file_read, u.file_readline, u.file_readinto, u.file_peek = methods
     return 0
 
 
 cdef void unp_forget_file(Unpickler u) noexcept:
     u.file_read = u.file_readline = u.file_readinto = u.file_peek = None
-    u.file = None
-    u.file_unbound = 0
     u.from_peek = False
-
-
-cdef inline PyObject *unp_file_self(Unpickler u, int bit) noexcept:
-    return <PyObject *>u.file if u.file_unbound & bit else NULL
-
-
-cdef object unp_file_call(Unpickler u, method, int bit, arg):
-    """method(arg) as the file's bound method would be called. The method and
-    the file are held by the call, not by u: the callee may reconfigure u."""
-    return fw_method_call(<PyObject *>method, unp_file_self(u, bit), arg)
 
 
 cdef int unp_set_memory_input(Unpickler u, data) except -1:
@@ -1131,7 +1055,7 @@ cdef int unp_commit_peek(Unpickler u) except -1:
         u.from_peek = False
         unp_use_buffer(u, b"", False)
         if used > 0:
-            unp_file_call(u, u.file_read, UNP_READ_UNBOUND, used)
+            u.file_read(used)
     return 0
 
 
@@ -1140,7 +1064,7 @@ cdef bytes unp_read_exactly(Unpickler u, Py_ssize_t n):
     has arrived, so a hostile length never sizes an allocation."""
     cdef Py_ssize_t got = 0, chunk = UNP_FIRST_CHUNK
     if n <= UNP_FIRST_CHUNK:
-        data = unp_as_bytes(unp_file_call(u, u.file_read, UNP_READ_UNBOUND, n), "read")
+        data = unp_as_bytes(u.file_read(n), "read")
         if PyBytes_GET_SIZE(data) >= n or PyBytes_GET_SIZE(data) == 0:
             return data
         parts = [data]
@@ -1151,7 +1075,7 @@ cdef bytes unp_read_exactly(Unpickler u, Py_ssize_t n):
         want = n - got
         if want > chunk:
             want = chunk
-        data = unp_as_bytes(unp_file_call(u, u.file_read, UNP_READ_UNBOUND, want), "read")
+        data = unp_as_bytes(u.file_read(want), "read")
         if PyBytes_GET_SIZE(data) == 0:
             break
         parts.append(data)
@@ -1159,9 +1083,6 @@ cdef bytes unp_read_exactly(Unpickler u, Py_ssize_t n):
         if got >= chunk:
             chunk = got
     return b"".join(parts)
-
-
-cdef object unp_prefetch = UNP_PREFETCH
 
 
 cdef int unp_fill(Unpickler u, Py_ssize_t n) except -1:
@@ -1178,7 +1099,7 @@ cdef int unp_fill(Unpickler u, Py_ssize_t n) except -1:
     unp_commit_peek(u)
     if u.file_peek is not None and n < UNP_PREFETCH:
         try:
-            data = unp_file_call(u, u.file_peek, UNP_PEEK_UNBOUND, unp_prefetch)
+            data = u.file_peek(UNP_PREFETCH)
         except NotImplementedError:
             u.file_peek = None
         else:
@@ -1228,9 +1149,7 @@ cdef Py_ssize_t unp_readline(Unpickler u, const char **out) except -1:
         if u.file_read is None:
             raise UnpicklingError("pickle data was truncated")
         unp_commit_peek(u)
-        readline = u.file_readline
-        unp_use_buffer(u, unp_as_bytes(fw_method_call0(<PyObject *>readline,
-                                                       unp_file_self(u, UNP_READLINE_UNBOUND)), "readline"), False)
+        unp_use_buffer(u, unp_as_bytes(u.file_readline(), "readline"), False)
         n = u.end - u.pos
         if n == 0 or u.pos[n - 1] != b'\n':
             raise UnpicklingError("pickle data was truncated")
@@ -1277,8 +1196,7 @@ cdef int unp_push_payload(Unpickler u, Py_ssize_t n, bint as_bytearray) except -
         # 1x the payload), but grow it with the bytes that arrive rather than
         # allocating what the length field claims (frames.pxi's receive_payload).
         try:
-            data = receive_payload(fw_method_bound(<PyObject *>u.file_readinto,
-                                                   unp_file_self(u, UNP_READINTO_UNBOUND)), n, have)
+            data = receive_payload(u.file_readinto, n, have)
         except EOFError:
             raise UnpicklingError("pickle data was truncated") from None
     else:
@@ -2421,28 +2339,24 @@ def load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=(
     data).
     """
     cdef Unpickler u
-    cdef UnpFile methods
-    unp_file_lookup(file, &methods)
+    methods = unp_file_methods(file)
+    # The decoder loads() shares, as loads() uses it: making and freeing an
+    # Unpickler (its keyword arguments, stack and memo arrays) cost more than
+    # decoding a small message read from a socket's makefile().
+    u = unp_claim_decoder()
     try:
-        # The decoder loads() shares, as loads() uses it: making and freeing an
-        # Unpickler (its keyword arguments, stack and memo arrays) cost more than
-        # decoding a small message read from a socket's makefile().
-        u = unp_claim_decoder()
+        if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
+            unp_configure_default(u, allowed)
+        else:
+            unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
+        u.consumed_before = 0
+        unp_set_file_input(u, methods)
         try:
-            if fix_imports is True and buffers is () and encoding == "ASCII" and errors == "strict":
-                unp_configure_default(u, allowed)
-            else:
-                unp_configure(u, fix_imports, encoding, errors, buffers, allowed)
-            u.consumed_before = 0
-            unp_set_file_input(u, file, &methods)
-            try:
-                return unp_decode(u)
-            finally:
-                # Leave the file just past what was decoded (peeked bytes are
-                # read off it), before the decoder is emptied and released.
-                unp_finish_file(u)
+            return unp_decode(u)
         finally:
-            unp_forget_file(u)
-            unp_end_loads(u)
+            # Leave the file just past what was decoded (peeked bytes are
+            # read off it), before the decoder is emptied and released.
+            unp_finish_file(u)
     finally:
-        unp_file_clear(&methods)
+        unp_forget_file(u)
+        unp_end_loads(u)
