@@ -206,7 +206,7 @@ def test_bm_pickle_group_is_the_benchmarks_mutation_of_its_dict():
         for key in copy:
             copy[key] = type(key)(source.random() * sys.maxsize)
         expected.append(copy)
-    assert corpus.BM_PICKLE_GROUP == expected
+    assert expected == corpus.BM_PICKLE_GROUP
     assert len(corpus.BM_PICKLE_TUPLE[0]) == 20 and len(corpus.BM_PICKLE_DICT) == 33
 
 
