@@ -191,6 +191,36 @@ def test_the_receiving_check_refuses_something_else():
     xproc._check("memoryview", xproc._payload("memoryview", "fastwire"))
 
 
+def test_bm_pickle_group_is_the_benchmarks_mutation_of_its_dict():
+    """bm_pickle builds DICT_GROUP by copying DICT three times and giving every
+    key, in order, type(key)(random_source.random() * sys.maxsize) from one
+    random.Random(5): replayed here step by step, as the benchmark writes it."""
+    import random
+
+    from fastwire._bench import corpus
+
+    source = random.Random(5)
+    expected = []
+    for _ in range(3):
+        copy = dict(corpus.BM_PICKLE_DICT)
+        for key in copy:
+            copy[key] = type(key)(source.random() * sys.maxsize)
+        expected.append(copy)
+    assert corpus.BM_PICKLE_GROUP == expected
+    assert len(corpus.BM_PICKLE_TUPLE[0]) == 20 and len(corpus.BM_PICKLE_DICT) == 33
+
+
+def test_the_five_bm_pickle_cases_run_on_both_sides():
+    from fastwire._bench import corpus_cases
+
+    pairs = corpus_cases.bm_pickle_pairs()
+    assert [p.name.rsplit(": ", 1)[1] for p in pairs] == [
+        "pickle", "unpickle", "pickle_list", "unpickle_list", "pickle_dict"]
+    for pair in pairs:
+        assert pair.target == corpus_cases.BM_PICKLE_TARGET
+        assert pair.stdlib() is None and pair.fastwire() is None
+
+
 needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
 
 

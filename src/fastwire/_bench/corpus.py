@@ -4,9 +4,9 @@ The seven data sets of :mod:`fastwire._bench.datasets` are what the codec was
 first tuned on; this corpus is what users send: atoms of every size, every
 container, shared and cyclic structure, the standard library's value types,
 each customisation hook of the reduce protocol, and record shapes from
-pyperformance's ``bm_pickle`` (written here from its published description:
-a user-profile dict, a tuple of a list of ids, a group of such dicts, nested
-lists of small ints, and a dict of small dicts).
+pyperformance's ``bm_pickle`` (its objects, value for value: a user-profile
+dict, a tuple of a list of ids, a group of three records of strs, nested lists
+of small ints, and a dict of small dicts).
 
 Every class is defined at module level so that any pickler can find it by
 name. Everything is built deterministically: two processes build equal data.
@@ -24,6 +24,7 @@ import fractions
 import ipaddress
 import pathlib
 import random
+import sys
 import uuid
 
 # --- classes exercising each path of the reduce protocol -----------------------------
@@ -153,38 +154,52 @@ class Plain:
         return type(other) is Plain and self.__dict__ == other.__dict__
 
 
-# --- pyperformance bm_pickle shapes ------------------------------------------------------
+# --- pyperformance bm_pickle data ---------------------------------------------------------
+# The objects of pyperformance's bm_pickle benchmark, value for value
+# (pyperformance/data-files/benchmarks/bm_pickle/run_benchmark.py).
+
+BM_PICKLE_DICT = {
+    "ads_flags": 0, "age": 18, "birthday": datetime.date(1980, 5, 7), "bulletin_count": 0,
+    "comment_count": 0, "country": "BR", "encrypted_id": "G9urXXAJwjE", "favorite_count": 9,
+    "first_name": "", "flags": 412317970704, "friend_count": 0, "gender": "m",
+    "gender_for_display": "Male", "id": 302935349, "is_custom_profile_icon": 0, "last_name": "",
+    "locale_preference": "pt_BR", "member": 0, "tags": ["a", "b", "c", "d", "e", "f", "g"],
+    "profile_foo_id": 827119638, "secure_encrypted_id": "Z_xxx2dYx3t4YAdnmfgyKw", "session_number": 2,
+    "signup_id": "201-19225-223", "status": "A", "theme": 1, "time_created": 1225237014,
+    "time_updated": 1233134493, "unread_message_count": 0, "user_group": "0", "username": "collinwinter",
+    "play_count": 9, "view_count": 7, "zip": "",
+}
+
+BM_PICKLE_TUPLE = (
+    [265867233, 265868503, 265252341, 265243910, 265879514, 266219766, 266021701, 265843726, 265592821,
+     265246784, 265853180, 45526486, 265463699, 265848143, 265863062, 265392591, 265877490, 265823665,
+     265828884, 265753032],
+    60,
+)
 
 
-def _profile(rng: random.Random) -> dict:
-    """A user-profile record: mostly short strings and small ints, a date, one int above 32 bits."""
-    return {
-        "ads_flags": 0, "age": rng.randint(18, 80), "birthday": datetime.date(1980 + rng.randint(0, 20), 5, 7),
-        "bulletin_count": 0, "comment_count": rng.randint(0, 100), "country": "BR",
-        "encrypted_id": "G9urXXAJwjE", "favorite_count": 9, "first_name": "", "flags": 412317970704,
-        "friend_count": rng.randint(0, 500), "gender": "m", "gender_for_display": "Male",
-        "id": 302935349 + rng.randint(0, 1000), "is_custom_profile_icon": 0, "last_name": "",
-        "locale_preference": "pt_BR", "member": 0, "tags": ["a", "b", "c"],
-        "profile_foo_id": 827119638, "secure_encrypted_id": "Z_xxx2dYx3t4YAdnmfgyKw",
-        "session_number": 2, "signup_id": "201-19225-223", "status": "A", "theme": 1,
-        "time_created": 1225237014, "time_updated": 1233134493, "unread_message_count": 0,
-        "user_group": "0", "username": "collinwinter", "play_count": 9, "view_count": 7,
-        "zip": "",
-    }
+def _bm_pickle_group() -> list[dict]:
+    """Three copies of BM_PICKLE_DICT whose every value is replaced by the str of
+    a random float below sys.maxsize (from random.Random(5)): the benchmark's
+    DICT_GROUP, a record of strs such as '4.5e+18'."""
+    rng = random.Random(5)
+    return [{key: str(rng.random() * sys.maxsize) for key in BM_PICKLE_DICT} for _ in range(3)]
+
+
+BM_PICKLE_GROUP = _bm_pickle_group()
+BM_PICKLE_LIST = [[list(range(10)), list(range(10))] for _ in range(10)]
+BM_PICKLE_MICRO_DICT = {key: dict.fromkeys(range(10)) for key in range(100)}
 
 
 def bm_pickle_sets() -> dict[str, object]:
-    """The five bm_pickle workloads: each is one object pickled per call, as the benchmark does."""
-    rng = random.Random(5)
-    profile = _profile(rng)
-    ids = ([265867233 + 1270 * i for i in range(14)], 60)
-    group = [_profile(rng) for _ in range(3)]
+    """bm_pickle's objects, one corpus entry each (the benchmark's own cases
+    time some of them together: see corpus_cases.bm_pickle_pairs)."""
     return {
-        "bm_pickle profile dict": profile,
-        "bm_pickle id tuple": ids,
-        "bm_pickle dict group": group,
-        "bm_pickle_list nested lists": [[list(range(10)), list(range(10))] for _ in range(10)],
-        "bm_pickle_dict dict of dicts": {key: dict.fromkeys(range(10)) for key in range(100)},
+        "bm_pickle profile dict": BM_PICKLE_DICT,
+        "bm_pickle id tuple": BM_PICKLE_TUPLE,
+        "bm_pickle dict group": BM_PICKLE_GROUP,
+        "bm_pickle_list nested lists": BM_PICKLE_LIST,
+        "bm_pickle_dict dict of dicts": BM_PICKLE_MICRO_DICT,
     }
 
 
