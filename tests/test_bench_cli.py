@@ -206,7 +206,7 @@ def test_bm_pickle_group_is_the_benchmarks_mutation_of_its_dict():
         for key in copy:
             copy[key] = type(key)(source.random() * sys.maxsize)
         expected.append(copy)
-    assert corpus.BM_PICKLE_GROUP == expected
+    assert expected == corpus.BM_PICKLE_GROUP
     assert len(corpus.BM_PICKLE_TUPLE[0]) == 20 and len(corpus.BM_PICKLE_DICT) == 33
 
 
@@ -219,3 +219,27 @@ def test_the_five_bm_pickle_cases_run_on_both_sides():
     for pair in pairs:
         assert pair.target == corpus_cases.BM_PICKLE_TARGET
         assert pair.stdlib() is None and pair.fastwire() is None
+
+
+needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+
+
+@needs_affinity
+def test_a_child_given_a_cpu_runs_on_that_cpu_alone():
+    cpu = max(os.sched_getaffinity(0))
+    env = dict(os.environ, **{xproc._CPU_VARIABLE: str(cpu)})
+    code = "import os; from fastwire._bench import xproc; xproc._pin_from_env(); print(sorted(os.sched_getaffinity(0)))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert out.stdout.strip() == f"[{cpu}]"
+
+
+@needs_numpy
+@needs_affinity
+@pytest.mark.skipif(not xproc.out_of_band_available(), reason="fastwire.net has no out_of_band option")
+def test_an_array_row_with_cpus_delivers_and_gives_this_process_its_cpus_back():
+    own = os.sched_getaffinity(0)
+    cpu = min(own)
+    rate, _ = xproc.array_rate(xproc.OUT_OF_BAND, "AF_UNIX", "dict", 2, cpus=(cpu, cpu))
+    assert rate > 0
+    assert os.sched_getaffinity(0) == own

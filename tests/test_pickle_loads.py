@@ -689,6 +689,54 @@ def test_ints_in_every_integer_opcode_are_the_stdlibs_objects(proto):
     assert all(g is e for g, e in zip(got, expected) if 0 <= e < 256)
 
 
+# Each side of every edge of the one-digit ints the decoder builds itself
+# (past the interpreter's cached -5..256, within one 30-bit digit).
+_ONE_DIGIT_EDGES = [-2**31, -2**30 - 1, -2**30, -2**30 + 1, -7, -6, -5, -1, 0, 255, 256, 257,
+                    65535, 65536, 2**30 - 1, 2**30, 2**31 - 1]
+
+
+@pytest.mark.parametrize("proto", [1, 2, 5])
+def test_one_digit_ints_past_the_cache_are_ints_like_the_stdlibs(proto):
+    # Ints of one digit past the cached range are built in place, as CPython
+    # builds them: each must be an exact int with the stdlib's value, sign,
+    # size, hash and arithmetic, and the cached ones the stdlib's objects.
+    data = pickle.dumps(_ONE_DIGIT_EDGES, proto)
+    got, expected = fwpickle.loads(data), pickle.loads(data)
+    assert got == expected == _ONE_DIGIT_EDGES
+    for g, e in zip(got, expected):
+        assert type(g) is int
+        assert (g is e) == (-5 <= e <= 256)
+        assert sys.getsizeof(g) == sys.getsizeof(e)
+        assert (hash(g), g < 0, bool(g), g.bit_length(), repr(g)) == \
+            (hash(e), e < 0, bool(e), e.bit_length(), repr(e))
+        assert (g + 1, g - 1, -g, g * 3, g // 7, g & 0xFFFF) == (e + 1, e - 1, -e, e * 3, e // 7, e & 0xFFFF)
+        assert g.to_bytes(5, "little", signed=True) == e.to_bytes(5, "little", signed=True)
+
+
+def test_a_run_of_ints_longer_than_the_stack_loads_like_stdlib():
+    # A run of int opcodes is pushed by one loop that stops where the stack
+    # is full: the loop grows it and the run goes on. Widths mixed so that
+    # BININT1, BININT2 and BININT follow each other within a run.
+    values = [v for i in range(3000) for v in (i % 256, 300 + i, 70000 + i, -i)]
+    for proto in (1, 2, 5):
+        data = pickle.dumps(values, proto)
+        assert fwpickle.loads(data) == pickle.loads(data) == values
+        assert fwpickle.load(ReadReadlineOnly(data)) == values
+        assert fwpickle.load(io.BufferedReader(io.BytesIO(data), buffer_size=7)) == values
+
+
+def test_a_run_of_ints_cut_anywhere_fails_like_stdlib():
+    # Every prefix of a pickle of a run of ints: a run that ends inside an
+    # opcode's payload is left to the ordinary path, which reports the
+    # truncation as the stdlib does.
+    data = pickle.dumps([5, 300, 70000, -3, 2**30 + 1, 7], 2)
+    for cut in range(len(data)):
+        prefix = data[:cut]
+        assert outcome(lambda: fwpickle.loads(prefix)) == outcome(lambda: pickle.loads(prefix)), cut
+        assert outcome(lambda: fwpickle.load(io.BytesIO(prefix))) == \
+            outcome(lambda: pickle.load(io.BytesIO(prefix))), cut
+
+
 class _ListKind(list):
     pass
 

@@ -70,6 +70,8 @@ cdef extern from "unpickle.h":
     double fw_be_double(const char *s) nogil
     int fw_small_ints_init() except -1
     PyObject *fw_int_from_long(long v) except NULL
+    int fw_push_int_run(const char **pos, const char *end, PyObject **stack,
+                        Py_ssize_t *sp, Py_ssize_t cap) except -1
     bint fw_memoryview_is_readonly(object view)
     void fw_memoryview_set_readonly(object view)
     bint fw_type_has_new(PyObject *cls)
@@ -1401,6 +1403,20 @@ cdef inline void unp_memoize_if_next(Unpickler u) noexcept:
         u.pos += 1
 
 
+cdef inline int unp_push_int_run_if_next(Unpickler u) except -1:
+    """After an int: ints come in runs (a list's items, a row of ids), which
+    one C loop pushes without a trip through the opcode switch per int; a
+    lone int (a record's field) costs one look at the next opcode."""
+    cdef unsigned char nxt
+    if u.pos < u.end:
+        nxt = <unsigned char>u.pos[0]
+        # BININT, BININT1 and BININT2 are J, K and M: one range test (L is
+        # the text LONG) for the common miss.
+        if <unsigned char>(nxt - OP_BININT) <= OP_BININT2 - OP_BININT and nxt != OP_LONG:
+            return fw_push_int_run(&u.pos, u.end, u.stack, &u.sp, u.stack_cap)
+    return 0
+
+
 cdef PyObject *unp_memo_get(Unpickler u, Py_ssize_t idx) except NULL:
     cdef PyObject *v = NULL
     if 0 <= idx < u.memo_cap:
@@ -1992,6 +2008,7 @@ cdef object unp_decode(Unpickler u):
             if s == NULL:
                 s = unp_take_slow(u, 1)
             unp_push(u, fw_int_from_long(<unsigned char>s[0]))
+            unp_push_int_run_if_next(u)
             continue
 
         if op == OP_MEMOIZE:
@@ -2017,21 +2034,23 @@ cdef object unp_decode(Unpickler u):
                 unp_push_borrowed(u, u.memo[idx])
             else:
                 unp_push_borrowed(u, unp_memo_get(u, idx))
-        elif op == OP_BINFLOAT:
-            s = unp_take_fast(u, 8)
-            if s == NULL:
-                s = unp_take_slow(u, 8)
-            unp_push(u, c_float_from_double(fw_be_double(s)))
         elif op == OP_BININT:
             s = unp_take_fast(u, 4)
             if s == NULL:
                 s = unp_take_slow(u, 4)
             unp_push(u, fw_int_from_long(fw_le_int(s, 4)))
+            unp_push_int_run_if_next(u)
         elif op == OP_BININT2:
             s = unp_take_fast(u, 2)
             if s == NULL:
                 s = unp_take_slow(u, 2)
             unp_push(u, fw_int_from_long(fw_le_int(s, 2)))
+            unp_push_int_run_if_next(u)
+        elif op == OP_BINFLOAT:
+            s = unp_take_fast(u, 8)
+            if s == NULL:
+                s = unp_take_slow(u, 8)
+            unp_push(u, c_float_from_double(fw_be_double(s)))
         elif op == OP_MARK:
             unp_push_mark(u)
         elif op == OP_APPENDS:

@@ -363,6 +363,36 @@ static int fw_small_ints_init(void)
     return 0;
 }
 
+/* An int of one digit that the interpreter does not cache (ids, timestamps,
+ * counters: most BININT values past 256), built as CPython's own
+ * _PyLong_FromMedium builds it, without PyLong_FromLong's dispatch on the
+ * value's size: a third of the cost of a list of such ints. The layout is
+ * CPython's (Include/cpython/longintrepr.h), the same from 3.11 to 3.13 with
+ * the GIL; PyObject_Init(Var) does the rest of a new object's set-up (its
+ * reference count, tracemalloc, 3.13's reference tracer). 3.14 keeps freed
+ * ints on a free list that only PyLong_FromLong reaches, and free-threaded
+ * builds lay out the header differently: both call it. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED) \
+    && !defined(Py_LIMITED_API) && PyLong_SHIFT == 30
+#define FW_INLINE_MEDIUM_INTS 1
+static inline PyObject *fw_new_medium_int(long v)
+{
+    PyLongObject *o = (PyLongObject *)PyObject_Malloc(sizeof(PyLongObject));
+    digit magnitude = (digit)(v < 0 ? 0UL - (unsigned long)v : (unsigned long)v);
+    if (o == NULL)
+        return PyErr_NoMemory();
+#if PY_VERSION_HEX >= 0x030C0000
+    /* One digit (count << 3), sign bits 2 for negative, 0 for positive. */
+    o->long_value.lv_tag = ((uintptr_t)1 << 3) | (uintptr_t)(v < 0 ? 2 : 0);
+    o->long_value.ob_digit[0] = magnitude;
+    return PyObject_Init((PyObject *)o, &PyLong_Type);
+#else
+    o->ob_digit[0] = magnitude;
+    return (PyObject *)PyObject_InitVar((PyVarObject *)o, &PyLong_Type, v < 0 ? -1 : 1);
+#endif
+}
+#endif
+
 /* A new reference to the int v. */
 static inline PyObject *fw_int_from_long(long v)
 {
@@ -371,6 +401,11 @@ static inline PyObject *fw_int_from_long(long v)
         Py_INCREF(o);
         return o;
     }
+#ifdef FW_INLINE_MEDIUM_INTS
+    /* Past the interpreter's cached -5..256, within one digit. */
+    if (v > 256 ? v < ((long)1 << PyLong_SHIFT) : v < -5 && v > -((long)1 << PyLong_SHIFT))
+        return fw_new_medium_int(v);
+#endif
     return PyLong_FromLong(v);
 }
 
@@ -399,6 +434,47 @@ static inline long fw_le_int(const char *s, int nbytes)
         return (long)p[0] | ((long)p[1] << 8);
     return (long)(int32_t)((uint32_t)p[0] | ((uint32_t)p[1] << 8) |
                            ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+}
+
+/* Push the ints of the BININT, BININT1 and BININT2 opcodes at *pos onwards
+ * while each is whole in the buffer and the stack has a free slot: a list's
+ * items or a record's fields come as a run of them, which one loop decodes
+ * without a trip through the opcode switch per int. *pos and *sp advance
+ * past each int pushed, so on an error (no memory) the stack holds the ints
+ * made so far and *pos the opcode that failed; 0 pushed leaves the caller's
+ * own path to read on or report truncation. Out of line: inlined, it costs
+ * the decode loop registers on every other opcode. */
+Py_NO_INLINE static int fw_push_int_run(const char **pos, const char *end, PyObject **stack,
+                                        Py_ssize_t *sp, Py_ssize_t cap)
+{
+    const char *p = *pos;
+    Py_ssize_t top = *sp;
+    int status = 0;
+    while (top < cap && p < end) {
+        unsigned char op = (unsigned char)p[0];
+        Py_ssize_t width;
+        PyObject *o;
+        if (op == 'K')          /* BININT1 */
+            width = 1;
+        else if (op == 'J')     /* BININT */
+            width = 4;
+        else if (op == 'M')     /* BININT2 */
+            width = 2;
+        else
+            break;
+        if (end - p <= width)
+            break;
+        o = fw_int_from_long(fw_le_int(p + 1, (int)width));
+        if (o == NULL) {
+            status = -1;
+            break;
+        }
+        stack[top++] = o;
+        p += 1 + width;
+    }
+    *pos = p;
+    *sp = top;
+    return status;
 }
 
 /* The signed little-endian integer of 1 to 8 bytes (LONG1/LONG4 payloads

@@ -180,8 +180,22 @@ def _child_env(mode):
     return env
 
 
-def _spawn(impl, family, address, count, mode):
+# The CPU a bench child runs on, when the row chooses one (array_rate's `cpus`):
+# set by the child itself before it starts any thread.
+_CPU_VARIABLE = "FASTWIRE_BENCH_CPU"
+
+
+def _pin_from_env():
+    """Run this process on the one CPU _CPU_VARIABLE names, if it names one."""
+    cpu = os.environ.get(_CPU_VARIABLE)
+    if cpu:
+        os.sched_setaffinity(0, {int(cpu)})
+
+
+def _spawn(impl, family, address, count, mode, cpu=None):
     env = _child_env(mode)
+    if cpu is not None:
+        env[_CPU_VARIABLE] = str(cpu)
     return subprocess.Popen([sys.executable, "-m", "fastwire._bench.xproc", impl, family, repr(address),
                              str(count), mode], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -515,10 +529,28 @@ def _wait_for_ready(child):
         raise RuntimeError(f"the receiving child failed before the stream (status {child.returncode})")
 
 
-def array_rate(impl, family, kind, count):
+def array_rate(impl, family, kind, count, cpus=None):
     """(bytes per second, peak receiver memory / payload or None) for one fresh
     pair: this process sends `count` messages of `kind`, the child receives.
-    The rate is that of the busier end, each over its own CPU seconds."""
+    The rate is that of the busier end, each over its own CPU seconds.
+
+    With `cpus`, (sender's CPU, receiver's CPU) (Linux), each end runs on that
+    CPU alone: the two placements a scheduler chooses between, measured
+    apart. Each end's copy into or out of the socket costs more when the
+    other end runs on another core (the data crosses between the cores'
+    caches) than on the same one, so a row that is mostly such copies moves
+    with the placement."""
+    if cpus is None:
+        return _array_rate(impl, family, kind, count, None)
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        return _array_rate(impl, family, kind, count, cpus[1])
+    finally:
+        os.sched_setaffinity(0, own)
+
+
+def _array_rate(impl, family, kind, count, receiver_cpu):
     size = KINDS[kind][1]
     with tempfile.TemporaryDirectory() as directory:
         obj = _payload(kind, impl)
@@ -528,7 +560,8 @@ def array_rate(impl, family, kind, count):
             push = ctx.socket(zmq.PUSH)
             push.setsockopt(zmq.SNDTIMEO, _ZMQ_PATIENCE_SECONDS * 1000)  # a dead child: an error, not a hang
             try:
-                child = _spawn(impl, family, _zmq_bind(push, family, directory), count, "receive " + kind)
+                child = _spawn(impl, family, _zmq_bind(push, family, directory), count, "receive " + kind,
+                               receiver_cpu)
                 push.send_multipart(sum(_zmq_parts(_payload(kind, impl, WARM_UP_SCALE)), []), copy=False)
                 _wait_for_ready(child)
                 meta, arrays = _zmq_parts(obj)
@@ -544,7 +577,7 @@ def array_rate(impl, family, kind, count):
         else:
             listener = _listen("fastwire" if impl == CEILING else impl, family, _address(family, directory))
             try:
-                child = _spawn(impl, family, listener.address, count, "receive " + kind)
+                child = _spawn(impl, family, listener.address, count, "receive " + kind, receiver_cpu)
                 conn = listener.accept()
                 send = conn.send_bytes if impl == CEILING else conn.send
                 for part in _outgoing(kind, impl, _payload(kind, impl, WARM_UP_SCALE)):
@@ -746,6 +779,7 @@ def markdown(rows):
 
 def main(argv):
     impl, family, address, count, mode = argv
+    _pin_from_env()
     import ast
     address = ast.literal_eval(address)
     if mode.startswith("receive "):
