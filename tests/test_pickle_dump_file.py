@@ -40,11 +40,20 @@ def test_dump_back_to_back_loads_one_per_call():
 
 def test_dump_argument_errors_match_stdlib():
     for args, kwargs in (((1, object()), {}), ((1, io.BytesIO(), 4), {"buffer_callback": list}),
-                         ((1, io.BytesIO(), 6), {})):
+                         ((1, io.BytesIO(), 6), {}), ((1, object(), 6), {})):
         with pytest.raises(Exception) as expected:
             std.dump(*args, **kwargs)
         with pytest.raises(expected.type):
             fw.dump(*args, **kwargs)
+
+
+def test_regression_dump_without_write_and_a_buffer_callback_below_protocol_5():
+    """Two argument errors at once: the stdlib looks write up first and
+    raises TypeError; fastwire checked buffer_callback first (ValueError)."""
+    with pytest.raises(TypeError, match="write"):
+        std.dump(1, object(), 4, buffer_callback=list)
+    with pytest.raises(TypeError, match="write"):
+        fw.dump(1, object(), 4, buffer_callback=list)
 
 
 def test_dump_propagates_write_errors():

@@ -70,6 +70,7 @@ cdef struct PwEnc:
     bint set_aside
     PyObject *buffers
     PyObject *write            # file.write, or NULL when building bytes
+    PyObject *write_self       # the file when write is its class's function (fw_method_lookup)
     PyObject *by_value_reduce  # by_value.reducer_override, or NULL (see dumps)
     PyObject *by_value_table   # by_value.dispatch_table, used inside what it returns
     int by_value_depth         # by-value reductions being written, one inside another

@@ -46,8 +46,8 @@ from capi cimport (
     c_type_type, c_utf8_and_size, c_xdecref,
 )
 from wire cimport (
-    FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_copy_short, fw_release, fw_store_f64, fw_store_u32,
-    fw_store_u64,
+    FW_FREE_THREADED, FW_HOST_LITTLE, fw_claim, fw_clzll, fw_copy_short, fw_method_call, fw_method_lookup,
+    fw_release, fw_store_f64, fw_store_u32, fw_store_u64,
 )
 from opcodes cimport (
     OP_ADDITEMS, OP_APPEND, OP_APPENDS, OP_BINBYTES, OP_BINBYTES8, OP_BINFLOAT, OP_BINGET,
@@ -601,7 +601,7 @@ cdef int pw_flush(PwEnc *e, bint reopen) except -1:
     if e.out == NULL:                  # still in the caller's stack buffer
         chunk = PyBytes_FromStringAndSize(e.buf, e.len)
         e.len = 0
-        (<object>e.write)(chunk)
+        fw_method_call(e.write, e.write_self, chunk)
         return 0
     if c_bytes_resize(&e.out, e.len) < 0:
         e.buf = NULL
@@ -613,7 +613,7 @@ cdef int pw_flush(PwEnc *e, bint reopen) except -1:
     e.buf = NULL
     e.len = e.cap = 0
     if not reopen:
-        (<object>e.write)(chunk)
+        fw_method_call(e.write, e.write_self, chunk)
         return 0
     fresh = c_bytes_from_or_null(NULL, PW_FRAME_TARGET + PW_FRAME_HEADER + 64)
     if fresh == NULL:
@@ -621,7 +621,7 @@ cdef int pw_flush(PwEnc *e, bint reopen) except -1:
     e.out = fresh
     e.buf = c_bytes_data(fresh)
     e.cap = PW_FRAME_TARGET + PW_FRAME_HEADER + 64
-    (<object>e.write)(chunk)
+    fw_method_call(e.write, e.write_self, chunk)
     return 0
 
 
@@ -648,7 +648,7 @@ cdef int pw_write_payload(PwEnc *e, const char *header, Py_ssize_t header_len,
         memcpy(pw_reserve(e, header_len), header, header_len)
         if e.write != NULL:
             pw_flush(e, True)
-            (<object>e.write)(payload)
+            fw_method_call(e.write, e.write_self, payload)
         else:
             memcpy(pw_reserve(e, n), data, n)
         pw_open_frame(e)
@@ -1808,9 +1808,6 @@ cdef extern from *:
        __reduce__ may tell "no dict" from "empty dict": functools.partial)
        nor turns a Python instance's inline attribute values into a dict
        (after which its methods read their attributes more slowly). */
-    #if PY_VERSION_HEX >= 0x030D0000
-    PyAPI_FUNC(int) _PyObject_GetMethod(PyObject *obj, PyObject *name, PyObject **method);
-    #endif
     static int pw_finds_class_attr(PyObject *obj, PyObject *name, PyObject *f) {
         PyObject *found = NULL;
         int unbound = _PyObject_GetMethod(obj, name, &found);
@@ -3035,25 +3032,32 @@ def dump(obj, file, protocol=None, *, fix_imports=True, buffer_callback=None):
     cdef int proto = pw_resolve_protocol(protocol)
     cdef PwCall call
     cdef PwEnc *e
-    cdef object write
-    if buffer_callback is not None and proto < 5:
-        raise ValueError("buffer_callback needs protocol >= 5")
+    cdef PyObject *write
+    cdef PyObject *write_self
+    # Looked up once, before anything is pickled, as the stdlib binds it (and
+    # before buffer_callback is checked: its order of errors); held for the
+    # whole dump, without a bound-method object.
+    if not fw_method_lookup(file, "write", &write, &write_self):
+        raise TypeError("file must have a 'write' attribute")
     try:
-        write = file.write
-    except AttributeError:
-        raise TypeError("file must have a 'write' attribute") from None
-    if proto < 2:
-        return _pickle.dump(obj, file, proto, fix_imports=fix_imports,
-                            buffer_callback=buffer_callback)
-    e = pw_call_begin(&call, proto, NULL)
-    e.fix_imports = bool(fix_imports)
-    e.write = <PyObject *>write
-    e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
-    try:
-        pw_encode(e, <PyObject *>obj)
-        pw_flush(e, False)
+        if buffer_callback is not None and proto < 5:
+            raise ValueError("buffer_callback needs protocol >= 5")
+        if proto < 2:
+            return _pickle.dump(obj, file, proto, fix_imports=fix_imports,
+                                buffer_callback=buffer_callback)
+        e = pw_call_begin(&call, proto, NULL)
+        e.write = write
+        e.write_self = write_self
+        try:
+            e.fix_imports = bool(fix_imports)
+            e.buffer_callback = <PyObject *>buffer_callback if buffer_callback is not None else NULL
+            pw_encode(e, <PyObject *>obj)
+            pw_flush(e, False)
+        finally:
+            pw_call_end(&call)
     finally:
-        pw_call_end(&call)
+        c_decref(write)
+        c_xdecref(write_self)
 
 
 class _LowProtocolPickler(_pickle.Pickler):

@@ -1,5 +1,6 @@
 # The core's own C functions (wire.h: byte order, native alignment, claims,
-# GC pauses; fastcall.h: METH_FASTCALL entry points) and the one place where
+# GC pauses; fastcall.h: METH_FASTCALL entry points, a file's method called
+# without a bound-method object) and the one place where
 # Python buffers are acquired and released. Every part may use these; they
 # use nothing but the C API.
 
@@ -42,6 +43,8 @@ cdef extern from "fastcall.h":
                                     const char *doc, object module_name)
     int fw_add_fastcall_method(type cls, PyMethodDef *method_def, const char *name,
                                fw_fastcall_fn fn, const char *doc) except -1
+    int fw_method_lookup(object obj, object name, PyObject **func, PyObject **self) except -1
+    object fw_method_call(PyObject *func, PyObject *self, object arg)
 
 
 cdef extern from *:
