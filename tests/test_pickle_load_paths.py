@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import collections
 import copyreg
+import dataclasses
 import datetime
 import io
 import pickle
@@ -526,3 +527,91 @@ def test_short_binbytes_like_stdlib(name):
     assert outcome(lambda: fw.loads(data)) == expected
     assert outcome(lambda: fw.Unpickler(io.BytesIO(data)).load()) == \
         outcome(lambda: pickle.Unpickler(io.BytesIO(data)).load())
+
+
+
+# --- BUILD with a dict state on classes that define their own __setattr__ -----------------
+# The state goes into the instance's __dict__ without the class's __setattr__,
+# as the stdlib's inst.__dict__ update does; fastwire stores it through the
+# generic attribute store where __dict__ is the one a class statement makes.
+
+SETATTR_CALLS: list = []
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenRecord:
+    sku: str
+    qty: int
+
+
+class RecordsSetattr:
+    """__setattr__ that records every call: BUILD with a dict state makes none in the stdlib."""
+
+    def __init__(self, a, b):
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "b", b)
+
+    def __setattr__(self, name, value):
+        SETATTR_CALLS.append(name)
+        object.__setattr__(self, name, value)
+
+
+class SetattrAndProperty(RecordsSetattr):
+    """A state key that names a property (a data descriptor): it still lands in __dict__."""
+
+    @property
+    def a(self):
+        return "from the property"
+
+
+class SetattrAndMethod(RecordsSetattr):
+    """A state key that names a method (not a data descriptor)."""
+
+    def b(self):
+        return "method"
+
+
+class SetattrReentering(RecordsSetattr):
+    """__setattr__ that loads another pickle and clears the calls: the worst it can do if called."""
+
+    def __setattr__(self, name, value):
+        fw.loads(pickle.dumps(FrozenRecord("x", 1)))
+        SETATTR_CALLS.clear()
+        SETATTR_CALLS.append(name)
+        object.__setattr__(self, name, value)
+
+
+class ExceptionWithState(Exception):
+    """A subclass of a C type whose __dict__ is its own getset, not a class
+    statement's (and whose __setstate__, BaseException's, does call __setattr__)."""
+
+    def __setattr__(self, name, value):
+        SETATTR_CALLS.append(name)
+        super().__setattr__(name, value)
+
+
+def _with_dict(obj, **attrs):
+    obj.__dict__.update(attrs)
+    return obj
+
+
+def _instances():
+    return [FrozenRecord("s1", 7), RecordsSetattr(1, "two"),
+            _with_dict(object.__new__(SetattrAndProperty), a=1, b=2), SetattrAndMethod(1, 2),
+            SetattrReentering(5, 6), _with_dict(ExceptionWithState("boom"), note=3)]
+
+
+@pytest.mark.parametrize("proto", range(2, pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("index", range(len(_instances())))
+def test_dict_state_of_a_class_with_its_own_setattr_lands_as_stdlibs(index, proto):
+    blob = pickle.dumps(_instances()[index], proto)
+    SETATTR_CALLS.clear()
+    expected = pickle.loads(blob)
+    stdlib_calls = SETATTR_CALLS[:]
+    SETATTR_CALLS.clear()
+    got = fw.loads(blob)
+    assert stdlib_calls == SETATTR_CALLS
+    assert stdlib_calls == (["note"] if isinstance(expected, Exception) else [])
+    assert type(got) is type(expected)
+    assert list(vars(got).items()) == list(vars(expected).items())
+    assert got.__dict__ is vars(got)

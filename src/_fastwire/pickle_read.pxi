@@ -82,6 +82,7 @@ cdef extern from "unpickle.h":
         pass
     int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name,
                             fw_intern_cache *interns) except -1
+    int fw_instance_dict_getter_init(PyObject *descr) except -1
     void fw_intern_cache_clear(fw_intern_cache *cache)
     long fw_strtol(const char *s, char **end, int *failed)
     ctypedef struct fw_import_names:
@@ -96,6 +97,14 @@ cdef extern from "unpickle.h":
 UnpicklingError = pickle.UnpicklingError
 
 fw_small_ints_init()
+
+
+class _ClassStatementInstance:
+    """Its __dict__ descriptor is the one every class statement gives its instances."""
+
+
+fw_instance_dict_getter_init(<PyObject *>_ClassStatementInstance.__dict__["__dict__"])
+del _ClassStatementInstance
 
 
 cdef enum:

@@ -636,14 +636,31 @@ static void fw_intern_cache_clear(fw_intern_cache *cache)
     }
 }
 
+/* The getter of the `__dict__` that a class statement gives its instances
+ * (set once by fw_instance_dict_getter_init from such a class). */
+static getter fw_instance_dict_getter = NULL;
+
+static int fw_instance_dict_getter_init(PyObject *descr)
+{
+    if (!Py_IS_TYPE(descr, &PyGetSetDescr_Type)) {
+        PyErr_SetString(PyExc_SystemError, "a class's __dict__ is not a getset descriptor");
+        return -1;
+    }
+    fw_instance_dict_getter = ((PyGetSetDescrObject *)descr)->d_getset->get;
+    return 0;
+}
+
 /* BUILD without __setstate__: inst.__dict__.update(state), str keys interned.
  *
- * When attribute assignment is the generic one and a key names no data
- * descriptor on the type, storing through PyObject_GenericSetAttr lands in
- * the same instance dict without materialising it (3.11+ keep instance
- * attributes inline until __dict__ is asked for), which is both faster here
- * and faster to read later.  Anything else goes through inst.__dict__ exactly
- * as the stdlib does. */
+ * When a key names no data descriptor on the type, storing through
+ * PyObject_GenericSetAttr lands in the same instance dict without
+ * materialising it (3.11+ keep instance attributes inline until __dict__ is
+ * asked for), which is both faster here and faster to read later. That holds
+ * where attribute assignment is the generic one, and where __dict__ is the
+ * one a class statement makes, whatever __setattr__ the class defines (a
+ * frozen dataclass's): the generic store never calls the class's __setattr__,
+ * and neither does the stdlib's update of inst.__dict__. Anything else goes
+ * through inst.__dict__ exactly as the stdlib does. */
 static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name,
                                fw_intern_cache *interns)
 {
@@ -652,10 +669,11 @@ static int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_n
     Py_ssize_t pos = 0;
     int generic = 0;
 
-    if (tp->tp_setattro == PyObject_GenericSetAttr && tp->tp_dictoffset != 0 &&
-            PyDict_GET_SIZE(state) > 0) {
+    if (tp->tp_dictoffset != 0 && PyDict_GET_SIZE(state) > 0) {
         descr = _PyType_Lookup(tp, dict_name);
-        generic = descr != NULL && Py_IS_TYPE(descr, &PyGetSetDescr_Type);
+        generic = descr != NULL && Py_IS_TYPE(descr, &PyGetSetDescr_Type)
+                  && (tp->tp_setattro == PyObject_GenericSetAttr
+                      || ((PyGetSetDescrObject *)descr)->d_getset->get == fw_instance_dict_getter);
     }
     if (!generic) {
         dict = PyObject_GetAttr(inst, dict_name);
