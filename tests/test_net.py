@@ -845,14 +845,23 @@ def test_lone_bytes_pickles_from_any_pickler_and_other_trailers():
 
 
 @pytest.fixture
-def page_sized_blocks():
-    """Large receive blocks in 4 KiB pages (blocks.h's FW_ALLOC_RESERVE) for the
-    test's duration: the default asks for huge pages (MADV_HUGEPAGE), and a fresh
-    block then takes one fault per 2 MiB where the kernel has huge pages free and
-    one per 4 KiB where it has not, so its fault count says nothing."""
-    from fastwire._fastwire import _receive_buffer_strategy
+def fresh_page_sized_blocks():
+    """A new large receive block is fresh 4 KiB pages for the test's duration.
+
+    The default strategy asks for huge pages (MADV_HUGEPAGE): a fresh block
+    then takes one fault per 2 MiB where the kernel has huge pages free, one
+    per 4 KiB where it has not, so its fault count says nothing; blocks.h's
+    FW_ALLOC_RESERVE commits 4 KiB pages. And the process-wide pool of
+    dropped blocks (receive_buffer_pool) starts empty: a block an earlier test
+    dropped would otherwise serve the first receive (the 3.13 suite of a CI
+    rehearsal saw 1503 faults for it: a smaller pooled block grown by 6 MiB)."""
+    from fastwire._fastwire import _receive_buffer_strategy, receive_buffer_pool
 
     default = _receive_buffer_strategy()
+    bounds = receive_buffer_pool()
+    receive_buffer_pool(max_blocks=0)
+    receive_buffer_pool(max_blocks=bounds["max_blocks"], max_bytes=bounds["max_bytes"])
+    assert receive_buffer_pool()["blocks"] == 0
     _receive_buffer_strategy(2)
     yield
     _receive_buffer_strategy(default)
@@ -860,7 +869,7 @@ def page_sized_blocks():
 
 @pytest.mark.skipif(sys.platform != "linux" or sysconfig.get_config_var("Py_GIL_DISABLED"), reason=(
     "counts this process's minor page faults (getrusage, Linux); free-threaded builds never recycle"))
-def test_dropped_large_result_is_refilled_without_paging_in_new_memory(pipe, page_sized_blocks):
+def test_dropped_large_result_is_refilled_without_paging_in_new_memory(pipe, fresh_page_sized_blocks):
     import resource
 
     a, b = pipe
