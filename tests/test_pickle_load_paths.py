@@ -384,6 +384,17 @@ def test_malformed_or_surrogate_utf8_like_stdlib(raw):
     assert_str_like_stdlib(raw + b"\xe6\x97\xa5")
 
 
+@pytest.mark.parametrize("length", [25, 31, 32, 33, 63, 64, 65, 100, 5001])
+def test_one_non_ascii_byte_anywhere_in_a_long_str_is_seen(length):
+    """Past the short-str cache the ASCII check reads 32 bytes a step, then
+    words, then bytes: a non-ASCII character at each offset of each of those
+    stretches must send the str to the UTF-8 decoder (regression: a check that
+    missed a lane would build a mangled pure-ASCII str)."""
+    for at in sorted({*range(min(length, 70)), *range(max(0, length - 40), length)}):
+        assert_str_like_stdlib(b"a" * at + b"\xc3\xa9" + b"b" * (length - at - 1))
+        assert_str_like_stdlib(b"a" * at + b"\x80" + b"b" * (length - at - 1))
+
+
 def test_one_non_ascii_character_is_the_interpreters_own():
     """Length-1 strs below U+0100 are interned singletons in CPython."""
     for ch in ("\xe9", "\x80", "\xff"):
