@@ -626,3 +626,69 @@ def test_dict_state_of_a_class_with_its_own_setattr_lands_as_stdlibs(index, prot
     assert type(got) is type(expected)
     assert list(vars(got).items()) == list(vars(expected).items())
     assert got.__dict__ is vars(got)
+
+
+# --- BUILD with a slot state whose __setattr__ changes that state -------------------------
+# fastwire sets each slot-state item with setattr, as the stdlib does, holding
+# the key and value across the call; a __setattr__ that edits the dict being
+# applied must neither crash it nor make it part from the stdlib's result.
+
+SLOT_STATE_SEEN: dict = {}
+
+
+def _stash_slot_state(state):
+    SLOT_STATE_SEEN["state"] = state
+    return state
+
+
+class _StashedState:
+    def __init__(self, state):
+        self.state = state
+
+    def __reduce__(self):
+        return _stash_slot_state, (self.state,)
+
+
+def _new_slot_state_editor():
+    return object.__new__(SlotStateEditor)
+
+
+class SlotStateEditor:
+    """Each setattr edits the slot-state dict BUILD is applying: the worst a __setattr__ can do to it."""
+
+    __slots__ = ("a", "b", "c")
+    EDIT = "clear"
+    STATE_TO_DUMP: dict = {}
+
+    def __reduce__(self):
+        return _new_slot_state_editor, (), (None, SlotStateEditor.STATE_TO_DUMP)
+
+    def __setattr__(self, name, value):
+        state = SLOT_STATE_SEEN.get("state")
+        if state is not None:
+            if SlotStateEditor.EDIT == "clear":
+                state.clear()
+            elif SlotStateEditor.EDIT == "grow":
+                state[f"k{len(state)}"] = value
+            elif SlotStateEditor.EDIT == "replace":
+                for key in list(state):
+                    state[key] = "replaced"
+        object.__setattr__(self, name, value)
+
+
+@pytest.mark.parametrize("edit", ["clear", "grow", "replace"])
+def test_slot_state_edited_by_setattr_while_applied_like_stdlib(edit, monkeypatch):
+    monkeypatch.setattr(SlotStateEditor, "EDIT", edit)
+    state = {"a": [1], "b": "two", "c": None}
+    monkeypatch.setattr(SlotStateEditor, "STATE_TO_DUMP", state)
+    blob = pickle.dumps([_StashedState(state), object.__new__(SlotStateEditor)], 5)
+
+    def slots_of(loads):
+        SLOT_STATE_SEEN.clear()
+        try:
+            _, inst = loads(blob)
+        except Exception as exc:  # the exception type is what must agree
+            return type(exc)
+        return {name: getattr(inst, name, "<unset>") for name in SlotStateEditor.__slots__}
+
+    assert slots_of(fw.loads) == slots_of(pickle.loads)

@@ -82,6 +82,7 @@ cdef extern from "unpickle.h":
         pass
     int fw_apply_dict_state(PyObject *inst, PyObject *state, PyObject *dict_name,
                             fw_intern_cache *interns) except -1
+    int fw_apply_slot_state(PyObject *inst, PyObject *state, fw_intern_cache *interns) except -1
     int fw_instance_dict_getter_init(PyObject *descr) except -1
     void fw_intern_cache_clear(fw_intern_cache *cache)
     long fw_strtol(const char *s, char **end, int *failed)
@@ -1638,9 +1639,7 @@ cdef int unp_load_build(Unpickler u) except -1:
     if slotstate is not None:
         if not isinstance(slotstate, dict):
             raise UnpicklingError("slot state is not a dictionary")
-        inst = <object>inst_p
-        for k, v in (<dict>slotstate).items():
-            setattr(inst, k, v)
+        fw_apply_slot_state(inst_p, <PyObject *>slotstate, &u.interns)
     return 0
 
 

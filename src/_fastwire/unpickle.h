@@ -753,6 +753,34 @@ error:
     return -1;
 }
 
+/* BUILD's slot state: setattr(inst, key, value) for each item, as the
+ * stdlib does (so a class's own __setattr__ is called). Str keys go through
+ * the per-load intern cache first: PyObject_SetAttr interns every name it is
+ * given, and a memoized key met again is then found without probing the
+ * interpreter's interned table (a sixth of loading a slotted instance).
+ * Each key and value is held across the call, which may change the dict:
+ * iteration then goes on from the same position, as the stdlib's does. */
+static int fw_apply_slot_state(PyObject *inst, PyObject *state, fw_intern_cache *interns)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        int status;
+        if (PyUnicode_CheckExact(key))
+            key = fw_intern(interns, key);
+        else
+            Py_INCREF(key);
+        Py_INCREF(value);
+        status = PyObject_SetAttr(inst, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (status < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The names fw_imported_module reads, interned once by the caller. */
 typedef struct {
     PyObject *builtins;         /* "__builtins__" */
