@@ -692,3 +692,39 @@ def test_slot_state_edited_by_setattr_while_applied_like_stdlib(edit, monkeypatc
         return {name: getattr(inst, name, "<unset>") for name in SlotStateEditor.__slots__}
 
     assert slots_of(fw.loads) == slots_of(pickle.loads)
+
+
+# --- LONG1/LONG4: ints wider than 8 bytes built digit by digit ----------------------------
+
+
+def _long_pickle(raw: bytes) -> bytes:
+    """raw as a LONG1 (when short) or LONG4 payload, a whole protocol-2 pickle."""
+    if len(raw) < 256:
+        return b"\x80\x02\x8a" + bytes([len(raw)]) + raw + b"."
+    return b"\x80\x02\x8b" + len(raw).to_bytes(4, "little") + raw + b"."
+
+
+def _assert_long_like_stdlib(raw: bytes):
+    data = _long_pickle(raw)
+    got, want = fw.loads(data), pickle.loads(data)
+    assert type(got) is int and got == want, raw.hex()
+    if -5 <= want <= 256:  # the interpreter's cached ints come back as themselves
+        assert got is want
+
+
+@pytest.mark.parametrize("bits", [56, 57, 63, 64, 65, 71, 72, 89, 90, 91, 95, 96, 97, 120, 128, 1000, 8191])
+def test_wide_long_payloads_at_digit_and_word_edges_like_stdlib(bits):
+    """Each power of two near a 30-bit digit or 32-bit step edge, one either
+    side of it, both signs, and padded with redundant sign bytes (which
+    shrink some of them back under 8 bytes)."""
+    for value in (1 << bits, (1 << bits) - 1, (1 << bits) + 1, ((1 << bits) - 1) // 3):
+        for v in (value, -value):
+            width = (v.bit_length() + 8) // 8
+            for pad in (0, 1, 3, 8, 300):
+                _assert_long_like_stdlib(v.to_bytes(width + pad, "little", signed=True))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=1, max_size=300))
+def test_any_long_payload_like_stdlib(raw):
+    _assert_long_like_stdlib(raw)

@@ -90,8 +90,6 @@ cdef extern from "Python.h":
     PyObject *c_int_from_longlong_or_null "PyLong_FromLongLong"(long long v)
     PyObject *c_int_from_ulonglong_or_null "PyLong_FromUnsignedLongLong"(unsigned long long v)
     PyObject *c_int_from_voidptr_or_null "PyLong_FromVoidPtr"(void *p)
-    PyObject *c_int_from_le_bytes "_PyLong_FromByteArray"(
-        const unsigned char *b, size_t n, int little_endian, int is_signed) except NULL
     PyObject *c_int_from_string "PyLong_FromString"(const char *s, char **end, int base) except NULL
     long long c_as_long_long "PyLong_AsLongLongAndOverflow"(PyObject *o, int *overflow)
     PyObject *c_bool_from_long_or_null "PyBool_FromLong"(long v)

@@ -26,7 +26,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from capi cimport (
     PY_SSIZE_T_MAX, c_bytearray_from, c_bytes_decode_escape, c_bytes_from, c_call_object,
     c_decode_ascii, c_decode_raw_unicode_escape, c_decode_utf8, c_decref, c_dict_setitem, c_dict_size, c_false,
-    c_float_from_double, c_import, c_incref, c_int_from_le_bytes, c_int_from_long,
+    c_float_from_double, c_import, c_incref, c_int_from_long,
     c_int_from_longlong, c_int_from_string, c_is_dict_exact, c_is_list_exact, c_is_set, c_is_tuple,
     c_is_type, c_memoryview_from, c_new_dict, c_new_list, c_new_set, c_new_tuple, c_none, c_set_add,
     c_setitem, c_string_to_double, c_sys_audit, c_true, c_unicode_decode,
@@ -67,6 +67,7 @@ cdef extern from "unpickle.h":
     Py_ssize_t fw_le_size(const char *s, int nbytes) nogil
     long fw_le_int(const char *s, int nbytes) nogil
     long long fw_le_signed(const char *s, Py_ssize_t nbytes) nogil
+    PyObject *fw_int_from_le_signed(const char *s, Py_ssize_t n) except NULL
     double fw_be_double(const char *s) nogil
     int fw_small_ints_init() except -1
     PyObject *fw_int_from_long(long v) except NULL
@@ -1867,7 +1868,7 @@ cdef int unp_load_counted_long(Unpickler u, int nbytes) except -1:
     s = unp_take(u, size)
     if size <= 8:
         return unp_push(u, c_int_from_longlong(fw_le_signed(s, size)))
-    return unp_push(u, c_int_from_le_bytes(<const unsigned char *>s, size, 1, 1))
+    return unp_push(u, fw_int_from_le_signed(s, size))
 
 
 cdef int unp_load_frame(Unpickler u) except -1:
