@@ -63,7 +63,20 @@ class Result:
         }
 
 
+# glibc's malloc serves a request of 128 KiB or more with an mmap of its own,
+# unmapped again on free, until the first free of such a block raises that
+# threshold to the block's size. Before that, every large buffer costs page
+# faults: the stdlib's dumps of 20 strs of 5 KB costs 35 us in a fresh 3.13
+# process and 2.6 us after one large free, so a ratio depended on whether an
+# earlier pair in the same process had freed a big block (1.1x to 1.8x for
+# that pair across gate runs). Measuring starts from the state a long-running
+# program is in: one block of this size allocated and freed.
+ALLOCATOR_WARMING_BYTES = 16 << 20
+
+
 def load_pairs(areas: Iterable[str] | None = None) -> list[Pair]:
+    warming = bytearray(ALLOCATOR_WARMING_BYTES)
+    del warming
     selected = list(AREA_MODULES) if areas is None else list(areas)
     pairs: list[Pair] = []
     for area in selected:
