@@ -88,10 +88,10 @@ def test_every_supported_version_is_gated_against_its_own_baseline(compare, vers
     assert 'for other in "${others[@]}"; do\n    gate ' in ci
 
 
-def test_raising_only_the_pairs_that_gained_keeps_every_other_baseline(compare, tmp_path):
-    """--raise-only moves a pair whose lowest new measurement is the factor above
-    its baseline, to that lowest, and leaves a pair that merely measured a bit
-    higher (or lower) where it was; a pair new to the runs is added."""
+def test_a_refresh_moves_only_the_pairs_that_gained_or_fell_below_their_baseline(compare, tmp_path):
+    """--refresh moves a pair whose lowest new measurement is the factor above
+    its baseline, or below it, to that lowest, and leaves a pair that merely
+    measured a bit higher where it was; a pair new to the runs is added."""
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"source": "earlier runs", "ratios": {
         "gained": {"area": "corpus", "speedup": 1.1, "target": 1.0},
@@ -101,9 +101,9 @@ def test_raising_only_the_pairs_that_gained_keeps_every_other_baseline(compare, 
     first = saved_run(tmp_path / "one.json", {"gained": [1.7, 1.6], "lucky": [2.3], "slipped": [2.8],
                                                "new": [4.0]})
     second = saved_run(tmp_path / "two.json", {"gained": [1.5], "lucky": [2.2], "slipped": [2.9], "new": [3.5]})
-    assert compare.main(["--update-baseline", "--lowest", "--raise-only", "1.2", str(first), str(second),
+    assert compare.main(["--update-baseline", "--lowest", "--refresh", "1.2", str(first), str(second),
                          "--baseline", str(baseline)]) == 0
     written = json.loads(baseline.read_text())
     assert {name: r["speedup"] for name, r in written["ratios"].items()} == {
-        "gained": 1.5, "lucky": 2.0, "slipped": 3.0, "unmeasured": 5.0, "new": 3.5}
-    assert written["source"].startswith("earlier runs; then pairs at 1.2x")
+        "gained": 1.5, "lucky": 2.0, "slipped": 2.8, "unmeasured": 5.0, "new": 3.5}
+    assert written["source"].startswith("earlier runs; then each pair whose lowest")
