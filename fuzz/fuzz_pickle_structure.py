@@ -439,14 +439,20 @@ def stdlib_load(mode, pickled):
 
 
 def bounded(fn, *args):
-    """outcome(fn, *args) and its peak traced allocation, under the work budget."""
-    tracemalloc.start()
-    try:
-        result = _harness.outcome(fn, *args)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return result, peak
+    """outcome(fn, *args) and the peak of what it allocated, under the work budget.
+
+    tracemalloc runs for the whole session instead of being started and stopped
+    around each input: the faulthandler watchdog thread frees its state through
+    tracemalloc's hooks as it exits, and a tracemalloc.stop() racing that free
+    crashes CPython before 3.12.9 and 3.13.2 (gh-128679; it killed this target
+    on 3.11.7 at its 1,542nd input, in tracemalloc_free on the watchdog thread).
+    """
+    if not tracemalloc.is_tracing():
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    result = _harness.outcome(fn, *args)
+    return result, tracemalloc.get_traced_memory()[1] - before
 
 
 def test_one_input(data):
