@@ -852,9 +852,10 @@ def fresh_page_sized_blocks():
     then takes one fault per 2 MiB where the kernel has huge pages free, one
     per 4 KiB where it has not, so its fault count says nothing; blocks.h's
     FW_ALLOC_RESERVE commits 4 KiB pages. And the process-wide pool of
-    dropped blocks (receive_buffer_pool) starts empty: a block an earlier test
-    dropped would otherwise serve the first receive (the 3.13 suite of a CI
-    rehearsal saw 1503 faults for it: a smaller pooled block grown by 6 MiB)."""
+    dropped blocks (receive_buffer_pool) starts empty, so that no block an
+    earlier test dropped serves the first receive. (Neither explains the
+    1,503 faults CI rehearsals' 3.13 suites saw for that receive: they came
+    back with both in place.)"""
     from fastwire._fastwire import _receive_buffer_strategy, receive_buffer_pool
 
     default = _receive_buffer_strategy()
